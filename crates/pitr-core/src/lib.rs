@@ -1,0 +1,1 @@
+//! pitr-core (being written).

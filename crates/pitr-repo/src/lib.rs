@@ -1,0 +1,1 @@
+//! pitr-repo (being written).

@@ -1,0 +1,1 @@
+//! pitr-storage (being written).

@@ -1,0 +1,1 @@
+//! pitr-testkit (being written).

