@@ -1,0 +1,152 @@
+//! The behaviour every storage driver must show. Each driver runs [`conformance`].
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pitr_storage::{Fault, FaultyStorage, LocalFs, PutMode, PutOutcome, Storage, StorageError};
+
+async fn conformance(s: &dyn Storage) {
+    // absent objects are None, not errors
+    assert!(s.get("a/b").await.unwrap().is_none());
+    assert!(s.head("a/b").await.unwrap().is_none());
+    assert!(s.list("a/").await.unwrap().is_empty());
+
+    // create publishes; a second create leaves the first untouched
+    assert_eq!(
+        s.put("a/b", Bytes::from_static(b"one"), PutMode::Create)
+            .await
+            .unwrap(),
+        PutOutcome::Written
+    );
+    assert_eq!(
+        s.put("a/b", Bytes::from_static(b"two"), PutMode::Create)
+            .await
+            .unwrap(),
+        PutOutcome::AlreadyExists
+    );
+    assert_eq!(
+        s.get("a/b").await.unwrap().unwrap(),
+        Bytes::from_static(b"one")
+    );
+
+    // overwrite replaces
+    s.put("a/b", Bytes::from_static(b"three"), PutMode::Overwrite)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get("a/b").await.unwrap().unwrap(),
+        Bytes::from_static(b"three")
+    );
+    assert_eq!(s.head("a/b").await.unwrap().unwrap().size, 5);
+    assert_eq!(
+        s.get_range("a/b", 1..3).await.unwrap().unwrap(),
+        Bytes::from_static(b"hr")
+    );
+    assert_eq!(
+        s.get_range("a/b", 3..100).await.unwrap().unwrap(),
+        Bytes::from_static(b"ee")
+    );
+
+    // streamed upload is invisible until finished
+    let mut up = s.upload("a/c/d").await.unwrap();
+    up.write(Bytes::from_static(b"hello ")).await.unwrap();
+    assert!(s.head("a/c/d").await.unwrap().is_none());
+    assert!(s.list("a/").await.unwrap().iter().all(|o| o.key != "a/c/d"));
+    up.write(Bytes::from_static(b"world")).await.unwrap();
+    assert_eq!(
+        up.finish(PutMode::Create).await.unwrap(),
+        PutOutcome::Written
+    );
+    assert_eq!(
+        s.get("a/c/d").await.unwrap().unwrap(),
+        Bytes::from_static(b"hello world")
+    );
+
+    // an abandoned upload leaves nothing
+    let mut up = s.upload("a/e").await.unwrap();
+    up.write(Bytes::from_static(b"partial")).await.unwrap();
+    drop(up);
+    assert!(s.head("a/e").await.unwrap().is_none());
+
+    // list is recursive, prefix-filtered and sorted
+    s.put("ab", Bytes::from_static(b"x"), PutMode::Create)
+        .await
+        .unwrap();
+    let keys: Vec<String> = s
+        .list("a/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, vec!["a/b".to_string(), "a/c/d".to_string()]);
+    let keys: Vec<String> = s
+        .list("a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        keys,
+        vec!["a/b".to_string(), "a/c/d".to_string(), "ab".to_string()]
+    );
+
+    // delete is idempotent
+    s.delete("a/b").await.unwrap();
+    s.delete("a/b").await.unwrap();
+    assert!(s.get("a/b").await.unwrap().is_none());
+
+    // malformed keys are refused
+    for bad in ["", "/abs", "a//b", "../x", "a/./b"] {
+        assert!(
+            matches!(s.get(bad).await, Err(StorageError::InvalidKey(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn local_filesystem_driver_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalFs::open(dir.path()).unwrap();
+    conformance(&s).await;
+    // no temporary files are left behind
+    let leftovers: Vec<_> = walkdir(dir.path())
+        .into_iter()
+        .filter(|p| p.contains(".pitr-tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[tokio::test]
+async fn fault_wrapper_conforms_once_faults_are_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Storage> = Arc::new(LocalFs::open(dir.path()).unwrap());
+    let s = FaultyStorage::new(inner, Fault::Reads, 1);
+    let err = s.get("x").await.unwrap_err();
+    assert!(err.is_transient());
+    conformance(&s).await;
+}
+
+#[test]
+fn opening_a_missing_root_names_it_and_suggests_init() {
+    let err = LocalFs::open("/nonexistent/pitr-repo").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("/nonexistent/pitr-repo"), "{msg}");
+    assert!(msg.contains("pitr init"), "{msg}");
+}
+
+fn walkdir(p: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walkdir(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}
