@@ -1,1 +1,357 @@
-//! pitr-repo (being written).
+//! The pitr repository format (v1): where each object lives and how it is framed.
+//!
+//! ```text
+//! pitr.repository                         repository marker (metadata, kind "repository")
+//! <cluster>/cluster.json                  identity: system identifier, major version, segment size
+//! <cluster>/wal/<TLI>/<WAL file name>     framed WAL segment / .partial / .history / .backup
+//! ```
+//! See `docs/repository-format.md` for the full description.
+
+pub mod error;
+pub mod frame;
+pub mod meta;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use pitr_pg::WalFileName;
+use pitr_storage::{PutMode, PutOutcome, Storage};
+use serde::{Deserialize, Serialize};
+
+pub use error::{RepoError, RepoResult};
+pub use frame::{Checksum, Compression, FrameSummary};
+
+/// Repository format written by this version.
+pub const REPO_FORMAT: u32 = 1;
+/// Key of the repository marker.
+pub const MARKER_KEY: &str = "pitr.repository";
+
+/// Content of the repository marker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoMarker {
+    /// Repository format.
+    pub repo_format: u32,
+    /// When the repository was created.
+    pub created_at: Timestamp,
+}
+
+/// What a repository records about a cluster, fixed by its first segment or by `pitr init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    /// `pg_control`'s database system identifier.
+    pub system_id: u64,
+    /// PostgreSQL major version.
+    pub pg_major: u32,
+    /// WAL segment size in bytes.
+    pub wal_seg_size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ClusterFile {
+    #[serde(flatten)]
+    identity: ClusterIdentity,
+    created_at: Timestamp,
+}
+
+/// A repository on some storage.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    storage: Arc<dyn Storage>,
+}
+
+/// Outcome of storing a WAL file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalPut {
+    /// Newly stored; `stored_len` bytes after compression.
+    Stored {
+        /// Checksum of the original bytes.
+        summary: FrameSummary,
+        /// Size in the repository.
+        stored_len: u64,
+    },
+    /// An identical copy was already archived; nothing changed.
+    Duplicate {
+        /// Checksum of the original bytes.
+        summary: FrameSummary,
+    },
+}
+
+/// An archived WAL file as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalEntry {
+    /// Its name.
+    pub name: WalFileName,
+    /// Size in the repository (compressed).
+    pub stored_len: u64,
+}
+
+impl Repo {
+    /// A repository on `storage`.
+    pub fn new(storage: Arc<dyn Storage>) -> Repo {
+        Repo { storage }
+    }
+
+    /// The underlying storage.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// Where the repository is, for messages.
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    /// Reads the marker, writing it first if the repository is new. Refuses newer formats.
+    pub async fn ensure_marker(&self) -> RepoResult<RepoMarker> {
+        if let Some(m) = self.marker().await? {
+            return Ok(m);
+        }
+        let m = RepoMarker {
+            repo_format: REPO_FORMAT,
+            created_at: Timestamp::now(),
+        };
+        let bytes = self.encode_meta("repository", &m)?;
+        self.storage.put(MARKER_KEY, bytes, PutMode::Create).await?;
+        Ok(self.marker().await?.unwrap_or(m))
+    }
+
+    /// Reads the marker, if any. Refuses newer formats.
+    pub async fn marker(&self) -> RepoResult<Option<RepoMarker>> {
+        let Some(m) = self
+            .read_meta::<RepoMarker>("repository", MARKER_KEY)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if m.repo_format > REPO_FORMAT {
+            return Err(RepoError::UnsupportedFormat {
+                repo: self.location(),
+                found: m.repo_format,
+                supported: REPO_FORMAT,
+            });
+        }
+        Ok(Some(m))
+    }
+
+    /// The part of the repository that belongs to cluster `name`.
+    pub fn cluster(&self, name: &str) -> RepoResult<ClusterRepo> {
+        let valid = !name.is_empty()
+            && !name.starts_with('.')
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !valid || name == MARKER_KEY {
+            return Err(RepoError::BadClusterName(name.to_string()));
+        }
+        Ok(ClusterRepo {
+            repo: self.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Clusters present in the repository.
+    pub async fn clusters(&self) -> RepoResult<Vec<String>> {
+        let mut out: Vec<String> = self
+            .storage
+            .list("")
+            .await?
+            .into_iter()
+            .filter_map(|o| o.key.strip_suffix("/cluster.json").map(str::to_string))
+            .filter(|k| !k.contains('/'))
+            .collect();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn encode_meta<T: Serialize>(&self, kind: &str, body: &T) -> RepoResult<Bytes> {
+        meta::encode(kind, body)
+            .map(Bytes::from)
+            .map_err(|source| RepoError::BadMeta {
+                repo: self.location(),
+                key: kind.to_string(),
+                source,
+            })
+    }
+
+    /// Reads and verifies a metadata object.
+    pub async fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> RepoResult<Option<T>> {
+        let Some(bytes) = self.storage.get(key).await? else {
+            return Ok(None);
+        };
+        meta::decode(kind, &bytes)
+            .map(Some)
+            .map_err(|source| RepoError::BadMeta {
+                repo: self.location(),
+                key: key.to_string(),
+                source,
+            })
+    }
+
+    /// Writes a metadata object atomically.
+    pub async fn write_meta<T: Serialize>(
+        &self,
+        kind: &str,
+        key: &str,
+        body: &T,
+        mode: PutMode,
+    ) -> RepoResult<PutOutcome> {
+        let bytes = self.encode_meta(kind, body)?;
+        Ok(self.storage.put(key, bytes, mode).await?)
+    }
+}
+
+/// One cluster's part of a repository.
+#[derive(Debug, Clone)]
+pub struct ClusterRepo {
+    repo: Repo,
+    name: String,
+}
+
+impl ClusterRepo {
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The repository.
+    pub fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
+    fn identity_key(&self) -> String {
+        format!("{}/cluster.json", self.name)
+    }
+
+    /// Key of an archived WAL file.
+    pub fn wal_key(&self, name: &WalFileName) -> String {
+        format!("{}/wal/{}/{}", self.name, name.timeline().hex8(), name)
+    }
+
+    /// The recorded identity, if any.
+    pub async fn identity(&self) -> RepoResult<Option<ClusterIdentity>> {
+        Ok(self
+            .repo
+            .read_meta::<ClusterFile>("cluster", &self.identity_key())
+            .await?
+            .map(|f| f.identity))
+    }
+
+    /// Records `id` unless an identity is already recorded; returns the recorded identity (which
+    /// the caller compares with its own). Safe against concurrent first pushes.
+    pub async fn register(&self, id: &ClusterIdentity) -> RepoResult<ClusterIdentity> {
+        if let Some(existing) = self.identity().await? {
+            return Ok(existing);
+        }
+        self.repo.ensure_marker().await?;
+        let file = ClusterFile {
+            identity: id.clone(),
+            created_at: Timestamp::now(),
+        };
+        self.repo
+            .write_meta("cluster", &self.identity_key(), &file, PutMode::Create)
+            .await?;
+        Ok(self.identity().await?.unwrap_or_else(|| id.clone()))
+    }
+
+    /// Stores a WAL file durably. An identical copy already stored is a [`WalPut::Duplicate`]; a
+    /// different one is [`RepoError::WalConflict`] and the stored copy is left untouched.
+    pub async fn put_wal(
+        &self,
+        name: &WalFileName,
+        data: &[u8],
+        c: Compression,
+    ) -> RepoResult<WalPut> {
+        let (obj, summary) = frame::encode(data, c).map_err(|source| RepoError::Encode {
+            what: name.to_string(),
+            source,
+        })?;
+        let key = self.wal_key(name);
+        let stored_len = obj.len() as u64;
+        match self
+            .repo
+            .storage
+            .put(&key, Bytes::from(obj), PutMode::Create)
+            .await?
+        {
+            PutOutcome::Written => Ok(WalPut::Stored {
+                summary,
+                stored_len,
+            }),
+            PutOutcome::AlreadyExists => {
+                let stored = self.stored_summary(&key).await?;
+                if stored == summary {
+                    Ok(WalPut::Duplicate { summary })
+                } else {
+                    Err(RepoError::WalConflict {
+                        name: *name,
+                        stored: stored.checksum,
+                        stored_len: stored.len,
+                        new: summary.checksum,
+                        new_len: summary.len,
+                    })
+                }
+            }
+        }
+    }
+
+    async fn stored_summary(&self, key: &str) -> RepoResult<FrameSummary> {
+        let obj = self
+            .repo
+            .storage
+            .get(key)
+            .await?
+            .ok_or_else(|| RepoError::Corrupt {
+                repo: self.repo.location(),
+                key: key.to_string(),
+                source: frame::FrameError::Truncated(0),
+            })?;
+        frame::summary(&obj).map_err(|source| RepoError::Corrupt {
+            repo: self.repo.location(),
+            key: key.to_string(),
+            source,
+        })
+    }
+
+    /// Reads an archived WAL file, verified; `None` when it is not archived.
+    pub async fn get_wal(&self, name: &WalFileName) -> RepoResult<Option<Vec<u8>>> {
+        let key = self.wal_key(name);
+        let Some(obj) = self.repo.storage.get(&key).await? else {
+            return Ok(None);
+        };
+        frame::decode(&obj)
+            .map(Some)
+            .map_err(|source| RepoError::Corrupt {
+                repo: self.repo.location(),
+                key,
+                source,
+            })
+    }
+
+    /// Every archived WAL file, sorted by timeline then name.
+    pub async fn list_wal(&self) -> RepoResult<Vec<WalEntry>> {
+        let prefix = format!("{}/wal/", self.name);
+        let mut out: Vec<WalEntry> = self
+            .repo
+            .storage
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let file = o.key.rsplit('/').next()?;
+                let name = WalFileName::parse(file).ok()?;
+                Some(WalEntry {
+                    name,
+                    stored_len: o.size,
+                })
+            })
+            .collect();
+        out.sort_by_key(|e| (e.name.timeline(), e.name.to_string()));
+        Ok(out)
+    }
+}
