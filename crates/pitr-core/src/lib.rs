@@ -1,1 +1,5 @@
-//! pitr-core (being written).
+//! pitr's engines: each command is a library function that returns a report; the CLI only
+//! parses arguments, calls these and renders the result.
+
+pub mod archive;
+pub mod info;

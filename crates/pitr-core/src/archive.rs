@@ -1,0 +1,327 @@
+//! `archive-push` and `archive-get`: PostgreSQL's `archive_command` and `restore_command`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pitr_pg::history::TimelineHistory;
+use pitr_pg::page::LongPageHeader;
+use pitr_pg::{WalFileName, WalSegSize};
+use pitr_repo::{Checksum, ClusterIdentity, ClusterRepo, Compression, RepoError, WalPut};
+use pitr_storage::{current_os_user, StorageError};
+use serde::Serialize;
+
+/// A failed archive operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The file to push does not exist.
+    #[error("WAL file {path:?} does not exist\nhint: archive_command must pass PostgreSQL's %p, e.g. archive_command = 'pitr archive-push %p'")]
+    SourceMissing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file to push cannot be read.
+    #[error("cannot read WAL file {path:?} as OS user {user:?}: {source}")]
+    SourceUnreadable {
+        /// The path given.
+        path: PathBuf,
+        /// The OS user we run as.
+        user: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The name is not a WAL file name.
+    #[error("{name:?} is not a WAL file name (segment, .partial, .history or .backup)\nhint: archive_command passes %p and restore_command passes %f")]
+    NotWalName {
+        /// The rejected name.
+        name: String,
+    },
+    /// The file's content is not what its name promises.
+    #[error("{name} is not a valid WAL file: {reason}")]
+    BadContent {
+        /// The WAL file name.
+        name: WalFileName,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The segment belongs to another cluster or version than the repository's cluster.
+    #[error("refusing {name}: its {what} is {found} but cluster {cluster:?} in repository {repo} has {stored}\nhint: every PostgreSQL cluster needs its own --cluster name (or its own repository); after a pg_upgrade or a re-initdb, archive into a new --cluster")]
+    Foreign {
+        /// The WAL file name.
+        name: WalFileName,
+        /// Which property differs.
+        what: &'static str,
+        /// The file's value.
+        found: String,
+        /// The recorded value.
+        stored: String,
+        /// The cluster name.
+        cluster: String,
+        /// The repository.
+        repo: String,
+    },
+    /// Writing the restored file failed.
+    #[error("cannot write {path:?} as OS user {user:?}: {source}")]
+    Dest {
+        /// The destination.
+        path: PathBuf,
+        /// The OS user we run as.
+        user: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The repository failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl From<StorageError> for ArchiveError {
+    fn from(e: StorageError) -> Self {
+        ArchiveError::Repo(RepoError::Storage(e))
+    }
+}
+
+/// What `archive-push` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    /// The WAL file name.
+    pub name: String,
+    /// `stored` or `already-archived`.
+    pub outcome: PushOutcome,
+    /// Original size.
+    pub original_bytes: u64,
+    /// Size in the repository (when stored now).
+    pub stored_bytes: Option<u64>,
+    /// BLAKE3 of the original bytes.
+    pub blake3: String,
+}
+
+/// Whether a push stored something new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PushOutcome {
+    /// Newly stored.
+    Stored,
+    /// An identical copy was already archived.
+    AlreadyArchived,
+}
+
+fn parse_name(name: &str) -> Result<WalFileName, ArchiveError> {
+    WalFileName::parse(name).map_err(|_| ArchiveError::NotWalName {
+        name: name.to_string(),
+    })
+}
+
+/// Checks a segment's long page header and size against its name, and returns the identity of
+/// the cluster that wrote it.
+pub fn segment_identity(name: &WalFileName, data: &[u8]) -> Result<ClusterIdentity, ArchiveError> {
+    let bad = |reason: String| ArchiveError::BadContent {
+        name: *name,
+        reason,
+    };
+    let header = LongPageHeader::parse(data).map_err(|e| bad(e.to_string()))?;
+    if data.len() as u64 != header.seg_size.bytes() {
+        return Err(bad(format!(
+            "file is {} bytes but its header says segments are {} bytes (truncated or padded copy?)",
+            data.len(),
+            header.seg_size.bytes()
+        )));
+    }
+    let segno = name.segno(header.seg_size).ok_or_else(|| {
+        bad(format!(
+            "the name is impossible with {} segments",
+            header.seg_size
+        ))
+    })?;
+    let expected = header.seg_size.start_of(segno);
+    if expected != Some(header.short.page_addr) {
+        return Err(bad(format!(
+            "its first page is at LSN {} but the name says {}",
+            header.short.page_addr,
+            expected.map(|l| l.to_string()).unwrap_or_default()
+        )));
+    }
+    Ok(ClusterIdentity {
+        system_id: header.system_id,
+        pg_major: header.short.version.number(),
+        wal_seg_size: header.seg_size.bytes(),
+    })
+}
+
+fn check_identity(
+    cluster: &ClusterRepo,
+    name: &WalFileName,
+    found: &ClusterIdentity,
+    stored: &ClusterIdentity,
+) -> Result<(), ArchiveError> {
+    let foreign = |what, found: String, stored: String| ArchiveError::Foreign {
+        name: *name,
+        what,
+        found,
+        stored,
+        cluster: cluster.name().to_string(),
+        repo: cluster.repo().location(),
+    };
+    if found.system_id != stored.system_id {
+        return Err(foreign(
+            "system identifier",
+            found.system_id.to_string(),
+            stored.system_id.to_string(),
+        ));
+    }
+    if found.pg_major != stored.pg_major {
+        return Err(foreign(
+            "PostgreSQL major version",
+            found.pg_major.to_string(),
+            stored.pg_major.to_string(),
+        ));
+    }
+    if found.wal_seg_size != stored.wal_seg_size {
+        let show = |b: u64| {
+            WalSegSize::new(b)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|_| format!("{b} bytes"))
+        };
+        return Err(foreign(
+            "WAL segment size",
+            show(found.wal_seg_size),
+            show(stored.wal_seg_size),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores the WAL file at `path` durably: `Ok` only once it is safe in the repository.
+pub async fn push(
+    cluster: &ClusterRepo,
+    path: &Path,
+    compression: Compression,
+) -> Result<PushReport, ArchiveError> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = parse_name(&file_name)?;
+    let data = match tokio::fs::read(path).await {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ArchiveError::SourceMissing {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(source) => {
+            return Err(ArchiveError::SourceUnreadable {
+                path: path.to_path_buf(),
+                user: current_os_user(),
+                source,
+            })
+        }
+    };
+    match name {
+        WalFileName::Segment { .. } | WalFileName::Partial { .. } => {
+            let found = segment_identity(&name, &data)?;
+            let stored = cluster.register(&found).await?;
+            check_identity(cluster, &name, &found, &stored)?;
+        }
+        WalFileName::History { tli } => {
+            TimelineHistory::parse(tli, &data).map_err(|e| ArchiveError::BadContent {
+                name,
+                reason: e.to_string(),
+            })?;
+            cluster.repo().ensure_marker().await?;
+        }
+        WalFileName::Backup { .. } => {
+            if std::str::from_utf8(&data).is_err() {
+                return Err(ArchiveError::BadContent {
+                    name,
+                    reason: "a backup history file must be text".into(),
+                });
+            }
+            cluster.repo().ensure_marker().await?;
+        }
+    }
+    let report = |outcome, stored_bytes, blake3: Checksum| PushReport {
+        name: name.to_string(),
+        outcome,
+        original_bytes: data.len() as u64,
+        stored_bytes,
+        blake3: blake3.to_string(),
+    };
+    Ok(match cluster.put_wal(&name, &data, compression).await? {
+        WalPut::Stored {
+            summary,
+            stored_len,
+        } => report(PushOutcome::Stored, Some(stored_len), summary.checksum),
+        WalPut::Duplicate { summary } => {
+            report(PushOutcome::AlreadyArchived, None, summary.checksum)
+        }
+    })
+}
+
+/// What `archive-get` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetOutcome {
+    /// The file was written to the destination, verified.
+    Restored {
+        /// Bytes written.
+        bytes: u64,
+    },
+    /// The repository does not have that file.
+    NotFound,
+}
+
+/// How many times, and how long apart, a transient repository error is retried.
+pub const GET_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_millis(2000),
+];
+
+/// Fetches `name` into `dest` atomically, verifying its checksum. Transient repository errors
+/// are retried a bounded number of times.
+pub async fn get(
+    cluster: &ClusterRepo,
+    name: &str,
+    dest: &Path,
+) -> Result<GetOutcome, ArchiveError> {
+    let name = parse_name(name)?;
+    let mut attempt = 0;
+    let data = loop {
+        match cluster.get_wal(&name).await {
+            Ok(d) => break d,
+            Err(RepoError::Storage(e)) if e.is_transient() && attempt < GET_RETRY_DELAYS.len() => {
+                tracing::warn!("reading {name} failed ({e}); retrying");
+                tokio::time::sleep(GET_RETRY_DELAYS[attempt]).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let Some(data) = data else {
+        return Ok(GetOutcome::NotFound);
+    };
+    if name.holds_wal() {
+        // Defence in depth: what we hand PostgreSQL must at least look like that segment.
+        segment_identity(&name, &data)?;
+    }
+    write_atomic(dest, &data).await?;
+    Ok(GetOutcome::Restored {
+        bytes: data.len() as u64,
+    })
+}
+
+async fn write_atomic(dest: &Path, data: &[u8]) -> Result<(), ArchiveError> {
+    let dest_err = |source| ArchiveError::Dest {
+        path: dest.to_path_buf(),
+        user: current_os_user(),
+        source,
+    };
+    let mut tmp_name = dest.as_os_str().to_owned();
+    tmp_name.push(".pitr-tmp");
+    let tmp = PathBuf::from(tmp_name);
+    if let Err(e) = tokio::fs::write(&tmp, data).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(dest_err(e));
+    }
+    tokio::fs::rename(&tmp, dest).await.map_err(dest_err)
+}

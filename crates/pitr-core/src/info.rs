@@ -1,0 +1,139 @@
+//! `pitr info`: what a repository holds, per cluster: identity and archived WAL per timeline,
+//! with gaps.
+
+use pitr_pg::{SegNo, TimelineId, WalFileName, WalSegSize};
+use pitr_repo::{ClusterIdentity, Repo, RepoResult};
+use serde::Serialize;
+
+/// The whole repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoInfo {
+    /// Repository location.
+    pub repository: String,
+    /// Repository format (absent for an uninitialised directory).
+    pub repo_format: Option<u32>,
+    /// Clusters, by name.
+    pub clusters: Vec<ClusterInfo>,
+}
+
+/// One cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterInfo {
+    /// Cluster name.
+    pub name: String,
+    /// Recorded identity.
+    pub identity: Option<ClusterIdentity>,
+    /// Archived WAL, per timeline.
+    pub timelines: Vec<TimelineWal>,
+}
+
+/// Archived WAL of one timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineWal {
+    /// Timeline.
+    pub timeline: u32,
+    /// Whether its `.history` file is archived (timeline 1 has none).
+    pub history_archived: bool,
+    /// Complete segments archived.
+    pub segments: u64,
+    /// First segment archived.
+    pub first: Option<String>,
+    /// Last segment archived.
+    pub last: Option<String>,
+    /// `.partial` segments archived.
+    pub partials: Vec<String>,
+    /// Missing runs of segments between `first` and `last`, as `[first missing, last missing]`.
+    pub gaps: Vec<[String; 2]>,
+    /// Bytes used in the repository.
+    pub stored_bytes: u64,
+}
+
+/// Gathers the report.
+pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
+    let marker = repo.marker().await?;
+    let mut clusters = Vec::new();
+    for name in repo.clusters().await? {
+        let cluster = repo.cluster(&name)?;
+        let identity = cluster.identity().await?;
+        let seg_size = identity
+            .as_ref()
+            .and_then(|i| WalSegSize::new(i.wal_seg_size).ok());
+        let entries = cluster.list_wal().await?;
+        let mut tlis: Vec<TimelineId> = entries.iter().map(|e| e.name.timeline()).collect();
+        tlis.dedup();
+        let timelines = tlis
+            .into_iter()
+            .map(|tli| {
+                let mine: Vec<_> = entries
+                    .iter()
+                    .filter(|e| e.name.timeline() == tli)
+                    .collect();
+                let mut segs: Vec<SegNo> = Vec::new();
+                let mut t = TimelineWal {
+                    timeline: tli.0,
+                    history_archived: false,
+                    segments: 0,
+                    first: None,
+                    last: None,
+                    partials: Vec::new(),
+                    gaps: Vec::new(),
+                    stored_bytes: mine.iter().map(|e| e.stored_len).sum(),
+                };
+                for e in &mine {
+                    match e.name {
+                        WalFileName::History { .. } => t.history_archived = true,
+                        WalFileName::Partial { .. } => t.partials.push(e.name.to_string()),
+                        WalFileName::Segment { .. } => {
+                            t.segments += 1;
+                            if let Some(n) = seg_size.and_then(|s| e.name.segno(s)) {
+                                segs.push(n);
+                            }
+                        }
+                        WalFileName::Backup { .. } => {}
+                    }
+                }
+                segs.sort();
+                if let Some(size) = seg_size {
+                    t.first = segs.first().map(|s| s.file_name(tli, size));
+                    t.last = segs.last().map(|s| s.file_name(tli, size));
+                    t.gaps = gaps(&segs)
+                        .into_iter()
+                        .map(|(a, b)| [a.file_name(tli, size), b.file_name(tli, size)])
+                        .collect();
+                }
+                t
+            })
+            .collect();
+        clusters.push(ClusterInfo {
+            name,
+            identity,
+            timelines,
+        });
+    }
+    Ok(RepoInfo {
+        repository: repo.location(),
+        repo_format: marker.map(|m| m.repo_format),
+        clusters,
+    })
+}
+
+/// Missing runs in a sorted list of segment numbers.
+pub fn gaps(sorted: &[SegNo]) -> Vec<(SegNo, SegNo)> {
+    sorted
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].0 + 1)
+        .map(|w| (SegNo(w[0].0 + 1), SegNo(w[1].0 - 1)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_missing_runs() {
+        let s: Vec<SegNo> = [1, 2, 3, 5, 9, 10].into_iter().map(SegNo).collect();
+        assert_eq!(gaps(&s), vec![(SegNo(4), SegNo(4)), (SegNo(6), SegNo(8))]);
+        assert!(gaps(&[]).is_empty());
+    }
+}

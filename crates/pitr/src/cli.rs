@@ -1,0 +1,126 @@
+//! Command-line arguments. Every global option may come before or after the command, from the
+//! environment, or from the TOML config file (in that order of precedence).
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+
+/// Continuous archiving and point-in-time recovery for PostgreSQL 14–18.
+#[derive(Debug, Parser)]
+#[command(name = "pitr", version, disable_help_flag = true, max_term_width = 100)]
+#[command(
+    after_help = "Exit status: 0 success; 1 archive-get: file not in the repository; 2 usage error; \
+3 error; 4 refused (conflicting or foreign data); 5 corruption detected; archive-get uses 255 for any \
+failure other than absence, so that PostgreSQL stops recovery instead of ending it early.\n\n\
+Documentation: docs/ in the source tree (user guide, repository format, recovery cookbook)."
+)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted by every command.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Repository: a directory, or s3://bucket/prefix
+    #[arg(long, global = true, env = "PITR_REPO", value_name = "PATH|URL")]
+    pub repo: Option<String>,
+    /// Cluster name inside the repository [default: main]
+    #[arg(long, global = true, env = "PITR_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// TOML config file [default: /etc/pitr/pitr.toml when it exists]
+    #[arg(long, global = true, env = "PITR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL data directory
+    #[arg(long, global = true, env = "PGDATA", value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// Database server host or socket directory
+    #[arg(short = 'h', long, global = true, env = "PGHOST", value_name = "HOST")]
+    pub host: Option<String>,
+    /// Database server port
+    #[arg(short = 'p', long, global = true, env = "PGPORT", value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Database user name
+    #[arg(short = 'U', long, global = true, env = "PGUSER", value_name = "USER")]
+    pub user: Option<String>,
+    /// Database name to connect to
+    #[arg(
+        short = 'd',
+        long,
+        global = true,
+        env = "PGDATABASE",
+        value_name = "DBNAME"
+    )]
+    pub dbname: Option<String>,
+    /// Compression for new objects: zstd, zstd:LEVEL, lz4 or none [default: zstd]
+    #[arg(long, global = true, env = "PITR_COMPRESS", value_name = "ALGO")]
+    pub compress: Option<String>,
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print help
+    #[arg(long, global = true, action = ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a repository (and record a cluster's identity from --pgdata, if given)
+    Init(InitArgs),
+    /// Archive one WAL file: archive_command = 'pitr archive-push %p'
+    #[command(name = "archive-push")]
+    ArchivePush(ArchivePushArgs),
+    /// Fetch one WAL file: restore_command = 'pitr archive-get %f %p'
+    #[command(name = "archive-get")]
+    ArchiveGet(ArchiveGetArgs),
+    /// Show what the repository holds: clusters, archived WAL per timeline, gaps
+    Info(InfoArgs),
+}
+
+/// `pitr init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {}
+
+/// `pitr archive-push`.
+#[derive(Debug, Args)]
+pub struct ArchivePushArgs {
+    /// Path of the WAL file (PostgreSQL's %p)
+    pub wal_path: PathBuf,
+}
+
+/// `pitr archive-get`.
+#[derive(Debug, Args)]
+pub struct ArchiveGetArgs {
+    /// Name of the WAL file wanted (PostgreSQL's %f)
+    pub wal_name: String,
+    /// Where to write it (PostgreSQL's %p)
+    pub dest: PathBuf,
+}
+
+/// `pitr info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {}
+
+/// Parses the process arguments; `-h` means host, so help is `--help` only (as in psql's `-?`).
+pub fn parse() -> Result<Cli, clap::Error> {
+    let cmd = Cli::command();
+    let cmd = disable_short_help(cmd);
+    let matches = cmd.try_get_matches()?;
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+}
+
+fn disable_short_help(cmd: clap::Command) -> clap::Command {
+    cmd.disable_help_flag(true)
+        .mut_subcommands(|sub| disable_short_help(sub.disable_help_flag(true)))
+}

@@ -1,0 +1,26 @@
+//! `pitr init`: create a repository.
+
+use super::{print_json, repo_location, storage};
+use crate::cli::{GlobalArgs, InitArgs};
+use crate::error::CliError;
+use pitr_repo::Repo;
+
+pub async fn run(g: &GlobalArgs, _a: InitArgs) -> Result<u8, CliError> {
+    let location = repo_location(g)?;
+    let repo = Repo::new(storage(location, true)?);
+    let marker = repo.ensure_marker().await?;
+    if g.json {
+        print_json(&serde_json::json!({
+            "repository": repo.location(),
+            "repo_format": marker.repo_format,
+            "created_at": marker.created_at.to_string(),
+        }));
+    } else if !g.quiet {
+        println!(
+            "repository {} is ready (format {})",
+            repo.location(),
+            marker.repo_format
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,80 @@
+//! One module per command; each turns options into an engine call and renders the report.
+
+mod archive;
+mod info;
+mod init;
+
+use std::sync::Arc;
+
+use pitr_repo::{ClusterRepo, Compression, Repo};
+use pitr_storage::{LocalFs, Storage};
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::config;
+use crate::error::CliError;
+
+/// Default cluster name.
+pub const DEFAULT_CLUSTER: &str = "main";
+
+/// Runs the parsed command; returns the exit code on success paths that are not 0.
+pub async fn run(cli: Cli) -> Result<u8, CliError> {
+    let g = config::apply(cli.global)?;
+    match cli.command {
+        Command::Init(a) => init::run(&g, a).await,
+        Command::ArchivePush(a) => archive::push(&g, a).await,
+        Command::ArchiveGet(a) => archive::get(&g, a).await,
+        Command::Info(a) => info::run(&g, a).await,
+    }
+}
+
+fn repo_location(g: &GlobalArgs) -> Result<&str, CliError> {
+    g.repo.as_deref().ok_or_else(|| {
+        CliError::Usage(
+            "no repository given\nhint: pass --repo PATH, set PITR_REPO, or put `repo = \"…\"` in the config file".into(),
+        )
+    })
+}
+
+fn storage(location: &str, create: bool) -> Result<Arc<dyn Storage>, CliError> {
+    if location.starts_with("s3://") {
+        return Err(CliError::Usage(format!(
+            "repository {location:?}: S3 repositories are not supported by this build yet\nhint: use a local directory"
+        )));
+    }
+    let fs = if create {
+        LocalFs::create(location)?
+    } else {
+        LocalFs::open(location)?
+    };
+    Ok(Arc::new(fs))
+}
+
+/// Opens the repository named by the options (it must exist).
+pub fn open_repo(g: &GlobalArgs) -> Result<Repo, CliError> {
+    Ok(Repo::new(storage(repo_location(g)?, false)?))
+}
+
+/// The cluster named by the options in the repository.
+pub fn open_cluster(g: &GlobalArgs) -> Result<ClusterRepo, CliError> {
+    Ok(open_repo(g)?.cluster(g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER))?)
+}
+
+/// The compression chosen by the options.
+pub fn compression(g: &GlobalArgs) -> Result<Compression, CliError> {
+    match &g.compress {
+        None => Ok(Compression::Zstd(pitr_repo::frame::DEFAULT_ZSTD_LEVEL)),
+        Some(s) => Compression::parse(s).ok_or_else(|| {
+            CliError::Usage(format!(
+                "invalid compression {s:?}\nhint: use zstd, zstd:LEVEL (1-19), lz4 or none"
+            ))
+        }),
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("pitr: error: cannot render JSON: {e}"),
+    }
+}

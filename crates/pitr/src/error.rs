@@ -1,0 +1,66 @@
+//! How errors become messages and exit codes. Codes are stable; see `pitr --help`.
+
+use pitr_core::archive::ArchiveError;
+use pitr_repo::frame::FrameError;
+use pitr_repo::RepoError;
+use pitr_storage::StorageError;
+
+use crate::config::ConfigError;
+
+/// archive-get: the repository does not have the file (PostgreSQL's "not available").
+pub const EXIT_NOT_FOUND: u8 = 1;
+/// Bad arguments.
+pub const EXIT_USAGE: u8 = 2;
+/// Any other failure.
+pub const EXIT_ERROR: u8 = 3;
+/// Refused: a different copy already archived, or a file from another cluster/version.
+pub const EXIT_REFUSED: u8 = 4;
+/// Corruption detected.
+pub const EXIT_CORRUPT: u8 = 5;
+/// archive-get failed for any reason other than absence. Above 125 so that PostgreSQL's startup
+/// process stops recovery rather than treating the file as missing and ending recovery early.
+pub const EXIT_GET_FATAL: u8 = 255;
+
+/// Anything a command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Incomplete or contradictory options.
+    #[error("{0}")]
+    Usage(String),
+    /// Config file problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Archive engine.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// Repository.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// Storage.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl CliError {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Archive(ArchiveError::Foreign { .. }) => EXIT_REFUSED,
+            CliError::Archive(ArchiveError::Repo(r)) | CliError::Repo(r) => repo_code(r),
+            _ => EXIT_ERROR,
+        }
+    }
+}
+
+fn repo_code(e: &RepoError) -> u8 {
+    match e {
+        RepoError::WalConflict { .. } => EXIT_REFUSED,
+        RepoError::Corrupt { source, .. } => match source {
+            FrameError::Write(_) => EXIT_ERROR,
+            _ => EXIT_CORRUPT,
+        },
+        RepoError::BadMeta { .. } => EXIT_CORRUPT,
+        _ => EXIT_ERROR,
+    }
+}
