@@ -1,0 +1,109 @@
+//! Helpers shared by the CLI integration tests: run the real `pitr` binary, optionally as the
+//! postgres OS user (as PostgreSQL's archive_command would).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pitr_testkit::{as_postgres, install, PgInstall};
+
+/// The binary under test.
+pub fn pitr_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pitr"))
+}
+
+/// The PostgreSQL install of `major`, or a failure that says how to get it.
+pub fn pg(major: u32) -> PgInstall {
+    install(major).unwrap_or_else(|| {
+        panic!("PostgreSQL {major} is not installed: run scripts/install-test-deps.sh (or set PITR_TEST_PG to the versions you have)")
+    })
+}
+
+/// True when the PITR_TEST_PG filter excludes `major`.
+pub fn skipped(major: u32) -> bool {
+    match std::env::var("PITR_TEST_PG") {
+        Ok(list) if !list.trim().is_empty() => !list.split(',').any(|v| v.trim() == major.to_string()),
+        _ => false,
+    }
+}
+
+/// A finished pitr run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with the output unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "pitr exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        self
+    }
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(pitr_bin());
+    c.args(args).env_remove("PITR_REPO").env_remove("PITR_CLUSTER").env_remove("PITR_CONFIG");
+    c
+}
+
+/// Runs pitr as the current user.
+pub fn pitr(args: &[&str]) -> Run {
+    Run::from(command(args).output().expect("run pitr"))
+}
+
+/// Runs pitr as the postgres OS user when we are root.
+pub fn pitr_as_postgres(args: &[&str]) -> Run {
+    let mut c = command(args);
+    as_postgres(&mut c);
+    Run::from(c.output().expect("run pitr"))
+}
+
+/// The archive_command that makes PostgreSQL archive into `repo` through pitr.
+pub fn archive_command(repo: &Path, extra: &str) -> String {
+    format!("'{}' --repo '{}' {extra} archive-push %p", pitr_bin().display(), repo.display())
+}
+
+/// Path as &str.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Generates one `#[test]` per supported PostgreSQL major version, calling `$body(major)`.
+#[macro_export]
+macro_rules! per_version {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn pg14() {
+                if !$crate::common::skipped(14) { super::$name(14) }
+            }
+            #[test]
+            fn pg15() {
+                if !$crate::common::skipped(15) { super::$name(15) }
+            }
+            #[test]
+            fn pg16() {
+                if !$crate::common::skipped(16) { super::$name(16) }
+            }
+            #[test]
+            fn pg17() {
+                if !$crate::common::skipped(17) { super::$name(17) }
+            }
+            #[test]
+            fn pg18() {
+                if !$crate::common::skipped(18) { super::$name(18) }
+            }
+        }
+    };
+}
