@@ -7,6 +7,7 @@
 //! ```
 //! See `docs/repository-format.md` for the full description.
 
+pub mod backup;
 pub mod error;
 pub mod frame;
 pub mod meta;
@@ -19,6 +20,7 @@ use pitr_pg::WalFileName;
 use pitr_storage::{PutMode, PutOutcome, Storage};
 use serde::{Deserialize, Serialize};
 
+pub use backup::{BackupKind, BackupManifest, ManifestDir, ManifestFile, ManifestTablespace};
 pub use error::{RepoError, RepoResult};
 pub use frame::{Checksum, Compression, FrameSummary};
 

@@ -45,28 +45,44 @@ fn archives_every_segment_under_load(major: u32) {
         ClusterOptions {
             wal_segsize_mb: Some(seg_mb),
             archive_command: Some(archive_command(&repo, "")),
-            conf: vec![("wal_keep_size".into(), "4GB".into()), ("checkpoint_timeout".into(), "1h".into())],
+            conf: vec![
+                ("wal_keep_size".into(), "4GB".into()),
+                ("checkpoint_timeout".into(), "1h".into()),
+            ],
             ..Default::default()
         },
     );
     c.start();
     c.pgbench_init(1);
     c.pgbench_run(4, 300);
-    c.psql("CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g");
+    c.psql(
+        "CREATE TABLE big AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g",
+    );
     c.switch_wal();
     c.psql("INSERT INTO big SELECT g, 'y' FROM generate_series(1, 1000) g");
     let last = c.switch_wal();
-    assert!(c.wait_archived(&last, Duration::from_secs(120)), "{last} not archived:\n{}", c.log_tail(30));
+    assert!(
+        c.wait_archived(&last, Duration::from_secs(120)),
+        "{last} not archived:\n{}",
+        c.log_tail(30)
+    );
 
     let segments = archived_segments(&c);
-    assert!(segments.len() >= 3, "expected several segments, got {segments:?}");
+    assert!(
+        segments.len() >= 3,
+        "expected several segments, got {segments:?}"
+    );
     let got = scratch.path().join("got");
     fs::create_dir(&got).unwrap();
     for name in &segments {
         let dest = got.join(name);
         pitr(&["--repo", s(&repo), "archive-get", name, s(&dest)]).expect_code(0);
         let original = fs::read(c.datadir().join("pg_wal").join(name)).unwrap();
-        assert_eq!(fs::read(&dest).unwrap(), original, "{name} differs from what PostgreSQL wrote");
+        assert_eq!(
+            fs::read(&dest).unwrap(),
+            original,
+            "{name} differs from what PostgreSQL wrote"
+        );
     }
 
     // pg_waldump decodes the restored WAL end to end.
@@ -78,19 +94,37 @@ fn archives_every_segment_under_load(major: u32) {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stdout.contains("Transaction") && stdout.contains("Heap"), "pg_waldump:\n{stdout}\n{stderr}");
-    assert!(!stderr.contains("invalid") && !stderr.contains("incorrect"), "pg_waldump errors:\n{stderr}");
+    assert!(
+        stdout.contains("Transaction") && stdout.contains("Heap"),
+        "pg_waldump:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("invalid") && !stderr.contains("incorrect"),
+        "pg_waldump errors:\n{stderr}"
+    );
 
     // info sees every archived segment of timeline 1 and no gaps.
     let info = pitr(&["--repo", s(&repo), "info", "--json"]).expect_code(0);
     let v: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
     let cluster = &v["clusters"][0];
     assert_eq!(cluster["name"], "main");
-    assert_eq!(cluster["identity"]["system_id"].as_u64().unwrap(), c.system_id());
-    assert_eq!(cluster["identity"]["pg_major"].as_u64().unwrap(), u64::from(major));
-    assert_eq!(cluster["identity"]["wal_seg_size"].as_u64().unwrap(), u64::from(seg_mb) << 20);
+    assert_eq!(
+        cluster["identity"]["system_id"].as_u64().unwrap(),
+        c.system_id()
+    );
+    assert_eq!(
+        cluster["identity"]["pg_major"].as_u64().unwrap(),
+        u64::from(major)
+    );
+    assert_eq!(
+        cluster["identity"]["wal_seg_size"].as_u64().unwrap(),
+        u64::from(seg_mb) << 20
+    );
     let tl = &cluster["timelines"][0];
-    assert!(tl["segments"].as_u64().unwrap() >= segments.len() as u64, "{info:?}");
+    assert!(
+        tl["segments"].as_u64().unwrap() >= segments.len() as u64,
+        "{info:?}"
+    );
     assert_eq!(tl["gaps"].as_array().unwrap().len(), 0, "{}", info.stdout);
     c.stop();
 }
@@ -109,7 +143,10 @@ fn first_segment(c: &Cluster) -> PathBuf {
 
 #[test]
 fn duplicates_conflicts_and_foreign_clusters_are_handled() {
-    let install = pg(pitr_testkit::installs().last().expect("no PostgreSQL installed").major);
+    let install = pg(pitr_testkit::installs()
+        .last()
+        .expect("no PostgreSQL installed")
+        .major);
     let scratch = scratch_dir();
     let repo = init_repo(scratch.path());
     let a = Cluster::init(&install, ClusterOptions::default());
@@ -128,7 +165,13 @@ fn duplicates_conflicts_and_foreign_clusters_are_handled() {
     let mut changed = original.clone();
     changed[100_000] ^= 0xFF;
     fs::write(other_dir.join(&name), &changed).unwrap();
-    let refused = pitr(&["--repo", s(&repo), "archive-push", s(&other_dir.join(&name))]).expect_code(4);
+    let refused = pitr(&[
+        "--repo",
+        s(&repo),
+        "archive-push",
+        s(&other_dir.join(&name)),
+    ])
+    .expect_code(4);
     let sum = |b: &[u8]| blake3::hash(b).to_hex().to_string();
     assert!(refused.stderr.contains(&sum(&original)), "{refused:?}");
     assert!(refused.stderr.contains(&sum(&changed)), "{refused:?}");
@@ -142,12 +185,26 @@ fn duplicates_conflicts_and_foreign_clusters_are_handled() {
     assert_eq!(seg_b.file_name(), seg.file_name());
     let foreign = pitr(&["--repo", s(&repo), "archive-push", s(&seg_b)]).expect_code(4);
     assert!(foreign.stderr.contains("system identifier"), "{foreign:?}");
-    assert!(foreign.stderr.contains(&b.system_id().to_string()), "{foreign:?}");
+    assert!(
+        foreign.stderr.contains(&b.system_id().to_string()),
+        "{foreign:?}"
+    );
     // ...and accepted under its own cluster name.
-    pitr(&["--repo", s(&repo), "--cluster", "other", "archive-push", s(&seg_b)]).expect_code(0);
+    pitr(&[
+        "--repo",
+        s(&repo),
+        "--cluster",
+        "other",
+        "archive-push",
+        s(&seg_b),
+    ])
+    .expect_code(0);
 
     // a segment of another major version than the one recorded is refused
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let storage = std::sync::Arc::new(pitr_storage::LocalFs::open(&repo).unwrap());
         let r = pitr_repo::Repo::new(storage);
@@ -158,13 +215,24 @@ fn duplicates_conflicts_and_foreign_clusters_are_handled() {
         };
         r.cluster("upgraded").unwrap().register(&id).await.unwrap();
     });
-    let version = pitr(&["--repo", s(&repo), "--cluster", "upgraded", "archive-push", s(&seg)]).expect_code(4);
+    let version = pitr(&[
+        "--repo",
+        s(&repo),
+        "--cluster",
+        "upgraded",
+        "archive-push",
+        s(&seg),
+    ])
+    .expect_code(4);
     assert!(version.stderr.contains("major version"), "{version:?}");
 }
 
 #[test]
 fn archive_get_tells_absence_from_corruption() {
-    let install = pg(pitr_testkit::installs().first().expect("no PostgreSQL installed").major);
+    let install = pg(pitr_testkit::installs()
+        .first()
+        .expect("no PostgreSQL installed")
+        .major);
     let scratch = scratch_dir();
     let repo = init_repo(scratch.path());
     let a = Cluster::init(&install, ClusterOptions::default());
@@ -174,9 +242,23 @@ fn archive_get_tells_absence_from_corruption() {
     let dest = scratch.path().join("dest");
 
     // absent: exit 1, quiet (PostgreSQL probes for history files that do not exist)
-    let probe = pitr(&["--repo", s(&repo), "archive-get", "00000002.history", s(&dest)]).expect_code(1);
+    let probe = pitr(&[
+        "--repo",
+        s(&repo),
+        "archive-get",
+        "00000002.history",
+        s(&dest),
+    ])
+    .expect_code(1);
     assert!(probe.stderr.lines().count() <= 1, "{probe:?}");
-    pitr(&["--repo", s(&repo), "archive-get", "000000010000000000000099", s(&dest)]).expect_code(1);
+    pitr(&[
+        "--repo",
+        s(&repo),
+        "archive-get",
+        "000000010000000000000099",
+        s(&dest),
+    ])
+    .expect_code(1);
     assert!(!dest.exists());
 
     // a flipped byte in the stored object: not "absent" but a fatal status (> 125)
@@ -187,8 +269,14 @@ fn archive_get_tells_absence_from_corruption() {
     bad[mid] ^= 0x01;
     fs::write(&stored, &bad).unwrap();
     let corrupt = pitr(&["--repo", s(&repo), "archive-get", &name, s(&dest)]).expect_code(255);
-    assert!(corrupt.stderr.contains("corrupt") && corrupt.stderr.contains(&name), "{corrupt:?}");
-    assert!(!dest.exists(), "nothing may be written from a corrupt object");
+    assert!(
+        corrupt.stderr.contains("corrupt") && corrupt.stderr.contains(&name),
+        "{corrupt:?}"
+    );
+    assert!(
+        !dest.exists(),
+        "nothing may be written from a corrupt object"
+    );
 
     // truncated object: fatal too
     fs::write(&stored, &good[..good.len() / 3]).unwrap();
@@ -196,7 +284,14 @@ fn archive_get_tells_absence_from_corruption() {
     assert!(!dest.exists());
 
     // unreachable repository: fatal, not absent
-    let gone = pitr(&["--repo", "/nonexistent/pitr-repo", "archive-get", &name, s(&dest)]).expect_code(255);
+    let gone = pitr(&[
+        "--repo",
+        "/nonexistent/pitr-repo",
+        "archive-get",
+        &name,
+        s(&dest),
+    ])
+    .expect_code(255);
     assert!(gone.stderr.contains("/nonexistent/pitr-repo"), "{gone:?}");
 
     // restoring the good object works again
@@ -205,7 +300,14 @@ fn archive_get_tells_absence_from_corruption() {
     assert_eq!(fs::read(&dest).unwrap(), fs::read(&seg).unwrap());
 
     // a name that is not WAL is an error, not absence
-    pitr(&["--repo", s(&repo), "archive-get", "postgresql.conf", s(&dest)]).expect_code(255);
+    pitr(&[
+        "--repo",
+        s(&repo),
+        "archive-get",
+        "postgresql.conf",
+        s(&dest),
+    ])
+    .expect_code(255);
 }
 
 #[test]
@@ -214,12 +316,18 @@ fn source_and_permission_errors_name_the_path_and_the_user() {
     let repo = init_repo(scratch.path());
     let missing = scratch.path().join("pg_wal/000000010000000000000001");
     let r = pitr(&["--repo", s(&repo), "archive-push", s(&missing)]).expect_code(3);
-    assert!(r.stderr.contains(s(&missing)) && r.stderr.contains("%p"), "{r:?}");
+    assert!(
+        r.stderr.contains(s(&missing)) && r.stderr.contains("%p"),
+        "{r:?}"
+    );
 
     if postgres_uid_gid().is_none() {
         return; // permission checks need to run as root, switching to the postgres user
     }
-    let install = pg(pitr_testkit::installs().first().expect("no PostgreSQL installed").major);
+    let install = pg(pitr_testkit::installs()
+        .first()
+        .expect("no PostgreSQL installed")
+        .major);
     let a = Cluster::init(&install, ClusterOptions::default());
     let seg = first_segment(&a);
     // a repository the postgres user may not write
@@ -228,15 +336,22 @@ fn source_and_permission_errors_name_the_path_and_the_user() {
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
     let denied = pitr_as_postgres(&["--repo", s(&locked), "archive-push", s(&seg)]).expect_code(3);
     assert!(denied.stderr.contains("permission denied"), "{denied:?}");
-    assert!(denied.stderr.contains(s(&locked)) && denied.stderr.contains("\"postgres\""), "{denied:?}");
+    assert!(
+        denied.stderr.contains(s(&locked)) && denied.stderr.contains("\"postgres\""),
+        "{denied:?}"
+    );
     // a WAL file the postgres user may not read
     let root_only = scratch.path().join("rootonly");
     fs::create_dir(&root_only).unwrap();
     fs::set_permissions(&root_only, fs::Permissions::from_mode(0o700)).unwrap();
     let hidden = root_only.join(seg.file_name().unwrap());
     fs::copy(&seg, &hidden).unwrap();
-    let unreadable = pitr_as_postgres(&["--repo", s(&repo), "archive-push", s(&hidden)]).expect_code(3);
-    assert!(unreadable.stderr.contains(s(&hidden)) && unreadable.stderr.contains("postgres"), "{unreadable:?}");
+    let unreadable =
+        pitr_as_postgres(&["--repo", s(&repo), "archive-push", s(&hidden)]).expect_code(3);
+    assert!(
+        unreadable.stderr.contains(s(&hidden)) && unreadable.stderr.contains("postgres"),
+        "{unreadable:?}"
+    );
 }
 
 #[test]
@@ -245,7 +360,10 @@ fn no_space_left_is_reported_and_nothing_is_published() {
         eprintln!("not root: cannot mount a small tmpfs; this check runs in CI as root");
         return;
     }
-    let install = pg(pitr_testkit::installs().first().expect("no PostgreSQL installed").major);
+    let install = pg(pitr_testkit::installs()
+        .first()
+        .expect("no PostgreSQL installed")
+        .major);
     let scratch = scratch_dir();
     let small = scratch.path().join("small");
     fs::create_dir(&small).unwrap();
@@ -265,18 +383,42 @@ fn no_space_left_is_reported_and_nothing_is_published() {
     pitr(&["init", "--repo", s(&repo)]).expect_code(0);
     let a = Cluster::init(&install, ClusterOptions::default());
     let seg = first_segment(&a);
-    let full = pitr(&["--repo", s(&repo), "--compress", "none", "archive-push", s(&seg)]).expect_code(3);
+    let full = pitr(&[
+        "--repo",
+        s(&repo),
+        "--compress",
+        "none",
+        "archive-push",
+        s(&seg),
+    ])
+    .expect_code(3);
     assert!(full.stderr.contains("no space left"), "{full:?}");
-    let leftovers: Vec<_> = walk(&repo).into_iter().filter(|p| p.contains("pitr-tmp")).collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    let leftovers: Vec<_> = walk(&repo)
+        .into_iter()
+        .filter(|p| p.contains("pitr-tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
     let name = seg.file_name().unwrap().to_str().unwrap();
-    pitr(&["--repo", s(&repo), "archive-get", name, s(&scratch.path().join("x"))]).expect_code(1);
+    pitr(&[
+        "--repo",
+        s(&repo),
+        "archive-get",
+        name,
+        s(&scratch.path().join("x")),
+    ])
+    .expect_code(1);
 }
 
 /// kill -9 of archive-push at any instant leaves nothing half-archived, and a retry succeeds.
 #[test]
 fn kill_9_mid_push_leaves_nothing_visible_and_retry_succeeds() {
-    let install = pg(pitr_testkit::installs().last().expect("no PostgreSQL installed").major);
+    let install = pg(pitr_testkit::installs()
+        .last()
+        .expect("no PostgreSQL installed")
+        .major);
     let scratch = scratch_dir();
     let repo = init_repo(scratch.path());
     // 256 MB segments stored uncompressed make the write long enough to be interrupted.
@@ -294,7 +436,14 @@ fn kill_9_mid_push_leaves_nothing_visible_and_retry_succeeds() {
     let mut interrupted = 0;
     for delay_ms in [1u64, 5, 20, 50, 100, 200, 400] {
         let mut child = Command::new(pitr_bin())
-            .args(["--repo", s(&repo), "--compress", "none", "archive-push", s(&seg)])
+            .args([
+                "--repo",
+                s(&repo),
+                "--compress",
+                "none",
+                "archive-push",
+                s(&seg),
+            ])
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
@@ -317,8 +466,19 @@ fn kill_9_mid_push_leaves_nothing_visible_and_retry_succeeds() {
         let info = pitr(&["--repo", s(&repo), "info", "--json"]).expect_code(0);
         assert!(!info.stdout.contains("pitr-tmp"), "{}", info.stdout);
     }
-    assert!(interrupted >= 3, "archive-push finished too fast to be interrupted ({interrupted} kills)");
-    pitr(&["--repo", s(&repo), "--compress", "none", "archive-push", s(&seg)]).expect_code(0);
+    assert!(
+        interrupted >= 3,
+        "archive-push finished too fast to be interrupted ({interrupted} kills)"
+    );
+    pitr(&[
+        "--repo",
+        s(&repo),
+        "--compress",
+        "none",
+        "archive-push",
+        s(&seg),
+    ])
+    .expect_code(0);
     pitr(&["--repo", s(&repo), "archive-get", &name, s(&dest)]).expect_code(0);
     assert_eq!(fs::read(&dest).unwrap(), original);
 }

@@ -22,7 +22,9 @@ pub fn pg(major: u32) -> PgInstall {
 /// True when the PITR_TEST_PG filter excludes `major`.
 pub fn skipped(major: u32) -> bool {
     match std::env::var("PITR_TEST_PG") {
-        Ok(list) if !list.trim().is_empty() => !list.split(',').any(|v| v.trim() == major.to_string()),
+        Ok(list) if !list.trim().is_empty() => {
+            !list.split(',').any(|v| v.trim() == major.to_string())
+        }
         _ => false,
     }
 }
@@ -46,14 +48,21 @@ impl Run {
 
     /// Panics with the output unless the exit code is `code`.
     pub fn expect_code(self, code: i32) -> Run {
-        assert_eq!(self.code, code, "pitr exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "pitr exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
         self
     }
 }
 
 fn command(args: &[&str]) -> Command {
     let mut c = Command::new(pitr_bin());
-    c.args(args).env_remove("PITR_REPO").env_remove("PITR_CLUSTER").env_remove("PITR_CONFIG");
+    c.args(args)
+        .env_remove("PITR_REPO")
+        .env_remove("PITR_CLUSTER")
+        .env_remove("PITR_CONFIG");
     c
 }
 
@@ -71,7 +80,11 @@ pub fn pitr_as_postgres(args: &[&str]) -> Run {
 
 /// The archive_command that makes PostgreSQL archive into `repo` through pitr.
 pub fn archive_command(repo: &Path, extra: &str) -> String {
-    format!("'{}' --repo '{}' {extra} archive-push %p", pitr_bin().display(), repo.display())
+    format!(
+        "'{}' --repo '{}' {extra} archive-push %p",
+        pitr_bin().display(),
+        repo.display()
+    )
 }
 
 /// Path as &str.
@@ -86,23 +99,33 @@ macro_rules! per_version {
         mod $name {
             #[test]
             fn pg14() {
-                if !$crate::common::skipped(14) { super::$name(14) }
+                if !$crate::common::skipped(14) {
+                    super::$name(14)
+                }
             }
             #[test]
             fn pg15() {
-                if !$crate::common::skipped(15) { super::$name(15) }
+                if !$crate::common::skipped(15) {
+                    super::$name(15)
+                }
             }
             #[test]
             fn pg16() {
-                if !$crate::common::skipped(16) { super::$name(16) }
+                if !$crate::common::skipped(16) {
+                    super::$name(16)
+                }
             }
             #[test]
             fn pg17() {
-                if !$crate::common::skipped(17) { super::$name(17) }
+                if !$crate::common::skipped(17) {
+                    super::$name(17)
+                }
             }
             #[test]
             fn pg18() {
-                if !$crate::common::skipped(18) { super::$name(18) }
+                if !$crate::common::skipped(18) {
+                    super::$name(18)
+                }
             }
         }
     };

@@ -1,0 +1,199 @@
+//! Base backups in the repository.
+//!
+//! ```text
+//! <cluster>/backup/<label>/data/<path>     one framed object per non-empty file of PGDATA
+//!                                         (tablespace files under pg_tblspc/<oid>/…)
+//! <cluster>/backup/<label>/backup.json    the manifest (metadata, kind "backup"), written last:
+//!                                         a backup without it is incomplete and never used
+//! ```
+
+use jiff::Timestamp;
+use pitr_pg::{Lsn, TimelineId};
+use pitr_storage::PutMode;
+use serde::{Deserialize, Serialize};
+
+use crate::{ClusterRepo, RepoResult};
+
+/// Full or incremental.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// Every file copied.
+    Full,
+    /// Only files changed since `parent`; the rest referenced from it.
+    Incr,
+}
+
+/// One file of the backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Path relative to PGDATA (`/`-separated); tablespace files as `pg_tblspc/<oid>/…`.
+    pub path: String,
+    /// Size in bytes as copied.
+    pub size: u64,
+    /// Permission bits (e.g. 0o600).
+    pub mode: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// BLAKE3 of the content (hex); empty for empty files.
+    pub blake3: String,
+    /// Size of the stored object (0 for empty files, which have no object).
+    pub stored_size: u64,
+    /// Label of the backup whose `data/` holds the object (this backup's, or an ancestor's for
+    /// files unchanged in an incremental backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_in: Option<String>,
+    /// Blocks whose data page checksum failed verification (twice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checksum_failures: Vec<u32>,
+}
+
+/// A directory to recreate (including ones whose contents are skipped, like `pg_wal`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestDir {
+    /// Path relative to PGDATA.
+    pub path: String,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// A tablespace at backup time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestTablespace {
+    /// Tablespace OID (the link name under `pg_tblspc`).
+    pub oid: u32,
+    /// Tablespace name.
+    pub name: String,
+    /// Absolute location on the database host.
+    pub location: String,
+}
+
+/// Everything known about one completed base backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupManifest {
+    /// Unique label, sortable by time (e.g. `20261121T193000F`).
+    pub label: String,
+    /// Full or incremental.
+    pub kind: BackupKind,
+    /// Parent backup of an incremental.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// PostgreSQL major version.
+    pub pg_major: u32,
+    /// System identifier.
+    pub system_id: u64,
+    /// WAL segment size.
+    pub wal_seg_size: u64,
+    /// Timeline the backup started on.
+    pub timeline: u32,
+    /// Backup start LSN (`START WAL LOCATION`).
+    pub start_lsn: String,
+    /// LSN the backup is consistent at (returned by the stop function).
+    pub stop_lsn: String,
+    /// Wall-clock start.
+    pub start_time: Timestamp,
+    /// Wall-clock stop.
+    pub stop_time: Timestamp,
+    /// Content of `backup_label` to write into the restored PGDATA.
+    pub backup_label: String,
+    /// Content of `tablespace_map`, when there are tablespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tablespace_map: Option<String>,
+    /// Tablespaces.
+    #[serde(default)]
+    pub tablespaces: Vec<ManifestTablespace>,
+    /// Whether the cluster has data page checksums.
+    pub data_checksums: bool,
+    /// Directories.
+    pub dirs: Vec<ManifestDir>,
+    /// Files.
+    pub files: Vec<ManifestFile>,
+    /// Version of pitr that took the backup.
+    pub pitr_version: String,
+}
+
+impl BackupManifest {
+    /// Start LSN, parsed.
+    pub fn start(&self) -> Lsn {
+        self.start_lsn.parse().unwrap_or(Lsn::INVALID)
+    }
+    /// Stop (consistency) LSN, parsed.
+    pub fn stop(&self) -> Lsn {
+        self.stop_lsn.parse().unwrap_or(Lsn::INVALID)
+    }
+    /// Timeline.
+    pub fn tli(&self) -> TimelineId {
+        TimelineId(self.timeline)
+    }
+    /// Total original bytes.
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+    /// Total stored bytes.
+    pub fn stored_size(&self) -> u64 {
+        self.files.iter().map(|f| f.stored_size).sum()
+    }
+}
+
+impl ClusterRepo {
+    /// Prefix of a backup's objects.
+    pub fn backup_prefix(&self, label: &str) -> String {
+        format!("{}/backup/{label}/", self.name())
+    }
+
+    /// Key of a backed-up file's object in backup `label`.
+    pub fn backup_file_key(&self, label: &str, path: &str) -> String {
+        format!("{}data/{path}", self.backup_prefix(label))
+    }
+
+    /// Key of a backup's manifest.
+    pub fn manifest_key(&self, label: &str) -> String {
+        format!("{}backup.json", self.backup_prefix(label))
+    }
+
+    /// Publishes a manifest, which marks the backup complete.
+    pub async fn put_manifest(&self, m: &BackupManifest) -> RepoResult<()> {
+        self.repo()
+            .write_meta("backup", &self.manifest_key(&m.label), m, PutMode::Create)
+            .await?;
+        Ok(())
+    }
+
+    /// Reads one backup's manifest, verified; `None` if it does not exist (or is incomplete).
+    pub async fn manifest(&self, label: &str) -> RepoResult<Option<BackupManifest>> {
+        self.repo()
+            .read_meta("backup", &self.manifest_key(label))
+            .await
+    }
+
+    /// Labels of complete backups, oldest first.
+    pub async fn backup_labels(&self) -> RepoResult<Vec<String>> {
+        let prefix = format!("{}/backup/", self.name());
+        let mut labels: Vec<String> = self
+            .repo()
+            .storage()
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let rest = o.key.strip_prefix(&prefix)?;
+                let (label, file) = rest.split_once('/')?;
+                (file == "backup.json").then(|| label.to_string())
+            })
+            .collect();
+        labels.sort();
+        labels.dedup();
+        Ok(labels)
+    }
+
+    /// Every complete backup's manifest, oldest first.
+    pub async fn backups(&self) -> RepoResult<Vec<BackupManifest>> {
+        let mut out = Vec::new();
+        for label in self.backup_labels().await? {
+            if let Some(m) = self.manifest(&label).await? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+}
