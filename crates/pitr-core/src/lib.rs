@@ -2,4 +2,5 @@
 //! parses arguments, calls these and renders the result.
 
 pub mod archive;
+pub mod backup;
 pub mod info;

@@ -1,0 +1,245 @@
+//! Copies files into the repository in parallel: each file is read once, in chunks, through
+//! checksum + compression, and streamed to storage.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pitr_repo::frame::FrameEncoder;
+use pitr_repo::{ClusterRepo, Compression, ManifestFile, RepoError};
+use pitr_storage::{PutMode, StorageError};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+use super::walk::SourceFile;
+
+/// Read size; also the granularity of output flushes to storage.
+const CHUNK: usize = 1 << 20;
+
+/// Checks data pages while they are copied.
+pub trait PageVerifier: Send + Sync {
+    /// Returns the numbers of the blocks of `chunk` that fail verification. `first_block` is the
+    /// block number of the chunk's first page within the relation.
+    fn bad_blocks(&self, rel: &str, first_block: u32, chunk: &[u8]) -> Vec<u32>;
+    /// Page size.
+    fn block_size(&self) -> usize;
+    /// Blocks per relation segment file.
+    fn blocks_per_segment(&self) -> u32;
+}
+
+/// A failed file copy.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Reading the source failed.
+    #[error("cannot read {path:?}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// OS error.
+        source: io::Error,
+    },
+    /// The repository failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl From<StorageError> for CopyError {
+    fn from(e: StorageError) -> Self {
+        CopyError::Repo(RepoError::Storage(e))
+    }
+}
+
+/// Progress counters shared with a progress bar.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes read so far.
+    pub bytes: AtomicU64,
+    /// Files done.
+    pub files: AtomicU64,
+}
+
+/// Copies `files` into backup `label`, `jobs` at a time; returns their manifest entries in the
+/// order given.
+pub async fn copy_files(
+    cluster: &ClusterRepo,
+    label: &str,
+    files: Vec<SourceFile>,
+    jobs: usize,
+    compression: Compression,
+    verifier: Option<Arc<dyn PageVerifier>>,
+    progress: Arc<Progress>,
+) -> Result<Vec<ManifestFile>, CopyError> {
+    let sem = Arc::new(Semaphore::new(jobs.max(1)));
+    // Largest first, so the long copies start early and the pool drains evenly.
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in order {
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| CopyError::Read {
+                path: PathBuf::new(),
+                source: io::Error::other(e),
+            })?;
+        let file = files[i].clone();
+        let cluster = cluster.clone();
+        let label = label.to_string();
+        let verifier = verifier.clone();
+        let progress = progress.clone();
+        let handle = Handle::current();
+        tasks.spawn_blocking(move || {
+            let r = copy_one(
+                &handle,
+                &cluster,
+                &label,
+                &file,
+                compression,
+                verifier.as_deref(),
+                &progress,
+            );
+            drop(permit);
+            (i, r)
+        });
+        // Surface failures early instead of after queuing everything.
+        while let Some(done) = tasks.try_join_next() {
+            let (_, r) = done.map_err(|e| CopyError::Read {
+                path: PathBuf::new(),
+                source: io::Error::other(e),
+            })?;
+            r?;
+        }
+    }
+    let mut results: Vec<Option<ManifestFile>> = vec![None; files.len()];
+    while let Some(done) = tasks.join_next().await {
+        let (i, r) = done.map_err(|e| CopyError::Read {
+            path: PathBuf::new(),
+            source: io::Error::other(e),
+        })?;
+        results[i] = r?;
+    }
+    // Files that vanished during the copy (dropped relations) are simply not in the backup.
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Copies one file; `None` when it disappeared before it could be opened.
+fn copy_one(
+    rt: &Handle,
+    cluster: &ClusterRepo,
+    label: &str,
+    file: &SourceFile,
+    compression: Compression,
+    verifier: Option<&dyn PageVerifier>,
+    progress: &Progress,
+) -> Result<Option<ManifestFile>, CopyError> {
+    let read_err = |source| CopyError::Read {
+        path: file.abs.clone(),
+        source,
+    };
+    let mut f = match File::open(&file.abs) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut entry = ManifestFile {
+        path: file.rel.clone(),
+        size: 0,
+        mode: file.mode,
+        mtime: file.mtime,
+        blake3: String::new(),
+        stored_size: 0,
+        stored_in: None,
+        checksum_failures: Vec::new(),
+    };
+    let verify = verifier.filter(|_| is_checksummed(&file.rel));
+    let first_block_of_file = verify
+        .map(|v| segment_number(&file.rel).saturating_mul(v.blocks_per_segment()))
+        .unwrap_or(0);
+    let key = cluster.backup_file_key(label, &file.rel);
+    let storage = cluster.repo().storage().clone();
+    let mut upload = None;
+    let mut enc = FrameEncoder::new(compression).map_err(read_err)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset: u64 = 0;
+    loop {
+        let n = read_full(&mut f, &mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        if let Some(v) = verify {
+            let bs = v.block_size() as u64;
+            let first = first_block_of_file.saturating_add((offset / bs) as u32);
+            entry
+                .checksum_failures
+                .extend(v.bad_blocks(&file.rel, first, chunk));
+        }
+        enc.write(chunk).map_err(read_err)?;
+        offset += n as u64;
+        progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        let out = enc.take_output();
+        if !out.is_empty() {
+            if upload.is_none() {
+                upload = Some(rt.block_on(storage.upload(&key))?);
+            }
+            if let Some(up) = upload.as_mut() {
+                rt.block_on(up.write(Bytes::from(out)))?;
+            }
+        }
+        if n < buf.len() {
+            break;
+        }
+    }
+    entry.size = offset;
+    if offset > 0 {
+        let (rest, summary) = enc.finish().map_err(read_err)?;
+        let mut up = match upload {
+            Some(u) => u,
+            None => rt.block_on(storage.upload(&key))?,
+        };
+        rt.block_on(up.write(Bytes::from(rest)))?;
+        // The size is only known at the end: ask storage, which is cheap and exact.
+        rt.block_on(up.finish(PutMode::Overwrite))?;
+        entry.stored_size = rt
+            .block_on(storage.head(&key))?
+            .map(|m| m.size)
+            .unwrap_or(0);
+        entry.blake3 = summary.checksum.to_string();
+    }
+    progress.files.fetch_add(1, Ordering::Relaxed);
+    Ok(Some(entry))
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Files whose pages carry data checksums: relation files under base/, global/ and tablespaces.
+fn is_checksummed(rel: &str) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    (rel.starts_with("base/") || rel.starts_with("global/") || rel.starts_with("pg_tblspc/"))
+        && super::walk::is_relation_file(name)
+        && !name.contains("_init")
+}
+
+/// Segment number of a relation file (`16384.3` → 3).
+fn segment_number(rel: &str) -> u32 {
+    rel.rsplit('/')
+        .next()
+        .and_then(|n| n.split_once('.'))
+        .and_then(|(_, s)| s.parse().ok())
+        .unwrap_or(0)
+}
