@@ -9,6 +9,8 @@ use pitr_pg::page::LongPageHeader;
 use pitr_pg::{WalFileName, WalSegSize};
 use pitr_repo::{Checksum, ClusterIdentity, ClusterRepo, Compression, RepoError, WalPut};
 use pitr_storage::{current_os_user, StorageError};
+
+use crate::spool::Spool;
 use serde::Serialize;
 
 /// A failed archive operation.
@@ -265,6 +267,8 @@ pub enum GetOutcome {
     Restored {
         /// Bytes written.
         bytes: u64,
+        /// Served from the read-ahead spool.
+        from_spool: bool,
     },
     /// The repository does not have that file.
     NotFound,
@@ -277,14 +281,32 @@ pub const GET_RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(2000),
 ];
 
-/// Fetches `name` into `dest` atomically, verifying its checksum. Transient repository errors
-/// are retried a bounded number of times.
+/// Fetches `name` into `dest` atomically, verifying its checksum: from `spool` when a read-ahead
+/// already brought it, else from the repository. Transient repository errors are retried a
+/// bounded number of times.
 pub async fn get(
     cluster: &ClusterRepo,
     name: &str,
     dest: &Path,
+    spool: Option<&Spool>,
 ) -> Result<GetOutcome, ArchiveError> {
     let name = parse_name(name)?;
+    if let Some(spool) = spool {
+        match spool.take(&name, dest) {
+            Ok(true) => {
+                let bytes = std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0);
+                return Ok(GetOutcome::Restored {
+                    bytes,
+                    from_spool: true,
+                });
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                "read-ahead spool {}: {e}; fetching from the repository",
+                spool.dir().display()
+            ),
+        }
+    }
     let mut attempt = 0;
     let data = loop {
         match cluster.get_wal(&name).await {
@@ -307,6 +329,7 @@ pub async fn get(
     write_atomic(dest, &data).await?;
     Ok(GetOutcome::Restored {
         bytes: data.len() as u64,
+        from_spool: false,
     })
 }
 

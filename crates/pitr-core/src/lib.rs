@@ -4,3 +4,4 @@
 pub mod archive;
 pub mod backup;
 pub mod info;
+pub mod spool;

@@ -86,6 +86,9 @@ pub enum Command {
     ArchiveGet(ArchiveGetArgs),
     /// Show what the repository holds: clusters, archived WAL per timeline, gaps
     Info(InfoArgs),
+    /// (internal) fetch WAL segments ahead into an archive-get spool
+    #[command(name = "spool-fill", hide = true)]
+    SpoolFill(SpoolFillArgs),
 }
 
 /// `pitr init`.
@@ -106,6 +109,25 @@ pub struct ArchiveGetArgs {
     pub wal_name: String,
     /// Where to write it (PostgreSQL's %p)
     pub dest: PathBuf,
+    /// Segments to fetch ahead in the background while PostgreSQL replays (0 disables)
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub prefetch: u32,
+    /// Read-ahead directory [default: pitr-spool next to DEST, i.e. inside pg_wal]
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+}
+
+/// `pitr spool-fill` (internal, started by archive-get).
+#[derive(Debug, Args)]
+pub struct SpoolFillArgs {
+    /// The spool directory
+    #[arg(long)]
+    pub spool: PathBuf,
+    /// Concurrent fetches
+    #[arg(long, default_value_t = 2)]
+    pub parallel: usize,
+    /// Segments to fetch, in order
+    pub names: Vec<String>,
 }
 
 /// `pitr info`.

@@ -1,0 +1,187 @@
+//! Read-ahead for `archive-get`: while PostgreSQL replays segment N, the next segments are
+//! fetched, verified and decompressed into a spool directory, so that the following
+//! `restore_command` calls only rename a local file.
+//!
+//! Only complete segments are spooled. Spool files are written atomically (temporary name, then
+//! rename) and were verified against their checksum when fetched, so serving one is as safe as
+//! fetching from the repository. Files for segments PostgreSQL has moved past are removed.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use pitr_pg::page::LongPageHeader;
+use pitr_pg::WalFileName;
+use pitr_repo::ClusterRepo;
+
+use crate::archive::ArchiveError;
+
+/// Name of the lock file a filler holds while it works.
+const LOCK: &str = ".filling";
+/// A lock older than this is considered abandoned (its filler was killed).
+const STALE_LOCK: Duration = Duration::from_secs(120);
+
+/// A spool directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+impl Spool {
+    /// The spool at `dir` (created on first use).
+    pub fn new(dir: impl Into<PathBuf>) -> Spool {
+        Spool { dir: dir.into() }
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Moves a spooled copy of `name` to `dest` if there is one. Also drops spooled segments of
+    /// the same timeline that sort before `name` (recovery has moved past them).
+    pub fn take(&self, name: &WalFileName, dest: &Path) -> io::Result<bool> {
+        if !name.holds_wal() {
+            return Ok(false);
+        }
+        let wanted = name.to_string();
+        let tli = &wanted[..8];
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.len() == 24 && n.starts_with(tli) && n < wanted {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        match fs::rename(self.dir.join(&wanted), dest) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            // Spool on another filesystem than dest: copy instead.
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                fs::copy(self.dir.join(&wanted), dest)?;
+                let _ = fs::remove_file(self.dir.join(&wanted));
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Segments after `name` worth fetching ahead (`count` of them, same timeline), given the
+    /// segment just served (to learn the segment size from its header).
+    pub fn ahead(name: &WalFileName, served: &Path, count: u32) -> Vec<WalFileName> {
+        if count == 0 || !matches!(name, WalFileName::Segment { .. }) {
+            return Vec::new();
+        }
+        let mut head = [0u8; pitr_pg::page::LONG_HEADER_LEN];
+        let ok = fs::File::open(served)
+            .and_then(|mut f| io::Read::read_exact(&mut f, &mut head))
+            .is_ok();
+        let Some(seg_size) = ok
+            .then(|| LongPageHeader::parse(&head).ok())
+            .flatten()
+            .map(|h| h.seg_size)
+        else {
+            return Vec::new();
+        };
+        let Some(mut segno) = name.segno(seg_size) else {
+            return Vec::new();
+        };
+        (0..count)
+            .map(|_| {
+                segno = segno.next();
+                WalFileName::segment(name.timeline(), segno, seg_size)
+            })
+            .collect()
+    }
+
+    /// Fetches `names` (in order, `parallel` at a time) into the spool, skipping those already
+    /// there, and stopping at the first one the repository does not have. Only one filler works
+    /// on a spool at a time; returns how many files were added.
+    pub async fn fill(
+        &self,
+        cluster: &ClusterRepo,
+        names: &[WalFileName],
+        parallel: usize,
+    ) -> Result<usize, ArchiveError> {
+        fs::create_dir_all(&self.dir).map_err(|e| self.err(e))?;
+        let Some(_lock) = Lock::acquire(&self.dir.join(LOCK)) else {
+            return Ok(0);
+        };
+        let mut added = 0;
+        for batch in names.chunks(parallel.max(1)) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for name in batch {
+                let path = self.dir.join(name.to_string());
+                if path.exists() {
+                    continue;
+                }
+                let cluster = cluster.clone();
+                let name = *name;
+                tasks.spawn(async move { (cluster.get_wal(&name).await, path) });
+            }
+            let mut missing = false;
+            while let Some(r) = tasks.join_next().await {
+                let Ok((fetched, path)) = r else { continue };
+                match fetched? {
+                    Some(data) => {
+                        let tmp = path.with_extension("pitr-tmp");
+                        fs::write(&tmp, &data).map_err(|e| self.err(e))?;
+                        fs::rename(&tmp, &path).map_err(|e| self.err(e))?;
+                        added += 1;
+                    }
+                    None => missing = true,
+                }
+            }
+            if missing {
+                break;
+            }
+        }
+        Ok(added)
+    }
+
+    fn err(&self, source: io::Error) -> ArchiveError {
+        ArchiveError::Dest {
+            path: self.dir.clone(),
+            user: pitr_storage::current_os_user(),
+            source,
+        }
+    }
+}
+
+/// A lock file removed on drop.
+struct Lock(PathBuf);
+
+impl Lock {
+    fn acquire(path: &Path) -> Option<Lock> {
+        for _ in 0..2 {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(_) => return Some(Lock(path.to_path_buf())),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let stale = fs::metadata(path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok())
+                        .is_some_and(|age| age > STALE_LOCK);
+                    if !stale {
+                        return None;
+                    }
+                    let _ = fs::remove_file(path);
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
