@@ -25,6 +25,35 @@ pub struct ClusterInfo {
     pub identity: Option<ClusterIdentity>,
     /// Archived WAL, per timeline.
     pub timelines: Vec<TimelineWal>,
+    /// Complete base backups, oldest first.
+    pub backups: Vec<BackupInfo>,
+}
+
+/// One base backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupInfo {
+    /// Label.
+    pub label: String,
+    /// `full` or `incr`.
+    pub kind: String,
+    /// Timeline it was taken on.
+    pub timeline: u32,
+    /// Start LSN.
+    pub start_lsn: String,
+    /// Consistency (stop) LSN.
+    pub stop_lsn: String,
+    /// Start time.
+    pub start_time: String,
+    /// Stop time: the earliest time this backup can recover to.
+    pub stop_time: String,
+    /// Original bytes.
+    pub size: u64,
+    /// Bytes in the repository.
+    pub stored_size: u64,
+    /// Files.
+    pub files: usize,
+    /// Blocks that failed data page checksum verification.
+    pub checksum_failures: usize,
 }
 
 /// Archived WAL of one timeline.
@@ -104,10 +133,29 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
                 t
             })
             .collect();
+        let backups = cluster
+            .backups()
+            .await?
+            .into_iter()
+            .map(|m| BackupInfo {
+                kind: format!("{:?}", m.kind).to_lowercase(),
+                timeline: m.timeline,
+                size: m.total_size(),
+                stored_size: m.stored_size(),
+                files: m.files.len(),
+                checksum_failures: m.files.iter().map(|f| f.checksum_failures.len()).sum(),
+                start_time: m.start_time.to_string(),
+                stop_time: m.stop_time.to_string(),
+                start_lsn: m.start_lsn,
+                stop_lsn: m.stop_lsn,
+                label: m.label,
+            })
+            .collect();
         clusters.push(ClusterInfo {
             name,
             identity,
             timelines,
+            backups,
         });
     }
     Ok(RepoInfo {

@@ -56,11 +56,37 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
                 }
             );
         }
+        if c.backups.is_empty() {
+            println!("  no base backups (take one with `pitr backup`)");
+        } else {
+            println!(
+                "  {:<18} {:<5} {:>3}  {:<12} {:<12} {:<26} {:>10} {:>10}",
+                "backup", "type", "tli", "start lsn", "stop lsn", "consistent at", "size", "stored"
+            );
+            for b in &c.backups {
+                println!(
+                    "  {:<18} {:<5} {:>3}  {:<12} {:<12} {:<26} {:>10} {:>10}{}",
+                    b.label,
+                    b.kind,
+                    b.timeline,
+                    b.start_lsn,
+                    b.stop_lsn,
+                    b.stop_time,
+                    human_bytes(b.size),
+                    human_bytes(b.stored_size),
+                    if b.checksum_failures > 0 {
+                        format!("  ({} page checksum failures!)", b.checksum_failures)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
     }
     Ok(0)
 }
 
-fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = b as f64;
     let mut u = 0;
