@@ -5,3 +5,4 @@ pub mod archive;
 pub mod backup;
 pub mod info;
 pub mod spool;
+pub mod verify;

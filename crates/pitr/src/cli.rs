@@ -86,6 +86,8 @@ pub enum Command {
     ArchiveGet(ArchiveGetArgs),
     /// Show what the repository holds: clusters, archived WAL per timeline, gaps
     Info(InfoArgs),
+    /// Re-check every stored checksum, and that each backup's WAL is archived
+    Verify(VerifyArgs),
     /// (internal) fetch WAL segments ahead into an archive-get spool
     #[command(name = "spool-fill", hide = true)]
     SpoolFill(SpoolFillArgs),
@@ -128,6 +130,14 @@ pub struct SpoolFillArgs {
     pub parallel: usize,
     /// Segments to fetch, in order
     pub names: Vec<String>,
+}
+
+/// `pitr verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Objects checked concurrently
+    #[arg(long, short = 'j', default_value_t = 4)]
+    pub jobs: usize,
 }
 
 /// `pitr info`.

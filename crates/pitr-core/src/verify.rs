@@ -1,0 +1,133 @@
+//! `pitr verify`: re-reads every object of a cluster and checks it against its checksum, and
+//! checks that each backup's WAL (start to consistency point) is archived.
+
+use std::sync::Arc;
+
+use pitr_pg::{Lsn, WalFileName, WalSegSize};
+use pitr_repo::frame;
+use pitr_repo::{ClusterRepo, RepoResult};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The object or backup concerned.
+    pub object: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Cluster name.
+    pub cluster: String,
+    /// WAL files checked.
+    pub wal_files: usize,
+    /// Backups checked.
+    pub backups: usize,
+    /// Backup files checked.
+    pub backup_files: usize,
+    /// Bytes decompressed and hashed.
+    pub bytes_checked: u64,
+    /// Everything found wrong.
+    pub problems: Vec<Problem>,
+}
+
+async fn check_object(
+    cluster: &ClusterRepo,
+    key: String,
+    expect: Option<(u64, String)>,
+) -> (u64, Option<Problem>) {
+    let problem = |p: String| {
+        Some(Problem {
+            object: key.clone(),
+            problem: p,
+        })
+    };
+    match cluster.repo().storage().get(&key).await {
+        Ok(Some(obj)) => {
+            let mut sink = std::io::sink();
+            match frame::decode_into(&obj, &mut sink) {
+                Ok(s) => match expect {
+                    Some((len, sum)) if len != s.len || sum != s.checksum.to_string() => (
+                        s.len,
+                        problem(format!("content differs from the backup manifest (manifest: {len} bytes, blake3 {sum}; object: {} bytes, blake3 {})", s.len, s.checksum)),
+                    ),
+                    _ => (s.len, None),
+                },
+                Err(e) => (0, problem(e.to_string())),
+            }
+        }
+        Ok(None) => (0, problem("missing".into())),
+        Err(e) => (0, problem(format!("cannot read: {e}"))),
+    }
+}
+
+/// Verifies everything stored for `cluster`, `jobs` objects at a time.
+pub async fn verify(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyReport> {
+    let wal = cluster.list_wal().await?;
+    let backups = cluster.backups().await?;
+    let mut report = VerifyReport {
+        cluster: cluster.name().to_string(),
+        wal_files: wal.len(),
+        backups: backups.len(),
+        backup_files: 0,
+        bytes_checked: 0,
+        problems: Vec::new(),
+    };
+    let mut work: Vec<(String, Option<(u64, String)>)> = wal
+        .iter()
+        .map(|e| (cluster.wal_key(&e.name), None))
+        .collect();
+    for b in &backups {
+        for f in b.files.iter().filter(|f| f.size > 0) {
+            let owner = f.stored_in.as_deref().unwrap_or(&b.label);
+            work.push((
+                cluster.backup_file_key(owner, &f.path),
+                Some((f.size, f.blake3.clone())),
+            ));
+            report.backup_files += 1;
+        }
+        // The WAL from the backup's start to its consistency point must be archived.
+        if let Ok(seg_size) = WalSegSize::new(b.wal_seg_size) {
+            let (first, last) = (
+                seg_size.segno_of(b.start()),
+                seg_size.segno_of(Lsn(b.stop().0.saturating_sub(1))),
+            );
+            let mut n = first;
+            while n <= last {
+                let name = WalFileName::segment(b.tli(), n, seg_size);
+                if !wal.iter().any(|e| e.name == name) {
+                    report.problems.push(Problem {
+                        object: format!("backup {}", b.label),
+                        problem: format!("WAL segment {name} needed to make the backup consistent is not archived"),
+                    });
+                }
+                n = n.next();
+            }
+        }
+    }
+    let sem = Arc::new(Semaphore::new(jobs.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (key, expect) in work {
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            break;
+        };
+        let cluster = cluster.clone();
+        tasks.spawn(async move {
+            let r = check_object(&cluster, key, expect).await;
+            drop(permit);
+            r
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        if let Ok((bytes, problem)) = r {
+            report.bytes_checked += bytes;
+            report.problems.extend(problem);
+        }
+    }
+    report.problems.sort_by(|a, b| a.object.cmp(&b.object));
+    Ok(report)
+}

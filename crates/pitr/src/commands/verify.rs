@@ -1,0 +1,35 @@
+//! `pitr verify`.
+
+use pitr_core::verify;
+
+use super::{open_cluster, print_json};
+use crate::cli::{GlobalArgs, VerifyArgs};
+use crate::error::{CliError, EXIT_CORRUPT};
+
+pub async fn run(g: &GlobalArgs, a: VerifyArgs) -> Result<u8, CliError> {
+    let cluster = open_cluster(g)?;
+    let report = verify::verify(&cluster, a.jobs).await?;
+    if g.json {
+        print_json(&report);
+    } else {
+        println!(
+            "cluster {}: checked {} WAL files and {} files of {} backups ({} bytes)",
+            report.cluster,
+            report.wal_files,
+            report.backup_files,
+            report.backups,
+            report.bytes_checked
+        );
+        for p in &report.problems {
+            println!("  PROBLEM {}: {}", p.object, p.problem);
+        }
+        if report.problems.is_empty() {
+            println!("  everything verified");
+        }
+    }
+    Ok(if report.problems.is_empty() {
+        0
+    } else {
+        EXIT_CORRUPT
+    })
+}
