@@ -1,4 +1,483 @@
 //! `pitr backup`: online, non-exclusive base backups read straight from PGDATA.
+//!
+//! The plan: check the server (archiving on, not a standby, same cluster as the repository),
+//! start a non-exclusive backup on one connection, copy PGDATA and tablespaces in parallel
+//! through checksum + compression, stop the backup, wait (bounded) until the WAL from the start to
+//! the consistency point is in the repository, and only then publish the manifest, which is what
+//! makes a backup exist.
 
 pub mod copy;
 pub mod walk;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use pitr_pg::{Lsn, WalFileName, WalSegSize};
+use pitr_repo::{
+    BackupKind, BackupManifest, ClusterIdentity, ClusterRepo, Compression, ManifestFile,
+    ManifestTablespace, RepoError,
+};
+use serde::Serialize;
+
+pub use copy::{PageVerifier, Progress};
+
+/// What the database server told us, and the handle to start/stop the backup. Implemented over
+/// a live connection by `pitr-proto`; kept as a trait so this engine stays free of protocol code.
+#[async_trait::async_trait]
+pub trait BackupServer: Send {
+    /// Facts about the running server.
+    async fn facts(&mut self) -> Result<ServerFacts, BackupError>;
+    /// Starts a non-exclusive backup; returns the start LSN and timeline.
+    async fn start(&mut self, label: &str, fast: bool) -> Result<(Lsn, u32), BackupError>;
+    /// Stops it (without waiting for archiving: pitr waits on its own repository).
+    async fn stop(&mut self) -> Result<StopResult, BackupError>;
+}
+
+/// Server facts the backup needs.
+#[derive(Debug, Clone)]
+pub struct ServerFacts {
+    /// Major version.
+    pub major: u32,
+    /// System identifier.
+    pub system_id: u64,
+    /// `data_directory`.
+    pub data_directory: PathBuf,
+    /// WAL segment size.
+    pub wal_seg_size: u64,
+    /// `pg_is_in_recovery()`.
+    pub in_recovery: bool,
+    /// `archive_mode`.
+    pub archive_mode: String,
+    /// `archive_command`.
+    pub archive_command: String,
+    /// Data page checksums enabled.
+    pub data_checksums: bool,
+    /// Block size.
+    pub block_size: u32,
+    /// Blocks per relation segment file.
+    pub blocks_per_segment: u32,
+    /// Tablespaces (oid, name, location).
+    pub tablespaces: Vec<ManifestTablespace>,
+}
+
+/// What stopping the backup returned.
+#[derive(Debug, Clone)]
+pub struct StopResult {
+    /// Consistency LSN.
+    pub stop_lsn: Lsn,
+    /// `backup_label` content.
+    pub backup_label: String,
+    /// `tablespace_map` content, if any.
+    pub tablespace_map: Option<String>,
+}
+
+/// A failed backup.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Talking to the server failed.
+    #[error("{0}")]
+    Server(String),
+    /// The server is a standby.
+    #[error("the server is a standby (in recovery): pitr takes backups from the primary\nhint: connect with -h/-p to the primary")]
+    Standby,
+    /// WAL archiving is not configured.
+    #[error("WAL archiving is off (archive_mode = {archive_mode:?}): a backup without archived WAL cannot be restored\nhint: set archive_mode = on and archive_command = '{suggestion}' and restart PostgreSQL")]
+    NoArchiving {
+        /// Current setting.
+        archive_mode: String,
+        /// The archive_command to set.
+        suggestion: String,
+    },
+    /// PGDATA does not belong to the server we are connected to.
+    #[error("data directory {path:?} does not belong to the server we are connected to ({reason})\nhint: run pitr backup on the database host, with --pgdata pointing at the server's data directory")]
+    WrongPgdata {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The server belongs to another cluster than the repository's.
+    #[error("the server (system identifier {found}, PostgreSQL {found_major}) is not cluster {cluster:?} of the repository (system identifier {stored}, PostgreSQL {stored_major})\nhint: use another --cluster name for this server")]
+    Foreign {
+        /// Cluster name.
+        cluster: String,
+        /// The server's system id.
+        found: u64,
+        /// The server's major.
+        found_major: u32,
+        /// Recorded system id.
+        stored: u64,
+        /// Recorded major.
+        stored_major: u32,
+    },
+    /// Listing PGDATA failed.
+    #[error("cannot list data directory {path:?}: {source}")]
+    List {
+        /// The directory.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Copying a file failed.
+    #[error(transparent)]
+    Copy(#[from] copy::CopyError),
+    /// WAL did not reach the repository in time.
+    #[error("WAL needed by backup {label} did not reach the repository within {waited:?}: missing {missing}\nhint: check that archive_command = '{suggestion}' works (see pg_stat_archiver.last_failed_wal and the server log)")]
+    WalTimeout {
+        /// Backup label.
+        label: String,
+        /// How long we waited.
+        waited: Duration,
+        /// First missing segment.
+        missing: String,
+        /// The archive_command to use.
+        suggestion: String,
+    },
+    /// No parent for an incremental backup.
+    #[error("no full backup to base an incremental backup on in cluster {0:?}\nhint: take a full backup first (pitr backup --type full)")]
+    NoParent(String),
+    /// The repository failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+/// Options of a backup.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// PGDATA (default: the server's `data_directory`).
+    pub pgdata: Option<PathBuf>,
+    /// Full or incremental.
+    pub kind: BackupKind,
+    /// Files copied concurrently.
+    pub jobs: usize,
+    /// Compression.
+    pub compression: Compression,
+    /// Request an immediate checkpoint (otherwise wait for the next scheduled one).
+    pub fast: bool,
+    /// How long to wait for the backup's WAL to be archived.
+    pub archive_timeout: Duration,
+    /// The archive_command to suggest in messages.
+    pub archive_command_hint: String,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// Label.
+    pub label: String,
+    /// `full` or `incr`.
+    pub kind: String,
+    /// Parent of an incremental.
+    pub parent: Option<String>,
+    /// Timeline.
+    pub timeline: u32,
+    /// Start LSN.
+    pub start_lsn: String,
+    /// Consistency LSN.
+    pub stop_lsn: String,
+    /// Files in the backup.
+    pub files: usize,
+    /// Files copied now (others reused from the parent).
+    pub files_copied: usize,
+    /// Original bytes.
+    pub size: u64,
+    /// Bytes stored by this backup.
+    pub stored_size: u64,
+    /// Seconds taken.
+    pub seconds: f64,
+    /// Files with blocks whose data page checksum failed, and the blocks.
+    pub checksum_failures: Vec<(String, Vec<u32>)>,
+}
+
+/// A unique, time-ordered label: `YYYYMMDDTHHMMSSF` (or `I` for incremental).
+fn new_label(now: Timestamp, kind: BackupKind) -> String {
+    let t = now.to_zoned(jiff::tz::TimeZone::UTC);
+    let suffix = match kind {
+        BackupKind::Full => 'F',
+        BackupKind::Incr => 'I',
+    };
+    format!("{}{suffix}", t.strftime("%Y%m%dT%H%M%S"))
+}
+
+/// Reads `global/pg_control`'s system identifier (offset 0, u64 LE) to make sure PGDATA is the
+/// connected server's.
+fn pgdata_system_id(pgdata: &Path) -> std::io::Result<u64> {
+    let bytes = std::fs::read(pgdata.join("global/pg_control"))?;
+    let first: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "pg_control is too short")
+        })?;
+    Ok(u64::from_le_bytes(first))
+}
+
+/// Takes a backup.
+pub async fn backup(
+    cluster: &ClusterRepo,
+    server: &mut dyn BackupServer,
+    opts: &BackupOptions,
+    verifier: Option<Arc<dyn PageVerifier>>,
+    progress: Arc<Progress>,
+) -> Result<BackupReport, BackupError> {
+    let started = Instant::now();
+    let facts = server.facts().await?;
+    if facts.in_recovery {
+        return Err(BackupError::Standby);
+    }
+    if !matches!(facts.archive_mode.as_str(), "on" | "always") {
+        return Err(BackupError::NoArchiving {
+            archive_mode: facts.archive_mode.clone(),
+            suggestion: opts.archive_command_hint.clone(),
+        });
+    }
+    let pgdata = opts
+        .pgdata
+        .clone()
+        .unwrap_or_else(|| facts.data_directory.clone());
+    match pgdata_system_id(&pgdata) {
+        Ok(id) if id == facts.system_id => {}
+        Ok(id) => {
+            return Err(BackupError::WrongPgdata {
+                path: pgdata,
+                reason: format!(
+                    "its pg_control has system identifier {id}, the server {}",
+                    facts.system_id
+                ),
+            })
+        }
+        Err(e) => {
+            return Err(BackupError::WrongPgdata {
+                path: pgdata,
+                reason: format!(
+                    "cannot read global/pg_control as OS user {:?}: {e}",
+                    pitr_storage::current_os_user()
+                ),
+            })
+        }
+    }
+    let identity = ClusterIdentity {
+        system_id: facts.system_id,
+        pg_major: facts.major,
+        wal_seg_size: facts.wal_seg_size,
+    };
+    let stored = cluster.register(&identity).await?;
+    if stored.system_id != identity.system_id || stored.pg_major != identity.pg_major {
+        return Err(BackupError::Foreign {
+            cluster: cluster.name().to_string(),
+            found: identity.system_id,
+            found_major: identity.pg_major,
+            stored: stored.system_id,
+            stored_major: stored.pg_major,
+        });
+    }
+    let parent = match opts.kind {
+        BackupKind::Full => None,
+        BackupKind::Incr => Some(
+            cluster
+                .backups()
+                .await?
+                .into_iter()
+                .rev()
+                .find(|b| b.system_id == facts.system_id)
+                .ok_or_else(|| BackupError::NoParent(cluster.name().to_string()))?,
+        ),
+    };
+
+    let start_time = Timestamp::now();
+    let mut label = new_label(start_time, opts.kind);
+    while cluster.manifest(&label).await?.is_some() {
+        label.push('x');
+    }
+    let (start_lsn, timeline) = server.start(&label, opts.fast).await?;
+    tracing::info!("backup {label} started at {start_lsn} on timeline {timeline}");
+
+    let result = copy_phase(
+        cluster,
+        &label,
+        &pgdata,
+        parent.as_ref(),
+        opts,
+        verifier,
+        progress,
+    )
+    .await;
+    // Always end the backup on the server, even when copying failed.
+    let stop = server.stop().await;
+    let (mut files, dirs, copied) = result?;
+    let stop = stop?;
+    let stop_time = Timestamp::now();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+
+    wait_for_wal(
+        cluster,
+        &label,
+        timeline,
+        start_lsn,
+        stop.stop_lsn,
+        facts.wal_seg_size,
+        opts,
+    )
+    .await?;
+
+    let manifest = BackupManifest {
+        label: label.clone(),
+        kind: opts.kind,
+        parent: parent.as_ref().map(|p| p.label.clone()),
+        pg_major: facts.major,
+        system_id: facts.system_id,
+        wal_seg_size: facts.wal_seg_size,
+        timeline,
+        start_lsn: start_lsn.to_string(),
+        stop_lsn: stop.stop_lsn.to_string(),
+        start_time,
+        stop_time,
+        backup_label: stop.backup_label,
+        tablespace_map: stop.tablespace_map.filter(|m| !m.trim().is_empty()),
+        tablespaces: facts.tablespaces.clone(),
+        data_checksums: facts.data_checksums,
+        dirs,
+        files,
+        pitr_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    cluster.put_manifest(&manifest).await?;
+    Ok(BackupReport {
+        label,
+        kind: format!("{:?}", opts.kind).to_lowercase(),
+        parent: manifest.parent.clone(),
+        timeline,
+        start_lsn: manifest.start_lsn.clone(),
+        stop_lsn: manifest.stop_lsn.clone(),
+        files: manifest.files.len(),
+        files_copied: copied,
+        size: manifest.total_size(),
+        stored_size: manifest
+            .files
+            .iter()
+            .filter(|f| f.stored_in.is_none())
+            .map(|f| f.stored_size)
+            .sum(),
+        seconds: started.elapsed().as_secs_f64(),
+        checksum_failures: manifest
+            .files
+            .iter()
+            .filter(|f| !f.checksum_failures.is_empty())
+            .map(|f| (f.path.clone(), f.checksum_failures.clone()))
+            .collect(),
+    })
+}
+
+type CopyPhase = (Vec<ManifestFile>, Vec<pitr_repo::ManifestDir>, usize);
+
+async fn copy_phase(
+    cluster: &ClusterRepo,
+    label: &str,
+    pgdata: &Path,
+    parent: Option<&BackupManifest>,
+    opts: &BackupOptions,
+    verifier: Option<Arc<dyn PageVerifier>>,
+    progress: Arc<Progress>,
+) -> Result<CopyPhase, BackupError> {
+    let root = pgdata.to_path_buf();
+    let listing = tokio::task::spawn_blocking(move || walk::list(&root))
+        .await
+        .map_err(|e| BackupError::Server(e.to_string()))?
+        .map_err(|source| BackupError::List {
+            path: pgdata.to_path_buf(),
+            source,
+        })?;
+    // An incremental backup reuses a parent's copy of files unchanged since before the parent
+    // started (same size, modified strictly earlier than the parent's start second).
+    let mut reused = Vec::new();
+    let mut to_copy = Vec::new();
+    for f in listing.files {
+        let prev = parent.and_then(|p| {
+            let cutoff = p.start_time.as_second() - 1;
+            p.files
+                .iter()
+                .find(|pf| {
+                    pf.path == f.rel && pf.size == f.size && pf.mtime == f.mtime && f.mtime < cutoff
+                })
+                .map(|pf| {
+                    let mut e = pf.clone();
+                    e.stored_in = Some(pf.stored_in.clone().unwrap_or_else(|| p.label.clone()));
+                    e
+                })
+        });
+        match prev {
+            Some(e) => reused.push(e),
+            None => to_copy.push(f),
+        }
+    }
+    let copied_files = copy::copy_files(
+        cluster,
+        label,
+        to_copy,
+        opts.jobs,
+        opts.compression,
+        verifier,
+        progress,
+    )
+    .await?;
+    let copied = copied_files.len();
+    let mut files = copied_files;
+    files.extend(reused);
+    Ok((files, listing.dirs, copied))
+}
+
+/// Waits until every segment from `start` to the one holding the last byte before `stop` is in
+/// the repository.
+async fn wait_for_wal(
+    cluster: &ClusterRepo,
+    label: &str,
+    timeline: u32,
+    start: Lsn,
+    stop: Lsn,
+    seg_size: u64,
+    opts: &BackupOptions,
+) -> Result<(), BackupError> {
+    let Ok(size) = WalSegSize::new(seg_size) else {
+        return Ok(());
+    };
+    let tli = pitr_pg::TimelineId(timeline);
+    let first = size.segno_of(start);
+    let last = size.segno_of(Lsn(stop.0.saturating_sub(1)));
+    let deadline = Instant::now() + opts.archive_timeout;
+    let mut next = first;
+    let storage = cluster.repo().storage().clone();
+    loop {
+        while next <= last {
+            let key = cluster.wal_key(&WalFileName::segment(tli, next, size));
+            if storage.head(&key).await.map_err(RepoError::from)?.is_none() {
+                break;
+            }
+            next = next.next();
+        }
+        if next > last {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BackupError::WalTimeout {
+                label: label.to_string(),
+                waited: opts.archive_timeout,
+                missing: WalFileName::segment(tli, next, size).to_string(),
+                suggestion: opts.archive_command_hint.clone(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_sort_by_time_and_show_the_kind() {
+        let t: Timestamp = "2026-11-21T19:30:05Z".parse().unwrap();
+        assert_eq!(new_label(t, BackupKind::Full), "20261121T193005F");
+        assert_eq!(new_label(t, BackupKind::Incr), "20261121T193005I");
+    }
+}
