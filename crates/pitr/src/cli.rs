@@ -88,6 +88,8 @@ pub enum Command {
     Info(InfoArgs),
     /// Re-check every stored checksum, and that each backup's WAL is archived
     Verify(VerifyArgs),
+    /// The PITR lab end to end on a throwaway cluster: back up, break, restore three ways
+    Demo(DemoArgs),
     /// (internal) fetch WAL segments ahead into an archive-get spool
     #[command(name = "spool-fill", hide = true)]
     SpoolFill(SpoolFillArgs),
@@ -130,6 +132,20 @@ pub struct SpoolFillArgs {
     pub parallel: usize,
     /// Segments to fetch, in order
     pub names: Vec<String>,
+}
+
+/// `pitr demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// PostgreSQL bin directory [default: pg_config --bindir, PATH, newest /usr/lib/postgresql/*/bin]
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// Port for the throwaway cluster (Unix socket only)
+    #[arg(long, default_value_t = 5499)]
+    pub port: u16,
+    /// Keep the work directory at the end
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// `pitr verify`.

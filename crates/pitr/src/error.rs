@@ -39,6 +39,9 @@ pub enum CliError {
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The demo failed.
+    #[error("demo: {0}")]
+    Demo(String),
 }
 
 impl CliError {

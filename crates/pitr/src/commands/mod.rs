@@ -1,6 +1,7 @@
 //! One module per command; each turns options into an engine call and renders the report.
 
 mod archive;
+mod demo;
 mod info;
 mod init;
 mod verify;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::ArchiveGet(a) => archive::get(&g, a).await,
         Command::Info(a) => info::run(&g, a).await,
         Command::Verify(a) => verify::run(&g, a).await,
+        Command::Demo(a) => demo::run(&g, a).await,
         Command::SpoolFill(a) => archive::spool_fill(&g, a).await,
     }
 }
