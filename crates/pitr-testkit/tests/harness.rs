@@ -246,3 +246,21 @@ fn every_requested_major_is_installed() {
         found.iter().map(|i| i.major).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn start_failure_panics_with_pg_ctl_output_and_server_log() {
+    let Some(pg) = pitr_testkit::test_installs().into_iter().next() else {
+        return;
+    };
+    let cluster = Cluster::init(&pg, ClusterOptions::default().set("shared_buffers", "lots"));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cluster.start()))
+        .expect_err("a server with an invalid setting does not start");
+    let msg = caught.downcast_ref::<String>().cloned().unwrap_or_default();
+    eprintln!("{msg}");
+    assert!(msg.contains("pg_ctl start failed"), "names the step: {msg}");
+    assert!(
+        msg.contains("shared_buffers"),
+        "log tail names the bad setting: {msg}"
+    );
+    assert!(!cluster.is_running());
+}
