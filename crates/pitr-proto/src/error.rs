@@ -47,13 +47,13 @@ impl fmt::Display for ServerMessage {
 }
 
 impl ServerMessage {
-    pub(crate) fn from_db(e: &tokio_postgres::error::DbError) -> ServerMessage {
-        ServerMessage {
+    pub(crate) fn from_db(e: &tokio_postgres::error::DbError) -> Box<ServerMessage> {
+        Box::new(ServerMessage {
             code: e.code().code().to_string(),
             message: e.message().to_string(),
             detail: e.detail().map(str::to_string),
             hint: e.hint().map(str::to_string),
-        }
+        })
     }
 }
 
@@ -93,7 +93,7 @@ pub enum ProtoError {
         /// The database user.
         user: String,
         /// The server's message.
-        server: ServerMessage,
+        server: Box<ServerMessage>,
     },
     /// The server asks for a password and none was found.
     #[error("the server at {endpoint} asks for a password for user {user:?} and none was given; hint: set PGPASSWORD or add a line to ~/.pgpass (mode 0600)")]
@@ -118,7 +118,7 @@ pub enum ProtoError {
         /// The server.
         endpoint: Endpoint,
         /// The server's message.
-        server: ServerMessage,
+        server: Box<ServerMessage>,
     },
     /// A server older or newer than pitr supports.
     #[error("the server at {endpoint} runs PostgreSQL {version}: pitr supports 14 to 18")]
@@ -136,7 +136,7 @@ pub enum ProtoError {
         /// What pitr was doing (usually the function called, e.g. `pg_backup_start`).
         what: &'static str,
         /// The server's message.
-        server: ServerMessage,
+        server: Box<ServerMessage>,
     },
     /// The connection broke or a client-side protocol error occurred.
     #[error("{what} failed at {endpoint}: {detail}")]
