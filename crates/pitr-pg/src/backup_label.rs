@@ -540,6 +540,39 @@ INCREMENTAL FROM TLI: 2
     }
 
     #[test]
+    fn never_panics_on_mangled_input() {
+        // Deterministic noise: replace, insert and cut characters of valid files.
+        let alphabet: Vec<char> = ":/ \n\r\\(0)1aF*é\u{0}".chars().collect();
+        let mut x: u32 = 0x9E37_79B9;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as usize
+        };
+        let seeds = [LABEL, "16384 /srv/ts dir\n16385 /a\\\\b\n"];
+        for round in 0..3000 {
+            let mut chars: Vec<char> = seeds[round % 2].chars().collect();
+            for _ in 0..(1 + next() % 4) {
+                let pos = next() % (chars.len() + 1);
+                match next() % 3 {
+                    0 if pos < chars.len() => chars[pos] = alphabet[next() % alphabet.len()],
+                    1 => chars.insert(pos, alphabet[next() % alphabet.len()]),
+                    _ => chars.truncate(pos),
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            if let Ok(l) = BackupLabel::parse(&text) {
+                // Whatever parses renders to something that parses to the same value.
+                assert_eq!(BackupLabel::parse(&l.to_string()), Ok(l));
+            }
+            if let Ok(m) = TablespaceMap::parse(&text) {
+                assert_eq!(TablespaceMap::parse(&m.to_string()), Ok(m));
+            }
+        }
+    }
+
+    #[test]
     fn tablespace_map_escapes_backslashes_and_line_ends() {
         let map = TablespaceMap {
             entries: vec![

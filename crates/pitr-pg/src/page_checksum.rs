@@ -215,6 +215,24 @@ mod tests {
     }
 
     #[test]
+    fn never_panics_on_arbitrary_pages() {
+        let mut x: u32 = 0x2545_F491;
+        for len in [0usize, 1, 8, 15, 16, 23, 24, 1024, 4096, 8192, 32768] {
+            let page: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            let _ = verify_page(&page, x, Lsn(u64::from(x)));
+            let _ = pg_checksum_page(&page, u32::MAX);
+            let _ = (page_lsn(&page), stored_checksum(&page));
+        }
+    }
+
+    #[test]
     fn numbers_blocks_across_segment_files() {
         assert_eq!(relation_block_number(0, 5, 131_072), Some(5));
         assert_eq!(relation_block_number(2, 5, 131_072), Some(262_149));
