@@ -84,6 +84,8 @@ pub enum Command {
     /// Fetch one WAL file: restore_command = 'pitr archive-get %f %p'
     #[command(name = "archive-get")]
     ArchiveGet(ArchiveGetArgs),
+    /// Take an online base backup of the running cluster; prints its label
+    Backup(BackupArgs),
     /// Show what the repository holds: clusters, archived WAL per timeline, gaps
     Info(InfoArgs),
     /// Re-check every stored checksum, and that each backup's WAL is archived
@@ -132,6 +134,23 @@ pub struct SpoolFillArgs {
     pub parallel: usize,
     /// Segments to fetch, in order
     pub names: Vec<String>,
+}
+
+/// `pitr backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// full, or incr (only files changed since the last backup)
+    #[arg(long = "type", value_name = "TYPE", default_value = "full", value_parser = ["full", "incr"])]
+    pub kind: String,
+    /// Files copied in parallel [default: number of cores]
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Wait for the next scheduled checkpoint instead of requesting one now
+    #[arg(long)]
+    pub spread_checkpoint: bool,
+    /// Seconds to wait for the backup's WAL to reach the repository
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub archive_timeout: u64,
 }
 
 /// `pitr demo`.

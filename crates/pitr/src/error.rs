@@ -39,6 +39,12 @@ pub enum CliError {
     /// Storage.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Backup engine.
+    #[error(transparent)]
+    Backup(#[from] pitr_core::backup::BackupError),
+    /// Connecting / talking to PostgreSQL.
+    #[error(transparent)]
+    Proto(#[from] pitr_proto::ProtoError),
     /// The demo failed.
     #[error("demo: {0}")]
     Demo(String),
@@ -51,6 +57,8 @@ impl CliError {
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Archive(ArchiveError::Foreign { .. }) => EXIT_REFUSED,
             CliError::Archive(ArchiveError::Repo(r)) | CliError::Repo(r) => repo_code(r),
+            CliError::Backup(pitr_core::backup::BackupError::Foreign { .. }) => EXIT_REFUSED,
+            CliError::Backup(pitr_core::backup::BackupError::Repo(r)) => repo_code(r),
             _ => EXIT_ERROR,
         }
     }

@@ -21,9 +21,16 @@ const CHUNK: usize = 1 << 20;
 
 /// Checks data pages while they are copied.
 pub trait PageVerifier: Send + Sync {
-    /// Returns the numbers of the blocks of `chunk` that fail verification. `first_block` is the
-    /// block number of the chunk's first page within the relation.
-    fn bad_blocks(&self, rel: &str, first_block: u32, chunk: &[u8]) -> Vec<u32>;
+    /// Returns the numbers of the blocks of `chunk` (read at `offset` of the file at `path`)
+    /// that fail verification. `first_block` is the block number of the chunk's first page
+    /// within the relation.
+    fn bad_blocks(
+        &self,
+        path: &std::path::Path,
+        offset: u64,
+        first_block: u32,
+        chunk: &[u8],
+    ) -> Vec<u32>;
     /// Page size.
     fn block_size(&self) -> usize;
     /// Blocks per relation segment file.
@@ -76,6 +83,18 @@ pub async fn copy_files(
     // Largest first, so the long copies start early and the pool drains evenly.
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
+    let mut results: Vec<Option<ManifestFile>> = vec![None; files.len()];
+    let joined =
+        |done: Result<(usize, Result<Option<ManifestFile>, CopyError>), tokio::task::JoinError>,
+         results: &mut Vec<Option<ManifestFile>>|
+         -> Result<(), CopyError> {
+            let (i, r) = done.map_err(|e| CopyError::Read {
+                path: PathBuf::new(),
+                source: io::Error::other(e),
+            })?;
+            results[i] = r?;
+            Ok(())
+        };
     let mut tasks = tokio::task::JoinSet::new();
     for i in order {
         let permit = sem
@@ -107,20 +126,11 @@ pub async fn copy_files(
         });
         // Surface failures early instead of after queuing everything.
         while let Some(done) = tasks.try_join_next() {
-            let (_, r) = done.map_err(|e| CopyError::Read {
-                path: PathBuf::new(),
-                source: io::Error::other(e),
-            })?;
-            r?;
+            joined(done, &mut results)?;
         }
     }
-    let mut results: Vec<Option<ManifestFile>> = vec![None; files.len()];
     while let Some(done) = tasks.join_next().await {
-        let (i, r) = done.map_err(|e| CopyError::Read {
-            path: PathBuf::new(),
-            source: io::Error::other(e),
-        })?;
-        results[i] = r?;
+        joined(done, &mut results)?;
     }
     // Files that vanished during the copy (dropped relations) are simply not in the backup.
     Ok(results.into_iter().flatten().collect())
@@ -176,7 +186,7 @@ fn copy_one(
             let first = first_block_of_file.saturating_add((offset / bs) as u32);
             entry
                 .checksum_failures
-                .extend(v.bad_blocks(&file.rel, first, chunk));
+                .extend(v.bad_blocks(&file.abs, offset, first, chunk));
         }
         enc.write(chunk).map_err(read_err)?;
         offset += n as u64;

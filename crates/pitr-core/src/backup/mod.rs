@@ -9,6 +9,8 @@
 pub mod copy;
 pub mod walk;
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,62 +25,19 @@ use serde::Serialize;
 
 pub use copy::{PageVerifier, Progress};
 
-/// What the database server told us, and the handle to start/stop the backup. Implemented over
-/// a live connection by `pitr-proto`; kept as a trait so this engine stays free of protocol code.
-#[async_trait::async_trait]
-pub trait BackupServer: Send {
-    /// Facts about the running server.
-    async fn facts(&mut self) -> Result<ServerFacts, BackupError>;
-    /// Starts a non-exclusive backup; returns the start LSN and timeline.
-    async fn start(&mut self, label: &str, fast: bool) -> Result<(Lsn, u32), BackupError>;
-    /// Stops it (without waiting for archiving: pitr waits on its own repository).
-    async fn stop(&mut self) -> Result<StopResult, BackupError>;
-}
-
-/// Server facts the backup needs.
-#[derive(Debug, Clone)]
-pub struct ServerFacts {
-    /// Major version.
-    pub major: u32,
-    /// System identifier.
-    pub system_id: u64,
-    /// `data_directory`.
-    pub data_directory: PathBuf,
-    /// WAL segment size.
-    pub wal_seg_size: u64,
-    /// `pg_is_in_recovery()`.
-    pub in_recovery: bool,
-    /// `archive_mode`.
-    pub archive_mode: String,
-    /// `archive_command`.
-    pub archive_command: String,
-    /// Data page checksums enabled.
-    pub data_checksums: bool,
-    /// Block size.
-    pub block_size: u32,
-    /// Blocks per relation segment file.
-    pub blocks_per_segment: u32,
-    /// Tablespaces (oid, name, location).
-    pub tablespaces: Vec<ManifestTablespace>,
-}
-
-/// What stopping the backup returned.
-#[derive(Debug, Clone)]
-pub struct StopResult {
-    /// Consistency LSN.
-    pub stop_lsn: Lsn,
-    /// `backup_label` content.
-    pub backup_label: String,
-    /// `tablespace_map` content, if any.
-    pub tablespace_map: Option<String>,
-}
+use pitr_pg::control::ControlFile;
+use pitr_pg::page_checksum::{verify_page, PageCheck};
+use pitr_proto::{ArchiveMode, BackupSession, PgClient};
 
 /// A failed backup.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     /// Talking to the server failed.
-    #[error("{0}")]
-    Server(String),
+    #[error(transparent)]
+    Server(#[from] pitr_proto::ProtoError),
+    /// An internal task failed.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The server is a standby.
     #[error("the server is a standby (in recovery): pitr takes backups from the primary\nhint: connect with -h/-p to the primary")]
     Standby,
@@ -201,67 +160,56 @@ fn new_label(now: Timestamp, kind: BackupKind) -> String {
     format!("{}{suffix}", t.strftime("%Y%m%dT%H%M%S"))
 }
 
-/// Reads `global/pg_control`'s system identifier (offset 0, u64 LE) to make sure PGDATA is the
-/// connected server's.
-fn pgdata_system_id(pgdata: &Path) -> std::io::Result<u64> {
-    let bytes = std::fs::read(pgdata.join("global/pg_control"))?;
-    let first: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "pg_control is too short")
-        })?;
-    Ok(u64::from_le_bytes(first))
+/// Reads and checks PGDATA's `global/pg_control`.
+fn read_control(pgdata: &Path) -> Result<ControlFile, String> {
+    let bytes = std::fs::read(pgdata.join("global/pg_control")).map_err(|e| {
+        format!(
+            "cannot read global/pg_control as OS user {:?}: {e}",
+            pitr_storage::current_os_user()
+        )
+    })?;
+    ControlFile::parse(&bytes).map_err(|e| e.to_string())
 }
 
-/// Takes a backup.
+/// Takes a backup of the server `client` is connected to.
 pub async fn backup(
     cluster: &ClusterRepo,
-    server: &mut dyn BackupServer,
+    client: &PgClient,
     opts: &BackupOptions,
-    verifier: Option<Arc<dyn PageVerifier>>,
     progress: Arc<Progress>,
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
-    let facts = server.facts().await?;
-    if facts.in_recovery {
+    let info = client.server_info().await?;
+    if info.in_recovery {
         return Err(BackupError::Standby);
     }
-    if !matches!(facts.archive_mode.as_str(), "on" | "always") {
+    if info.archive_mode == ArchiveMode::Off {
         return Err(BackupError::NoArchiving {
-            archive_mode: facts.archive_mode.clone(),
+            archive_mode: "off".into(),
             suggestion: opts.archive_command_hint.clone(),
         });
     }
     let pgdata = opts
         .pgdata
         .clone()
-        .unwrap_or_else(|| facts.data_directory.clone());
-    match pgdata_system_id(&pgdata) {
-        Ok(id) if id == facts.system_id => {}
-        Ok(id) => {
-            return Err(BackupError::WrongPgdata {
-                path: pgdata,
-                reason: format!(
-                    "its pg_control has system identifier {id}, the server {}",
-                    facts.system_id
-                ),
-            })
-        }
-        Err(e) => {
-            return Err(BackupError::WrongPgdata {
-                path: pgdata,
-                reason: format!(
-                    "cannot read global/pg_control as OS user {:?}: {e}",
-                    pitr_storage::current_os_user()
-                ),
-            })
-        }
+        .unwrap_or_else(|| info.data_directory.clone());
+    let control = read_control(&pgdata).map_err(|reason| BackupError::WrongPgdata {
+        path: pgdata.clone(),
+        reason,
+    })?;
+    if control.system_id != info.system_id {
+        return Err(BackupError::WrongPgdata {
+            path: pgdata,
+            reason: format!(
+                "its pg_control has system identifier {}, the server {}",
+                control.system_id, info.system_id
+            ),
+        });
     }
     let identity = ClusterIdentity {
-        system_id: facts.system_id,
-        pg_major: facts.major,
-        wal_seg_size: facts.wal_seg_size,
+        system_id: info.system_id,
+        pg_major: info.major.number(),
+        wal_seg_size: info.wal_segment_size.bytes(),
     };
     let stored = cluster.register(&identity).await?;
     if stored.system_id != identity.system_id || stored.pg_major != identity.pg_major {
@@ -273,6 +221,16 @@ pub async fn backup(
             stored_major: stored.pg_major,
         });
     }
+    let tablespaces: Vec<ManifestTablespace> = client
+        .tablespaces()
+        .await?
+        .into_iter()
+        .map(|t| ManifestTablespace {
+            oid: t.oid,
+            name: t.name,
+            location: t.location.display().to_string(),
+        })
+        .collect();
     let parent = match opts.kind {
         BackupKind::Full => None,
         BackupKind::Incr => Some(
@@ -281,7 +239,7 @@ pub async fn backup(
                 .await?
                 .into_iter()
                 .rev()
-                .find(|b| b.system_id == facts.system_id)
+                .find(|b| b.system_id == info.system_id)
                 .ok_or_else(|| BackupError::NoParent(cluster.name().to_string()))?,
         ),
     };
@@ -291,8 +249,16 @@ pub async fn backup(
     while cluster.manifest(&label).await?.is_some() {
         label.push('x');
     }
-    let (start_lsn, timeline) = server.start(&label, opts.fast).await?;
+    let session = BackupSession::start(client, &label, opts.fast).await?;
+    let (start_lsn, timeline) = (session.start_lsn(), session.timeline().0);
     tracing::info!("backup {label} started at {start_lsn} on timeline {timeline}");
+    let verifier: Option<Arc<dyn PageVerifier>> = info.data_checksums.then(|| {
+        Arc::new(ChecksumVerifier {
+            start_lsn,
+            block_size: control.block_size as usize,
+            relseg_size: control.relseg_size,
+        }) as Arc<dyn PageVerifier>
+    });
 
     let result = copy_phase(
         cluster,
@@ -304,8 +270,9 @@ pub async fn backup(
         progress,
     )
     .await;
-    // Always end the backup on the server, even when copying failed.
-    let stop = server.stop().await;
+    // Always end the backup on the server, even when copying failed. PostgreSQL's own wait for
+    // archiving could block forever; pitr waits on its repository with a deadline instead.
+    let stop = session.stop(false).await;
     let (mut files, dirs, copied) = result?;
     let stop = stop?;
     let stop_time = Timestamp::now();
@@ -317,7 +284,7 @@ pub async fn backup(
         timeline,
         start_lsn,
         stop.stop_lsn,
-        facts.wal_seg_size,
+        identity.wal_seg_size,
         opts,
     )
     .await?;
@@ -326,9 +293,9 @@ pub async fn backup(
         label: label.clone(),
         kind: opts.kind,
         parent: parent.as_ref().map(|p| p.label.clone()),
-        pg_major: facts.major,
-        system_id: facts.system_id,
-        wal_seg_size: facts.wal_seg_size,
+        pg_major: identity.pg_major,
+        system_id: identity.system_id,
+        wal_seg_size: identity.wal_seg_size,
         timeline,
         start_lsn: start_lsn.to_string(),
         stop_lsn: stop.stop_lsn.to_string(),
@@ -336,8 +303,8 @@ pub async fn backup(
         stop_time,
         backup_label: stop.backup_label,
         tablespace_map: stop.tablespace_map.filter(|m| !m.trim().is_empty()),
-        tablespaces: facts.tablespaces.clone(),
-        data_checksums: facts.data_checksums,
+        tablespaces,
+        data_checksums: info.data_checksums,
         dirs,
         files,
         pitr_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -383,7 +350,7 @@ async fn copy_phase(
     let root = pgdata.to_path_buf();
     let listing = tokio::task::spawn_blocking(move || walk::list(&root))
         .await
-        .map_err(|e| BackupError::Server(e.to_string()))?
+        .map_err(|e| BackupError::Internal(e.to_string()))?
         .map_err(|source| BackupError::List {
             path: pgdata.to_path_buf(),
             source,
@@ -479,5 +446,51 @@ mod tests {
         let t: Timestamp = "2026-11-21T19:30:05Z".parse().unwrap();
         assert_eq!(new_label(t, BackupKind::Full), "20261121T193005F");
         assert_eq!(new_label(t, BackupKind::Incr), "20261121T193005I");
+    }
+}
+
+/// Verifies data page checksums the way `pg_basebackup` does: pages changed since the backup
+/// started and new pages are skipped; a mismatch is re-read once (the page may have been read
+/// while PostgreSQL was writing it) before it is reported.
+#[derive(Debug)]
+struct ChecksumVerifier {
+    start_lsn: Lsn,
+    block_size: usize,
+    relseg_size: u32,
+}
+
+impl PageVerifier for ChecksumVerifier {
+    fn bad_blocks(&self, path: &Path, offset: u64, first_block: u32, chunk: &[u8]) -> Vec<u32> {
+        let mut bad = Vec::new();
+        for (i, page) in chunk.chunks(self.block_size).enumerate() {
+            if page.len() != self.block_size {
+                break; // a file being extended: PostgreSQL skips the rest too
+            }
+            let blkno = first_block.saturating_add(i as u32);
+            if let PageCheck::Mismatch { .. } = verify_page(page, blkno, self.start_lsn) {
+                let mut again = vec![0u8; self.block_size];
+                let at = offset + (i * self.block_size) as u64;
+                let reread = File::open(path).and_then(|f| f.read_exact_at(&mut again, at));
+                if reread.is_err()
+                    || matches!(
+                        verify_page(&again, blkno, self.start_lsn),
+                        PageCheck::Mismatch { .. }
+                    )
+                {
+                    tracing::warn!(
+                        "data page checksum failure in {} block {blkno}",
+                        path.display()
+                    );
+                    bad.push(blkno);
+                }
+            }
+        }
+        bad
+    }
+    fn block_size(&self) -> usize {
+        self.block_size
+    }
+    fn blocks_per_segment(&self) -> u32 {
+        self.relseg_size
     }
 }

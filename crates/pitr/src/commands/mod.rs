@@ -1,6 +1,7 @@
 //! One module per command; each turns options into an engine call and renders the report.
 
 mod archive;
+mod backup;
 mod demo;
 mod info;
 mod init;
@@ -25,6 +26,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Init(a) => init::run(&g, a).await,
         Command::ArchivePush(a) => archive::push(&g, a).await,
         Command::ArchiveGet(a) => archive::get(&g, a).await,
+        Command::Backup(a) => backup::run(&g, a).await,
         Command::Info(a) => info::run(&g, a).await,
         Command::Verify(a) => verify::run(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
@@ -82,4 +84,29 @@ pub fn print_json<T: serde::Serialize>(v: &T) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("pitr: error: cannot render JSON: {e}"),
     }
+}
+
+/// Connection parameters from the psql-style options (the PG* variables are applied when
+/// they are resolved).
+pub fn conn_params(g: &GlobalArgs) -> pitr_proto::ConnParams {
+    pitr_proto::ConnParams {
+        host: g.host.clone(),
+        port: g.port,
+        user: g.user.clone(),
+        dbname: g.dbname.clone(),
+        ..Default::default()
+    }
+}
+
+/// The archive_command that archives into the repository named by the options.
+pub fn archive_command_for(g: &GlobalArgs) -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "pitr".into());
+    let mut cmd = format!("{exe} --repo {}", g.repo.as_deref().unwrap_or("REPO"));
+    if let Some(c) = g.cluster.as_deref().filter(|c| *c != DEFAULT_CLUSTER) {
+        cmd.push_str(&format!(" --cluster {c}"));
+    }
+    cmd.push_str(" archive-push %p");
+    cmd
 }
