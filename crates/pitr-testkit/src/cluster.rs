@@ -285,8 +285,13 @@ impl Cluster {
     }
 
     /// Runs `sql` with `psql -c` in database `postgres` and returns trimmed stdout (unaligned,
-    /// tuples only: one row per line, columns separated by `|`). Several statements in one call
-    /// run as one transaction. Panics with psql's stderr and the server log tail on error.
+    /// tuples only: one row per line, columns separated by `|`). Panics with psql's stderr and
+    /// the server log tail on error.
+    ///
+    /// Several statements in one call run as one transaction (so `INSERT …; SELECT
+    /// pg_switch_wal()` commits in the next segment), and psql 14 prints only the last
+    /// statement's rows where 15+ print every statement's: use one statement per call, or
+    /// [`Cluster::psql_script`].
     pub fn psql(&self, sql: &str) -> String {
         self.psql_db("postgres", sql)
     }
