@@ -9,12 +9,15 @@
 #
 #   fixtures/<name>/<segment>.zst  the archived segments, zstd-compressed
 #   fixtures/<name>/waldump.txt.zst  `pg_waldump` of those segments: the test oracle
+#   fixtures/<name>/waldump-bkp.txt.zst  the same with --bkp-details (full-page images)
+#   fixtures/<name>/waldump.err    what pg_waldump said at the end
 #   fixtures/<name>/meta.txt       facts from SQL (oids, xids, LSNs) the tests cross-check
 #
 # <name> is pg<major> (1 MB segments, to keep fixtures small and prove nothing assumes
 # 16 MB) plus pg17-16mb (default 16 MB segments, trimmed workload).
 #
 # Usage: scripts/gen-wal-fixtures.sh [major ...]   (default: 14 15 16 17 18 17-16mb)
+#        scripts/gen-wal-fixtures.sh --oracle-only [major ...]   (re-run pg_waldump only)
 # Needs: root (runs the server as the postgres user), zstd, /opt/pitr-pg/<major>/bindir
 # (see scripts/install-test-deps.sh). LSNs, xids and times differ between runs; the tests
 # only compare the decoder with the pg_waldump output stored next to the segments.
@@ -27,6 +30,39 @@ WORK=${WORK:-/tmp/pitr-walfix}
 
 log() { printf 'gen-wal-fixtures: %s\n' "$*" >&2; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# oracle BINDIR SEGDIR DEST FIRST LAST: pg_waldump of the segments FIRST..LAST, plain and
+# with --bkp-details (image hole and compression), zstd-compressed into DEST. TZ=UTC makes
+# its timestamps comparable with ours; stderr (the end-of-WAL message) is kept too.
+oracle() {
+  local bindir=$1 segdir=$2 dest=$3 first=$4 last=$5 tmp
+  tmp=$(mktemp -d)
+  (cd "$segdir" && TZ=UTC "$bindir/pg_waldump" -p "$segdir" "$first" "$last" \
+    >"$tmp/waldump.txt" 2>"$dest/waldump.err") || true
+  (cd "$segdir" && TZ=UTC "$bindir/pg_waldump" --bkp-details -p "$segdir" "$first" "$last" \
+    >"$tmp/waldump-bkp.txt" 2>/dev/null) || true
+  zstd -q -19 -f "$tmp/waldump.txt" -o "$dest/waldump.txt.zst"
+  zstd -q -19 -f "$tmp/waldump-bkp.txt" -o "$dest/waldump-bkp.txt.zst"
+  rm -rf "$tmp"
+}
+
+# regen_oracle NAME: recomputes the oracle files from the committed segments of NAME.
+regen_oracle() {
+  local name=$1 major=${1%%-*} dest="$OUT/pg$1" tmp bindir
+  bindir=$(cat "$PITR_PG_ROOT/$major/bindir")
+  tmp=$(mktemp -d)
+  local f segs=()
+  for f in "$dest"/*.zst; do
+    f=$(basename "$f" .zst)
+    [[ $f =~ ^[0-9A-F]{24}$ ]] || continue
+    zstd -q -d "$dest/$f.zst" -o "$tmp/$f"
+    segs+=("$f")
+  done
+  oracle "$bindir" "$tmp" "$dest" "${segs[0]}" "${segs[-1]}"
+  chmod 644 "$dest"/*
+  rm -rf "$tmp"
+  log "pg$name: oracle regenerated"
+}
 
 gen() {
   local name=$1 major=${1%%-*} segmb=1 full=1
@@ -135,12 +171,7 @@ EOF
     [[ $f < "$start_seg" || $f > "$end_seg" ]] && continue
     segs+=("$f")
   done
-  # pg_waldump from the first segment to the last: the oracle. TZ=UTC makes its
-  # timestamps comparable with ours; stderr (the end-of-WAL message) is kept too.
-  (cd "$arch" && TZ=UTC "$bindir/pg_waldump" -p "$arch" "${segs[0]}" "${segs[-1]}" \
-    >"$dir/waldump.txt" 2>"$dir/waldump.err") || true
-  zstd -q -19 -f "$dir/waldump.txt" -o "$dest/waldump.txt.zst"
-  cp "$dir/waldump.err" "$dest/waldump.err"
+  oracle "$bindir" "$arch" "$dest" "${segs[0]}" "${segs[-1]}"
   for f in "${segs[@]}"; do
     zstd -q -19 -f "$arch/$f" -o "$dest/$f.zst"
   done
@@ -165,8 +196,12 @@ EOF
   log "pg$name: ${#segs[@]} segments, $(du -sh "$dest" | cut -f1)"
 }
 
+oracle_only=0
+if [ "${1:-}" = --oracle-only ]; then oracle_only=1; shift; fi
 majors=("$@")
 [ ${#majors[@]} -eq 0 ] && majors=(14 15 16 17 18 17-16mb)
 mkdir -p "$WORK"
 chown postgres: "$WORK" 2>/dev/null || true
-for m in "${majors[@]}"; do gen "$m"; done
+for m in "${majors[@]}"; do
+  if [ $oracle_only = 1 ]; then regen_oracle "$m"; else gen "$m"; fi
+done
