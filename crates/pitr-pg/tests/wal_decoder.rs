@@ -94,7 +94,10 @@ struct DumpRec {
 }
 
 fn field<'a>(line: &'a str, key: &str, end: char) -> &'a str {
-    let start = line.find(key).unwrap_or_else(|| panic!("no {key:?} in {line}")) + key.len();
+    let start = line
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key:?} in {line}"))
+        + key.len();
     let rest = &line[start..];
     rest[..rest.find(end).unwrap_or(rest.len())].trim()
 }
@@ -151,7 +154,10 @@ fn describe_blocks(rec: &pitr_pg::wal::Record<'_>) -> (String, Vec<String>) {
             inline.push_str(&format!(" fork {}", b.fork));
         }
         inline.push_str(&format!(" blk {}", b.block));
-        let mut d = format!("blkref #{}: rel {} fork {} blk {}", b.id, b.rel, b.fork, b.block);
+        let mut d = format!(
+            "blkref #{}: rel {} fork {} blk {}",
+            b.id, b.rel, b.fork, b.block
+        );
         if let Some(img) = b.image {
             inline.push_str(" FPW");
             d.push_str(if img.apply {
@@ -218,7 +224,10 @@ fn decode_chunks<'a>(
     if let Err(e) = pull(&mut dec, &mut got) {
         return (got, Err(e));
     }
-    let end = dec.end().cloned().expect("finished decoder reports its end");
+    let end = dec
+        .end()
+        .cloned()
+        .expect("finished decoder reports its end");
     (got, Ok(end))
 }
 
@@ -242,7 +251,11 @@ fn decoder_agrees_with_pg_waldump_on_every_record() {
             assert_eq!(g.rmgr, d.rmgr, "{ctx}: rmgr");
             assert_eq!(g.xid, d.xid, "{ctx}: xid");
             assert_eq!(g.tot_len, d.tot_len, "{ctx}: total length");
-            assert_eq!(g.tot_len - g.fpi_len, d.rec_len, "{ctx}: length without images");
+            assert_eq!(
+                g.tot_len - g.fpi_len,
+                d.rec_len,
+                "{ctx}: length without images"
+            );
             if let Some(id) = &g.identify {
                 let first = d.desc.split_whitespace().next().unwrap_or("");
                 assert_eq!(id, first, "{ctx}: record type");
@@ -292,7 +305,11 @@ fn full_page_images_agree_with_pg_waldump_bkp_details() {
         }
         assert!(images > 10, "{name}: only {images} images");
         let expect_compressed = f.meta("wal_compression") != "off";
-        assert_eq!(compressed > 0, expect_compressed, "{name}: {compressed} compressed images");
+        assert_eq!(
+            compressed > 0,
+            expect_compressed,
+            "{name}: {compressed} compressed images"
+        );
     }
 }
 
@@ -350,8 +367,7 @@ fn transaction_ends_agree_with_pg_waldump() {
                             .map(|s| format!("{}/{}/{}", s.kind, s.db_oid, s.obj_id))
                             .collect();
                         assert_eq!(stats, desc_list(&d.desc, "dropped stats: "), "{ctx}");
-                        let subs: Vec<String> =
-                            e.subxacts.iter().map(|x| x.to_string()).collect();
+                        let subs: Vec<String> = e.subxacts.iter().map(|x| x.to_string()).collect();
                         assert_eq!(subs, desc_list(&d.desc, "subxacts: "), "{ctx}");
                         if e.prepared {
                             assert!(d.desc.contains(&format!("_PREPARED {}: ", e.xid)), "{ctx}");
@@ -371,7 +387,10 @@ fn transaction_ends_agree_with_pg_waldump() {
                 }
             }
         }
-        assert!(commits >= 10 && aborts >= 3 && prepares == 2, "{name}: {commits} {aborts} {prepares}");
+        assert!(
+            commits >= 10 && aborts >= 3 && prepares == 2,
+            "{name}: {commits} {aborts} {prepares}"
+        );
     }
 }
 
@@ -417,7 +436,10 @@ fn workload_facts_are_found() {
                     }
                     RecordKind::Commit(e) if e.xid == xid_drop => {
                         let rels: Vec<_> = e.dropped_rels.iter().collect();
-                        assert!(rels.contains(&t) && rels.contains(&t_toast), "{name}: {rels:?}");
+                        assert!(
+                            rels.contains(&t) && rels.contains(&t_toast),
+                            "{name}: {rels:?}"
+                        );
                         assert_eq!(e.db, Some((pitr_pg::wal::Oid(db), t.spc_oid)), "{name}");
                         found_drop = true;
                     }
@@ -474,11 +496,19 @@ fn workload_facts_are_found() {
         assert!(found_drop, "{name}: DROP TABLE commit");
         assert!(found_prepare && found_commit_prepared, "{name}: 2PC");
         assert!(found_checkpoint, "{name}: checkpoint");
-        assert_eq!(found_message, f.meta("seg_size_mb") == "1", "{name}: message");
+        assert_eq!(
+            found_message,
+            f.meta("seg_size_mb") == "1",
+            "{name}: message"
+        );
         assert!(t_changes.is_some(), "{name}: 200 inserts into t");
         assert!(copied, "{name}: COPY of 300 rows");
         assert!(sub, "{name}: subtransaction");
-        assert_eq!(heap_truncate, f.meta("wal_level") == "logical", "{name}: heap truncate");
+        assert_eq!(
+            heap_truncate,
+            f.meta("wal_level") == "logical",
+            "{name}: heap truncate"
+        );
     }
 }
 
@@ -523,7 +553,11 @@ fn flipped_byte_in_the_middle_is_a_crc_error_with_the_lsn() {
     bytes[off] ^= 0x40;
     let (got, res) = decode_chunks([bytes.as_slice()]);
     match res {
-        Err(WalError::Crc { lsn, stored, computed }) => {
+        Err(WalError::Crc {
+            lsn,
+            stored,
+            computed,
+        }) => {
             assert_eq!(lsn, victim.lsn);
             assert_ne!(stored, computed);
         }
@@ -552,7 +586,10 @@ fn zeroed_tail_is_the_end_of_wal() {
     let (got, res) = decode_chunks([seg.as_slice()]);
     let end = res.unwrap();
     assert_eq!(end.lsn, victim.lsn);
-    assert_eq!(end.reason, EndReason::Invalid(WalError::ZeroLength { lsn: victim.lsn }));
+    assert_eq!(
+        end.reason,
+        EndReason::Invalid(WalError::ZeroLength { lsn: victim.lsn })
+    );
     assert_eq!(got.last().unwrap().end_lsn, victim.lsn);
 
     // The same zeros followed by a valid segment are corruption in the middle of WAL.
@@ -577,7 +614,9 @@ fn bad_crc_in_the_last_record_is_the_end_of_wal() {
     let (got, res) = decode_chunks([seg.as_slice()]);
     let end = res.unwrap();
     assert_eq!(end.lsn, victim.lsn);
-    assert!(matches!(end.reason, EndReason::Invalid(WalError::Crc { lsn, .. }) if lsn == victim.lsn));
+    assert!(
+        matches!(end.reason, EndReason::Invalid(WalError::Crc { lsn, .. }) if lsn == victim.lsn)
+    );
     assert_eq!(got.last().unwrap().end_lsn, victim.lsn);
 }
 
@@ -634,7 +673,10 @@ fn a_segment_from_another_version_mid_stream_is_an_error() {
         page[0..2].copy_from_slice(&0xD116u16.to_le_bytes());
     }
     let (_, res) = decode_chunks([a.segments[0].1.as_slice(), second.as_slice()]);
-    assert!(matches!(res, Err(WalError::VersionMismatch { .. })), "{res:?}");
+    assert!(
+        matches!(res, Err(WalError::VersionMismatch { .. })),
+        "{res:?}"
+    );
     drop(b);
 }
 
@@ -647,7 +689,10 @@ fn a_recycled_segment_ends_the_wal() {
     let (got, res) = decode_chunks([first.as_slice(), first.as_slice()]);
     let end = res.unwrap();
     assert!(
-        matches!(end.reason, EndReason::Invalid(WalError::UnexpectedPageAddr { .. })),
+        matches!(
+            end.reason,
+            EndReason::Invalid(WalError::UnexpectedPageAddr { .. })
+        ),
         "{end}"
     );
     assert!(!got.is_empty());

@@ -20,8 +20,8 @@
 //! Feed only bytes that were written: zero-filled space (as in a `pg_receivewal` `.partial`
 //! file) reads as the end of WAL.
 
-use crate::page::{PageHeader, LONG_HEADER_LEN, SHORT_HEADER_LEN, XLP_FIRST_IS_CONTRECORD};
 use crate::page::XLP_FIRST_IS_OVERWRITE_CONTRECORD;
+use crate::page::{PageHeader, LONG_HEADER_LEN, SHORT_HEADER_LEN, XLP_FIRST_IS_CONTRECORD};
 use crate::{LongPageHeader, Lsn, PgMajor, TimelineId};
 
 use super::bytes::{maxalign, u32_at};
@@ -309,7 +309,8 @@ impl WalDecoder {
             return Ok(false);
         }
         let addr = Lsn(super::bytes::u64_at(avail, 8).unwrap_or(0));
-        let long = LongPageHeader::parse(avail).map_err(|source| WalError::Page { lsn: addr, source })?;
+        let long =
+            LongPageHeader::parse(avail).map_err(|source| WalError::Page { lsn: addr, source })?;
         let seg_size = long.seg_size.bytes();
         if long.short.page_addr.0 % seg_size != 0 {
             return Err(WalError::NotSegmentStart { lsn: addr });
@@ -450,7 +451,10 @@ impl WalDecoder {
             }
         } else {
             if contrecord {
-                return Step::Invalid(WalError::UnexpectedContrecord { lsn: Lsn(page) }, page + s.blcksz);
+                return Step::Invalid(
+                    WalError::UnexpectedContrecord { lsn: Lsn(page) },
+                    page + s.blcksz,
+                );
             }
             self.skip_cont = false;
             self.next = page + ph.hdr_len;
@@ -588,7 +592,13 @@ impl WalDecoder {
                 return Step::Continue;
             }
             if ph.info & XLP_FIRST_IS_CONTRECORD == 0 {
-                return Step::Invalid(WalError::MissingContrecord { lsn, page: Lsn(page) }, page);
+                return Step::Invalid(
+                    WalError::MissingContrecord {
+                        lsn,
+                        page: Lsn(page),
+                    },
+                    page,
+                );
             }
             if ph.tli < tli {
                 return Step::Invalid(
@@ -628,7 +638,10 @@ impl WalDecoder {
                 let need2 = RECORD_HEADER_LEN.saturating_sub(first.len());
                 let second = avail.get(frag_off..frag_off + need2).unwrap_or(&[]);
                 if first.len() + second.len() != RECORD_HEADER_LEN {
-                    return Step::Invalid(WalError::InvalidLength { lsn, len: tot_len }, page + s.blcksz);
+                    return Step::Invalid(
+                        WalError::InvalidLength { lsn, len: tot_len },
+                        page + s.blcksz,
+                    );
                 }
                 for (d, b) in hdr_bytes.iter_mut().zip(first.iter().chain(second)) {
                     *d = *b;
@@ -649,7 +662,10 @@ impl WalDecoder {
             page += s.blcksz;
         };
         let Some(h) = header else {
-            return Step::Invalid(WalError::InvalidLength { lsn, len: tot_len }, last_page + s.blcksz);
+            return Step::Invalid(
+                WalError::InvalidLength { lsn, len: tot_len },
+                last_page + s.blcksz,
+            );
         };
 
         self.rec_buf.clear();
@@ -661,7 +677,10 @@ impl WalDecoder {
                 .extend_from_slice(avail.get(o..o + l).unwrap_or(&[]));
         }
         if self.rec_buf.len() as u64 != tot {
-            return Step::Invalid(WalError::InvalidLength { lsn, len: tot_len }, last_page + s.blcksz);
+            return Step::Invalid(
+                WalError::InvalidLength { lsn, len: tot_len },
+                last_page + s.blcksz,
+            );
         }
         let computed = record_crc(&self.rec_buf);
         if computed != h.crc {
@@ -713,7 +732,9 @@ impl WalDecoder {
             return;
         };
         let at = self.next;
-        let seg_end = (at / s.seg_size).saturating_add(1).saturating_mul(s.seg_size);
+        let seg_end = (at / s.seg_size)
+            .saturating_add(1)
+            .saturating_mul(s.seg_size);
         // Round the scan start up to a page boundary.
         let scan = scan_from.div_ceil(s.blcksz).saturating_mul(s.blcksz);
         self.state = State::Suspect {

@@ -42,7 +42,9 @@ pub enum WalError {
         found: Lsn,
     },
     /// A page's magic belongs to another PostgreSQL version than the stream's.
-    #[error("WAL page at {lsn} is from PostgreSQL {found}, the stream is from PostgreSQL {expected}")]
+    #[error(
+        "WAL page at {lsn} is from PostgreSQL {found}, the stream is from PostgreSQL {expected}"
+    )]
     VersionMismatch {
         /// LSN of the page.
         lsn: Lsn,
@@ -121,7 +123,9 @@ pub enum WalError {
         page: Lsn,
     },
     /// `xlp_rem_len` disagrees with what is left of the record.
-    #[error("WAL record at {lsn}: the page at {page} says {found} bytes remain, expected {expected}")]
+    #[error(
+        "WAL record at {lsn}: the page at {page} says {found} bytes remain, expected {expected}"
+    )]
     BadContrecordLength {
         /// Record LSN.
         lsn: Lsn,

@@ -15,6 +15,8 @@ mod format;
 mod record;
 mod records;
 mod summary;
+#[cfg(test)]
+mod tests;
 mod timestamp;
 mod types;
 

@@ -217,7 +217,9 @@ pub(crate) fn decode_body(
                 break;
             }
             XLR_BLOCK_ID_ORIGIN => info.origin = Some(c.u16().ok_or_else(short)?),
-            XLR_BLOCK_ID_TOPLEVEL_XID => info.toplevel_xid = Some(Xid(c.u32().ok_or_else(short)?)),
+            XLR_BLOCK_ID_TOPLEVEL_XID => {
+                info.toplevel_xid = Some(Xid(c.u32().ok_or_else(short)?))
+            }
             id if id <= XLR_MAX_BLOCK_ID => {
                 if max_id.is_some_and(|m| id <= m) {
                     return Err(bad("out-of-order block id"));
@@ -263,7 +265,9 @@ pub(crate) fn decode_body(
                         return Err(bad("image compressed, but its length is a full page"));
                     }
                     if !has_hole && !is_compressed && u32::from(len) != blcksz {
-                        return Err(bad("image has neither hole nor compression, but is not a full page"));
+                        return Err(bad(
+                            "image has neither hole nor compression, but is not a full page",
+                        ));
                     }
                     image = Some(ImageSlot {
                         off: 0,
@@ -375,7 +379,9 @@ impl<'a> Record<'a> {
         }
         let fmt = WalFormat::of(version);
         let body = decode_body(raw, lsn, fmt, blcksz, &mut scratch.0)?;
-        let end_lsn = Lsn(lsn.0.saturating_add(super::bytes::maxalign(u64::from(header.tot_len))));
+        let end_lsn = Lsn(lsn
+            .0
+            .saturating_add(super::bytes::maxalign(u64::from(header.tot_len))));
         Ok(Record::from_parts(
             lsn, end_lsn, header, version, timeline, raw, &scratch.0, body, fmt,
         ))

@@ -645,7 +645,11 @@ impl<'a> Record<'a> {
                         let blocks = c.u32()?;
                         let rel = RelFileLocator::parse(c.take(RelFileLocator::LEN)?)?;
                         let flags = c.i32()?;
-                        Some(RecordKind::SmgrTruncate(SmgrTruncate { blocks, rel, flags }))
+                        Some(RecordKind::SmgrTruncate(SmgrTruncate {
+                            blocks,
+                            rel,
+                            flags,
+                        }))
                     })()
                     .ok_or_else(|| err("smgr truncate record too short")),
                     _ => Ok(RecordKind::Other),

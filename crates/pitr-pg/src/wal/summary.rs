@@ -185,7 +185,15 @@ impl TxnTracker {
                 return Ok(None);
             }
         };
-        Ok(Some(self.close(rec, top, outcome, time, subxacts, dropped, two_phase_end)))
+        Ok(Some(self.close(
+            rec,
+            top,
+            outcome,
+            time,
+            subxacts,
+            dropped,
+            two_phase_end,
+        )))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -79,12 +79,18 @@ mod tests {
     #[test]
     fn displays_like_pg_waldump_in_utc() {
         assert_eq!(PgTimestamp(0).to_string(), "2000-01-01 00:00:00.000000 UTC");
-        assert_eq!(PgTimestamp(-1).to_string(), "1999-12-31 23:59:59.999999 UTC");
+        assert_eq!(
+            PgTimestamp(-1).to_string(),
+            "1999-12-31 23:59:59.999999 UTC"
+        );
         // 2024-02-29 12:34:56.000789 UTC
         let t = PgTimestamp::from_unix_micros(1_709_210_096_000_789);
         assert_eq!(t.to_string(), "2024-02-29 12:34:56.000789 UTC");
         assert_eq!(t.to_unix_micros(), 1_709_210_096_000_789);
-        assert_eq!(PgTimestamp::from_unix_secs(0).to_string(), "1970-01-01 00:00:00.000000 UTC");
+        assert_eq!(
+            PgTimestamp::from_unix_secs(0).to_string(),
+            "1970-01-01 00:00:00.000000 UTC"
+        );
         assert_eq!(PgTimestamp::INFINITY.to_string(), "infinity");
         // Extreme values neither panic nor overflow.
         let _ = PgTimestamp(i64::MIN + 1).to_string();

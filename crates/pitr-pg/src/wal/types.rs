@@ -99,7 +99,9 @@ impl ForkNumber {
 
     /// PostgreSQL's name (`main`, `fsm`, `vm`, `init`), `None` for unknown numbers.
     pub fn name(self) -> Option<&'static str> {
-        ["main", "fsm", "vm", "init"].get(usize::from(self.0)).copied()
+        ["main", "fsm", "vm", "init"]
+            .get(usize::from(self.0))
+            .copied()
     }
 }
 
