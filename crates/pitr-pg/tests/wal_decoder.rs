@@ -512,6 +512,73 @@ fn workload_facts_are_found() {
     }
 }
 
+/// Like `decode_chunks`, through the zero-copy `decode_slice`.
+fn decode_slices<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<Got>, Result<EndOfWal, WalError>) {
+    let mut dec = WalDecoder::new();
+    let mut got = Vec::new();
+    let mut push = |r: pitr_pg::wal::Record<'_>| {
+        let (blocks_inline, blocks_detail) = describe_blocks(&r);
+        got.push(Got {
+            lsn: r.lsn,
+            end_lsn: r.end_lsn,
+            prev: r.header.prev,
+            rmgr: r.rmgr().to_string(),
+            xid: r.xid().0,
+            tot_len: r.total_len(),
+            fpi_len: r.fpi_len(),
+            identify: r.identify(),
+            blocks_inline,
+            blocks_detail,
+        });
+    };
+    for c in chunks {
+        if let Err(e) = dec.decode_slice(c, &mut push) {
+            return (got, Err(e));
+        }
+    }
+    dec.finish();
+    if let Err(e) = dec.decode_slice(&[], &mut push) {
+        return (got, Err(e));
+    }
+    let end = dec
+        .end()
+        .cloned()
+        .expect("finished decoder reports its end");
+    (got, Ok(end))
+}
+
+#[test]
+fn decode_slice_gives_the_same_records_without_copying() {
+    for name in ["pg14", "pg17", "pg17-16mb"] {
+        let f = Fixture::load(name);
+        let (whole, end) = decode_fixture(&f);
+        let bytes = f.all_bytes();
+        let (got, e) = decode_slices(f.segments.iter().map(|(_, b)| b.as_slice()));
+        assert!(got == whole, "{name}: per segment");
+        assert_eq!(e.unwrap(), end, "{name}: per segment");
+        for chunk in [20usize, 5000, 8192, 100_000, 1 << 20] {
+            let (got, e) = decode_slices(bytes.chunks(chunk));
+            assert_eq!(got.len(), whole.len(), "{name}: chunk {chunk}");
+            assert!(got == whole, "{name}: chunk {chunk}: records differ");
+            assert_eq!(e.unwrap(), end, "{name}: chunk {chunk}");
+        }
+    }
+    // Corruption is reported the same way.
+    let f = Fixture::load("pg17");
+    let victim = middle_record(&f);
+    let mut bytes = f.all_bytes();
+    let start = f.segments[0].0[16..].to_string();
+    let start = u64::from_str_radix(&start, 16).unwrap() << 20;
+    bytes[(victim.lsn.0 - start) as usize + 30] ^= 1;
+    let (a, ea) = decode_chunks(bytes.chunks(70_000));
+    let (b, eb) = decode_slices(bytes.chunks(70_000));
+    assert!(a == b);
+    assert!(matches!(ea, Err(WalError::Crc { .. })));
+    assert_eq!(ea, eb);
+}
+
 #[test]
 fn feeding_in_chunks_gives_the_same_records() {
     let f = Fixture::load("pg16");

@@ -1,10 +1,12 @@
 //! The streaming WAL decoder: bytes in, records out (`XLogReadRecord` without the I/O).
 //!
 //! Feed it WAL in order — whole segments or chunks of any size — with [`WalDecoder::feed`],
-//! and pull records with [`WalDecoder::next_record`]. Records may continue across pages and
-//! segments. The segment size, page size and version come from the first long page header;
-//! every later page header is checked against them (magic, page address, timeline order,
-//! system identifier).
+//! and pull records with [`WalDecoder::next_record`]; or hand it slices with
+//! [`WalDecoder::decode_slice`], which decodes records in place without copying the input
+//! (only an incomplete record at the end of a slice is kept). Records may continue across
+//! pages and segments. The segment size, page size and version come from the first long
+//! page header; every later page header is checked against them (magic, page address,
+//! timeline order, system identifier).
 //!
 //! # End of WAL versus corruption
 //!
@@ -20,8 +22,10 @@
 //! Feed only bytes that were written: zero-filled space (as in a `pg_receivewal` `.partial`
 //! file) reads as the end of WAL.
 
-use crate::page::XLP_FIRST_IS_OVERWRITE_CONTRECORD;
-use crate::page::{PageHeader, LONG_HEADER_LEN, SHORT_HEADER_LEN, XLP_FIRST_IS_CONTRECORD};
+use crate::page::{
+    PageHeader, LONG_HEADER_LEN, SHORT_HEADER_LEN, XLP_FIRST_IS_CONTRECORD,
+    XLP_FIRST_IS_OVERWRITE_CONTRECORD,
+};
 use crate::{LongPageHeader, Lsn, PgMajor, TimelineId};
 
 use super::bytes::{maxalign, u32_at};
@@ -72,12 +76,34 @@ enum State {
     Failed(WalError),
 }
 
+/// Bytes of the stream available to the state machine: `bytes[0]` is at LSN `base`.
+#[derive(Debug, Clone, Copy)]
+struct Window<'w> {
+    bytes: &'w [u8],
+    base: u64,
+}
+
+impl<'w> Window<'w> {
+    /// The bytes from `lsn` on (empty if outside the window).
+    fn from(&self, lsn: u64) -> &'w [u8] {
+        lsn.checked_sub(self.base)
+            .and_then(|o| usize::try_from(o).ok())
+            .and_then(|o| self.bytes.get(o..))
+            .unwrap_or(&[])
+    }
+
+    /// LSN just after the last byte.
+    fn end(&self) -> u64 {
+        self.base.saturating_add(self.bytes.len() as u64)
+    }
+}
+
 /// Where the bytes of a decoded record are.
 #[derive(Debug, Clone, Copy)]
 enum RawLoc {
-    /// `buf[start..start + len]`.
-    Input { start: usize, len: usize },
-    /// `rec_buf` (reassembled from several pages).
+    /// In the window, at the record's LSN.
+    Input { len: usize },
+    /// In `rec_buf` (reassembled from several pages).
     Assembled,
 }
 
@@ -104,14 +130,10 @@ enum Step {
     Invalid(WalError, u64),
 }
 
-/// Decodes a stream of WAL bytes into records. Sans-IO, never panics, and allocates nothing
-/// per record once its buffers have grown (records that span pages are reassembled into a
-/// reused buffer; others are borrowed from the input).
+/// The decoder's state machine, independent of where the input bytes are kept.
 #[derive(Debug, Clone)]
-pub struct WalDecoder {
-    buf: Vec<u8>,
-    /// Offset in `buf` of the byte at LSN `pos`.
-    head: usize,
+struct Core {
+    /// LSN of the first byte not yet consumed.
     pos: u64,
     finished: bool,
     stream: Option<Stream>,
@@ -132,6 +154,18 @@ pub struct WalDecoder {
     records: u64,
 }
 
+/// Decodes a stream of WAL bytes into records. Sans-IO, never panics, and allocates nothing
+/// per record once its buffers have grown (records that span pages are reassembled into a
+/// reused buffer; others are borrowed from the input).
+#[derive(Debug, Clone)]
+pub struct WalDecoder {
+    core: Core,
+    /// Input fed and not yet consumed (`buf[0]` is at LSN `buf_base`).
+    buf: Vec<u8>,
+    /// `None` until the stream start is known (then `buf[0]` is the stream's first byte).
+    buf_base: Option<u64>,
+}
+
 impl Default for WalDecoder {
     fn default() -> Self {
         WalDecoder::new()
@@ -144,33 +178,41 @@ impl WalDecoder {
     /// previous segment is skipped, as `pg_waldump` does).
     pub fn new() -> WalDecoder {
         WalDecoder {
+            core: Core {
+                pos: 0,
+                finished: false,
+                stream: None,
+                next: 0,
+                prev_rec: None,
+                last_tli: 0,
+                skip_cont: true,
+                need: 0,
+                state: State::Running,
+                rec_buf: Vec::new(),
+                frags: Vec::new(),
+                blocks: Vec::new(),
+                records: 0,
+            },
             buf: Vec::new(),
-            head: 0,
-            pos: 0,
-            finished: false,
-            stream: None,
-            next: 0,
-            prev_rec: None,
-            last_tli: 0,
-            skip_cont: true,
-            need: 0,
-            state: State::Running,
-            rec_buf: Vec::new(),
-            frags: Vec::new(),
-            blocks: Vec::new(),
-            records: 0,
+            buf_base: None,
         }
     }
 
-    /// Appends WAL bytes that follow those fed before. Ignored after [`finish`](Self::finish)
-    /// or once decoding has ended or failed.
+    /// Appends WAL bytes that follow those fed before (they are copied). Ignored after
+    /// [`finish`](Self::finish) or once decoding has ended or failed.
     pub fn feed(&mut self, bytes: &[u8]) {
-        if self.finished || matches!(self.state, State::Ended(_) | State::Failed(_)) {
+        if self.core.finished || self.core.stopped() {
             return;
         }
-        if self.head > 0 && (self.head >= self.buf.len() / 2 || self.head >= 1 << 20) {
-            self.buf.drain(..self.head);
-            self.head = 0;
+        if let Some(base) = self.buf_base {
+            // Drop what has been consumed.
+            let used = usize::try_from(self.core.pos.saturating_sub(base))
+                .unwrap_or(usize::MAX)
+                .min(self.buf.len());
+            if used > 0 && (used == self.buf.len() || used >= self.buf.len() / 2) {
+                self.buf.drain(..used);
+                self.buf_base = Some(base + used as u64);
+            }
         }
         self.buf.extend_from_slice(bytes);
     }
@@ -178,13 +220,13 @@ impl WalDecoder {
     /// Declares that no more input will come: the remaining records are decoded and the end
     /// of WAL is then reported by [`end`](Self::end).
     pub fn finish(&mut self) {
-        self.finished = true;
+        self.core.finished = true;
     }
 
     /// Where and why decoding ended, once [`next_record`](Self::next_record) has returned
     /// `Ok(None)` because of it (`None` while more input could still produce records).
     pub fn end(&self) -> Option<&EndOfWal> {
-        match &self.state {
+        match &self.core.state {
             State::Ended(e) => Some(e),
             _ => None,
         }
@@ -192,95 +234,156 @@ impl WalDecoder {
 
     /// The PostgreSQL version of the stream, once its first page has been read.
     pub fn version(&self) -> Option<PgMajor> {
-        self.stream.map(|s| s.version)
+        self.core.stream.map(|s| s.version)
     }
 
     /// The segment size, once the first page has been read.
     pub fn seg_size(&self) -> Option<crate::WalSegSize> {
-        self.stream
+        self.core
+            .stream
             .and_then(|s| crate::WalSegSize::new(s.seg_size).ok())
     }
 
     /// The system identifier of the cluster, once the first page has been read.
     pub fn system_id(&self) -> Option<u64> {
-        self.stream.map(|s| s.sysid)
+        self.core.stream.map(|s| s.sysid)
     }
 
     /// LSN where the next record is expected.
     pub fn next_lsn(&self) -> Lsn {
-        Lsn(self.next)
+        Lsn(self.core.next)
     }
 
     /// Number of records returned so far.
     pub fn records_decoded(&self) -> u64 {
-        self.records
+        self.core.records
+    }
+
+    fn window(&self) -> Window<'_> {
+        Window {
+            bytes: &self.buf,
+            base: self.buf_base.unwrap_or(0),
+        }
     }
 
     /// The next record. `Ok(None)` means either that more input is needed, or that the WAL
     /// ended — then [`end`](Self::end) says where and why. After an error, the same error is
     /// returned again.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, WalError> {
-        loop {
-            match &self.state {
-                State::Running => {}
-                State::Ended(_) => return Ok(None),
-                State::Failed(e) => return Err(e.clone()),
-                State::Suspect { .. } => {
-                    if self.scan() {
-                        continue;
-                    }
-                    return Ok(None);
-                }
-            }
-            if self.stream.is_none() {
-                match self.start() {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        if self.finished {
-                            self.state = State::Ended(EndOfWal {
-                                lsn: Lsn::INVALID,
-                                reason: EndReason::InputEnded,
-                            });
-                            continue;
-                        }
-                        return Ok(None);
-                    }
-                    Err(e) => {
-                        self.state = State::Failed(e.clone());
-                        return Err(e);
-                    }
-                }
-            }
-            match self.step() {
-                Step::Continue => {}
-                Step::NeedData => {
-                    if !self.finished {
-                        return Ok(None);
-                    }
-                    self.end_of_input();
-                }
-                Step::Invalid(err, scan_from) => {
-                    let first_page = self.stream.is_some_and(|s| err.lsn().0 == s.start);
-                    if err.is_hard() || (first_page && self.records == 0) {
-                        self.state = State::Failed(err.clone());
-                        return Err(err);
-                    }
-                    self.suspect(err, scan_from);
-                }
-                Step::Record(d) => {
-                    self.records += 1;
-                    return Ok(Some(self.make_record(d)));
-                }
-            }
+        let w = Window {
+            bytes: &self.buf,
+            base: self.buf_base.unwrap_or(0),
+        };
+        let r = self.core.run(w);
+        if self.buf_base.is_none() {
+            self.buf_base = self.core.stream.map(|s| s.start);
+        }
+        match r? {
+            Some(d) => Ok(Some(self.core.record(self.window(), d))),
+            None => Ok(None),
         }
     }
 
-    fn make_record(&self, d: Decoded) -> Record<'_> {
+    /// Decodes the records in `input` (WAL following what was fed before) and passes each
+    /// to `on_record`, without copying `input`: records are borrowed from it, and only an
+    /// incomplete record at its end is kept for the next call. Equivalent to
+    /// [`feed`](Self::feed) followed by [`next_record`](Self::next_record) until `Ok(None)`.
+    pub fn decode_slice<F>(&mut self, input: &[u8], mut on_record: F) -> Result<(), WalError>
+    where
+        F: FnMut(Record<'_>),
+    {
+        if self.core.finished || self.core.stopped() {
+            return self.drain(&mut on_record);
+        }
+        let mut off = 0usize;
+        // Bytes fed before this call that have not been consumed yet (all of them while the
+        // stream start is unknown).
+        let pending = match self.buf_base {
+            Some(base) => {
+                self.buf.len() as u64
+                    - self
+                        .core
+                        .pos
+                        .saturating_sub(base)
+                        .min(self.buf.len() as u64)
+            }
+            None => self.buf.len() as u64,
+        };
+        let start_known = self.core.stream.is_some();
+        if pending > 0 || !start_known {
+            // Finish what is buffered by moving input through the buffer, a little at a
+            // time, until decoding has moved past the buffered bytes into `input`.
+            let entry_end = self.buf_base.map(|b| b + self.buf.len() as u64);
+            let entry_len = self.buf.len() as u64;
+            loop {
+                if off >= input.len() {
+                    return Ok(());
+                }
+                let want = usize::try_from(self.core.need)
+                    .unwrap_or(usize::MAX)
+                    .max(1 << 16);
+                let n = want.min(input.len() - off);
+                self.feed(input.get(off..off + n).unwrap_or(&[]));
+                off += n;
+                self.drain(&mut on_record)?;
+                if self.core.stopped() || !matches!(self.core.state, State::Running) {
+                    // Rare paths (end of WAL, suspected corruption): stay buffered.
+                    self.feed(input.get(off..).unwrap_or(&[]));
+                    return self.drain(&mut on_record);
+                }
+                let input_start = match (entry_end, self.core.stream) {
+                    (Some(e), _) => e,
+                    (None, Some(s)) => s.start + entry_len,
+                    (None, None) => continue,
+                };
+                if self.core.pos >= input_start {
+                    // Everything buffered before this call is consumed; the rest of the
+                    // buffer is a copy of `input[..off]`.
+                    self.buf.clear();
+                    self.buf_base = Some(self.core.pos);
+                    let consumed =
+                        usize::try_from(self.core.pos - input_start).unwrap_or(usize::MAX);
+                    if consumed > off {
+                        return Ok(());
+                    }
+                    off = consumed;
+                    break;
+                }
+            }
+        }
+        // Zero-copy: decode straight from `input[off..]`.
+        let base = self.core.pos;
+        let rest = input.get(off..).unwrap_or(&[]);
+        let w = Window { bytes: rest, base };
+        while let Some(d) = self.core.run(w)? {
+            on_record(self.core.record(w, d));
+        }
+        // Keep what was not consumed.
+        let used = usize::try_from(self.core.pos.saturating_sub(base))
+            .unwrap_or(usize::MAX)
+            .min(rest.len());
+        self.buf.clear();
+        self.buf.extend_from_slice(rest.get(used..).unwrap_or(&[]));
+        self.buf_base = Some(base + used as u64);
+        Ok(())
+    }
+
+    fn drain<F: FnMut(Record<'_>)>(&mut self, on_record: &mut F) -> Result<(), WalError> {
+        while let Some(r) = self.next_record()? {
+            on_record(r);
+        }
+        Ok(())
+    }
+}
+
+impl Core {
+    fn stopped(&self) -> bool {
+        matches!(self.state, State::Ended(_) | State::Failed(_))
+    }
+
+    fn record<'a>(&'a self, w: Window<'a>, d: Decoded) -> Record<'a> {
         let raw: &[u8] = match d.loc {
-            RawLoc::Input { start, len } => start
-                .checked_add(len)
-                .and_then(|end| self.buf.get(start..end))
-                .unwrap_or(&[]),
+            RawLoc::Input { len } => w.from(d.lsn).get(..len).unwrap_or(&[]),
             RawLoc::Assembled => &self.rec_buf,
         };
         Record::from_parts(
@@ -296,21 +399,79 @@ impl WalDecoder {
         )
     }
 
-    /// Reads the first long page header, which fixes the stream's parameters.
-    fn start(&mut self) -> Result<bool, WalError> {
-        let avail = self.buf.get(self.head..).unwrap_or(&[]);
-        if avail.len() < LONG_HEADER_LEN {
-            if self.finished && !avail.is_empty() {
+    /// Runs the state machine on `w` until a record, the need for more input, or the end.
+    fn run(&mut self, w: Window<'_>) -> Result<Option<Decoded>, WalError> {
+        let mut w = w;
+        loop {
+            match &self.state {
+                State::Running => {}
+                State::Ended(_) => return Ok(None),
+                State::Failed(e) => return Err(e.clone()),
+                State::Suspect { .. } => {
+                    if self.scan(w) {
+                        continue;
+                    }
+                    return Ok(None);
+                }
+            }
+            if self.stream.is_none() {
+                match self.start(w.bytes) {
+                    Ok(Some(start)) => w.base = start,
+                    Ok(None) => {
+                        if self.finished {
+                            self.state = State::Ended(EndOfWal {
+                                lsn: Lsn::INVALID,
+                                reason: EndReason::InputEnded,
+                            });
+                            continue;
+                        }
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        self.state = State::Failed(e.clone());
+                        return Err(e);
+                    }
+                }
+            }
+            match self.step(w) {
+                Step::Continue => {}
+                Step::NeedData => {
+                    if !self.finished {
+                        return Ok(None);
+                    }
+                    self.end_of_input(w);
+                }
+                Step::Invalid(err, scan_from) => {
+                    let first_page = self.stream.is_some_and(|s| err.lsn().0 == s.start);
+                    if err.is_hard() || (first_page && self.records == 0) {
+                        self.state = State::Failed(err.clone());
+                        return Err(err);
+                    }
+                    self.suspect(err, scan_from);
+                }
+                Step::Record(d) => {
+                    self.records += 1;
+                    return Ok(Some(d));
+                }
+            }
+        }
+    }
+
+    /// Reads the first long page header, which fixes the stream's parameters; returns the
+    /// LSN of the stream start (`None`: need more bytes).
+    fn start(&mut self, bytes: &[u8]) -> Result<Option<u64>, WalError> {
+        if bytes.len() < LONG_HEADER_LEN {
+            if self.finished && !bytes.is_empty() {
                 return Err(WalError::InputTooShort {
-                    len: avail.len(),
+                    len: bytes.len(),
                     need: LONG_HEADER_LEN,
                 });
             }
-            return Ok(false);
+            return Ok(None);
         }
-        let addr = Lsn(super::bytes::u64_at(avail, 8).unwrap_or(0));
+        let addr = Lsn(super::bytes::u64_at(bytes, 8).unwrap_or(0));
         let long =
-            LongPageHeader::parse(avail).map_err(|source| WalError::Page { lsn: addr, source })?;
+            LongPageHeader::parse(bytes).map_err(|source| WalError::Page { lsn: addr, source })?;
         let seg_size = long.seg_size.bytes();
         if long.short.page_addr.0 % seg_size != 0 {
             return Err(WalError::NotSegmentStart { lsn: addr });
@@ -326,25 +487,14 @@ impl WalDecoder {
         });
         self.pos = start;
         self.next = start;
-        Ok(true)
+        Ok(Some(start))
     }
 
-    /// Drops input before `lsn` (as far as it goes).
-    fn discard_to(&mut self, lsn: u64) {
+    /// Consumes input up to `lsn` (as far as the window goes).
+    fn discard_to(&mut self, lsn: u64, w: Window<'_>) {
         if lsn > self.pos {
-            let avail = (self.buf.len() - self.head) as u64;
-            let n = (lsn - self.pos).min(avail);
-            self.head += n as usize;
-            self.pos += n;
-            if self.head == self.buf.len() {
-                self.buf.clear();
-                self.head = 0;
-            }
+            self.pos = lsn.min(w.end()).max(self.pos);
         }
-    }
-
-    fn avail(&self) -> &[u8] {
-        self.buf.get(self.head..).unwrap_or(&[])
     }
 
     /// Validates the page header at `page` found at the start of `b`. `Ok(None)`: need more
@@ -404,27 +554,27 @@ impl WalDecoder {
         }))
     }
 
-    fn step(&mut self) -> Step {
+    fn step(&mut self, w: Window<'_>) -> Step {
         let Some(s) = self.stream else {
             return Step::NeedData;
         };
-        self.discard_to(self.next);
+        self.discard_to(self.next, w);
         if self.pos < self.next {
             return Step::NeedData;
         }
-        if self.need > 0 && (self.avail().len() as u64) < self.need {
+        if self.need > 0 && (w.from(self.next).len() as u64) < self.need {
             return Step::NeedData;
         }
         if self.next % s.blcksz == 0 {
-            self.at_page_start(&s)
+            self.at_page_start(&s, w)
         } else {
-            self.at_record(&s)
+            self.at_record(&s, w)
         }
     }
 
-    fn at_page_start(&mut self, s: &Stream) -> Step {
+    fn at_page_start(&mut self, s: &Stream, w: Window<'_>) -> Step {
         let page = self.next;
-        let ph = match self.check_page(s, page, self.avail()) {
+        let ph = match self.check_page(s, page, w.from(page)) {
             Ok(Some(ph)) => ph,
             Ok(None) => return Step::NeedData,
             Err(e) => return Step::Invalid(e, page + s.blcksz),
@@ -493,13 +643,13 @@ impl WalDecoder {
         }
     }
 
-    fn at_record(&mut self, s: &Stream) -> Step {
+    fn at_record(&mut self, s: &Stream, w: Window<'_>) -> Step {
         let rec = self.next;
         let off = rec % s.blcksz;
         let page_start = rec - off;
         let next_page = page_start + s.blcksz;
         let in_page = s.blcksz - off;
-        let avail = self.buf.get(self.head..).unwrap_or(&[]);
+        let avail = w.from(rec);
         // xl_tot_len is always on the record's first page (records are 8-byte aligned).
         let Some(tot_len) = u32_at(avail, 0) else {
             return Step::NeedData;
@@ -550,10 +700,7 @@ impl WalDecoder {
             };
             let end = self.finish_record(s, rec, rec + maxalign(tot), &h);
             return Step::Record(Decoded {
-                loc: RawLoc::Input {
-                    start: self.head,
-                    len,
-                },
+                loc: RawLoc::Input { len },
                 version: s.version,
                 fmt: s.fmt,
                 lsn: rec,
@@ -747,7 +894,7 @@ impl WalDecoder {
     }
 
     /// Examines pages after an invalid spot. Returns true once decided (state changed).
-    fn scan(&mut self) -> bool {
+    fn scan(&mut self, w: Window<'_>) -> bool {
         let State::Suspect {
             err,
             at,
@@ -773,9 +920,9 @@ impl WalDecoder {
                 end_here(&mut self.state);
                 return true;
             }
-            self.discard_to(page);
+            self.discard_to(page, w);
             let found = if self.pos == page {
-                self.check_page(&s, page, self.avail())
+                self.check_page(&s, page, w.from(page))
             } else {
                 Ok(None)
             };
@@ -803,7 +950,7 @@ impl WalDecoder {
         }
     }
 
-    fn end_of_input(&mut self) {
+    fn end_of_input(&mut self, w: Window<'_>) {
         let Some(s) = self.stream else {
             self.state = State::Ended(EndOfWal {
                 lsn: Lsn::INVALID,
@@ -811,7 +958,7 @@ impl WalDecoder {
             });
             return;
         };
-        let input_end = self.pos + self.avail().len() as u64;
+        let input_end = w.end().max(self.pos);
         let reason = if input_end % s.seg_size == 0 {
             EndReason::InputEnded
         } else {

@@ -100,6 +100,11 @@ pub const XLOG_HEAP_INIT_PAGE: u8 = 0x80;
 /// `SizeOfXLogRecord`-independent size of a shared invalidation message.
 const INVAL_MSG_LEN: usize = 16;
 
+/// A 4-byte chunk as a little-endian u32 (chunks come from `chunks_exact(4)`).
+fn le_u32(c: &[u8]) -> u32 {
+    c.try_into().map(u32::from_le_bytes).unwrap_or(0)
+}
+
 /// A list of 32-bit transaction ids stored in a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct XidList<'a>(&'a [u8]);
@@ -117,9 +122,7 @@ impl<'a> XidList<'a> {
 
     /// The xids.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Xid> + 'a {
-        self.0
-            .chunks_exact(4)
-            .map(|c| Xid(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        self.0.chunks_exact(4).map(|c| Xid(le_u32(c)))
     }
 }
 
@@ -140,9 +143,7 @@ impl<'a> OidList<'a> {
 
     /// The oids.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Oid> + 'a {
-        self.0
-            .chunks_exact(4)
-            .map(|c| Oid(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        self.0.chunks_exact(4).map(|c| Oid(le_u32(c)))
     }
 }
 
