@@ -394,6 +394,129 @@ fn transaction_ends_agree_with_pg_waldump() {
     }
 }
 
+/// The number after `key` in `desc` (`ntuples: 6`, `relids 16392`, `relids: [16392]`).
+fn desc_num(desc: &str, key: &str) -> u64 {
+    let rest = &desc[desc.find(key).unwrap_or_else(|| panic!("{key} in {desc}")) + key.len()..];
+    let digits: String = rest
+        .trim_start_matches([' ', ':', '['])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap()
+}
+
+#[test]
+fn interpreted_records_agree_with_pg_waldump() {
+    for name in FIXTURES {
+        let f = Fixture::load(name);
+        let dump = f.waldump("waldump.txt.zst");
+        let by_lsn: HashMap<Lsn, &DumpRec> = dump.iter().map(|d| (d.lsn, d)).collect();
+        let mut dec = WalDecoder::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (_, seg) in &f.segments {
+            dec.feed(seg);
+            while let Some(r) = dec.next_record().unwrap() {
+                let d = by_lsn[&r.lsn];
+                let desc = d.desc.as_str();
+                let ctx = format!("{name} at {}: {desc}", r.lsn);
+                let kind = match r.kind().unwrap() {
+                    RecordKind::Checkpoint(c) => {
+                        let mut want = format!(
+                            "redo {}; tli {}; prev tli {}; fpw {}; ",
+                            c.redo, c.timeline, c.prev_timeline, c.full_page_writes
+                        );
+                        if let Some(l) = c.wal_level {
+                            want.push_str(&format!("wal_level {}; ", l.name()));
+                        }
+                        want.push_str(&format!(
+                            "xid {}:{}; oid {}; multi {}; offset {}; oldest xid {} in DB {}; \
+                             oldest multi {} in DB {}",
+                            c.next_xid >> 32,
+                            c.next_xid & 0xFFFF_FFFF,
+                            c.next_oid,
+                            c.next_multi,
+                            c.next_multi_offset,
+                            c.oldest_xid,
+                            c.oldest_xid_db,
+                            c.oldest_multi,
+                            c.oldest_multi_db
+                        ));
+                        assert!(desc.contains(&want), "{ctx}\nwant {want}");
+                        assert!(
+                            desc.contains(&format!(
+                                "; oldest running xid {};",
+                                c.oldest_active_xid
+                            )),
+                            "{ctx}"
+                        );
+                        assert_eq!(c.wal_level.is_some(), r.version.number() >= 17);
+                        assert!(desc.ends_with(if c.shutdown { "shutdown" } else { "online" }));
+                        "checkpoint"
+                    }
+                    RecordKind::SmgrCreate(c) => {
+                        let mut path = c.rel.default_path().unwrap();
+                        if c.fork.0 != 0 {
+                            path.push('_');
+                            path.push_str(c.fork.name().unwrap());
+                        }
+                        assert_eq!(desc, format!("CREATE {path}"), "{ctx}");
+                        "smgr create"
+                    }
+                    RecordKind::SmgrTruncate(t) => {
+                        let path = t.rel.default_path().unwrap();
+                        assert!(
+                            desc.starts_with(&format!("TRUNCATE {path} to {} blocks", t.blocks)),
+                            "{ctx}"
+                        );
+                        "smgr truncate"
+                    }
+                    RecordKind::Heap(h) if h.op == pitr_pg::wal::HeapOp::MultiInsert => {
+                        let n = if desc.contains("ntuples") {
+                            desc_num(desc, "ntuples")
+                        } else {
+                            desc.split_whitespace().nth(1).unwrap().parse().unwrap()
+                        };
+                        assert_eq!(u64::from(h.tuples), n, "{ctx}");
+                        assert_eq!(h.init_page, desc.starts_with("MULTI_INSERT+INIT"), "{ctx}");
+                        "multi-insert"
+                    }
+                    RecordKind::HeapTruncate(t) => {
+                        let ids: Vec<u32> = t.relids.iter().map(|o| o.0).collect();
+                        assert_eq!(ids.len() as u64, desc_num(desc, "nrelids"), "{ctx}");
+                        assert_eq!(u64::from(ids[0]), desc_num(desc, " relids"), "{ctx}");
+                        "heap truncate"
+                    }
+                    RecordKind::LogicalMessage(m) => {
+                        assert!(desc.contains(&format!(
+                            "prefix \"{}\"; payload ({} bytes)",
+                            std::str::from_utf8(m.prefix).unwrap(),
+                            m.payload.len()
+                        )));
+                        assert!(m.transactional && desc.starts_with("MESSAGE transactional"));
+                        "message"
+                    }
+                    RecordKind::RestorePoint(rp) => {
+                        assert_eq!(desc, format!("RESTORE_POINT {}", rp.name_lossy()), "{ctx}");
+                        "restore point"
+                    }
+                    RecordKind::Switch => "switch",
+                    _ => continue,
+                };
+                *seen.entry(kind).or_default() += 1;
+            }
+        }
+        for k in [
+            "checkpoint",
+            "smgr create",
+            "multi-insert",
+            "restore point",
+            "switch",
+        ] {
+            assert!(seen.contains_key(k), "{name}: no {k} record");
+        }
+    }
+}
+
 #[test]
 fn workload_facts_are_found() {
     for name in FIXTURES {

@@ -49,6 +49,8 @@ pub struct WalFormat {
     pub heap2_prune_v17: bool,
     /// `XLOG_CHECKPOINT_REDO` (0xE0) exists (PG17+).
     pub checkpoint_redo: bool,
+    /// `CheckPoint` records `wal_level` (PG17+, in what was padding).
+    pub checkpoint_wal_level: bool,
 }
 
 const BKP_14: BkpImageBits = BkpImageBits {
@@ -78,6 +80,7 @@ pub const WAL_FORMATS: &[WalFormat] = &[
         prepare_header_len: 64,
         heap2_prune_v17: false,
         checkpoint_redo: false,
+        checkpoint_wal_level: false,
     },
     WalFormat {
         major: 15,
@@ -88,6 +91,7 @@ pub const WAL_FORMATS: &[WalFormat] = &[
         prepare_header_len: 72,
         heap2_prune_v17: false,
         checkpoint_redo: false,
+        checkpoint_wal_level: false,
     },
     WalFormat {
         major: 16,
@@ -98,6 +102,7 @@ pub const WAL_FORMATS: &[WalFormat] = &[
         prepare_header_len: 72,
         heap2_prune_v17: false,
         checkpoint_redo: false,
+        checkpoint_wal_level: false,
     },
     WalFormat {
         major: 17,
@@ -108,6 +113,7 @@ pub const WAL_FORMATS: &[WalFormat] = &[
         prepare_header_len: 72,
         heap2_prune_v17: true,
         checkpoint_redo: true,
+        checkpoint_wal_level: true,
     },
     WalFormat {
         major: 18,
@@ -119,6 +125,7 @@ pub const WAL_FORMATS: &[WalFormat] = &[
         prepare_header_len: 72,
         heap2_prune_v17: true,
         checkpoint_redo: true,
+        checkpoint_wal_level: true,
     },
 ];
 

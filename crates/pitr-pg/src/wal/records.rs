@@ -304,6 +304,8 @@ pub struct Checkpoint {
     pub prev_timeline: TimelineId,
     /// `full_page_writes` was on.
     pub full_page_writes: bool,
+    /// `wal_level` (PG17+; `None` before).
+    pub wal_level: Option<WalLevel>,
     /// Next full transaction id (epoch in the high 32 bits).
     pub next_xid: u64,
     /// Next OID.
@@ -328,6 +330,41 @@ pub struct Checkpoint {
     pub newest_commit_ts_xid: Xid,
     /// Oldest running xid (online checkpoints, wal_level ≥ replica).
     pub oldest_active_xid: Xid,
+}
+
+/// The `wal_level` setting (`WalLevel` in `xlog.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WalLevel {
+    /// `minimal`.
+    Minimal,
+    /// `replica`.
+    Replica,
+    /// `logical`.
+    Logical,
+    /// A value PostgreSQL does not define.
+    Unknown(i32),
+}
+
+impl WalLevel {
+    /// From the stored integer.
+    pub fn from_i32(v: i32) -> WalLevel {
+        match v {
+            0 => WalLevel::Minimal,
+            1 => WalLevel::Replica,
+            2 => WalLevel::Logical,
+            v => WalLevel::Unknown(v),
+        }
+    }
+
+    /// The setting's name (`replica`, …; `unknown` for undefined values).
+    pub fn name(self) -> &'static str {
+        match self {
+            WalLevel::Minimal => "minimal",
+            WalLevel::Replica => "replica",
+            WalLevel::Logical => "logical",
+            WalLevel::Unknown(_) => "unknown",
+        }
+    }
 }
 
 /// A named restore point (`pg_create_restore_point`, `xl_restore_point`).
@@ -616,9 +653,11 @@ impl<'a> Record<'a> {
                 }
             }
             RmgrId::XLOG => match info {
-                XLOG_CHECKPOINT_SHUTDOWN | XLOG_CHECKPOINT_ONLINE => checkpoint(data, info == 0)
-                    .map(RecordKind::Checkpoint)
-                    .ok_or_else(|| err("checkpoint record too short")),
+                XLOG_CHECKPOINT_SHUTDOWN | XLOG_CHECKPOINT_ONLINE => {
+                    checkpoint(data, info == 0, self.format().checkpoint_wal_level)
+                        .map(RecordKind::Checkpoint)
+                        .ok_or_else(|| err("checkpoint record too short"))
+                }
                 XLOG_RESTORE_POINT => {
                     let mut c = Cursor::new(data);
                     let parsed = (|| {
@@ -922,13 +961,15 @@ impl<'a> Record<'a> {
 }
 
 /// `CheckPoint` (88 bytes; PG17+ keeps `wal_level` in what was padding).
-fn checkpoint(data: &[u8], shutdown: bool) -> Option<Checkpoint> {
+fn checkpoint(data: &[u8], shutdown: bool, has_wal_level: bool) -> Option<Checkpoint> {
     let mut c = Cursor::new(data);
     let redo = Lsn(c.u64()?);
     let timeline = TimelineId(c.u32()?);
     let prev_timeline = TimelineId(c.u32()?);
     let full_page_writes = c.u8()? != 0;
-    c.take(7)?;
+    c.take(3)?;
+    let wal_level = c.i32()?;
+    let wal_level = has_wal_level.then(|| WalLevel::from_i32(wal_level));
     let next_xid = c.u64()?;
     let next_oid = Oid(c.u32()?);
     let next_multi = c.u32()?;
@@ -948,6 +989,7 @@ fn checkpoint(data: &[u8], shutdown: bool) -> Option<Checkpoint> {
         timeline,
         prev_timeline,
         full_page_writes,
+        wal_level,
         next_xid,
         next_oid,
         next_multi,
