@@ -130,6 +130,21 @@ enum Step {
     Invalid(WalError, u64),
 }
 
+/// How far the continuation pages of a record were checked before input ran out.
+#[derive(Debug, Clone, Copy)]
+struct Resume {
+    /// The record.
+    rec: u64,
+    /// Next continuation page to check.
+    page: u64,
+    /// Bytes of the record on the pages checked.
+    got: u64,
+    /// Timeline of the last page checked.
+    tli: u32,
+    /// The header, once complete and checked.
+    header: Option<RecordHeader>,
+}
+
 /// The decoder's state machine, independent of where the input bytes are kept.
 #[derive(Debug, Clone)]
 struct Core {
@@ -147,6 +162,8 @@ struct Core {
     skip_cont: bool,
     /// Bytes needed from `next` before it is worth trying again.
     need: u64,
+    /// Progress on a record whose continuation pages have not all arrived.
+    resume: Option<Resume>,
     state: State,
     rec_buf: Vec<u8>,
     frags: Vec<(usize, usize)>,
@@ -187,6 +204,7 @@ impl WalDecoder {
                 last_tli: 0,
                 skip_cont: true,
                 need: 0,
+                resume: None,
                 state: State::Running,
                 rec_buf: Vec::new(),
                 frags: Vec::new(),
@@ -713,19 +731,35 @@ impl Core {
 
         // The record continues on the following pages: check every continuation page, then
         // reassemble.
-        self.frags.clear();
-        let mut got = in_page;
-        let mut page = next_page;
-        let mut tli = self.last_tli;
+        // Continue where the last attempt on this record stopped for lack of input, so that
+        // a long record arriving in small pieces is checked once, not once per piece.
+        let (mut got, mut page, mut tli) = match self.resume.take() {
+            Some(r) if r.rec == rec => {
+                header = header.or(r.header);
+                (r.got, r.page, r.tli)
+            }
+            _ => {
+                self.frags.clear();
+                (in_page, next_page, self.last_tli)
+            }
+        };
         let mut hdr_bytes = [0u8; RECORD_HEADER_LEN];
         let (last_page, last_hdr, last_frag) = loop {
             let Ok(page_off) = usize::try_from(page - rec) else {
                 return Step::NeedData;
             };
+            let save = Resume {
+                rec,
+                page,
+                got,
+                tli,
+                header,
+            };
             let ph = match self.check_page(s, page, avail.get(page_off..).unwrap_or(&[])) {
                 Ok(Some(ph)) => ph,
                 Ok(None) => {
                     self.need = (page_off + LONG_HEADER_LEN) as u64;
+                    self.resume = Some(save);
                     return Step::NeedData;
                 }
                 Err(e) => return Step::Invalid(e, page + s.blcksz),
@@ -774,6 +808,7 @@ impl Core {
             let frag_len = frag as usize;
             if avail.len() < frag_off + frag_len {
                 self.need = (frag_off + frag_len) as u64;
+                self.resume = Some(save);
                 return Step::NeedData;
             }
             self.frags.push((frag_off, frag_len));
