@@ -218,6 +218,7 @@ pub struct EndOfWal {
 
 /// Why the WAL ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EndReason {
     /// [`WalDecoder::finish`](super::WalDecoder::finish) was called with the input ending at a
     /// segment boundary: everything given was decoded (a record continuing into a segment that

@@ -7,6 +7,32 @@
 //!
 //! Transaction ids and object ids are the [`Xid`] and [`Oid`] newtypes so they cannot be
 //! swapped; both print as plain numbers.
+//!
+//! ```
+//! use pitr_pg::wal::{EndOfWal, RecordKind, WalDecoder, WalError};
+//! use pitr_pg::Lsn;
+//!
+//! /// Commit LSNs and times in some segments (whole files, in order), and where WAL ends.
+//! fn commits(segments: &[Vec<u8>]) -> Result<(Vec<(Lsn, String)>, EndOfWal), WalError> {
+//!     let mut dec = WalDecoder::new();
+//!     let mut out = Vec::new();
+//!     let mut on_record = |rec: pitr_pg::wal::Record<'_>| {
+//!         if let Ok(RecordKind::Commit(c)) = rec.kind() {
+//!             out.push((rec.lsn, c.time.to_string()));
+//!         }
+//!     };
+//!     for seg in segments {
+//!         dec.decode_slice(seg, &mut on_record)?; // zero-copy
+//!     }
+//!     dec.finish();
+//!     dec.decode_slice(&[], &mut on_record)?;
+//!     let end = dec.end().cloned().expect("a finished decoder knows where WAL ends");
+//!     Ok((out, end))
+//! }
+//! let (found, end) = commits(&[]).unwrap();
+//! assert!(found.is_empty());
+//! assert_eq!(end.reason, pitr_pg::wal::EndReason::InputEnded);
+//! ```
 
 mod bytes;
 mod decoder;
