@@ -1,10 +1,12 @@
 //! PostgreSQL formats that pitr reads and writes: LSNs, timelines, WAL file names, timeline
-//! history files, WAL page headers, `pg_control`, `backup_label` / `tablespace_map`, and data
-//! page checksums.
+//! history files, WAL page headers, WAL records ([`wal`]), `pg_control`, `backup_label` /
+//! `tablespace_map`, and data page checksums.
 //!
 //! Everything here is pure: no I/O, no allocation beyond what a result needs, and no panic on
 //! any input (bytes from disk or a user are untrusted). Segment size and timeline always come
 //! from the data; nothing assumes 16 MB segments or timeline 1.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod backup_label;
 pub mod control;
@@ -15,6 +17,7 @@ pub mod page_checksum;
 pub mod segment;
 pub mod timeline;
 pub mod version;
+pub mod wal;
 pub mod walname;
 
 pub use backup_label::{
