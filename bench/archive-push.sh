@@ -3,7 +3,10 @@
 # (the way PostgreSQL's archiver calls archive_command), on real 16 MB segments from pgbench.
 #
 # Usage: bench/archive-push.sh [--segments N] [--repeat N] [--scale N] [--json] [--keep]
-#                              [--workdir DIR] [--drop-caches]
+#                              [--workdir DIR] [--drop-caches] [--reuse WORKDIR]
+#                              [--order interleaved|blocks]
+# --reuse: measure again with the cluster and segments of a work directory kept by --keep
+# (skips the several minutes of WAL generation; repositories are recreated).
 # Environment: CARGO_TARGET_DIR (where pitr is built), PITR_BIN (use this binary, skip the
 # build), PGBIN (PostgreSQL 15 bin dir), BENCH_PORT (server port, default 25433).
 # Self-contained and idempotent: installs pgbackrest with apt if missing, builds pitr, creates a
@@ -17,12 +20,14 @@ SCALE=10
 JSON=0
 KEEP=0
 DROP_CACHES=0
+REUSE=
+ORDER=interleaved
 WORKPARENT=${TMPDIR:-/tmp}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PORT=${BENCH_PORT:-25433}
 STANZA=bench
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
     --segments) SEGMENTS=$2; shift 2 ;;
@@ -32,6 +37,8 @@ while [ $# -gt 0 ]; do
     --json) JSON=1; shift ;;
     --keep) KEEP=1; shift ;;
     --drop-caches) DROP_CACHES=1; shift ;;
+    --order) ORDER=$2; shift 2 ;;
+    --reuse) REUSE=$(cd "$2" && pwd); KEEP=1; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "archive-push.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -65,7 +72,12 @@ fi
 [ -x "$PITR_BIN" ] || die "no pitr binary at $PITR_BIN"
 
 # ---------------------------------------------------------------- work directory
-WORK=$(mktemp -d "$WORKPARENT/pitr-bench.XXXXXX")
+if [ -n "$REUSE" ]; then
+  WORK=$REUSE
+  [ -f "$WORK/pgdata/PG_VERSION" ] && [ -d "$WORK/segments" ] || die "$WORK is not a work directory kept by --keep"
+else
+  WORK=$(mktemp -d "$WORKPARENT/pitr-bench.XXXXXX")
+fi
 chmod 755 "$WORK"
 PGDATA=$WORK/pgdata
 SOCK=$WORK/sock
@@ -95,6 +107,11 @@ log "work directory $WORK ($FSTYPE on $FSDEV)"
 psql_pg() { psql -X -q -At -h "$SOCK" -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
 # ---------------------------------------------------------------- real WAL from pgbench
+if [ -n "$REUSE" ]; then
+  SEGMENTS=$(ls "$SEGDIR" | wc -l)
+  log "reusing the cluster and the $SEGMENTS segments of $WORK"
+  as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -o "-p $PORT -k $SOCK" -w start >/dev/null
+else
 log "initdb (PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), 16 MB segments)"
 as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres -A trust --locale=C -E UTF8 --wal-segsize=16 >/dev/null
 cat >>"$PGDATA/postgresql.conf" <<EOF
@@ -137,6 +154,7 @@ done
 chown -R postgres: "$SEGDIR"
 chmod 0600 "$SEGDIR"/*
 rm -rf "$STAGE"
+fi
 SEG_FIRST=$(ls "$SEGDIR" | head -1)
 SEG_LAST=$(ls "$SEGDIR" | tail -1)
 SEG_COUNT=$(ls "$SEGDIR" | wc -l)
@@ -146,7 +164,6 @@ SEG_BYTES=$(du -sb "$SEGDIR" | cut -f1)
 SEG_RECORDS=$({ "$PGBIN/pg_waldump" --stats -p "$SEGDIR" "$SEG_FIRST" "$SEG_LAST" 2>/dev/null || true; } | awk '/^Total/ {print $2; exit}')
 [ -n "$SEG_RECORDS" ] && [ "$SEG_RECORDS" -gt 0 ] || die "pg_waldump finds no WAL records in the segments"
 log "segments $SEG_FIRST .. $SEG_LAST: $SEG_COUNT files, $SEG_BYTES bytes, ${SEG_RECORDS:-?} WAL records"
-SYSID=$(psql_pg -c 'SELECT system_identifier FROM pg_control_system()')
 
 # ---------------------------------------------------------------- repositories
 cat >"$PGBR_CONF" <<EOF
@@ -167,6 +184,7 @@ pg1-port=$PORT
 pg1-socket-path=$SOCK
 EOF
 chown postgres: "$PGBR_CONF"
+rm -rf "$WORK"/repo-* "$WORK/verify"
 as_pg mkdir -p "$WORK/repo-pgbackrest"
 log "pgbackrest stanza-create (server running)"
 as_pg pgbackrest --config="$PGBR_CONF" --stanza=$STANZA stanza-create >/dev/null
@@ -195,27 +213,59 @@ reset_repo() { # tool
 }
 
 # The timed loop: one process per segment, sequential, like PostgreSQL's archiver. Runs as the
-# postgres user; the loop itself (bash fork+exec) is identical for every tool.
+# postgres user; the loop itself (bash fork+exec) is identical for every tool. Each push is timed
+# on its own (wall clock from $EPOCHREALTIME, CPU of the child from the `times` builtin) and the
+# times are summed per tool, so the loop's own bookkeeping is not counted.
+# Order "blocks": all segments with one tool, then the next tool. Order "interleaved": segment by
+# segment, every tool in turn (starting with a different tool for each segment), so a burst of
+# load from other processes on a shared machine hits every tool alike.
 cat >"$WORK/push-loop.sh" <<'EOF'
 #!/bin/bash
 set -e
-tool=$1 segdir=$2 repo=$3 conf=$4 bin=$5 comp=$6 stanza=$7
+segdir=$1 work=$2 conf=$3 bin=$4 stanza=$5 order=$6; shift 6
+tools=("$@")   # name:compression
 tf=$(mktemp)
-start=$EPOCHREALTIME
-for f in "$segdir"/*; do
-  case $tool in
+declare -A wall_us cpu_ms
+cpu_now() { # children CPU (user+sys) so far, in ms, into CPU_NOW
+  times >"$tf"   # not in a pipe or $(...): a subshell would report its own (zero) times
+  local self u s x
+  { read -r self; read -r u s; } <"$tf"
+  CPU_NOW=0
+  for x in "$u" "$s"; do
+    [[ $x =~ ^([0-9]+)m([0-9]+)\.([0-9]{3})s$ ]]
+    CPU_NOW=$((CPU_NOW + 10#${BASH_REMATCH[1]} * 60000 + 10#${BASH_REMATCH[2]} * 1000 + 10#${BASH_REMATCH[3]}))
+  done
+}
+push() { # name:compression file
+  local name=${1%%:*} comp=${1#*:} f=$2 repo=$work/repo-${1%%:*} c0 t0 t1
+  cpu_now; c0=$CPU_NOW
+  t0=${EPOCHREALTIME/./}
+  case $name in
     cp) dd if="$f" of="$repo/${f##*/}" bs=1M conv=fsync status=none ;;
     pgbackrest) pgbackrest --config="$conf" --stanza="$stanza" archive-push "$f" ;;
-    pitr) "$bin/pitr" --repo "$repo" archive-push "$f" ;;
-    pitr-*) "$bin/pitr" --repo "$repo" --compress "$comp" archive-push "$f" ;;
+    pitr*) if [ -n "$comp" ]; then "$bin/pitr" --repo "$repo" --compress "$comp" archive-push "$f"
+           else "$bin/pitr" --repo "$repo" archive-push "$f"; fi ;;
   esac
-done
-end=$EPOCHREALTIME
-# CPU time of the children (all the per-segment processes): "0m1.234s 0m0.567s"
-times >"$tf"   # not in a pipe or $(...): a subshell would report its own (zero) times
-cpu=$(tail -1 "$tf" | awk '{ for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); t += p[1] * 60 + p[2] } printf "%.3f", t }')
+  t1=${EPOCHREALTIME/./}
+  cpu_now
+  wall_us[$name]=$(( ${wall_us[$name]:-0} + 10#$t1 - 10#$t0 ))
+  cpu_ms[$name]=$(( ${cpu_ms[$name]:-0} + CPU_NOW - c0 ))
+}
+segs=("$segdir"/*)
+n=${#tools[@]}
+if [ "$order" = blocks ]; then
+  for t in "${tools[@]}"; do for f in "${segs[@]}"; do push "$t" "$f"; done; done
+else
+  for i in "${!segs[@]}"; do
+    for ((k = 0; k < n; k++)); do push "${tools[$(( (i + k) % n ))]}" "${segs[$i]}"; done
+  done
+fi
 rm -f "$tf"
-echo "$start $end $cpu"
+for t in "${tools[@]}"; do
+  name=${t%%:*}
+  printf '%s %d.%06d %d.%03d\n' "$name" $((wall_us[$name] / 1000000)) $((wall_us[$name] % 1000000)) \
+    $((cpu_ms[$name] / 1000)) $((cpu_ms[$name] % 1000))
+done
 EOF
 chmod 755 "$WORK/push-loop.sh"
 
@@ -230,20 +280,36 @@ prepare_cache() {
   fi
 }
 
-: >"$RESULTS"
-for rep in $(seq 1 "$REPEAT"); do
-  for entry in "${TOOLS[@]}"; do
-    IFS='|' read -r tool label comp <<<"$entry"
-    reset_repo "$tool"
-    prepare_cache
-    read -r t0 t1 cpu < <(as_pg "$WORK/push-loop.sh" "$tool" "$SEGDIR" "$(repo_of "$tool")" "$PGBR_CONF" "$BIN" "$comp" "$STANZA") \
-      || die "$tool: push loop failed"
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')
+# run_loop REP TOOL-SPEC...: resets the tools' repositories, prepares the cache, runs the loop.
+run_loop() {
+  local rep=$1 spec tool secs cpu bytes out; shift
+  for spec in "$@"; do reset_repo "${spec%%:*}"; done
+  prepare_cache
+  out=$(as_pg "$WORK/push-loop.sh" "$SEGDIR" "$WORK" "$PGBR_CONF" "$BIN" "$STANZA" "$ORDER" "$@") ||
+    die "push loop failed ($*)"
+  while read -r tool secs cpu; do
     bytes=$(du -sb "$(repo_of "$tool")" | cut -f1)
     echo "$tool $rep $secs $bytes $cpu" >>"$RESULTS"
     log "run $rep/$REPEAT $tool: $secs s (CPU user+sys $cpu s), repository $bytes bytes"
-  done
+  done <<<"$out"
+}
+
+specs=()
+for entry in "${TOOLS[@]}"; do
+  IFS='|' read -r tool label comp <<<"$entry"
+  specs+=("$tool:$comp")
 done
+: >"$RESULTS"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "order: $ORDER, $REPEAT repetitions"
+for rep in $(seq 1 "$REPEAT"); do
+  if [ "$ORDER" = blocks ]; then
+    for spec in "${specs[@]}"; do run_loop "$rep" "$spec"; done
+  else
+    run_loop "$rep" "${specs[@]}"
+  fi
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- correctness (not timed)
 verify_segs=("$SEG_FIRST" "$(ls "$SEGDIR" | sed -n "$(( (SEG_COUNT + 1) / 2 ))p")" "$SEG_LAST")
@@ -274,53 +340,56 @@ done
 log "correctness: $VERIFIED segments fetched back (first, middle, last per repository) and identical (cmp); pitr info --json lists all $SEGMENTS, no gaps"
 
 # ---------------------------------------------------------------- report
-# median seconds and CPU seconds per tool, repository bytes of the last run
+# median wall seconds and CPU seconds per tool, repository bytes of the last run
 summary=$(awk '
   function median(str,   n, a, i, j, v) {
     n = split(substr(str, 2), a, " ")
     for (i = 2; i <= n; i++) { v = a[i] + 0; j = i - 1; while (j > 0 && a[j] + 0 > v) { a[j+1] = a[j]; j-- } a[j+1] = v }
     return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
   }
-  { secs[$1] = secs[$1] " " $3; bytes[$1] = $4; cpu[$1] = cpu[$1] " " $5 }
+  { secs[$1] = secs[$1] " " sprintf("%.3f", $3); bytes[$1] = $4; cpu[$1] = cpu[$1] " " $5 }
   END { for (t in secs) printf "%s|%.3f|%s|%.3f|%s\n", t, median(secs[t]), bytes[t], median(cpu[t]), substr(secs[t], 2) }' "$RESULTS")
 get() { # tool field(2=secs,3=bytes,4=cpu,5=runs)
   awk -F'|' -v t="$1" -v f="$2" '$1 == t {print $f}' <<<"$summary"
 }
 PGBR_SECS=$(get pgbackrest 2)
 PGBR_BYTES=$(get pgbackrest 3)
+PGBR_CPU=$(get pgbackrest 4)
 
+# row: tool|label|secs|segs/s|bytes|speed ratio|size ratio|size/original|cpu|cpu ratio|runs
 rows=()
 for entry in "${TOOLS[@]}"; do
   IFS='|' read -r tool label comp <<<"$entry"
   secs=$(get "$tool" 2) bytes=$(get "$tool" 3) cpu=$(get "$tool" 4) runs=$(get "$tool" 5)
-  row=$(awk -v n="$SEGMENTS" -v s="$secs" -v b="$bytes" -v ps="$PGBR_SECS" -v pb="$PGBR_BYTES" -v orig="$SEG_BYTES" \
-    'BEGIN { printf "%.3f|%.1f|%.2f|%.3f|%.3f", s, n / s, ps / s, b / pb, b / orig }')
-  rows+=("$tool|$label|$secs|$bytes|$row|$cpu|$runs")
+  row=$(awk -v n="$SEGMENTS" -v s="$secs" -v b="$bytes" -v c="$cpu" -v ps="$PGBR_SECS" -v pb="$PGBR_BYTES" \
+    -v pc="$PGBR_CPU" -v orig="$SEG_BYTES" \
+    'BEGIN { printf "%.3f|%.1f|%s|%.2f|%.3f|%.3f|%.3f|%.2f", s, n / s, b, ps / s, b / pb, b / orig, c, (c > 0 ? pc / c : 0) }')
+  rows+=("$tool|$label|$row|$runs")
 done
 
 pitr_row=$(printf '%s\n' "${rows[@]}" | awk -F'|' '$1 == "pitr"')
-SPEED_RATIO=$(cut -d'|' -f7 <<<"$pitr_row")
-SIZE_RATIO=$(cut -d'|' -f8 <<<"$pitr_row")
-VERDICT=$(awk -v s="$SPEED_RATIO" -v z="$SIZE_RATIO" 'BEGIN {
+IFS='|' read -r _ _ _ _ _ SPEED_RATIO SIZE_RATIO _ _ CPU_RATIO _ <<<"$pitr_row"
+VERDICT=$(awk -v s="$SPEED_RATIO" -v z="$SIZE_RATIO" -v c="$CPU_RATIO" 'BEGIN {
   ok_s = (s >= 2.0); ok_z = (z <= 1.1)
-  printf "%s: pitr (default) is %.2fx pgBackRest segments/s (target >= 2x: %s) with a repository %.3fx its size (target <= 1.1x: %s)",
-    (ok_s && ok_z) ? "PASS" : "MISS", s, ok_s ? "met" : "missed", z, ok_z ? "met" : "missed" }')
+  printf "%s: pitr (default) is %.2fx pgBackRest segments/s (target >= 2x: %s) with a repository %.3fx its size (target <= 1.1x: %s); CPU time per segment %.2fx less",
+    (ok_s && ok_z) ? "PASS" : "MISS", s, ok_s ? "met" : "missed", z, ok_z ? "met" : "missed", c }')
 PITR_VERSION=$("$BIN/pitr" --version | awk '{print $2}')
+PG_VERSION=$("$PGBIN/postgres" --version | awk '{print $3}')
 
 if [ $JSON = 1 ]; then
   {
-    printf '{\n  "segments": %s, "segment_bytes_total": %s, "first_segment": "%s", "last_segment": "%s",\n' \
-      "$SEGMENTS" "$SEG_BYTES" "$SEG_FIRST" "$SEG_LAST"
-    printf '  "repeat": %s, "statistic": "median seconds", "cache": "%s",\n' "$REPEAT" "$CACHE_MODE"
-    printf '  "machine": {"cpus": %s, "kernel": "%s", "filesystem": "%s"},\n' "$(nproc)" "$(uname -r)" "$FSTYPE"
-    printf '  "versions": {"pitr": "%s", "pgbackrest": "%s", "postgresql": "%s"},\n' \
-      "$PITR_VERSION" "$PGBR_VERSION" "$("$PGBIN/postgres" --version | awk '{print $3}')"
+    printf '{\n  "segments": %s, "segment_bytes_total": %s, "first_segment": "%s", "last_segment": "%s", "wal_records": %s,\n' \
+      "$SEGMENTS" "$SEG_BYTES" "$SEG_FIRST" "$SEG_LAST" "$SEG_RECORDS"
+    printf '  "repeat": %s, "order": "%s", "statistic": "median", "cache": "%s",\n' "$REPEAT" "$ORDER" "$CACHE_MODE"
+    printf '  "machine": {"cpus": %s, "kernel": "%s", "filesystem": "%s", "loadavg_before": "%s", "loadavg_after": "%s"},\n' \
+      "$(nproc)" "$(uname -r)" "$FSTYPE" "$LOAD_BEFORE" "$LOAD_AFTER"
+    printf '  "versions": {"pitr": "%s", "pgbackrest": "%s", "postgresql": "%s"},\n' "$PITR_VERSION" "$PGBR_VERSION" "$PG_VERSION"
     printf '  "results": [\n'
     sep=""
     for r in "${rows[@]}"; do
-      IFS='|' read -r tool label secs bytes s rate sr zr cr cpu runs <<<"$r"
-      printf '%s    {"tool": "%s", "label": "%s", "seconds": %s, "segments_per_s": %s, "repo_bytes": %s, "speed_vs_pgbackrest": %s, "size_vs_pgbackrest": %s, "size_vs_original": %s, "cpu_seconds": %s, "runs_seconds": [%s]}' \
-        "$sep" "$tool" "$label" "$secs" "$rate" "$bytes" "$sr" "$zr" "$cr" "$cpu" "$(sed 's/ /, /g' <<<"$runs")"
+      IFS='|' read -r tool label secs rate bytes sr zr orig cpu cr runs <<<"$r"
+      printf '%s    {"tool": "%s", "label": "%s", "seconds": %s, "segments_per_s": %s, "repo_bytes": %s, "speed_vs_pgbackrest": %s, "size_vs_pgbackrest": %s, "size_vs_original": %s, "cpu_seconds": %s, "cpu_vs_pgbackrest": %s, "runs_seconds": [%s]}' \
+        "$sep" "$tool" "$label" "$secs" "$rate" "$bytes" "$sr" "$zr" "$orig" "$cpu" "$cr" "$(sed 's/ /, /g' <<<"$runs")"
       sep=$',\n'
     done
     printf '\n  ],\n  "verified_segments": %s,\n  "target_met": %s,\n  "verdict": "%s"\n}\n' \
@@ -328,15 +397,17 @@ if [ $JSON = 1 ]; then
   }
 else
   echo
-  echo "archive-push, $SEGMENTS real 16 MB WAL segments from pgbench ($SEG_FIRST..$SEG_LAST, $SEG_BYTES bytes),"
-  echo "one process per segment, sequential; median of $REPEAT runs; $(nproc) CPUs, $FSTYPE; cache $CACHE_MODE"
-  echo "pitr $PITR_VERSION, pgBackRest $PGBR_VERSION, PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
+  echo "archive-push: $SEGMENTS real 16 MB WAL segments from pgbench ($SEG_FIRST..$SEG_LAST, $SEG_BYTES bytes, $SEG_RECORDS records)"
+  echo "one process per segment, sequential, order $ORDER; median of $REPEAT runs; $(nproc) CPUs; $FSTYPE on $FSDEV"
+  echo "page cache: $CACHE_MODE; load average before/after: $LOAD_BEFORE / $LOAD_AFTER"
+  echo "pitr $PITR_VERSION, pgBackRest $PGBR_VERSION, PostgreSQL $PG_VERSION"
   echo
-  printf '%-50s %8s %7s %11s %10s %10s %9s %7s  %s\n' tool seconds "segs/s" "repo bytes" "speed/pgbr" "size/pgbr" "size/orig" "CPU s" "runs (s)"
+  printf '%-52s %8s %7s %11s %10s %9s %9s %7s %8s  %s\n' tool seconds "segs/s" "repo bytes" "speed/pgbr" "size/pgbr" "size/orig" "CPU s" "CPU/pgbr" "runs (s)"
   for r in "${rows[@]}"; do
-    IFS='|' read -r tool label secs bytes s rate sr zr cr cpu runs <<<"$r"
-    printf '%-50s %8s %7s %11s %9sx %9sx %9s %7s  %s\n' "$label" "$secs" "$rate" "$bytes" "$sr" "$zr" "$cr" "$cpu" "$runs"
+    IFS='|' read -r tool label secs rate bytes sr zr orig cpu cr runs <<<"$r"
+    printf '%-52s %8s %7s %11s %9sx %8sx %9s %7s %7sx  %s\n' "$label" "$secs" "$rate" "$bytes" "$sr" "$zr" "$orig" "$cpu" "$cr" "$runs"
   done
   echo
+  echo "speed/pgbr = pgBackRest seconds / tool seconds (higher is faster); CPU/pgbr likewise for CPU time"
   echo "$VERDICT"
 fi
