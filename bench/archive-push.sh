@@ -15,7 +15,7 @@
 set -euo pipefail
 
 SEGMENTS=64
-REPEAT=3
+REPEAT=5
 SCALE=10
 JSON=0
 KEEP=0
