@@ -3,3 +3,4 @@
 
 pub mod archive;
 pub mod info;
+pub mod restore;
