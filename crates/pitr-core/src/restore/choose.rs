@@ -301,7 +301,16 @@ pub fn timeline_path(
             b.tli
         ));
     };
-    let left = h.entries[idx].switchpoint;
+    // A timeline ends at its switchpoint or at a later line's smaller one (PostgreSQL writes
+    // such lines after a recovery that stopped before a later fork; see pitr_pg::history).
+    let end_at = |k: usize| {
+        h.entries[k..]
+            .iter()
+            .map(|e| e.switchpoint)
+            .min()
+            .unwrap_or(Lsn(u64::MAX))
+    };
+    let left = end_at(idx);
     if b.stop > left {
         return Err(format!(
             "timeline {target} left timeline {} at {left}, before the backup was consistent ({})",
@@ -310,13 +319,16 @@ pub fn timeline_path(
     }
     let mut path = Vec::new();
     let mut from = b.start;
-    for e in h.entries.iter().skip(idx) {
-        path.push(PathStep {
-            tli: e.parent,
-            from,
-            until: Some(e.switchpoint),
-        });
-        from = e.switchpoint;
+    for k in idx..h.entries.len() {
+        let until = end_at(k);
+        if from < until {
+            path.push(PathStep {
+                tli: h.entries[k].parent,
+                from,
+                until: Some(until),
+            });
+        }
+        from = from.max(until);
     }
     path.push(PathStep {
         tli: target,
@@ -332,8 +344,15 @@ pub fn reach(path: Vec<PathStep>, wal: &WalIndex) -> Reach {
     let name = |tli: TimelineId, s: SegNo| s.file_name(tli, size);
     let start_of = |s: SegNo| size.start_of(s).unwrap_or(Lsn(u64::MAX));
     let target_tli = path.last().map(|p| p.tli).unwrap_or(TimelineId(1));
-    let first = path.first().map(|p| (p.tli, size.segno_of(p.from)));
-    let first_segment = first.map(|(t, s)| name(t, s)).unwrap_or_default();
+    // The first segment read: from the first step that needs one of its own.
+    let first_segment = path
+        .iter()
+        .find(|p| {
+            p.until
+                .is_none_or(|u| size.segno_of(p.from) < size.segno_of(u))
+        })
+        .map(|p| name(p.tli, size.segno_of(p.from)))
+        .unwrap_or_default();
     let mut last: Option<(TimelineId, SegNo)> = None;
     for step in &path {
         let from = size.segno_of(step.from);
@@ -411,18 +430,28 @@ fn evaluate(
     wal: &WalIndex,
 ) -> (Result<Reach, String>, Option<Reach>) {
     let u = resolve_timeline(spec.timeline, b, wal);
+    let (verdict, r) = evaluate_on(b, u, spec, located, wal);
+    match verdict {
+        Err(e) if spec.timeline == TimelineGoal::Latest && u != b.tli => (
+            Err(format!(
+                "{e} (recovery_target_timeline 'latest' resolves to {u}; pass --target-timeline to follow another)"
+            )),
+            r,
+        ),
+        v => (v, r),
+    }
+}
+
+fn evaluate_on(
+    b: &BackupPoint,
+    u: TimelineId,
+    spec: &TargetSpec,
+    located: Option<&LocatedTarget>,
+    wal: &WalIndex,
+) -> (Result<Reach, String>, Option<Reach>) {
     let path = match timeline_path(b, u, wal) {
         Ok(p) => p,
-        Err(e) => {
-            let hint = if spec.timeline == TimelineGoal::Latest && u != b.tli {
-                format!(
-                    " (recovery_target_timeline 'latest' resolves to {u}; pass --target-timeline to follow another)"
-                )
-            } else {
-                String::new()
-            };
-            return (Err(format!("{e}{hint}")), None);
-        }
+        Err(e) => return (Err(e), None),
     };
     let r = reach(path, wal);
     let size = wal.seg_size;
@@ -433,8 +462,11 @@ fn evaluate(
                 b.start, b.stop
             ),
             None => format!(
-                "the WAL it needs to become consistent ({} to {}) is not archived yet (archived up to {})",
-                b.start, b.stop, r.end
+                "the WAL it needs to become consistent ({} to {}) is not archived yet (archived up to {}; {} is missing)",
+                b.start,
+                b.stop,
+                r.end,
+                size.segno_of(r.end).file_name(r.end_tli, size)
             ),
         };
         return (Err(why), Some(r));
@@ -1178,6 +1210,73 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.label, "A");
+    }
+
+    /// The history PostgreSQL 17 wrote for timeline 3 after a recovery that followed timeline 2
+    /// but stopped on timeline 1 at 0/602828, before timeline 2 branched off at 0/700000
+    /// (1 MB segments).
+    fn stopped_before_fork() -> WalIndex {
+        let mut w = WalIndex::new(WalSegSize::new(1 << 20).unwrap());
+        for s in 1..=6 {
+            w.add_segment(TimelineId(1), SegNo(s));
+        }
+        w.add_history(TimelineHistory::parse(TimelineId(2), b"1\t0/700000\tx\n").unwrap());
+        w.add_segment(TimelineId(2), SegNo(7));
+        w.add_history(
+            TimelineHistory::parse(
+                TimelineId(3),
+                b"1\t0/700000\tno recovery target specified\n\n2\t0/602868\tafter LSN 0/602828\n",
+            )
+            .unwrap(),
+        );
+        w.add_segment(TimelineId(3), SegNo(6));
+        w
+    }
+
+    #[test]
+    fn a_history_whose_switchpoints_go_back_skips_the_empty_timeline() {
+        let w = stopped_before_fork();
+        let b = vec![backup(
+            "A",
+            1,
+            "0/600028",
+            "0/600028",
+            "2025-07-10T10:00:00Z",
+        )];
+        let c = choose_backup(&b, &w, &spec(RecoveryTarget::EndOfWal), None, None).unwrap();
+        assert_eq!(c.target_tli, TimelineId(3));
+        assert_eq!(
+            c.path,
+            vec![
+                PathStep {
+                    tli: TimelineId(1),
+                    from: lsn("0/600028"),
+                    until: Some(lsn("0/602868"))
+                },
+                PathStep {
+                    tli: TimelineId(3),
+                    from: lsn("0/602868"),
+                    until: None
+                },
+            ]
+        );
+        // Segment 6 is read from timeline 3, as PostgreSQL does.
+        assert_eq!(c.first_segment, "000000030000000000000006");
+        assert_eq!(c.wal_end, lsn("0/700000"));
+        // Timeline 1's WAL after 0/602868 is not on timeline 3's path.
+        let off = LocatedTarget {
+            lsn: lsn("0/650000"),
+            tli: TimelineId(1),
+            time: None,
+        };
+        assert!(choose_backup(&b, &w, &spec(RecoveryTarget::Xid(800)), Some(&off), None).is_err());
+        // Following timeline 2 instead still works.
+        let s = TargetSpec {
+            timeline: TimelineGoal::Id(TimelineId(2)),
+            ..Default::default()
+        };
+        let c = choose_backup(&b, &w, &s, None, None).unwrap();
+        assert_eq!(c.wal_end, lsn("0/800000"));
     }
 
     #[test]

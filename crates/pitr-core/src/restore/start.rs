@@ -125,10 +125,12 @@ pub enum StartError {
         log: PathBuf,
     },
     /// Recovery failed (FATAL/PANIC).
-    #[error("recovery failed: {message}\n--- server log {log:?} ---\n{lines}")]
+    #[error("recovery failed: {message}\n--- server log {log:?} ---\n{lines}\nhint: {hint}")]
     RecoveryFailed {
         /// The main message.
         message: String,
+        /// What to do about it.
+        hint: String,
         /// Relevant log lines.
         lines: String,
         /// Server log.
@@ -164,6 +166,24 @@ pub enum StartError {
         /// OS error.
         source: io::Error,
     },
+}
+
+/// What to do about a FATAL message of the startup process.
+pub fn hint_for(fatal: &str) -> String {
+    if fatal.contains("recovery ended before configured recovery target was reached") {
+        "no record matching the target was found on the timeline path recovery followed: the target may be after the end of the archived WAL, or on another timeline (see --target-timeline, `pitr info`); restore again (--force or --delta) with another target".to_string()
+    } else if fatal.contains("before consistent recovery point") {
+        "the target is before the restored backup became consistent: choose a later target, or an older backup with --backup".to_string()
+    } else if fatal.contains("is not a child of this server's history")
+        || fatal.contains("timeline")
+    {
+        "the backup is not on the requested timeline's history: pass --target-timeline current, or the timeline the backup can reach (`pitr info`)".to_string()
+    } else if fatal.contains("checkpoint record") || fatal.contains("WAL") {
+        "WAL the backup needs could not be read from the repository: run `pitr verify` and check restore_command in postgresql.auto.conf".to_string()
+    } else {
+        "read the server log above; after fixing the cause, restore again with --force or --delta"
+            .to_string()
+    }
 }
 
 /// The major version `bindir/postgres --version` reports.
@@ -524,6 +544,7 @@ pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartErr
                 state.feed(line);
             }
             return Err(StartError::RecoveryFailed {
+                hint: hint_for(&fatal),
                 message: fatal,
                 lines: state.relevant.join("\n"),
                 log,
@@ -572,6 +593,7 @@ pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartErr
             }
             if let Some(fatal) = &state.fatal {
                 return Err(StartError::RecoveryFailed {
+                    hint: hint_for(fatal),
                     message: fatal.clone(),
                     lines: state.relevant.join("\n"),
                     log,

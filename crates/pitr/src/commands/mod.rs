@@ -3,6 +3,7 @@
 mod archive;
 mod info;
 mod init;
+mod restore;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::ArchivePush(a) => archive::push(&g, a).await,
         Command::ArchiveGet(a) => archive::get(&g, a).await,
         Command::Info(a) => info::run(&g, a).await,
+        Command::Restore(a) => restore::run(&g, a).await,
     }
 }
 
