@@ -4,5 +4,6 @@
 pub mod archive;
 pub mod backup;
 pub mod info;
+pub mod restore;
 pub mod spool;
 pub mod verify;

@@ -2,6 +2,13 @@
 //!
 //! Each non-comment line is `parentTLI<TAB>switchpoint<TAB>reason`: the parent timeline and the
 //! LSN at which the history left it. The file for timeline N lists every ancestor, oldest first.
+//!
+//! Switchpoints need not increase. A point-in-time recovery that follows timeline 2's history
+//! but stops on timeline 1, before timeline 2 branched off, writes for timeline 3
+//! `1 0/700000` then `2 0/602868`: timeline 2 contributes nothing to timeline 3, and timeline 1
+//! ends at 0/602868. PostgreSQL only checks that parent timelines increase
+//! (`readTimeLineHistory`) and decides which timeline a position is on newest first
+//! (`tliOfPointInHistory`); this module does the same.
 
 use crate::{Lsn, TimelineId};
 
@@ -38,7 +45,7 @@ pub enum HistoryError {
         /// The line's text.
         text: String,
     },
-    /// Parents or switchpoints do not increase, or a parent is not older than the timeline.
+    /// Parents do not increase, or a parent is not older than the timeline.
     #[error("timeline history for timeline {timeline}: entries are out of order at line {line}")]
     OutOfOrder {
         /// The timeline of the file.
@@ -86,7 +93,7 @@ impl TimelineHistory {
                 .ok_or_else(malformed)?;
             let reason = fields.next().unwrap_or("").trim().to_string();
             if let Some(prev) = entries.last() {
-                if parent <= prev.parent.0 || switchpoint < prev.switchpoint {
+                if parent <= prev.parent.0 {
                     return Err(HistoryError::OutOfOrder {
                         timeline,
                         line: i + 1,
@@ -108,27 +115,52 @@ impl TimelineHistory {
         Ok(TimelineHistory { timeline, entries })
     }
 
-    /// The timeline this history was on at `lsn` (switchpoints belong to the child).
+    /// The timeline this history was on at `lsn` (switchpoints belong to the child), decided
+    /// newest first as PostgreSQL's `tliOfPointInHistory` does.
     pub fn timeline_at(&self, lsn: Lsn) -> TimelineId {
-        self.entries
-            .iter()
-            .find(|e| lsn < e.switchpoint)
-            .map(|e| e.parent)
-            .unwrap_or(self.timeline)
+        if self.entries.last().is_none_or(|e| lsn >= e.switchpoint) {
+            return self.timeline;
+        }
+        for (i, e) in self.entries.iter().enumerate().rev() {
+            let begin = match i.checked_sub(1) {
+                Some(p) => self.entries[p].switchpoint,
+                None => Lsn::INVALID,
+            };
+            if begin <= lsn && lsn < e.switchpoint {
+                return e.parent;
+            }
+        }
+        self.entries.first().map_or(self.timeline, |e| e.parent)
     }
 
-    /// Where `tli` ends on this history: `Some(switchpoint)` for an ancestor, `None` (no end) for
-    /// the timeline itself; `Err(())` when `tli` is not on this history at all.
+    /// Where `tli` ends on this history: `Some(lsn)` for an ancestor (its switchpoint, or a
+    /// later line's smaller switchpoint), `None` (no end) for the timeline itself; `Err(())`
+    /// when `tli` is not on this history at all.
     #[allow(clippy::result_unit_err)]
     pub fn end_of(&self, tli: TimelineId) -> Result<Option<Lsn>, ()> {
         if tli == self.timeline {
             return Ok(None);
         }
-        self.entries
+        let idx = self
+            .entries
             .iter()
-            .find(|e| e.parent == tli)
-            .map(|e| Some(e.switchpoint))
-            .ok_or(())
+            .position(|e| e.parent == tli)
+            .ok_or(())?;
+        Ok(self.entries[idx..].iter().map(|e| e.switchpoint).min())
+    }
+
+    /// Where `tli` begins on this history (the previous ancestor's end), `Lsn::INVALID` for
+    /// the oldest; `None` when `tli` is not on this history. A timeline whose begin is not
+    /// before its end contributes no WAL.
+    pub fn begin_of(&self, tli: TimelineId) -> Option<Lsn> {
+        if tli == self.timeline {
+            return Some(self.entries.last().map_or(Lsn::INVALID, |e| e.switchpoint));
+        }
+        let idx = self.entries.iter().position(|e| e.parent == tli)?;
+        Some(match idx.checked_sub(1) {
+            Some(p) => self.entries[p].switchpoint,
+            None => Lsn::INVALID,
+        })
     }
 
     /// True when `tli` is this timeline or one of its ancestors.
@@ -167,6 +199,28 @@ mod tests {
         assert!(!h.includes_point(TimelineId(1), Lsn(0x400_0000)));
         assert!(h.includes_point(TimelineId(3), Lsn(u64::MAX)));
         assert!(!h.contains(TimelineId(4)));
+    }
+
+    /// Written by PostgreSQL 17 after a recovery that followed timeline 2 (recovery_target_timeline
+    /// = latest) but stopped at 0/602828 on timeline 1, before timeline 2 branched off.
+    const STOPPED_BEFORE_FORK: &str =
+        "1\t0/700000\tno recovery target specified\n\n2\t0/602868\tafter LSN 0/602828\n";
+
+    #[test]
+    fn accepts_switchpoints_that_go_back_as_postgres_writes_them() {
+        let h = TimelineHistory::parse(TimelineId(3), STOPPED_BEFORE_FORK.as_bytes()).unwrap();
+        assert_eq!(h.entries.len(), 2);
+        let sp = |s: &str| s.parse::<Lsn>().unwrap();
+        assert_eq!(h.timeline_at(sp("0/602000")), TimelineId(1));
+        assert_eq!(h.timeline_at(sp("0/602868")), TimelineId(3));
+        assert_eq!(h.timeline_at(sp("0/650000")), TimelineId(3));
+        // Timeline 1 ends where timeline 3 began; timeline 2 contributes nothing.
+        assert_eq!(h.end_of(TimelineId(1)), Ok(Some(sp("0/602868"))));
+        assert_eq!(h.end_of(TimelineId(2)), Ok(Some(sp("0/602868"))));
+        assert_eq!(h.begin_of(TimelineId(2)), Some(sp("0/700000")));
+        assert_eq!(h.begin_of(TimelineId(3)), Some(sp("0/602868")));
+        assert!(h.includes_point(TimelineId(1), sp("0/602000")));
+        assert!(!h.includes_point(TimelineId(1), sp("0/650000")));
     }
 
     #[test]

@@ -3,14 +3,15 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+use clap::{ArgAction, ArgGroup, Args, CommandFactory, Parser, Subcommand};
 
 /// Continuous archiving and point-in-time recovery for PostgreSQL 14–18.
 #[derive(Debug, Parser)]
 #[command(name = "pitr", version, disable_help_flag = true, max_term_width = 100)]
 #[command(
     after_help = "Exit status: 0 success; 1 archive-get: file not in the repository; 2 usage error; \
-3 error; 4 refused (conflicting or foreign data); 5 corruption detected; archive-get uses 255 for any \
+3 error; 4 refused (conflicting or foreign data, a recovery target the repository cannot reach, a \
+restore into a non-empty directory); 5 corruption detected; archive-get uses 255 for any \
 failure other than absence, so that PostgreSQL stops recovery instead of ending it early.\n\n\
 Documentation: docs/ in the source tree (user guide, repository format, recovery cookbook)."
 )]
@@ -95,6 +96,8 @@ pub enum Command {
     /// (internal) fetch WAL segments ahead into an archive-get spool
     #[command(name = "spool-fill", hide = true)]
     SpoolFill(SpoolFillArgs),
+    /// Restore a base backup into --pgdata and configure recovery to a target
+    Restore(RestoreArgs),
 }
 
 /// `pitr init`.
@@ -178,6 +181,81 @@ pub struct VerifyArgs {
 /// `pitr info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {}
+
+/// `pitr restore`.
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("target")
+        .multiple(false)
+        .args(["target_time", "target_lsn", "target_name", "target_xid", "target_immediate"])
+))]
+#[command(
+    after_help = "Without a target, recovery replays all archived WAL and promotes. \
+Exit status: 2 bad options; 4 refused (target outside the reachable window, DIR not empty, server running); \
+5 repository data damaged; 3 other failures, including a failed --start."
+)]
+pub struct RestoreArgs {
+    /// Stop at this time: '2025-07-10 12:36:52.242927-07', ISO 8601, or without zone = local time
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Stop at this WAL position, e.g. 0/4031F10
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Stop at this restore point (pg_create_restore_point)
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Stop at this transaction
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long)]
+    pub target_immediate: bool,
+    /// Stop just before the target instead of just after it (time, LSN and xid targets)
+    #[arg(long)]
+    pub target_exclusive: bool,
+    /// Timeline to recover along: latest, current or a number [default: latest]
+    #[arg(long, value_name = "latest|current|N")]
+    pub target_timeline: Option<String>,
+    /// What PostgreSQL does at the target: pause, promote or shutdown [default: pause]
+    #[arg(long, value_name = "ACTION")]
+    pub target_action: Option<String>,
+    /// Restore this backup (checked against the target) instead of choosing one
+    #[arg(long, value_name = "LABEL")]
+    pub backup: Option<String>,
+    /// Reuse files in DIR with the right size and checksum; remove files not in the backup
+    #[arg(long, conflicts_with = "force")]
+    pub delta: bool,
+    /// Delete everything in DIR (and in tablespace directories) first
+    #[arg(long)]
+    pub force: bool,
+    /// Restore a standby (standby.signal) instead of a point-in-time recovery (recovery.signal)
+    #[arg(long)]
+    pub standby: bool,
+    /// Restore tablespace OID to DIR instead of its original location (repeatable)
+    #[arg(long = "tablespace-map", value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
+    /// OS user that owns the restored files when run as root [default: owner of DIR or its parent]
+    #[arg(long, value_name = "USER")]
+    pub owner: Option<String>,
+    /// Files restored in parallel [default: number of CPUs]
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Start PostgreSQL afterwards and wait until recovery ends; report where it stopped
+    #[arg(long)]
+    pub start: bool,
+    /// Directory with pg_ctl and postgres for --start [default: pg_config --bindir, /usr/lib/postgresql/<major>/bin, PATH]
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// With --start: stop waiting after this many seconds (the server keeps running)
+    #[arg(long, value_name = "SECONDS")]
+    pub wait_timeout: Option<u64>,
+    /// With --start: the server log [default: DIR/log/pitr-start.log]
+    #[arg(long, value_name = "FILE")]
+    pub server_log: Option<PathBuf>,
+    /// Print the plan (backup, target, WAL, directories, settings) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
 
 /// Parses the process arguments; `-h` means host, so help is `--help` only (as in psql's `-?`).
 pub fn parse() -> Result<Cli, clap::Error> {

@@ -1,6 +1,8 @@
 //! How errors become messages and exit codes. Codes are stable; see `pitr --help`.
 
 use pitr_core::archive::ArchiveError;
+use pitr_core::restore::start::StartError;
+use pitr_core::restore::{ErrorClass, RestoreError};
 use pitr_repo::frame::FrameError;
 use pitr_repo::RepoError;
 use pitr_storage::StorageError;
@@ -13,7 +15,8 @@ pub const EXIT_NOT_FOUND: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Any other failure.
 pub const EXIT_ERROR: u8 = 3;
-/// Refused: a different copy already archived, or a file from another cluster/version.
+/// Refused: a different copy already archived, a file from another cluster/version, a
+/// recovery target outside the reachable window, or a restore into a non-empty directory.
 pub const EXIT_REFUSED: u8 = 4;
 /// Corruption detected.
 pub const EXIT_CORRUPT: u8 = 5;
@@ -48,6 +51,12 @@ pub enum CliError {
     /// The demo failed.
     #[error("demo: {0}")]
     Demo(String),
+    /// Restore engine.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// `restore --start`.
+    #[error(transparent)]
+    Start(#[from] StartError),
 }
 
 impl CliError {
@@ -56,9 +65,17 @@ impl CliError {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Archive(ArchiveError::Foreign { .. }) => EXIT_REFUSED,
-            CliError::Archive(ArchiveError::Repo(r)) | CliError::Repo(r) => repo_code(r),
+            CliError::Archive(ArchiveError::Repo(r))
+            | CliError::Repo(r)
+            | CliError::Restore(RestoreError::Repo(r)) => repo_code(r),
             CliError::Backup(pitr_core::backup::BackupError::Foreign { .. }) => EXIT_REFUSED,
             CliError::Backup(pitr_core::backup::BackupError::Repo(r)) => repo_code(r),
+            CliError::Restore(e) => match e.class() {
+                ErrorClass::Usage => EXIT_USAGE,
+                ErrorClass::Refused => EXIT_REFUSED,
+                ErrorClass::Corrupt => EXIT_CORRUPT,
+                ErrorClass::Failed => EXIT_ERROR,
+            },
             _ => EXIT_ERROR,
         }
     }

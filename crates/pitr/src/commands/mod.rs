@@ -5,6 +5,7 @@ mod backup;
 mod demo;
 mod info;
 mod init;
+mod restore;
 mod verify;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Verify(a) => verify::run(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
         Command::SpoolFill(a) => archive::spool_fill(&g, a).await,
+        Command::Restore(a) => restore::run(&g, a).await,
     }
 }
 

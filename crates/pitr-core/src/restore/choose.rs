@@ -1,0 +1,1321 @@
+//! Which base backup can reach the recovery target: pure functions over manifests, timeline
+//! histories and the list of archived WAL, so every rule is unit-tested without a repository.
+//!
+//! A backup taken on timeline `T` reaches a point on timeline `U` only if `T` is `U` or one of
+//! its ancestors and the backup was complete (its stop LSN) before `U`'s history left `T`. The
+//! archived WAL must then be continuous along that path: from the backup's start segment,
+//! through every timeline switch (the segment holding a switchpoint is read from the newer
+//! timeline, as PostgreSQL does), up to the segment holding the target — or to the end of the
+//! archived WAL when the target's position is unknown (time, name, xid, end of WAL).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+use pitr_pg::{Lsn, SegNo, TimelineHistory, TimelineId, WalFileName, WalSegSize};
+use pitr_repo::BackupManifest;
+use serde::Serialize;
+
+use super::target::{RecoveryTarget, TargetSpec, TimelineGoal};
+
+/// The archived WAL as far as backup choice cares: complete segments per timeline and the
+/// timeline histories.
+#[derive(Debug, Clone)]
+pub struct WalIndex {
+    seg_size: WalSegSize,
+    segments: BTreeMap<TimelineId, BTreeSet<SegNo>>,
+    histories: BTreeMap<TimelineId, TimelineHistory>,
+}
+
+impl WalIndex {
+    /// An empty index for segments of `seg_size`.
+    pub fn new(seg_size: WalSegSize) -> WalIndex {
+        WalIndex {
+            seg_size,
+            segments: BTreeMap::new(),
+            histories: BTreeMap::new(),
+        }
+    }
+
+    /// Segment size.
+    pub fn seg_size(&self) -> WalSegSize {
+        self.seg_size
+    }
+
+    /// Records an archived file (segments only; history files go through
+    /// [`WalIndex::add_history`], partial and backup history files are not replayed).
+    pub fn add_file(&mut self, name: &WalFileName) {
+        if let WalFileName::Segment { tli, .. } = name {
+            if let Some(segno) = name.segno(self.seg_size) {
+                self.segments.entry(*tli).or_default().insert(segno);
+            }
+        }
+    }
+
+    /// Records an archived segment.
+    pub fn add_segment(&mut self, tli: TimelineId, segno: SegNo) {
+        self.segments.entry(tli).or_default().insert(segno);
+    }
+
+    /// Records an archived timeline history.
+    pub fn add_history(&mut self, h: TimelineHistory) {
+        self.histories.insert(h.timeline, h);
+    }
+
+    fn has(&self, tli: TimelineId, segno: SegNo) -> bool {
+        self.segments.get(&tli).is_some_and(|s| s.contains(&segno))
+    }
+
+    /// The history of `tli`: timeline 1 needs no file; others must be archived.
+    pub fn history(&self, tli: TimelineId) -> Option<TimelineHistory> {
+        match self.histories.get(&tli) {
+            Some(h) => Some(h.clone()),
+            None if tli == TimelineId(1) => Some(TimelineHistory::root(tli)),
+            None => None,
+        }
+    }
+
+    /// What `recovery_target_timeline = 'latest'` finds when recovery starts on `start`:
+    /// PostgreSQL probes `start+1`, `start+2`, … and keeps the last history file that exists.
+    pub fn latest_from(&self, start: TimelineId) -> TimelineId {
+        let mut tli = start;
+        while let Some(next) = tli.0.checked_add(1) {
+            if !self.histories.contains_key(&TimelineId(next)) {
+                break;
+            }
+            tli = TimelineId(next);
+        }
+        tli
+    }
+
+    /// Every timeline with archived segments or a history.
+    pub fn timelines(&self) -> BTreeSet<TimelineId> {
+        self.segments
+            .keys()
+            .chain(self.histories.keys())
+            .copied()
+            .collect()
+    }
+}
+
+/// The facts about a backup that choice needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupPoint {
+    /// Label.
+    pub label: String,
+    /// Timeline the backup was taken on.
+    pub tli: TimelineId,
+    /// Start LSN (WAL is needed from here).
+    pub start: Lsn,
+    /// Consistency LSN (recovery cannot stop before).
+    pub stop: Lsn,
+    /// Wall-clock start.
+    pub start_time: Timestamp,
+    /// Wall-clock stop.
+    pub stop_time: Timestamp,
+}
+
+impl BackupPoint {
+    /// From a manifest.
+    pub fn of(m: &BackupManifest) -> BackupPoint {
+        BackupPoint {
+            label: m.label.clone(),
+            tli: m.tli(),
+            start: m.start(),
+            stop: m.stop(),
+            start_time: m.start_time,
+            stop_time: m.stop_time,
+        }
+    }
+}
+
+/// Where a name/xid (or time) target is, found by a WAL decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LocatedTarget {
+    /// LSN of the record that is the target (commit, abort or restore point).
+    #[serde(serialize_with = "super::ser_display")]
+    pub lsn: Lsn,
+    /// Timeline that record is on.
+    #[serde(serialize_with = "super::ser_display")]
+    pub tli: TimelineId,
+    /// Its time, when the record carries one.
+    pub time: Option<Timestamp>,
+}
+
+/// One stretch of the timeline path a recovery replays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathStep {
+    /// Timeline.
+    #[serde(serialize_with = "super::ser_display")]
+    pub tli: TimelineId,
+    /// First LSN replayed on it.
+    #[serde(serialize_with = "super::ser_display")]
+    pub from: Lsn,
+    /// Where the path leaves it (switchpoint), `None` for the target timeline.
+    #[serde(serialize_with = "super::ser_opt_display")]
+    pub until: Option<Lsn>,
+}
+
+/// How far archived WAL is continuous from a backup along a timeline path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// The target timeline.
+    pub target_tli: TimelineId,
+    /// The path, from the backup's timeline to the target timeline.
+    pub path: Vec<PathStep>,
+    /// First LSN that is not available (the start of the first missing segment).
+    pub end: Lsn,
+    /// Timeline `end` is on.
+    pub end_tli: TimelineId,
+    /// The first segment needed but missing, when a gap (not the end of the archive) stops it.
+    pub gap: Option<String>,
+    /// The first segment needed.
+    pub first_segment: String,
+    /// The last segment available on the path.
+    pub last_segment: Option<String>,
+}
+
+impl Reach {
+    /// True when the WAL is continuous up to the last archived segment of the target timeline.
+    pub fn to_end(&self) -> bool {
+        self.gap.is_none()
+    }
+}
+
+/// Why a backup cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// Backup label.
+    pub label: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The chosen backup and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Choice {
+    /// Label of the backup to restore.
+    pub label: String,
+    /// The timeline recovery will end on (what `recovery_target_timeline` resolves to).
+    #[serde(serialize_with = "super::ser_display")]
+    pub target_tli: TimelineId,
+    /// The timeline path replayed.
+    pub path: Vec<PathStep>,
+    /// First WAL segment recovery needs.
+    pub first_segment: String,
+    /// Last WAL segment recovery may need (the end of continuous archived WAL).
+    pub last_segment: Option<String>,
+    /// End of continuously archived WAL on the path.
+    #[serde(serialize_with = "super::ser_display")]
+    pub wal_end: Lsn,
+    /// Why this backup (one sentence).
+    pub reason: String,
+    /// Caveats worth telling the user.
+    pub notes: Vec<String>,
+    /// Newer backups that were passed over, and why.
+    pub rejected: Vec<Rejection>,
+}
+
+/// The reachable window, for messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Window {
+    /// Oldest backup that is consistent with the archived WAL: (label, stop time, stop LSN).
+    pub from: Option<(String, Timestamp, String)>,
+    /// End of archived WAL reachable from it: (LSN, timeline).
+    pub to: Option<(String, u32)>,
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.from, &self.to) {
+            (Some((label, time, lsn)), Some((end, tli))) => write!(
+                f,
+                "reachable: from {} / {lsn} (backup {label} finished) to {end} on timeline {tli} (end of archived WAL)",
+                show_time(*time)
+            ),
+            _ => write!(
+                f,
+                "reachable: nothing (no backup has the WAL it needs to become consistent)"
+            ),
+        }
+    }
+}
+
+/// A target the repository cannot reach.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{summary}; {window}{}", details(.rejected))]
+pub struct Unreachable {
+    /// The target, described.
+    pub target: String,
+    /// What is wrong, one sentence.
+    pub summary: String,
+    /// The reachable window.
+    pub window: Window,
+    /// Every backup considered, and why it was rejected.
+    pub rejected: Vec<Rejection>,
+}
+
+fn details(rejected: &[Rejection]) -> String {
+    let mut s = String::new();
+    for r in rejected.iter().take(12) {
+        let _ = write!(s, "\n  backup {}: {}", r.label, r.reason);
+    }
+    if rejected.len() > 12 {
+        let _ = write!(s, "\n  … and {} more", rejected.len() - 12);
+    }
+    s
+}
+
+/// Timestamps in messages: UTC, microseconds, PostgreSQL-like.
+pub fn show_time(t: Timestamp) -> String {
+    jiff::fmt::strtime::format(
+        "%Y-%m-%d %H:%M:%S%.f+00",
+        &t.to_zoned(jiff::tz::TimeZone::UTC),
+    )
+    .unwrap_or_else(|_| t.to_string())
+}
+
+/// The timeline path from `(tli, start)` to `target` per `target`'s history, or why there is
+/// none.
+pub fn timeline_path(
+    b: &BackupPoint,
+    target: TimelineId,
+    wal: &WalIndex,
+) -> Result<Vec<PathStep>, String> {
+    let Some(h) = wal.history(target) else {
+        return Err(format!(
+            "timeline {target}'s history file ({}) is not archived",
+            WalFileName::History { tli: target }
+        ));
+    };
+    if b.tli == target {
+        return Ok(vec![PathStep {
+            tli: target,
+            from: b.start,
+            until: None,
+        }]);
+    }
+    let Some(idx) = h.entries.iter().position(|e| e.parent == b.tli) else {
+        return Err(format!(
+            "it is on timeline {}, which is not an ancestor of timeline {target}",
+            b.tli
+        ));
+    };
+    // A timeline ends at its switchpoint or at a later line's smaller one (PostgreSQL writes
+    // such lines after a recovery that stopped before a later fork; see pitr_pg::history).
+    let end_at = |k: usize| {
+        h.entries[k..]
+            .iter()
+            .map(|e| e.switchpoint)
+            .min()
+            .unwrap_or(Lsn(u64::MAX))
+    };
+    let left = end_at(idx);
+    if b.stop > left {
+        return Err(format!(
+            "timeline {target} left timeline {} at {left}, before the backup was consistent ({})",
+            b.tli, b.stop
+        ));
+    }
+    let mut path = Vec::new();
+    let mut from = b.start;
+    for k in idx..h.entries.len() {
+        let until = end_at(k);
+        if from < until {
+            path.push(PathStep {
+                tli: h.entries[k].parent,
+                from,
+                until: Some(until),
+            });
+        }
+        from = from.max(until);
+    }
+    path.push(PathStep {
+        tli: target,
+        from,
+        until: None,
+    });
+    Ok(path)
+}
+
+/// How far WAL is continuous along `path`.
+pub fn reach(path: Vec<PathStep>, wal: &WalIndex) -> Reach {
+    let size = wal.seg_size;
+    let name = |tli: TimelineId, s: SegNo| s.file_name(tli, size);
+    let start_of = |s: SegNo| size.start_of(s).unwrap_or(Lsn(u64::MAX));
+    let target_tli = path.last().map(|p| p.tli).unwrap_or(TimelineId(1));
+    // The first segment read: from the first step that needs one of its own.
+    let first_segment = path
+        .iter()
+        .find(|p| {
+            p.until
+                .is_none_or(|u| size.segno_of(p.from) < size.segno_of(u))
+        })
+        .map(|p| name(p.tli, size.segno_of(p.from)))
+        .unwrap_or_default();
+    let mut last: Option<(TimelineId, SegNo)> = None;
+    for step in &path {
+        let from = size.segno_of(step.from);
+        match step.until {
+            Some(until) => {
+                // The segment holding the switchpoint belongs to the next timeline.
+                let end = size.segno_of(until);
+                let mut s = from;
+                while s < end {
+                    if !wal.has(step.tli, s) {
+                        return Reach {
+                            target_tli,
+                            end: start_of(s),
+                            end_tli: step.tli,
+                            gap: Some(name(step.tli, s)),
+                            first_segment,
+                            last_segment: last.map(|(t, s)| name(t, s)),
+                            path,
+                        };
+                    }
+                    last = Some((step.tli, s));
+                    s = s.next();
+                }
+            }
+            None => {
+                let mut s = from;
+                while wal.has(step.tli, s) {
+                    last = Some((step.tli, s));
+                    s = s.next();
+                }
+                // Anything archived beyond the first missing segment is cut off by a gap.
+                let more = wal
+                    .segments
+                    .get(&step.tli)
+                    .and_then(|set| set.range(s..).next())
+                    .is_some();
+                return Reach {
+                    target_tli,
+                    end: start_of(s),
+                    end_tli: step.tli,
+                    gap: more.then(|| name(step.tli, s)),
+                    first_segment,
+                    last_segment: last.map(|(t, s)| name(t, s)),
+                    path,
+                };
+            }
+        }
+    }
+    // A path always ends with the target timeline; an empty one reaches nothing.
+    Reach {
+        target_tli,
+        end: Lsn::INVALID,
+        end_tli: target_tli,
+        gap: None,
+        first_segment,
+        last_segment: None,
+        path,
+    }
+}
+
+/// The timeline recovery from `b` ends on, per `recovery_target_timeline`.
+pub fn resolve_timeline(goal: TimelineGoal, b: &BackupPoint, wal: &WalIndex) -> TimelineId {
+    match goal {
+        TimelineGoal::Latest => wal.latest_from(b.tli),
+        TimelineGoal::Current => b.tli,
+        TimelineGoal::Id(t) => t,
+    }
+}
+
+/// What one backup can do for the target: `Ok(reach)` or the reason it cannot.
+fn evaluate(
+    b: &BackupPoint,
+    spec: &TargetSpec,
+    located: Option<&LocatedTarget>,
+    wal: &WalIndex,
+) -> (Result<Reach, String>, Option<Reach>) {
+    let u = resolve_timeline(spec.timeline, b, wal);
+    let (verdict, r) = evaluate_on(b, u, spec, located, wal);
+    match verdict {
+        Err(e) if spec.timeline == TimelineGoal::Latest && u != b.tli => (
+            Err(format!(
+                "{e} (recovery_target_timeline 'latest' resolves to {u}; pass --target-timeline to follow another)"
+            )),
+            r,
+        ),
+        v => (v, r),
+    }
+}
+
+fn evaluate_on(
+    b: &BackupPoint,
+    u: TimelineId,
+    spec: &TargetSpec,
+    located: Option<&LocatedTarget>,
+    wal: &WalIndex,
+) -> (Result<Reach, String>, Option<Reach>) {
+    let path = match timeline_path(b, u, wal) {
+        Ok(p) => p,
+        Err(e) => return (Err(e), None),
+    };
+    let r = reach(path, wal);
+    let size = wal.seg_size;
+    if r.end < b.stop {
+        let why = match &r.gap {
+            Some(g) => format!(
+                "the WAL it needs to become consistent ({} to {}) is incomplete: {g} is not archived",
+                b.start, b.stop
+            ),
+            None => format!(
+                "the WAL it needs to become consistent ({} to {}) is not archived yet (archived up to {}; {} is missing)",
+                b.start,
+                b.stop,
+                r.end,
+                size.segno_of(r.end).file_name(r.end_tli, size)
+            ),
+        };
+        return (Err(why), Some(r));
+    }
+    let gap_note = |r: &Reach| {
+        match &r.gap {
+        Some(g) => format!(
+            "archived WAL after it is not continuous ({g} is missing, recovery would end at {} on timeline {})",
+            r.end, r.end_tli
+        ),
+        None => String::new(),
+    }
+    };
+    let point = match (&spec.target, located) {
+        (RecoveryTarget::Lsn(l), _) => Some((*l, None)),
+        (_, Some(loc)) => Some((loc.lsn, Some(loc.tli))),
+        _ => None,
+    };
+    if let RecoveryTarget::Time(t) = &spec.target {
+        let usable = if spec.exclusive {
+            b.stop_time < t.at
+        } else {
+            b.stop_time <= t.at
+        };
+        if !usable {
+            return (
+                Err(format!(
+                    "it finished at {}, not before the target time",
+                    show_time(b.stop_time)
+                )),
+                Some(r),
+            );
+        }
+    }
+    if let Some((lsn, tli)) = point {
+        if lsn < b.stop {
+            return (
+                Err(format!(
+                    "the target {lsn} is before its consistency point {}",
+                    b.stop
+                )),
+                Some(r),
+            );
+        }
+        if let Some(tli) = tli {
+            let on_path = r
+                .path
+                .iter()
+                .any(|s| s.tli == tli && lsn >= s.from && s.until.is_none_or(|u| lsn < u));
+            if !on_path {
+                return (
+                    Err(format!(
+                        "the target ({lsn} on timeline {tli}) is not on the path to timeline {}",
+                        r.target_tli
+                    )),
+                    Some(r),
+                );
+            }
+        }
+        // The segment holding the target must be archived, along the path.
+        let needed_end = size
+            .start_of(size.segno_of(lsn).next())
+            .unwrap_or(Lsn(u64::MAX));
+        if r.end < needed_end {
+            let why = match &r.gap {
+                Some(g) => {
+                    format!("WAL up to the target {lsn} is not continuous: {g} is not archived")
+                }
+                None => format!(
+                    "the target {lsn} is beyond the end of archived WAL ({} on timeline {})",
+                    r.end, r.end_tli
+                ),
+            };
+            return (Err(why), Some(r));
+        }
+        return (Ok(r.clone()), Some(r));
+    }
+    match &spec.target {
+        RecoveryTarget::Immediate => (Ok(r.clone()), Some(r)),
+        _ if r.gap.is_some() => (Err(gap_note(&r)), Some(r)),
+        _ => (Ok(r.clone()), Some(r)),
+    }
+}
+
+fn window(backups: &[&BackupPoint], reaches: &BTreeMap<String, Reach>) -> Window {
+    let mut from = None;
+    let mut to: Option<(Lsn, TimelineId)> = None;
+    for b in backups {
+        let Some(r) = reaches.get(&b.label) else {
+            continue;
+        };
+        if r.end < b.stop {
+            continue;
+        }
+        if from.is_none() {
+            from = Some((b.label.clone(), b.stop_time, b.stop.to_string()));
+        }
+        if to.is_none_or(|(e, _)| r.end > e) {
+            to = Some((r.end, r.end_tli));
+        }
+    }
+    Window {
+        from,
+        to: to.map(|(l, t)| (l.to_string(), t.0)),
+    }
+}
+
+/// Chooses the backup to restore for `spec`: the newest that can reach the target, or, for a
+/// name/xid target whose position is unknown (`located` is `None`), the oldest that has
+/// continuous WAL to the end of the archive (it can reach anything after it). `forced` limits
+/// the choice to one label, validated the same way.
+pub fn choose_backup(
+    backups: &[BackupPoint],
+    wal: &WalIndex,
+    spec: &TargetSpec,
+    located: Option<&LocatedTarget>,
+    forced: Option<&str>,
+) -> Result<Choice, Unreachable> {
+    let mut sorted: Vec<&BackupPoint> = backups.iter().collect();
+    sorted.sort_by(|a, b| (a.stop_time, a.stop, &a.label).cmp(&(b.stop_time, b.stop, &b.label)));
+    let oldest_first = spec.target.needs_locating() && located.is_none();
+    let mut order: Vec<&BackupPoint> = sorted.clone();
+    if !oldest_first {
+        order.reverse();
+    }
+    let mut rejected = Vec::new();
+    let mut reaches = BTreeMap::new();
+    for b in &order {
+        if forced.is_some_and(|f| f != b.label) {
+            continue;
+        }
+        let (verdict, r) = evaluate(b, spec, located, wal);
+        if let Some(r) = r {
+            reaches.insert(b.label.clone(), r);
+        }
+        match verdict {
+            Ok(r) => {
+                let reason = if forced.is_some() {
+                    format!(
+                        "backup {} was asked for (--backup) and can reach the target",
+                        b.label
+                    )
+                } else if oldest_first {
+                    format!(
+                        "the {} is not located in the WAL, so the oldest backup whose archived WAL continues to the end is used: it can reach any point after it",
+                        match spec.target {
+                            RecoveryTarget::Name(_) => "restore point",
+                            _ => "transaction",
+                        }
+                    )
+                } else if rejected.is_empty() {
+                    "the newest backup that can reach the target".to_string()
+                } else {
+                    format!(
+                        "the newest backup that can reach the target ({} newer one{} cannot)",
+                        rejected.len(),
+                        if rejected.len() == 1 { "" } else { "s" }
+                    )
+                };
+                let mut notes = Vec::new();
+                if oldest_first {
+                    notes.push(
+                        "recovery replays every transaction from this backup on until the target: the target must be after it, or PostgreSQL stops with \"recovery ended before configured recovery target was reached\"".to_string(),
+                    );
+                }
+                if let RecoveryTarget::Time(_) = spec.target {
+                    if located.is_none() {
+                        notes.push("PostgreSQL stops at the first transaction that ends after the target time; if none is archived it fails with \"recovery ended before configured recovery target was reached\"".to_string());
+                    }
+                }
+                return Ok(Choice {
+                    label: b.label.clone(),
+                    target_tli: r.target_tli,
+                    first_segment: r.first_segment.clone(),
+                    last_segment: r.last_segment.clone(),
+                    wal_end: r.end,
+                    path: r.path,
+                    reason,
+                    notes,
+                    rejected,
+                });
+            }
+            Err(reason) => rejected.push(Rejection {
+                label: b.label.clone(),
+                reason,
+            }),
+        }
+    }
+    // Nothing fits: explain with the window every backup allows.
+    for b in &sorted {
+        if !reaches.contains_key(&b.label) {
+            if let (_, Some(r)) = evaluate(b, &TargetSpec::default(), None, wal) {
+                reaches.insert(b.label.clone(), r);
+            }
+        }
+    }
+    let w = window(&sorted, &reaches);
+    let target = spec.target.to_string();
+    let summary = summarize(spec, located, &sorted, &w, forced, &rejected, &target);
+    Err(Unreachable {
+        target,
+        summary,
+        window: w,
+        rejected,
+    })
+}
+
+fn summarize(
+    spec: &TargetSpec,
+    located: Option<&LocatedTarget>,
+    sorted: &[&BackupPoint],
+    w: &Window,
+    forced: Option<&str>,
+    rejected: &[Rejection],
+    target: &str,
+) -> String {
+    if sorted.is_empty() {
+        return format!("{target} cannot be reached: the repository holds no base backup");
+    }
+    if let Some(f) = forced {
+        return match rejected.first() {
+            Some(r) => format!("{target} cannot be reached from backup {f}: {}", r.reason),
+            None => format!("backup {f} does not exist"),
+        };
+    }
+    let first_consistent = sorted
+        .iter()
+        .find(|b| w.from.as_ref().is_some_and(|(l, _, _)| *l == b.label));
+    let Some(oldest) = first_consistent else {
+        return format!(
+            "{target} cannot be reached: no backup has the WAL it needs to become consistent"
+        );
+    };
+    let end =
+        w.to.as_ref()
+            .map(|(l, t)| format!("{l} on timeline {t}"))
+            .unwrap_or_default();
+    match &spec.target {
+        RecoveryTarget::Time(t) if t.at <= oldest.stop_time => format!(
+            "{target} is before the oldest backup finished ({}, backup {})",
+            show_time(oldest.stop_time),
+            oldest.label
+        ),
+        RecoveryTarget::Lsn(l) if *l < oldest.stop => format!(
+            "{target} is before the oldest backup's consistency point ({}, backup {})",
+            oldest.stop, oldest.label
+        ),
+        RecoveryTarget::Lsn(l)
+            if w.to
+                .as_ref()
+                .is_some_and(|(e, _)| e.parse::<Lsn>().is_ok_and(|e| *l >= e)) =>
+        {
+            format!("{target} is beyond the end of archived WAL ({end})")
+        }
+        _ => {
+            let loc = located
+                .map(|l| format!(" (located at {} on timeline {})", l.lsn, l.tli))
+                .unwrap_or_default();
+            format!("no backup can reach {target}{loc}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::target::{parse_time_in, TargetAction};
+
+    const MB16: u64 = 16 << 20;
+
+    fn seg16() -> WalSegSize {
+        WalSegSize::new(MB16).unwrap()
+    }
+
+    fn lsn(s: &str) -> Lsn {
+        s.parse().unwrap()
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn backup(label: &str, tli: u32, start: &str, stop: &str, stop_time: &str) -> BackupPoint {
+        BackupPoint {
+            label: label.into(),
+            tli: TimelineId(tli),
+            start: lsn(start),
+            stop: lsn(stop),
+            start_time: ts(stop_time),
+            stop_time: ts(stop_time),
+        }
+    }
+
+    /// Timeline 1 segments 1..=n.
+    fn wal(n: u64) -> WalIndex {
+        let mut w = WalIndex::new(seg16());
+        for s in 1..=n {
+            w.add_segment(TimelineId(1), SegNo(s));
+        }
+        w
+    }
+
+    fn spec(target: RecoveryTarget) -> TargetSpec {
+        TargetSpec {
+            target,
+            ..Default::default()
+        }
+    }
+
+    fn time(s: &str) -> RecoveryTarget {
+        RecoveryTarget::Time(parse_time_in(s, &jiff::tz::TimeZone::UTC).unwrap())
+    }
+
+    fn two_backups() -> Vec<BackupPoint> {
+        vec![
+            backup("A", 1, "0/2000028", "0/2000100", "2025-07-10T10:00:00Z"),
+            backup("B", 1, "0/5000028", "0/5000100", "2025-07-10T12:00:00Z"),
+        ]
+    }
+
+    #[test]
+    fn end_of_wal_takes_the_newest_backup() {
+        let c = choose_backup(
+            &two_backups(),
+            &wal(8),
+            &spec(RecoveryTarget::EndOfWal),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "B");
+        assert_eq!(c.first_segment, "000000010000000000000005");
+        assert_eq!(c.last_segment.as_deref(), Some("000000010000000000000008"));
+        assert_eq!(c.wal_end, lsn("0/9000000"));
+        assert_eq!(c.target_tli, TimelineId(1));
+    }
+
+    #[test]
+    fn time_target_takes_the_newest_backup_finished_before_it() {
+        let w = wal(8);
+        let c = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(time("2025-07-10 11:00:00+00")),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "A");
+        assert_eq!(c.rejected.len(), 1);
+        assert!(c.rejected[0].reason.contains("not before the target time"));
+        let c = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(time("2025-07-10 13:00:00+00")),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "B");
+    }
+
+    #[test]
+    fn exclusive_time_target_excludes_a_backup_finished_exactly_then() {
+        let w = wal(8);
+        let mut s = spec(time("2025-07-10 12:00:00+00"));
+        assert_eq!(
+            choose_backup(&two_backups(), &w, &s, None, None)
+                .unwrap()
+                .label,
+            "B"
+        );
+        s.exclusive = true;
+        assert_eq!(
+            choose_backup(&two_backups(), &w, &s, None, None)
+                .unwrap()
+                .label,
+            "A"
+        );
+    }
+
+    #[test]
+    fn refuses_a_time_before_the_oldest_backup_with_the_window() {
+        let e = choose_backup(
+            &two_backups(),
+            &wal(8),
+            &spec(time("2025-07-10 09:00:00+00")),
+            None,
+            None,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("target time 2025-07-10 09:00:00+00:00 is before the oldest backup finished (2025-07-10 10:00:00+00, backup A)"), "{msg}");
+        assert!(msg.contains("reachable: from 2025-07-10 10:00:00+00 / 0/2000100 (backup A finished) to 0/9000000 on timeline 1 (end of archived WAL)"), "{msg}");
+        assert!(msg.contains("backup A: it finished at"), "{msg}");
+    }
+
+    #[test]
+    fn lsn_target_needs_the_segment_holding_it() {
+        let w = wal(8);
+        let c = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::Lsn(lsn("0/8FFFFFF"))),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "B");
+        let e = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::Lsn(lsn("0/9000000"))),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "target LSN 0/9000000 is beyond the end of archived WAL (0/9000000 on timeline 1)"
+            ),
+            "{e}"
+        );
+        // Between the backups: the older one.
+        let c = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::Lsn(lsn("0/4000000"))),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "A");
+        // Before the older backup was consistent.
+        let e = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::Lsn(lsn("0/2000000"))),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.summary
+                .contains("before the oldest backup's consistency point (0/2000100, backup A)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_gap_makes_older_backups_unusable_for_end_of_wal_but_not_for_an_lsn_before_it() {
+        let mut w = WalIndex::new(seg16());
+        for s in [2, 3, 4, 6, 7, 8] {
+            w.add_segment(TimelineId(1), SegNo(s));
+        }
+        let backups = vec![backup(
+            "A",
+            1,
+            "0/2000028",
+            "0/2000100",
+            "2025-07-10T10:00:00Z",
+        )];
+        let e =
+            choose_backup(&backups, &w, &spec(RecoveryTarget::EndOfWal), None, None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("000000010000000000000005 is missing"),
+            "{e}"
+        );
+        let c = choose_backup(
+            &backups,
+            &w,
+            &spec(RecoveryTarget::Lsn(lsn("0/4800000"))),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "A");
+        let e = choose_backup(
+            &backups,
+            &w,
+            &spec(RecoveryTarget::Lsn(lsn("0/6800000"))),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("000000010000000000000005 is not archived"),
+            "{e}"
+        );
+        // Immediate only needs the WAL up to consistency.
+        assert!(choose_backup(&backups, &w, &spec(RecoveryTarget::Immediate), None, None).is_ok());
+    }
+
+    #[test]
+    fn a_backup_without_the_wal_to_become_consistent_is_skipped() {
+        let mut w = wal(4); // B needs segment 5
+        w.add_segment(TimelineId(1), SegNo(6));
+        let c = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::Immediate),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "A");
+        assert!(c.rejected[0]
+            .reason
+            .contains("000000010000000000000005 is not archived"));
+        assert!(c.reason.contains("1 newer one cannot"));
+    }
+
+    /// Timeline 2 forked from 1 at 0/6000100 (promotion), segments 1..=6 on 1 (6 is the old
+    /// timeline's copy) and 6..=9 on 2.
+    fn forked() -> WalIndex {
+        let mut w = wal(6);
+        w.add_history(
+            TimelineHistory::parse(
+                TimelineId(2),
+                b"1\t0/6000100\tno recovery target specified\n",
+            )
+            .unwrap(),
+        );
+        for s in 6..=9 {
+            w.add_segment(TimelineId(2), SegNo(s));
+        }
+        w
+    }
+
+    #[test]
+    fn follows_the_timeline_history_to_the_latest_timeline() {
+        let w = forked();
+        let c = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::EndOfWal),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "B");
+        assert_eq!(c.target_tli, TimelineId(2));
+        assert_eq!(c.path.len(), 2);
+        assert_eq!(c.wal_end, lsn("0/A000000"));
+        assert_eq!(c.last_segment.as_deref(), Some("000000020000000000000009"));
+        // The switch segment is read from timeline 2: timeline 1's segment 6 is not needed.
+        let mut w2 = w.clone();
+        w2.segments
+            .get_mut(&TimelineId(1))
+            .unwrap()
+            .remove(&SegNo(6));
+        assert!(choose_backup(
+            &two_backups(),
+            &w2,
+            &spec(RecoveryTarget::EndOfWal),
+            None,
+            None
+        )
+        .is_ok());
+        // …but timeline 2's copy is.
+        let mut w3 = w.clone();
+        w3.segments
+            .get_mut(&TimelineId(2))
+            .unwrap()
+            .remove(&SegNo(6));
+        let e = choose_backup(
+            &two_backups(),
+            &w3,
+            &spec(RecoveryTarget::EndOfWal),
+            None,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("000000020000000000000006"), "{e}");
+    }
+
+    #[test]
+    fn current_timeline_stays_on_the_backup_timeline() {
+        let w = forked();
+        let s = TargetSpec {
+            target: RecoveryTarget::Lsn(lsn("0/6800000")),
+            timeline: TimelineGoal::Current,
+            action: Some(TargetAction::Promote),
+            exclusive: false,
+        };
+        // Timeline 1 only has segment 6 as the old timeline's copy: the target is in it.
+        let c = choose_backup(&two_backups(), &w, &s, None, None).unwrap();
+        assert_eq!(c.target_tli, TimelineId(1));
+        let s = TargetSpec {
+            target: RecoveryTarget::Lsn(lsn("0/7800000")),
+            ..s
+        };
+        assert!(choose_backup(&two_backups(), &w, &s, None, None).is_err());
+    }
+
+    #[test]
+    fn a_backup_taken_after_the_fork_on_the_old_timeline_cannot_reach_the_new_one() {
+        let w = forked();
+        let backups = vec![
+            backup("A", 1, "0/2000028", "0/2000100", "2025-07-10T10:00:00Z"),
+            // Still on timeline 1 after timeline 2 left it at 0/6000100.
+            backup("C", 1, "0/6000200", "0/6000300", "2025-07-10T13:00:00Z"),
+        ];
+        let c = choose_backup(&backups, &w, &spec(RecoveryTarget::EndOfWal), None, None).unwrap();
+        assert_eq!(c.label, "A");
+        assert!(
+            c.rejected[0]
+                .reason
+                .contains("timeline 2 left timeline 1 at 0/6000100"),
+            "{:?}",
+            c.rejected
+        );
+        // Asked for explicitly, it is refused with the reason.
+        let e = choose_backup(
+            &backups,
+            &w,
+            &spec(RecoveryTarget::EndOfWal),
+            None,
+            Some("C"),
+        )
+        .unwrap_err();
+        assert!(
+            e.summary.starts_with(
+                "end of archived WAL cannot be reached from backup C: timeline 2 left"
+            ),
+            "{e}"
+        );
+        // On its own timeline it is fine.
+        let s = TargetSpec {
+            timeline: TimelineGoal::Id(TimelineId(1)),
+            target: RecoveryTarget::Immediate,
+            ..Default::default()
+        };
+        assert_eq!(
+            choose_backup(&backups, &w, &s, None, Some("C"))
+                .unwrap()
+                .label,
+            "C"
+        );
+    }
+
+    #[test]
+    fn a_target_timeline_without_history_is_refused() {
+        let w = wal(8);
+        let s = TargetSpec {
+            timeline: TimelineGoal::Id(TimelineId(3)),
+            ..Default::default()
+        };
+        let e = choose_backup(&two_backups(), &w, &s, None, None).unwrap_err();
+        assert!(
+            e.to_string().contains("00000003.history) is not archived"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn latest_probes_history_files_one_by_one() {
+        let mut w = forked();
+        // 00000004.history without 00000003.history: PostgreSQL stops probing at 3.
+        w.add_history(
+            TimelineHistory::parse(TimelineId(4), b"1\t0/6000100\tx\n2\t0/8000000\ty\n").unwrap(),
+        );
+        assert_eq!(w.latest_from(TimelineId(1)), TimelineId(2));
+        assert_eq!(w.latest_from(TimelineId(4)), TimelineId(4));
+    }
+
+    #[test]
+    fn unlocated_name_and_xid_targets_take_the_oldest_backup() {
+        let w = wal(8);
+        let c = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::Name("before_drop".into())),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "A");
+        assert!(c.reason.contains("oldest backup"), "{}", c.reason);
+        assert!(!c.notes.is_empty());
+        let c = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::Xid(900)),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "A");
+    }
+
+    #[test]
+    fn located_targets_are_treated_like_lsn_targets() {
+        let w = forked();
+        let loc = LocatedTarget {
+            lsn: lsn("0/7000200"),
+            tli: TimelineId(2),
+            time: None,
+        };
+        let c = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::Xid(900)),
+            Some(&loc),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "B");
+        // A point on timeline 1 past the fork is not on the path to timeline 2.
+        let off = LocatedTarget {
+            lsn: lsn("0/6100000"),
+            tli: TimelineId(1),
+            time: None,
+        };
+        let e = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::Xid(900)),
+            Some(&off),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("not on the path to timeline 2"),
+            "{e}"
+        );
+        // Before B's consistency point: A.
+        let early = LocatedTarget {
+            lsn: lsn("0/3000000"),
+            tli: TimelineId(1),
+            time: None,
+        };
+        let c = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::Name("p".into())),
+            Some(&early),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "A");
+    }
+
+    /// The history PostgreSQL 17 wrote for timeline 3 after a recovery that followed timeline 2
+    /// but stopped on timeline 1 at 0/602828, before timeline 2 branched off at 0/700000
+    /// (1 MB segments).
+    fn stopped_before_fork() -> WalIndex {
+        let mut w = WalIndex::new(WalSegSize::new(1 << 20).unwrap());
+        for s in 1..=6 {
+            w.add_segment(TimelineId(1), SegNo(s));
+        }
+        w.add_history(TimelineHistory::parse(TimelineId(2), b"1\t0/700000\tx\n").unwrap());
+        w.add_segment(TimelineId(2), SegNo(7));
+        w.add_history(
+            TimelineHistory::parse(
+                TimelineId(3),
+                b"1\t0/700000\tno recovery target specified\n\n2\t0/602868\tafter LSN 0/602828\n",
+            )
+            .unwrap(),
+        );
+        w.add_segment(TimelineId(3), SegNo(6));
+        w
+    }
+
+    #[test]
+    fn a_history_whose_switchpoints_go_back_skips_the_empty_timeline() {
+        let w = stopped_before_fork();
+        let b = vec![backup(
+            "A",
+            1,
+            "0/600028",
+            "0/600028",
+            "2025-07-10T10:00:00Z",
+        )];
+        let c = choose_backup(&b, &w, &spec(RecoveryTarget::EndOfWal), None, None).unwrap();
+        assert_eq!(c.target_tli, TimelineId(3));
+        assert_eq!(
+            c.path,
+            vec![
+                PathStep {
+                    tli: TimelineId(1),
+                    from: lsn("0/600028"),
+                    until: Some(lsn("0/602868"))
+                },
+                PathStep {
+                    tli: TimelineId(3),
+                    from: lsn("0/602868"),
+                    until: None
+                },
+            ]
+        );
+        // Segment 6 is read from timeline 3, as PostgreSQL does.
+        assert_eq!(c.first_segment, "000000030000000000000006");
+        assert_eq!(c.wal_end, lsn("0/700000"));
+        // Timeline 1's WAL after 0/602868 is not on timeline 3's path.
+        let off = LocatedTarget {
+            lsn: lsn("0/650000"),
+            tli: TimelineId(1),
+            time: None,
+        };
+        assert!(choose_backup(&b, &w, &spec(RecoveryTarget::Xid(800)), Some(&off), None).is_err());
+        // Following timeline 2 instead still works.
+        let s = TargetSpec {
+            timeline: TimelineGoal::Id(TimelineId(2)),
+            ..Default::default()
+        };
+        let c = choose_backup(&b, &w, &s, None, None).unwrap();
+        assert_eq!(c.wal_end, lsn("0/800000"));
+    }
+
+    #[test]
+    fn no_backups_at_all() {
+        let e =
+            choose_backup(&[], &wal(3), &spec(RecoveryTarget::EndOfWal), None, None).unwrap_err();
+        assert!(e.to_string().contains("holds no base backup"), "{e}");
+    }
+
+    #[test]
+    fn other_segment_sizes() {
+        let size = WalSegSize::new(1 << 20).unwrap();
+        let mut w = WalIndex::new(size);
+        for s in 0x20..=0x30 {
+            w.add_segment(TimelineId(1), SegNo(s));
+        }
+        let b = vec![backup(
+            "A",
+            1,
+            "0/2000028",
+            "0/2000100",
+            "2025-07-10T10:00:00Z",
+        )];
+        let c = choose_backup(
+            &b,
+            &w,
+            &spec(RecoveryTarget::Lsn(lsn("0/30FFFFF"))),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.first_segment, "000000010000000000000020");
+        assert!(choose_backup(
+            &b,
+            &w,
+            &spec(RecoveryTarget::Lsn(lsn("0/3100000"))),
+            None,
+            None
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,337 @@
+//! `pitr restore`: options → [`pitr_core::restore`] plan/execute (and `--start`), rendered.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pitr_core::restore::choose::show_time;
+use pitr_core::restore::start::{self, RecoveryOutcome, StartOptions, StartReport};
+use pitr_core::restore::target::{parse_lsn, parse_name, parse_time, parse_xid};
+use pitr_core::restore::{
+    self, conf, DirAction, DirState, RecoveryTarget, RestoreOptions, RestorePlan, RestoreReport,
+    TargetSpec,
+};
+
+use super::{open_cluster, print_json, repo_location, DEFAULT_CLUSTER};
+use crate::cli::{GlobalArgs, RestoreArgs};
+use crate::error::CliError;
+
+fn target_spec(a: &RestoreArgs) -> Result<TargetSpec, CliError> {
+    let target = if let Some(t) = &a.target_time {
+        RecoveryTarget::Time(parse_time(t).map_err(restore::RestoreError::from)?)
+    } else if let Some(l) = &a.target_lsn {
+        RecoveryTarget::Lsn(parse_lsn(l).map_err(restore::RestoreError::from)?)
+    } else if let Some(n) = &a.target_name {
+        RecoveryTarget::Name(parse_name(n).map_err(restore::RestoreError::from)?)
+    } else if let Some(x) = &a.target_xid {
+        RecoveryTarget::Xid(parse_xid(x).map_err(restore::RestoreError::from)?)
+    } else if a.target_immediate {
+        RecoveryTarget::Immediate
+    } else {
+        RecoveryTarget::EndOfWal
+    };
+    let spec = TargetSpec {
+        target,
+        exclusive: a.target_exclusive,
+        timeline: match &a.target_timeline {
+            Some(t) => t.parse().map_err(restore::RestoreError::from)?,
+            None => Default::default(),
+        },
+        action: match &a.target_action {
+            Some(t) => Some(t.parse().map_err(restore::RestoreError::from)?),
+            None => None,
+        },
+    };
+    spec.validate().map_err(restore::RestoreError::from)?;
+    Ok(spec)
+}
+
+fn tablespace_map(items: &[String]) -> Result<Vec<(u32, PathBuf)>, CliError> {
+    items
+        .iter()
+        .map(|item| {
+            let bad = || {
+                CliError::Usage(format!(
+                    "invalid --tablespace-map {item:?}\nhint: use OID=DIR, e.g. --tablespace-map 16390=/srv/restore/ts1"
+                ))
+            };
+            let (oid, dir) = item.split_once('=').ok_or_else(bad)?;
+            let oid: u32 = oid.trim().parse().map_err(|_| bad())?;
+            if dir.is_empty() {
+                return Err(bad());
+            }
+            Ok((oid, PathBuf::from(dir)))
+        })
+        .collect()
+}
+
+/// The repository as `restore_command` must name it: an absolute path for a local repository.
+fn repo_for_command(location: &str) -> String {
+    if location.contains("://") {
+        return location.to_string();
+    }
+    let p = Path::new(location);
+    p.canonicalize()
+        .or_else(|_| std::path::absolute(p))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| location.to_string())
+}
+
+pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
+    let pgdata = g.pgdata.clone().ok_or_else(|| {
+        CliError::Usage(
+            "restore needs the data directory to restore into\nhint: pass --pgdata DIR (or set PGDATA)".into(),
+        )
+    })?;
+    let spec = target_spec(&a)?;
+    let cluster = open_cluster(g)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Usage(format!("cannot find the path of this pitr binary: {e}")))?;
+    let restore_command = conf::restore_command(
+        &exe,
+        &repo_for_command(repo_location(g)?),
+        g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER),
+        &[],
+    );
+    let jobs = match a.jobs {
+        Some(0) => return Err(CliError::Usage("--jobs must be at least 1".into())),
+        Some(n) => n,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+    };
+    let opts = RestoreOptions {
+        pgdata,
+        spec,
+        backup: a.backup.clone(),
+        delta: a.delta,
+        force: a.force,
+        standby: a.standby,
+        tablespace_map: tablespace_map(&a.tablespace_map)?,
+        owner: a.owner.clone(),
+        jobs,
+        restore_command,
+    };
+    let plan = restore::plan(&cluster, &opts, None).await?;
+    if a.dry_run {
+        if g.json {
+            print_json(&serde_json::json!({ "dry_run": true, "plan": plan }));
+        } else {
+            println!("restore plan (dry run: nothing was changed)");
+            print_plan(&plan);
+        }
+        return Ok(0);
+    }
+    if !g.quiet && !g.json {
+        eprintln!(
+            "pitr: restoring backup {} into {} ({} files, {})",
+            plan.backup.label,
+            plan.pgdata.display(),
+            plan.backup.files,
+            human_bytes(plan.backup.bytes)
+        );
+    }
+    let major = plan.backup.pg_major;
+    let report = restore::execute(&cluster, plan, None).await?;
+    let start_report = if a.start {
+        let opts = StartOptions {
+            pgdata: report.plan.pgdata.clone(),
+            pg_major: major,
+            pg_bin: a.pg_bin.clone(),
+            owner: report.plan.owner.clone(),
+            port: g.port,
+            log_file: a.server_log.clone(),
+            timeout: a.wait_timeout.map(Duration::from_secs),
+            standby: a.standby,
+        };
+        if !g.quiet && !g.json {
+            eprintln!("pitr: starting PostgreSQL {major} and waiting for recovery to end");
+        }
+        match start::start_and_wait(&opts).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                if g.json {
+                    print_json(&serde_json::json!({ "restore": report }));
+                } else {
+                    print_report(&report, false);
+                }
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
+    if g.json {
+        print_json(&serde_json::json!({ "restore": report, "start": start_report }));
+    } else {
+        print_report(&report, start_report.is_none());
+        if let Some(s) = &start_report {
+            print_start(s);
+        }
+    }
+    Ok(0)
+}
+
+fn print_plan(p: &RestorePlan) {
+    let b = &p.backup;
+    println!(
+        "  backup:      {} ({}, PostgreSQL {}, timeline {}, {} .. {}, finished {})",
+        b.label,
+        match b.kind {
+            pitr_repo::BackupKind::Full => "full",
+            pitr_repo::BackupKind::Incr => "incremental",
+        },
+        b.pg_major,
+        b.timeline,
+        b.start_lsn,
+        b.stop_lsn,
+        show_time(b.stop_time)
+    );
+    println!("  why:         {}", p.choice.reason);
+    for r in &p.choice.rejected {
+        println!("               passed over {}: {}", r.label, r.reason);
+    }
+    println!("  target:      {}", p.target);
+    if let Some(l) = &p.located {
+        println!("  located at:  {} on timeline {}", l.lsn, l.tli);
+    }
+    let path: Vec<String> = p
+        .choice
+        .path
+        .iter()
+        .map(|s| match s.until {
+            Some(u) => format!("timeline {} until {u}", s.tli),
+            None => format!("timeline {}", s.tli),
+        })
+        .collect();
+    println!("  timelines:   {}", path.join(" -> "));
+    println!(
+        "  WAL:         {} .. {} (archived WAL continuous up to {} on timeline {})",
+        p.choice.first_segment,
+        p.choice.last_segment.as_deref().unwrap_or("-"),
+        p.choice.wal_end,
+        p.choice.target_tli
+    );
+    println!(
+        "  into:        {} ({})",
+        p.pgdata.display(),
+        dir_words(&p.pgdata_state, p.pgdata_action)
+    );
+    for t in &p.tablespaces {
+        println!(
+            "  tablespace:  {} {:?}: {} -> {} ({})",
+            t.oid,
+            t.name,
+            t.original,
+            t.restore_to.display(),
+            dir_words(&t.state, t.action)
+        );
+    }
+    println!(
+        "  files:       {} ({}, {} stored), {} at a time",
+        b.files,
+        human_bytes(b.bytes),
+        human_bytes(b.stored_bytes),
+        p.jobs
+    );
+    if let Some(o) = &p.owner {
+        println!("  owner:       {} (uid {}, gid {})", o.name, o.uid, o.gid);
+    }
+    let mut files = vec![p.signal_file.clone()];
+    if p.writes_backup_label {
+        files.push("backup_label".into());
+    }
+    if p.writes_tablespace_map {
+        files.push("tablespace_map".into());
+    }
+    files.push("postgresql.auto.conf".into());
+    println!("  writes:      {}", files.join(", "));
+    for s in &p.settings {
+        println!(
+            "               {} = {}",
+            s.name,
+            conf::quote_value(&s.value)
+        );
+    }
+    for n in &p.choice.notes {
+        println!("  note:        {n}");
+    }
+}
+
+fn dir_words(state: &DirState, action: DirAction) -> String {
+    let what = match state {
+        DirState::Missing => "does not exist".to_string(),
+        DirState::Empty => "empty".to_string(),
+        DirState::NotEmpty { entries, .. } => format!("{entries} entries"),
+    };
+    let act = match action {
+        DirAction::Create => "will be created, mode 0700",
+        DirAction::Fill => "will be filled",
+        DirAction::Delta => "--delta: matching files kept, others fetched, extra files removed",
+        DirAction::Wipe => "--force: contents deleted first",
+    };
+    format!("{what}; {act}")
+}
+
+fn print_report(r: &RestoreReport, hint_start: bool) {
+    print_plan(&r.plan);
+    println!(
+        "restored {} files ({} written, {} read from the repository), reused {} ({}), removed {} entries, in {:.1} s",
+        r.files_restored,
+        human_bytes(r.bytes_written),
+        human_bytes(r.bytes_fetched),
+        r.files_reused,
+        human_bytes(r.bytes_reused),
+        r.entries_removed,
+        r.seconds
+    );
+    for c in &r.commented_out {
+        println!("  commented out: {c}");
+    }
+    if hint_start {
+        println!(
+            "next: start PostgreSQL on it (e.g. pg_ctl -D {} start, as the owner of the directory); it will replay WAL from the repository to the target",
+            r.plan.pgdata.display()
+        );
+    }
+}
+
+fn print_start(s: &StartReport) {
+    let what = match s.outcome {
+        RecoveryOutcome::Paused => "recovery paused at the target (server running, read-only)",
+        RecoveryOutcome::Promoted => "recovery ended and the server was promoted (open for writes)",
+        RecoveryOutcome::ShutDown => "recovery stopped at the target and the server shut down",
+        RecoveryOutcome::Standby => "the standby is consistent and replaying (read-only)",
+    };
+    println!("{what}");
+    if let Some(st) = &s.stopped {
+        println!("  stopped:     {st}");
+    }
+    if let Some(l) = &s.stop_lsn {
+        println!("  at LSN:      {l}");
+    }
+    if let Some(t) = &s.last_transaction_time {
+        println!("  last transaction replayed at {t}");
+    }
+    if let Some(t) = s.timeline {
+        println!("  timeline:    {t}");
+    }
+    println!("  server log:  {}", s.log_file.display());
+    if let Some(n) = &s.next_step {
+        println!("next: {n}");
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
