@@ -9,6 +9,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod backup_label;
+pub mod catalog;
 pub mod control;
 pub mod history;
 pub mod lsn;

@@ -548,6 +548,9 @@ fn workload_facts_are_found() {
         let mut copied = false;
         let mut sub = false;
         let mut heap_truncate = false;
+        let mut summary_drop = false;
+        let mut created_t = false;
+        let mut truncate_files = false;
         for (_, seg) in &f.segments {
             dec.feed(seg);
             while let Some(r) = dec.next_record().unwrap() {
@@ -611,6 +614,29 @@ fn workload_facts_are_found() {
                     if !s.truncated.is_empty() {
                         heap_truncate = true;
                     }
+                    if s.xid == xid_drop {
+                        // DROP TABLE: the table's files go, none is created.
+                        assert!(s.dropped.contains(&t) && s.created.is_empty(), "{name}");
+                        assert_eq!(s.db, Some(t.db_oid), "{name}");
+                        summary_drop = true;
+                    }
+                    if s.relations.contains_key(&t) && s.outcome == TxnOutcome::Committed {
+                        assert_eq!(s.db, Some(t.db_oid), "{name}: {s:?}");
+                    }
+                    if s.created.contains(&t_toast) {
+                        // CREATE TABLE t: the TOAST table's file is created (t's own file
+                        // may be logged before the transaction has an xid, PG14 does).
+                        assert!(s.dropped.is_empty(), "{name}");
+                        created_t = true;
+                    }
+                    if !s.dropped.is_empty()
+                        && s.created.len() == s.dropped.len()
+                        && s.outcome == TxnOutcome::Committed
+                    {
+                        // TRUNCATE t2 (with its TOAST table and index): new files replace
+                        // the old ones.
+                        truncate_files = true;
+                    }
                 }
             }
         }
@@ -627,6 +653,9 @@ fn workload_facts_are_found() {
         assert!(t_changes.is_some(), "{name}: 200 inserts into t");
         assert!(copied, "{name}: COPY of 300 rows");
         assert!(sub, "{name}: subtransaction");
+        assert!(summary_drop, "{name}: summary of the DROP TABLE");
+        assert!(created_t, "{name}: files created by CREATE TABLE");
+        assert!(truncate_files, "{name}: files replaced by TRUNCATE");
         assert_eq!(
             heap_truncate,
             f.meta("wal_level") == "logical",

@@ -15,7 +15,7 @@ use super::error::WalError;
 use super::record::Record;
 use super::records::{HeapOp, RecordKind, XidList};
 use super::timestamp::PgTimestamp;
-use super::types::{Oid, RelFileLocator, RmgrId, Xid};
+use super::types::{ForkNumber, Oid, RelFileLocator, RmgrId, Xid};
 
 /// Tuple changes to one relation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,6 +69,16 @@ pub struct TxnSummary {
     pub truncated: Vec<Oid>,
     /// Relation files deleted when the transaction ended (`DROP TABLE`, rewrites, …).
     pub dropped: Vec<RelFileLocator>,
+    /// Relation files created (main fork): the new file of a `TRUNCATE` or rewrite, which
+    /// then drops the old one, and those of `CREATE TABLE`. A creation logged before the
+    /// transaction had an xid (the first table of a `CREATE TABLE` often is) is not counted;
+    /// statements that lock an existing table exclusively get their xid first.
+    pub created: Vec<RelFileLocator>,
+    /// Relation files truncated in place to this many blocks (`TRUNCATE` of a table created
+    /// or emptied in the same transaction).
+    pub file_truncates: Vec<(RelFileLocator, u32)>,
+    /// Database: from the end record when it says, else from the first relation file touched.
+    pub db: Option<Oid>,
     /// Subtransactions merged into this summary.
     pub subxacts: Vec<Xid>,
 }
@@ -81,6 +91,9 @@ struct Partial {
     by_rmgr: BTreeMap<RmgrId, u64>,
     relations: BTreeMap<RelFileLocator, RelChanges>,
     truncated: Vec<Oid>,
+    created: Vec<RelFileLocator>,
+    file_truncates: Vec<(RelFileLocator, u32)>,
+    db: Option<Oid>,
 }
 
 impl Partial {
@@ -108,6 +121,16 @@ impl Partial {
             e.deletes += v.deletes;
         }
         self.truncated.extend(other.truncated);
+        self.created.extend(other.created);
+        self.file_truncates.extend(other.file_truncates);
+        self.db = self.db.or(other.db);
+    }
+}
+
+/// Remembers the first database seen (0 is a shared catalog, not a database).
+fn note_db(db: &mut Option<Oid>, seen: Oid) {
+    if db.is_none() && seen.0 != 0 {
+        *db = Some(seen);
     }
 }
 
@@ -134,7 +157,7 @@ impl TxnTracker {
     pub fn add(&mut self, rec: &Record<'_>) -> Result<Option<TxnSummary>, WalError> {
         let kind = rec.kind()?;
         let xid = rec.xid();
-        let (top, outcome, time, subxacts, dropped, two_phase_end) = match kind {
+        let (top, outcome, time, subxacts, dropped, two_phase_end, end_db) = match kind {
             RecordKind::Commit(e) | RecordKind::Abort(e) => {
                 let outcome = if matches!(kind, RecordKind::Commit(_)) {
                     TxnOutcome::Committed
@@ -148,6 +171,7 @@ impl TxnTracker {
                     e.subxacts,
                     e.dropped_rels.iter().collect(),
                     e.prepared,
+                    e.db.map(|(db, _)| db),
                 )
             }
             RecordKind::Prepare(p) => (
@@ -159,6 +183,7 @@ impl TxnTracker {
                 p.subxacts,
                 Vec::new(),
                 false,
+                Some(p.db),
             ),
             _ => {
                 if xid.is_valid() {
@@ -167,6 +192,7 @@ impl TxnTracker {
                     match kind {
                         RecordKind::Heap(h) => {
                             if let Some(rel) = h.rel {
+                                note_db(&mut p.db, rel.db_oid);
                                 let c = p.relations.entry(rel).or_default();
                                 match h.op {
                                     HeapOp::Insert | HeapOp::MultiInsert => {
@@ -178,7 +204,18 @@ impl TxnTracker {
                                 }
                             }
                         }
-                        RecordKind::HeapTruncate(t) => p.truncated.extend(t.relids.iter()),
+                        RecordKind::HeapTruncate(t) => {
+                            note_db(&mut p.db, t.db);
+                            p.truncated.extend(t.relids.iter())
+                        }
+                        RecordKind::SmgrCreate(c) if c.fork == ForkNumber::MAIN => {
+                            note_db(&mut p.db, c.rel.db_oid);
+                            p.created.push(c.rel)
+                        }
+                        RecordKind::SmgrTruncate(t) => {
+                            note_db(&mut p.db, t.rel.db_oid);
+                            p.file_truncates.push((t.rel, t.blocks))
+                        }
                         _ => {}
                     }
                 }
@@ -193,6 +230,7 @@ impl TxnTracker {
             subxacts,
             dropped,
             two_phase_end,
+            end_db,
         )))
     }
 
@@ -206,6 +244,7 @@ impl TxnTracker {
         subxacts: XidList<'_>,
         dropped: Vec<RelFileLocator>,
         two_phase_end: bool,
+        end_db: Option<Oid>,
     ) -> TxnSummary {
         let mut p = self.open.remove(&top).unwrap_or_default();
         // The ending record may carry a subtransaction's xid (a rolled-back savepoint).
@@ -222,6 +261,10 @@ impl TxnTracker {
             subs.push(sub);
         }
         p.count(rec);
+        let db = end_db
+            .filter(|d| d.0 != 0)
+            .or(p.db)
+            .or_else(|| dropped.iter().map(|r| r.db_oid).find(|d| d.0 != 0));
         TxnSummary {
             xid: top,
             outcome,
@@ -235,6 +278,9 @@ impl TxnTracker {
             relations: p.relations,
             truncated: p.truncated,
             dropped,
+            created: p.created,
+            file_truncates: p.file_truncates,
+            db,
             subxacts: subs,
         }
     }
