@@ -7,3 +7,4 @@ pub mod info;
 pub mod restore;
 pub mod spool;
 pub mod verify;
+pub mod walscan;

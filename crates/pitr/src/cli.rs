@@ -98,6 +98,56 @@ pub enum Command {
     SpoolFill(SpoolFillArgs),
     /// Restore a base backup into --pgdata and configure recovery to a target
     Restore(RestoreArgs),
+    /// Read archived WAL: transactions, restore points, dropped or truncated tables
+    #[command(subcommand)]
+    Wal(WalCommand),
+}
+
+/// `pitr wal …`.
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Every committed or aborted transaction with what it changed, plus restore points and
+    /// checkpoints, in WAL order
+    Log(WalLogArgs),
+    /// Transactions that dropped or truncated tables or deleted/updated many rows, each with
+    /// the `pitr restore` command that undoes it
+    Incidents(WalIncidentsArgs),
+}
+
+/// The WAL range and naming options shared by `pitr wal` commands.
+#[derive(Debug, Args)]
+pub struct WalRangeArgs {
+    /// Start: an LSN (0/4031F10), a segment name, or a time ('2025-07-10 12:36:52+02') [default: oldest archived]
+    #[arg(long, value_name = "LSN|SEGMENT|TIME")]
+    pub from: Option<String>,
+    /// End: an LSN, a segment name (included), or a time [default: end of archived WAL]
+    #[arg(long, value_name = "LSN|SEGMENT|TIME")]
+    pub to: Option<String>,
+    /// Timeline to follow (with its ancestors) [default: the newest archived]
+    #[arg(long, value_name = "N")]
+    pub timeline: Option<u32>,
+    /// Do not ask the running server for relation names (only base backups are used)
+    #[arg(long)]
+    pub no_live: bool,
+}
+
+/// `pitr wal log`.
+#[derive(Debug, Args)]
+pub struct WalLogArgs {
+    /// Range and names.
+    #[command(flatten)]
+    pub range: WalRangeArgs,
+}
+
+/// `pitr wal incidents`.
+#[derive(Debug, Args)]
+pub struct WalIncidentsArgs {
+    /// Range and names.
+    #[command(flatten)]
+    pub range: WalRangeArgs,
+    /// Rows deleted or updated in one table by one transaction above which it is reported
+    #[arg(long, default_value_t = 1000, value_name = "ROWS")]
+    pub threshold: u64,
 }
 
 /// `pitr init`.

@@ -57,6 +57,9 @@ pub enum CliError {
     /// `restore --start`.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// `pitr wal`.
+    #[error(transparent)]
+    Wal(#[from] pitr_core::walscan::WalScanError),
 }
 
 impl CliError {
@@ -70,6 +73,9 @@ impl CliError {
             | CliError::Restore(RestoreError::Repo(r)) => repo_code(r),
             CliError::Backup(pitr_core::backup::BackupError::Foreign { .. }) => EXIT_REFUSED,
             CliError::Backup(pitr_core::backup::BackupError::Repo(r)) => repo_code(r),
+            CliError::Wal(pitr_core::walscan::WalScanError::Repo(r)) => repo_code(r),
+            CliError::Wal(e) if e.is_usage() => EXIT_USAGE,
+            CliError::Wal(e) if e.is_corrupt() => EXIT_CORRUPT,
             CliError::Restore(e) => match e.class() {
                 ErrorClass::Usage => EXIT_USAGE,
                 ErrorClass::Refused => EXIT_REFUSED,

@@ -7,6 +7,7 @@ mod info;
 mod init;
 mod restore;
 mod verify;
+mod wal;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Demo(a) => demo::run(&g, a).await,
         Command::SpoolFill(a) => archive::spool_fill(&g, a).await,
         Command::Restore(a) => restore::run(&g, a).await,
+        Command::Wal(a) => wal::run(&g, a).await,
     }
 }
 

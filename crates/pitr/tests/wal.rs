@@ -1,0 +1,301 @@
+//! `pitr wal log` / `pitr wal incidents` against real PostgreSQL 14–18: the transaction that
+//! dropped a table is found in the archived WAL, named through the base backup's catalog (the
+//! table no longer exists), and the suggested `pitr restore` brings the table back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use pitr_testkit::{as_postgres, scratch_dir, Cluster, ClusterOptions};
+
+fn json(r: &Run) -> serde_json::Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"))
+}
+
+/// psql against the server listening on `sock`/`port`.
+fn psql_at(c: &Cluster, sock: &Path, port: u16, sql: &str) -> String {
+    let out = Command::new(c.install().bin("psql"))
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(sock)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ])
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The transactions of a `wal log --json` report.
+fn transactions(log: &serde_json::Value) -> Vec<&serde_json::Value> {
+    log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "transaction")
+        .collect()
+}
+
+/// A table filled before a base backup and dropped afterwards, with writes elsewhere before
+/// and after the drop and a mass DELETE: `wal incidents` names the dropped table (from the
+/// backup's pg_class: it no longer exists) and its transaction, and flags the DELETE above
+/// `--threshold`; `wal log` shows commits with their row counts, the restore point and the
+/// checkpoint, named by the running server when given; the suggested `--target-xid …
+/// --target-exclusive` restore brings the table back with all its rows and keeps the writes
+/// made before the drop.
+fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
+    let install = pg(major);
+    let scratch = scratch_dir();
+    let repo = scratch.path().join("repo");
+    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
+    let c = Cluster::init(
+        &install,
+        ClusterOptions {
+            wal_segsize_mb: Some(1),
+            archive_command: Some(archive_command(&repo, "")),
+            ..Default::default()
+        },
+    );
+    c.start();
+    let port = c.port().to_string();
+    let sock = c.socket_dir().to_path_buf();
+    c.psql("CREATE SCHEMA shop");
+    c.psql("CREATE TABLE shop.orders (id int PRIMARY KEY, note text)");
+    c.psql("INSERT INTO shop.orders SELECT g, 'order ' || g FROM generate_series(1, 500) g");
+    c.psql("CREATE TABLE keep (id int, phase text)");
+    c.psql("INSERT INTO keep SELECT g, 'before backup' FROM generate_series(1, 10) g");
+    c.psql("CREATE TABLE bulk (id int)");
+    c.psql("INSERT INTO bulk SELECT g FROM generate_series(1, 3000) g");
+    let label = pitr_as_postgres(&[
+        "--repo",
+        s(&repo),
+        "backup",
+        "-h",
+        s(&sock),
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+    ])
+    .expect_code(0)
+    .stdout
+    .trim()
+    .to_string();
+
+    c.psql("INSERT INTO keep SELECT g, 'before drop' FROM generate_series(11, 25) g");
+    c.psql("DELETE FROM bulk WHERE id <= 1500");
+    c.psql("SELECT pg_create_restore_point('before_drop')");
+    let out = c.psql_script("BEGIN;\nSELECT txid_current();\nDROP TABLE shop.orders;\nCOMMIT;\n");
+    let xid: u32 = out
+        .lines()
+        .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no xid in {out:?}"))
+        .parse()
+        .unwrap();
+    c.psql("INSERT INTO keep SELECT g, 'after drop' FROM generate_series(26, 40) g");
+    c.psql("CHECKPOINT");
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)), "{last}");
+    let r = s(&repo);
+
+    // Incidents, named from the backup only (no server given).
+    let run = pitr(&["--repo", r, "--json", "wal", "incidents"]).expect_code(0);
+    let rep = json(&run);
+    let incidents = rep["incidents"].as_array().unwrap();
+    let drop = incidents
+        .iter()
+        .find(|i| i["transaction"]["xid"] == xid)
+        .unwrap_or_else(|| panic!("xid {xid} not among the incidents: {rep:#}"));
+    assert!(
+        drop["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "DROP shop.orders"),
+        "{drop:#}"
+    );
+    let orders = drop["transaction"]["relations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "shop.orders")
+        .unwrap_or_else(|| panic!("{drop:#}"));
+    assert_eq!(orders["dropped"], true);
+    assert_eq!(orders["kind"], "r");
+    assert_eq!(orders["name_from"], format!("backup {label}"));
+    assert_eq!(
+        drop["transaction"]["database"]["name"], "postgres",
+        "{drop:#}"
+    );
+    let by_xid = drop["restore_by_xid"].as_str().unwrap();
+    assert_eq!(
+        by_xid,
+        format!("pitr --repo {r} restore --pgdata NEWDIR --target-xid {xid} --target-exclusive --target-action promote")
+    );
+    let commit_lsn = drop["transaction"]["lsn"].as_str().unwrap();
+    assert_eq!(
+        drop["restore_by_lsn"],
+        format!(
+            "pitr --repo {r} restore --pgdata NEWDIR --target-lsn {commit_lsn} --target-exclusive --target-action promote"
+        )
+    );
+    let mass_delete = incidents
+        .iter()
+        .find(|i| {
+            i["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "deleted 1500 rows from public.bulk")
+        })
+        .unwrap_or_else(|| panic!("no mass delete incident: {rep:#}"));
+    assert!(mass_delete["transaction"]["lsn"].as_str().unwrap() != commit_lsn);
+    // Above the threshold it is not an incident; the drop still is.
+    let rep = json(
+        &pitr(&[
+            "--repo",
+            r,
+            "--json",
+            "wal",
+            "incidents",
+            "--threshold",
+            "1500",
+        ])
+        .expect_code(0),
+    );
+    assert_eq!(rep["incidents"].as_array().unwrap().len(), 1, "{rep:#}");
+    // People's output names the table and prints the command.
+    let text = pitr(&["--repo", r, "wal", "incidents"])
+        .expect_code(0)
+        .stdout;
+    assert!(
+        text.contains("DROP shop.orders") && text.contains(by_xid),
+        "{text}"
+    );
+
+    // The log, named by the running server where the relation still exists.
+    let log = json(
+        &pitr(&[
+            "--repo",
+            r,
+            "--json",
+            "wal",
+            "log",
+            "-h",
+            s(&sock),
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+        ])
+        .expect_code(0),
+    );
+    assert!(
+        log["scan"]["warnings"].as_array().unwrap().is_empty(),
+        "{:#}",
+        log["scan"]
+    );
+    let txns = transactions(&log);
+    let keep_inserts = |phase_rows: u64| {
+        txns.iter().any(|t| {
+            t["outcome"] == "commit"
+                && t["relations"].as_array().unwrap().iter().any(|r| {
+                    r["name"] == "public.keep"
+                        && r["inserts"] == phase_rows
+                        && r["name_from"] == "live"
+                })
+        })
+    };
+    assert!(keep_inserts(15), "the 15 rows inserted before the drop");
+    assert!(
+        txns.iter()
+            .any(|t| t["xid"] == xid && t["lsn"] == commit_lsn),
+        "the drop"
+    );
+    let events = log["events"].as_array().unwrap();
+    let rp = events
+        .iter()
+        .position(|e| e["type"] == "restore_point" && e["name"] == "before_drop")
+        .expect("restore point");
+    let dropped_at = events
+        .iter()
+        .position(|e| e["type"] == "transaction" && e["xid"] == xid)
+        .unwrap();
+    assert!(rp < dropped_at, "WAL order");
+    assert!(events.iter().any(|e| e["type"] == "checkpoint"));
+    // A range: from the restore point on, the backup's inserts are not in it.
+    let rp_lsn = events[rp]["lsn"].as_str().unwrap();
+    let tail = json(&pitr(&["--repo", r, "--json", "wal", "log", "--from", rp_lsn]).expect_code(0));
+    let tail_txns = transactions(&tail);
+    assert!(tail_txns.iter().any(|t| t["xid"] == xid));
+    assert!(tail_txns
+        .iter()
+        .all(|t| t["xid"].as_u64().unwrap() >= u64::from(xid)));
+    let text = pitr(&["--repo", r, "wal", "log", "--from", rp_lsn])
+        .expect_code(0)
+        .stdout;
+    assert!(
+        text.contains("before_drop") && text.contains("DROP"),
+        "{text}"
+    );
+
+    // Undo it: the suggested restore, into a fresh directory, started.
+    c.stop();
+    let target = Cluster::empty(&install, ClusterOptions::default());
+    let cmd = by_xid.replace("NEWDIR", s(target.datadir()));
+    let mut args: Vec<&str> = cmd.split(' ').skip(1).collect();
+    args.extend([
+        "--start",
+        "--pg-bin",
+        s(&install.bindir),
+        "--wait-timeout",
+        "180",
+        "--json",
+    ]);
+    let res = pitr(&args);
+    assert_eq!(res.code, 0, "restore failed: {res:?}");
+    let rep = json(&res);
+    assert_eq!(rep["start"]["outcome"], "promoted", "{rep:#}");
+    assert_eq!(
+        psql_at(
+            &c,
+            &sock,
+            c.port(),
+            "SELECT count(*), min(id), max(id) FROM shop.orders"
+        ),
+        "500|1|500"
+    );
+    assert_eq!(
+        psql_at(&c, &sock, c.port(), "SELECT count(*) FROM keep"),
+        "25",
+        "writes before the drop kept, writes after it not replayed"
+    );
+    assert_eq!(
+        psql_at(&c, &sock, c.port(), "SELECT count(*) FROM bulk"),
+        "1500"
+    );
+    let mut stop = Command::new(install.bin("pg_ctl"));
+    stop.arg("-D")
+        .arg(target.datadir())
+        .args(["-m", "fast", "-w", "stop"]);
+    as_postgres(&mut stop);
+    assert!(stop.output().unwrap().status.success());
+}
+per_version!(incident_names_dropped_table_and_restore_undoes_it);
