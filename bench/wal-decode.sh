@@ -139,7 +139,8 @@ for ((r = 1; r <= REPEAT; r++)); do
   done
 done
 # pitr must have decoded everything: its report says how many records.
-PITR_RECORDS=$("$PITR" --repo "$REPO" --json wal log | grep -m1 '"records"' | tr -dc 0-9)
+"$PITR" --repo "$REPO" --json wal incidents >"$WORK/incidents.json"
+PITR_RECORDS=$(grep -m1 '"records"' "$WORK/incidents.json" | tr -dc 0-9)
 [ "$PITR_RECORDS" = "$RECORDS" ] || log "warning: pitr decoded $PITR_RECORDS records, pg_waldump $RECORDS"
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }

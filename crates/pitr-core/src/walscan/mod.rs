@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 use jiff::Timestamp;
 use pitr_pg::wal::{
-    EndReason, Oid, PgTimestamp, RecordKind, RelFileLocator, TxnOutcome, TxnSummary, TxnTracker,
+    EndReason, PgTimestamp, RecordKind, RelFileLocator, TxnOutcome, TxnSummary, TxnTracker,
     WalDecoder, WalError, Xid,
 };
 use pitr_pg::{Lsn, SegNo, TimelineHistory, TimelineId, WalFileName, WalSegSize};
@@ -180,6 +180,9 @@ pub struct ScanOptions {
     pub to: Option<Bound>,
     /// Timeline to follow (default: the newest archived).
     pub timeline: Option<TimelineId>,
+    /// Report only transactions that may be incidents (with this row threshold), not every
+    /// transaction, restore point and checkpoint: keeps memory and time small on big ranges.
+    pub incidents_only: Option<u64>,
 }
 
 /// A relation named (or not) in a report.
@@ -577,6 +580,17 @@ pub async fn plan(cluster: &ClusterRepo, opts: &ScanOptions) -> Result<SegmentPl
     })
 }
 
+/// A cheap test on the summary: could [`incidents`] report this transaction?
+fn may_be_incident(s: &TxnSummary, threshold: u64) -> bool {
+    s.outcome == TxnOutcome::Committed
+        && (!s.dropped.is_empty()
+            || !s.truncated.is_empty()
+            || s.file_truncates.iter().any(|(_, b)| *b == 0)
+            || s.relations
+                .values()
+                .any(|c| c.deletes > threshold || c.updates > threshold))
+}
+
 /// Turns the decoder's per-transaction summary into a report (names are filled in later).
 fn txn_report(s: TxnSummary, created_written: &[RelFileLocator]) -> TxnReport {
     let outcome = match (&s.outcome, s.two_phase_end) {
@@ -659,13 +673,28 @@ fn pg_time_to_ts(t: PgTimestamp) -> Option<Timestamp> {
     Timestamp::from_microsecond(t.to_unix_micros()).ok()
 }
 
-/// Decodes the planned segments and reports transactions, restore points and checkpoints.
-/// Names are not filled in (see [`names::Namer`]).
-pub async fn scan(
+/// Decodes the planned segments and collects the report (see [`scan`]).
+pub async fn log(
     cluster: &ClusterRepo,
     plan: &SegmentPlan,
     opts: &ScanOptions,
+    namer: &mut names::Namer<'_>,
 ) -> Result<WalLog, WalScanError> {
+    let mut events = Vec::new();
+    let scan = scan(cluster, plan, opts, namer, |e| events.push(e)).await?;
+    Ok(WalLog { scan, events })
+}
+
+/// Decodes the planned segments and hands each transaction, restore point and checkpoint to
+/// `emit` in WAL order, named by `namer`, as the segments are decoded (memory stays bounded
+/// however long the range).
+pub async fn scan<F: FnMut(Event)>(
+    cluster: &ClusterRepo,
+    plan: &SegmentPlan,
+    opts: &ScanOptions,
+    namer: &mut names::Namer<'_>,
+    mut emit: F,
+) -> Result<ScanInfo, WalScanError> {
     let (tx, mut rx) =
         tokio::sync::mpsc::channel::<Result<(WalFileName, Vec<u8>), WalScanError>>(PREFETCH);
     let fetcher = {
@@ -701,6 +730,7 @@ pub async fn scan(
             Some(Bound::Time(t)) => Some(*t),
             _ => None,
         },
+        incidents_only: opts.incidents_only,
         tracker: TxnTracker::new(),
         events: Vec::new(),
         created: HashMap::new(),
@@ -730,6 +760,10 @@ pub async fn scan(
         if let Err(e) = dec.decode_slice(&data, |r| acc.record(r)) {
             acc.failure.get_or_insert(e);
         }
+        for mut e in acc.events.drain(..) {
+            namer.name_event(&mut e).await;
+            emit(e);
+        }
         if acc.failure.is_some() || dec.end().is_some() {
             break;
         }
@@ -742,6 +776,10 @@ pub async fn scan(
         dec.finish();
         if let Err(e) = dec.decode_slice(&[], |r| acc.record(r)) {
             acc.failure.get_or_insert(e);
+        }
+        for mut e in acc.events.drain(..) {
+            namer.name_event(&mut e).await;
+            emit(e);
         }
     }
     if let Some(e) = acc.failure {
@@ -764,23 +802,20 @@ pub async fn scan(
         }
         None => ("decoding stopped".into(), dec.next_lsn()),
     };
-    Ok(WalLog {
-        scan: ScanInfo {
-            cluster: cluster.name().to_string(),
-            timeline: plan.timeline.0,
-            latest_timeline: plan.latest,
-            segments,
-            first_segment: first_seg,
-            last_segment: last_seg,
-            bytes,
-            records: dec.records_decoded(),
-            end,
-            end_lsn,
-            gap: plan.gap.as_ref().map(|g| g.to_string()),
-            open_transactions: acc.tracker.open_transactions().count(),
-            warnings: Vec::new(),
-        },
-        events: acc.events,
+    Ok(ScanInfo {
+        cluster: cluster.name().to_string(),
+        timeline: plan.timeline.0,
+        latest_timeline: plan.latest,
+        segments,
+        first_segment: first_seg,
+        last_segment: last_seg,
+        bytes,
+        records: dec.records_decoded(),
+        end,
+        end_lsn,
+        gap: plan.gap.as_ref().map(|g| g.to_string()),
+        open_transactions: acc.tracker.open_transactions().count(),
+        warnings: std::mem::take(&mut namer.warnings),
     })
 }
 
@@ -790,6 +825,7 @@ struct Acc {
     lsn_to: Lsn,
     time_from: Option<Timestamp>,
     time_to: Option<Timestamp>,
+    incidents_only: Option<u64>,
     tracker: TxnTracker,
     events: Vec<Event>,
     /// Files created per transaction, and those of them that were then written to (a
@@ -835,14 +871,18 @@ impl Acc {
             RecordKind::SmgrCreate(c) if xid.is_valid() => {
                 self.created.entry(xid).or_default().push(c.rel);
             }
-            RecordKind::RestorePoint(rp) if in_lsn && self.in_time(rp.time) => {
+            RecordKind::RestorePoint(rp)
+                if in_lsn && self.incidents_only.is_none() && self.in_time(rp.time) =>
+            {
                 self.events.push(Event::RestorePoint(RestorePointReport {
                     name: String::from_utf8_lossy(rp.name).into_owned(),
                     time: rfc3339(rp.time),
                     lsn: rec.lsn,
                 }));
             }
-            RecordKind::Checkpoint(c) if in_lsn && self.in_time(c.time) => {
+            RecordKind::Checkpoint(c)
+                if in_lsn && self.incidents_only.is_none() && self.in_time(c.time) =>
+            {
                 self.events.push(Event::Checkpoint(CheckpointReport {
                     shutdown: c.shutdown,
                     lsn: rec.lsn,
@@ -862,7 +902,11 @@ impl Acc {
                         sub_written.extend(w);
                     }
                 }
-                if in_lsn && self.in_time(s.time) {
+                let wanted = match self.incidents_only {
+                    None => true,
+                    Some(t) => may_be_incident(&s, t),
+                };
+                if wanted && in_lsn && self.in_time(s.time) {
                     let mut t = txn_report(s, &sub_written);
                     t.end_lsn = rec.end_lsn;
                     self.events.push(Event::Transaction(t));
@@ -1004,28 +1048,6 @@ impl FromStr for Bound {
     fn from_str(s: &str) -> Result<Bound, WalScanError> {
         Bound::parse("bound", s)
     }
-}
-
-/// Relation OIDs and databases of a report, for name lookups.
-pub(crate) fn db_oids(events: &[Event]) -> Vec<Oid> {
-    let mut v: Vec<Oid> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Transaction(t) => Some(t),
-            _ => None,
-        })
-        .flat_map(|t| {
-            t.relations
-                .iter()
-                .map(|r| Oid(r.db_oid))
-                .chain(t.database.as_ref().map(|d| Oid(d.oid)))
-                .collect::<Vec<_>>()
-        })
-        .filter(|o| o.0 != 0)
-        .collect();
-    v.sort();
-    v.dedup();
-    v
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use pitr_pg::{Lsn, PgMajor};
 use pitr_proto::ConnParams;
 use pitr_repo::{frame, BackupManifest, ClusterRepo};
 
-use super::{db_oids, Event, RelReport, SegmentPlan, WalLog};
+use super::{Event, RelReport, SegmentPlan, WalLog};
 
 /// `pg_class` OID (also its file number unless remapped).
 const PG_CLASS: u32 = 1259;
@@ -111,20 +111,31 @@ pub struct Namer<'a> {
     pub warnings: Vec<String>,
 }
 
+/// The running server, connected to lazily (once per database involved).
 #[derive(Debug)]
 struct Live {
-    db_names: HashMap<u32, String>,
-    dbs: HashMap<Oid, DbCatalog>,
+    params: ConnParams,
+    state: LiveState,
+}
+
+#[derive(Debug)]
+enum LiveState {
+    NotYet,
+    Failed,
+    Ready {
+        db_names: HashMap<u32, String>,
+        connectable: BTreeSet<u32>,
+        dbs: HashMap<Oid, Option<DbCatalog>>,
+    },
 }
 
 impl<'a> Namer<'a> {
-    /// Backups of the scanned history, oldest first; with `conn`, the live server's catalogs
-    /// of the databases in `log`.
+    /// Names from the backups of the scanned history and, with `conn`, from the running
+    /// server (after checking its system identifier).
     pub async fn new(
         cluster: &'a ClusterRepo,
         plan: &SegmentPlan,
-        log: &WalLog,
-        conn: Option<&ConnParams>,
+        conn: Option<ConnParams>,
     ) -> Namer<'a> {
         let mut warnings = Vec::new();
         let mut backups: Vec<BackupCatalog> = match cluster.backups().await {
@@ -143,19 +154,12 @@ impl<'a> Namer<'a> {
             }
         };
         backups.sort_by_key(|b| b.manifest.stop());
-        let live = match conn {
-            Some(p) => match load_live(cluster, p, &db_oids(&log.events)).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    warnings.push(format!("names from the running server: {e}"));
-                    None
-                }
-            },
-            None => None,
-        };
         Namer {
             cluster,
-            live,
+            live: conn.map(|params| Live {
+                params,
+                state: LiveState::NotYet,
+            }),
             backups,
             warnings,
         }
@@ -164,47 +168,101 @@ impl<'a> Namer<'a> {
     /// Fills in relation and database names in every transaction of `log`.
     pub async fn name(&mut self, log: &mut WalLog) {
         for e in &mut log.events {
-            let Event::Transaction(t) = e else { continue };
-            let lsn = t.lsn;
-            if let Some(db) = &mut t.database {
-                db.name = self.db_name(db.oid, lsn).await;
-            }
-            for r in &mut t.relations {
-                self.name_rel(r, lsn).await;
-            }
-            // TRUNCATE by relation OID (wal_level=logical): attach to the relation's report.
-            if let Some(db) = t.database.as_ref().map(|d| Oid(d.oid)) {
-                let mut unplaced = Vec::new();
-                for oid in std::mem::take(&mut t.truncated_oids) {
-                    match self.by_oid(db, oid, lsn).await {
-                        Some((n, from)) => {
-                            match t
-                                .relations
-                                .iter_mut()
-                                .find(|r| r.oid == Some(oid) || r.name.as_ref() == Some(&n.name))
-                            {
-                                Some(r) => r.truncated = true,
-                                None => {
-                                    let mut r = RelReport::new(pitr_pg::wal::RelFileLocator {
-                                        spc_oid: Oid(0),
-                                        db_oid: db,
-                                        rel_number: n.filenode,
-                                    });
-                                    r.file = format!("oid {oid}");
-                                    r.spc_oid = 0;
-                                    set_name(&mut r, &n, from);
-                                    r.truncated = true;
-                                    t.relations.push(r);
-                                }
-                            }
-                        }
-                        None => unplaced.push(oid),
-                    }
-                }
-                t.truncated_oids = unplaced;
-            }
+            self.name_event(e).await;
         }
         log.scan.warnings.append(&mut self.warnings);
+    }
+
+    /// Fills in relation and database names of one event.
+    pub async fn name_event(&mut self, e: &mut Event) {
+        let Event::Transaction(t) = e else { return };
+        let lsn = t.lsn;
+        if let Some(db) = &mut t.database {
+            db.name = self.db_name(db.oid, lsn).await;
+        }
+        for r in &mut t.relations {
+            self.name_rel(r, lsn).await;
+        }
+        // TRUNCATE by relation OID (wal_level=logical): attach to the relation's report.
+        if let Some(db) = t.database.as_ref().map(|d| Oid(d.oid)) {
+            let mut unplaced = Vec::new();
+            for oid in std::mem::take(&mut t.truncated_oids) {
+                match self.by_oid(db, oid, lsn).await {
+                    Some((n, from)) => {
+                        match t
+                            .relations
+                            .iter_mut()
+                            .find(|r| r.oid == Some(oid) || r.name.as_ref() == Some(&n.name))
+                        {
+                            Some(r) => r.truncated = true,
+                            None => {
+                                let mut r = RelReport::new(pitr_pg::wal::RelFileLocator {
+                                    spc_oid: Oid(0),
+                                    db_oid: db,
+                                    rel_number: n.filenode,
+                                });
+                                r.file = format!("oid {oid}");
+                                set_name(&mut r, &n, from);
+                                r.truncated = true;
+                                t.relations.push(r);
+                            }
+                        }
+                    }
+                    None => unplaced.push(oid),
+                }
+            }
+            t.truncated_oids = unplaced;
+        }
+    }
+
+    /// The running server's catalog of `db`, loading it on first use.
+    async fn live_db(&mut self, db: Oid) -> Option<&DbCatalog> {
+        let live = self.live.as_mut()?;
+        if matches!(live.state, LiveState::NotYet) {
+            live.state = match load_live(self.cluster, &live.params).await {
+                Ok((db_names, connectable)) => LiveState::Ready {
+                    db_names,
+                    connectable,
+                    dbs: HashMap::new(),
+                },
+                Err(e) => {
+                    self.warnings
+                        .push(format!("names from the running server: {e}"));
+                    LiveState::Failed
+                }
+            };
+        }
+        let LiveState::Ready {
+            db_names,
+            connectable,
+            dbs,
+        } = &mut live.state
+        else {
+            return None;
+        };
+        if let std::collections::hash_map::Entry::Vacant(slot) = dbs.entry(db) {
+            let cat = match (db_names.get(&db.0), connectable.contains(&db.0)) {
+                (Some(name), true) => match load_live_db(&live.params, name).await {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        self.warnings
+                            .push(format!("names from the running server: {e}"));
+                        None
+                    }
+                },
+                _ => None,
+            };
+            slot.insert(cat);
+        }
+        dbs.get(&db).and_then(|c| c.as_ref())
+    }
+
+    async fn live_db_name(&mut self, oid: u32) -> Option<String> {
+        self.live_db(Oid(oid)).await;
+        match &self.live.as_ref()?.state {
+            LiveState::Ready { db_names, .. } => db_names.get(&oid).cloned(),
+            _ => None,
+        }
     }
 
     async fn name_rel(&mut self, r: &mut RelReport, lsn: Lsn) {
@@ -213,9 +271,8 @@ impl<'a> Namer<'a> {
         }
         let db = Oid(r.db_oid);
         if let Some(n) = self
-            .live
-            .as_ref()
-            .and_then(|l| l.dbs.get(&db))
+            .live_db(db)
+            .await
             .and_then(|c| c.by_filenode.get(&r.filenode))
         {
             let n = n.clone();
@@ -234,12 +291,7 @@ impl<'a> Namer<'a> {
     }
 
     async fn by_oid(&mut self, db: Oid, oid: u32, lsn: Lsn) -> Option<(RelName, String)> {
-        if let Some(n) = self
-            .live
-            .as_ref()
-            .and_then(|l| l.dbs.get(&db))
-            .and_then(|c| c.by_oid.get(&oid))
-        {
+        if let Some(n) = self.live_db(db).await.and_then(|c| c.by_oid.get(&oid)) {
             return Some((n.clone(), "live".into()));
         }
         for i in self.backup_order(lsn) {
@@ -255,8 +307,8 @@ impl<'a> Namer<'a> {
     }
 
     async fn db_name(&mut self, oid: u32, lsn: Lsn) -> Option<String> {
-        if let Some(n) = self.live.as_ref().and_then(|l| l.db_names.get(&oid)) {
-            return Some(n.clone());
+        if let Some(n) = self.live_db_name(oid).await {
+            return Some(n);
         }
         for i in self.backup_order(lsn) {
             if self.backups[i].db_names.is_none() {
@@ -424,9 +476,12 @@ fn set_name(r: &mut RelReport, n: &RelName, from: String) {
     r.name_from = Some(from);
 }
 
-/// Reads `pg_database` and the `pg_class` of each database in `dbs` from the running server,
-/// after checking it is the repository's cluster.
-async fn load_live(cluster: &ClusterRepo, p: &ConnParams, dbs: &[Oid]) -> Result<Live, String> {
+/// Checks that the running server is the repository's cluster and reads `pg_database`:
+/// names, and which databases accept connections.
+async fn load_live(
+    cluster: &ClusterRepo,
+    p: &ConnParams,
+) -> Result<(HashMap<u32, String>, BTreeSet<u32>), String> {
     let client = pitr_proto::connect(p).await.map_err(|e| e.to_string())?;
     let info = client.server_info().await.map_err(|e| e.to_string())?;
     if let Ok(Some(id)) = cluster.identity().await {
@@ -459,49 +514,44 @@ async fn load_live(cluster: &ClusterRepo, p: &ConnParams, dbs: &[Oid]) -> Result
         }
         db_names.insert(oid, name);
     }
-    drop(client);
-    let mut cats = HashMap::new();
-    for db in dbs {
-        let (Some(name), true) = (db_names.get(&db.0), connectable.contains(&db.0)) else {
-            continue;
+    Ok((db_names, connectable))
+}
+
+/// The running server's `pg_class` of database `name` (file numbers through
+/// `pg_relation_filenode`, which knows mapped catalogs).
+async fn load_live_db(p: &ConnParams, name: &str) -> Result<DbCatalog, String> {
+    let mut params = p.clone();
+    params.dbname = Some(name.to_string());
+    let client = pitr_proto::connect(&params)
+        .await
+        .map_err(|e| format!("database {name:?}: {e}"))?;
+    let rows = client
+        .inner()
+        .query(
+            "SELECT c.oid::int8, pg_relation_filenode(c.oid)::int8, n.nspname::text, \
+             c.relname::text, c.relkind::text \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("database {name:?}: {e}"))?;
+    let mut cat = DbCatalog::default();
+    for r in rows {
+        let oid: i64 = r.get(0);
+        let node: Option<i64> = r.get(1);
+        let schema: String = r.get(2);
+        let rel: String = r.get(3);
+        let kind: String = r.get(4);
+        let n = RelName {
+            oid: u32::try_from(oid).unwrap_or(0),
+            filenode: node.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            name: format!("{schema}.{rel}"),
+            kind: kind.chars().next().unwrap_or('?'),
         };
-        let mut params = p.clone();
-        params.dbname = Some(name.clone());
-        let client = pitr_proto::connect(&params)
-            .await
-            .map_err(|e| format!("database {name:?}: {e}"))?;
-        let rows = client
-            .inner()
-            .query(
-                "SELECT c.oid::int8, pg_relation_filenode(c.oid)::int8, n.nspname::text, \
-                 c.relname::text, c.relkind::text \
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace",
-                &[],
-            )
-            .await
-            .map_err(|e| format!("database {name:?}: {e}"))?;
-        let mut cat = DbCatalog::default();
-        for r in rows {
-            let oid: i64 = r.get(0);
-            let node: Option<i64> = r.get(1);
-            let schema: String = r.get(2);
-            let rel: String = r.get(3);
-            let kind: String = r.get(4);
-            let n = RelName {
-                oid: u32::try_from(oid).unwrap_or(0),
-                filenode: node.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
-                name: format!("{schema}.{rel}"),
-                kind: kind.chars().next().unwrap_or('?'),
-            };
-            if n.filenode != 0 {
-                cat.by_filenode.insert(n.filenode, n.clone());
-            }
-            cat.by_oid.insert(n.oid, n);
+        if n.filenode != 0 {
+            cat.by_filenode.insert(n.filenode, n.clone());
         }
-        cats.insert(*db, cat);
+        cat.by_oid.insert(n.oid, n);
     }
-    Ok(Live {
-        db_names,
-        dbs: cats,
-    })
+    Ok(cat)
 }

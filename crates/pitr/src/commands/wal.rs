@@ -1,7 +1,7 @@
 //! `pitr wal log` and `pitr wal incidents`.
 
 use pitr_core::walscan::{
-    self, names::Namer, Bound, CommandContext, Event, ScanInfo, ScanOptions, TxnReport, WalLog,
+    self, names::Namer, Bound, CommandContext, Event, ScanInfo, ScanOptions, TxnReport,
 };
 use pitr_pg::TimelineId;
 
@@ -12,15 +12,57 @@ use crate::error::CliError;
 pub async fn run(g: &GlobalArgs, cmd: WalCommand) -> Result<u8, CliError> {
     match cmd {
         WalCommand::Log(a) => {
-            let log = scan(g, &a.range).await?;
+            let cluster = open_cluster(g)?;
+            let opts = options(&a.range, None)?;
+            let plan = walscan::plan(&cluster, &opts).await?;
+            let mut namer = Namer::new(&cluster, &plan, live_params(g, &a.range)).await;
+            // Events are printed as they are decoded: memory stays small on long ranges.
+            let mut out = Out::new();
             if g.json {
-                print_json(&log);
+                out.write("{\n\"events\": [");
             } else {
-                print_log(&log);
+                out.write(&format!(
+                    "{:<12} {:<27} {:>10} {:<17} {:<12} changes\n",
+                    "lsn", "time (UTC)", "xid", "event", "database"
+                ));
             }
+            let mut first = true;
+            let scan = walscan::scan(&cluster, &plan, &opts, &mut namer, |e| {
+                if g.json {
+                    let sep = if first { "\n" } else { ",\n" };
+                    first = false;
+                    match serde_json::to_string(&e) {
+                        Ok(j) => out.write(&format!("{sep}{j}")),
+                        Err(err) => eprintln!("pitr: error: cannot render JSON: {err}"),
+                    }
+                } else {
+                    out.write(&render_event(&e));
+                }
+            })
+            .await;
+            let scan = match scan {
+                Ok(s) => s,
+                Err(e) => {
+                    out.flush();
+                    return Err(e.into());
+                }
+            };
+            if g.json {
+                let info = serde_json::to_string_pretty(&scan).unwrap_or_default();
+                out.write(&format!("\n],\n\"scan\": {info}\n}}\n"));
+            } else {
+                out.write(&scan_line(&scan));
+            }
+            out.flush();
+            warn(g, &scan);
         }
         WalCommand::Incidents(a) => {
-            let log = scan(g, &a.range).await?;
+            let cluster = open_cluster(g)?;
+            let opts = options(&a.range, Some(a.threshold))?;
+            let plan = walscan::plan(&cluster, &opts).await?;
+            let mut namer = Namer::new(&cluster, &plan, live_params(g, &a.range)).await;
+            let log = walscan::log(&cluster, &plan, &opts, &mut namer).await?;
+            warn(g, &log.scan);
             let ctx = CommandContext {
                 program: "pitr".into(),
                 repo: g.repo.clone().unwrap_or_default(),
@@ -31,7 +73,7 @@ pub async fn run(g: &GlobalArgs, cmd: WalCommand) -> Result<u8, CliError> {
             if g.json {
                 print_json(&report);
             } else {
-                print_scan(&report.scan);
+                print!("{}", scan_line(&report.scan));
                 if report.incidents.is_empty() {
                     println!(
                         "no incidents: no DROP or TRUNCATE, and no transaction deleted or updated more than {} rows of a table",
@@ -65,9 +107,37 @@ pub async fn run(g: &GlobalArgs, cmd: WalCommand) -> Result<u8, CliError> {
     Ok(0)
 }
 
-async fn scan(g: &GlobalArgs, a: &WalRangeArgs) -> Result<WalLog, CliError> {
-    let cluster = open_cluster(g)?;
-    let opts = ScanOptions {
+/// Buffered stdout that stops quietly when the reader goes away (`| head`).
+struct Out {
+    w: std::io::BufWriter<std::io::Stdout>,
+    broken: bool,
+}
+
+impl Out {
+    fn new() -> Out {
+        Out {
+            w: std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()),
+            broken: false,
+        }
+    }
+
+    fn write(&mut self, s: &str) {
+        use std::io::Write;
+        if !self.broken && self.w.write_all(s.as_bytes()).is_err() {
+            self.broken = true;
+        }
+    }
+
+    fn flush(&mut self) {
+        use std::io::Write;
+        if !self.broken && self.w.flush().is_err() {
+            self.broken = true;
+        }
+    }
+}
+
+fn options(a: &WalRangeArgs, incidents: Option<u64>) -> Result<ScanOptions, CliError> {
+    Ok(ScanOptions {
         from: a
             .from
             .as_deref()
@@ -79,26 +149,27 @@ async fn scan(g: &GlobalArgs, a: &WalRangeArgs) -> Result<WalLog, CliError> {
             .map(|s| Bound::parse("--to", s))
             .transpose()?,
         timeline: a.timeline.map(TimelineId),
-    };
-    let plan = walscan::plan(&cluster, &opts).await?;
-    let mut log = walscan::scan(&cluster, &plan, &opts).await?;
-    // The running server is asked for names only when told where it is.
-    let live = !a.no_live
-        && (g.host.is_some() || g.port.is_some() || g.user.is_some() || g.dbname.is_some());
-    let params = conn_params(g);
-    let mut namer = Namer::new(&cluster, &plan, &log, live.then_some(&params)).await;
-    namer.name(&mut log).await;
+        incidents_only: incidents,
+    })
+}
+
+/// The running server is asked for names only when told where it is.
+fn live_params(g: &GlobalArgs, a: &WalRangeArgs) -> Option<pitr_proto::ConnParams> {
+    let told = g.host.is_some() || g.port.is_some() || g.user.is_some() || g.dbname.is_some();
+    (!a.no_live && told).then(|| conn_params(g))
+}
+
+fn warn(g: &GlobalArgs, s: &ScanInfo) {
     if !g.quiet {
-        for w in &log.scan.warnings {
+        for w in &s.warnings {
             eprintln!("pitr: warning: {w}");
         }
     }
-    Ok(log)
 }
 
-fn print_scan(s: &ScanInfo) {
-    println!(
-        "cluster {}, timeline {}: {} segments {}..{} ({:.1} MB, {} records); {} at {}",
+fn scan_line(s: &ScanInfo) -> String {
+    format!(
+        "cluster {}, timeline {}: {} segments {}..{} ({:.1} MB, {} records); {} at {}\n",
         s.cluster,
         s.timeline,
         s.segments,
@@ -108,7 +179,7 @@ fn print_scan(s: &ScanInfo) {
         s.records,
         s.end,
         s.end_lsn
-    );
+    )
 }
 
 fn db_label(t: &TxnReport) -> String {
@@ -118,39 +189,38 @@ fn db_label(t: &TxnReport) -> String {
     }
 }
 
-fn print_log(log: &WalLog) {
-    print_scan(&log.scan);
-    println!(
-        "{:<12} {:<27} {:>10} {:<17} {:<12} changes",
-        "lsn", "time (UTC)", "xid", "event", "database"
-    );
-    for e in &log.events {
-        match e {
-            Event::Transaction(t) => {
-                println!(
-                    "{:<12} {:<27} {:>10} {:<17} {:<12} {}",
-                    t.lsn.to_string(),
-                    t.time,
-                    t.xid,
-                    t.outcome,
-                    db_label(t),
-                    if t.relations.is_empty() && t.truncated_oids.is_empty() {
-                        "-"
-                    } else {
-                        ""
-                    }
-                );
-                for r in &t.relations {
-                    let how = r.how();
-                    if !how.is_empty() {
-                        println!("{:>82}{}: {how}", "", r.label());
-                    }
+fn render_event(e: &Event) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    match e {
+        Event::Transaction(t) => {
+            let _ = writeln!(
+                o,
+                "{:<12} {:<27} {:>10} {:<17} {:<12} {}",
+                t.lsn.to_string(),
+                t.time,
+                t.xid,
+                t.outcome,
+                db_label(t),
+                if t.relations.iter().all(|r| r.how().is_empty()) && t.truncated_oids.is_empty() {
+                    "-"
+                } else {
+                    ""
                 }
-                for o in &t.truncated_oids {
-                    println!("{:>82}relation oid {o}: TRUNCATE", "");
+            );
+            for r in &t.relations {
+                let how = r.how();
+                if !how.is_empty() {
+                    let _ = writeln!(o, "{:>82}{}: {how}", "", r.label());
                 }
             }
-            Event::RestorePoint(r) => println!(
+            for oid in &t.truncated_oids {
+                let _ = writeln!(o, "{:>82}relation oid {oid}: TRUNCATE", "");
+            }
+        }
+        Event::RestorePoint(r) => {
+            let _ = writeln!(
+                o,
                 "{:<12} {:<27} {:>10} {:<17} {:<12} {:?}",
                 r.lsn.to_string(),
                 r.time,
@@ -158,8 +228,11 @@ fn print_log(log: &WalLog) {
                 "restore point",
                 "",
                 r.name
-            ),
-            Event::Checkpoint(c) => println!(
+            );
+        }
+        Event::Checkpoint(c) => {
+            let _ = writeln!(
+                o,
                 "{:<12} {:<27} {:>10} {:<17} {:<12} redo {}",
                 c.lsn.to_string(),
                 c.time,
@@ -171,7 +244,8 @@ fn print_log(log: &WalLog) {
                 },
                 "",
                 c.redo
-            ),
+            );
         }
     }
+    o
 }
