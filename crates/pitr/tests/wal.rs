@@ -83,6 +83,10 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
     c.psql("INSERT INTO keep SELECT g, 'before backup' FROM generate_series(1, 10) g");
     c.psql("CREATE TABLE bulk (id int)");
     c.psql("INSERT INTO bulk SELECT g FROM generate_series(1, 3000) g");
+    c.psql("CREATE TABLE emptied (id int)");
+    c.psql("INSERT INTO emptied SELECT g FROM generate_series(1, 50) g");
+    c.psql("CREATE TABLE compacted (id int)");
+    c.psql("INSERT INTO compacted SELECT g FROM generate_series(1, 50) g");
     let label = pitr_as_postgres(&[
         "--repo",
         s(&repo),
@@ -101,6 +105,8 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
 
     c.psql("INSERT INTO keep SELECT g, 'before drop' FROM generate_series(11, 25) g");
     c.psql("DELETE FROM bulk WHERE id <= 1500");
+    c.psql("TRUNCATE emptied");
+    c.psql("VACUUM FULL compacted");
     c.psql("SELECT pg_create_restore_point('before_drop')");
     let out = c.psql_script("BEGIN;\nSELECT txid_current();\nDROP TABLE shop.orders;\nCOMMIT;\n");
     let xid: u32 = out
@@ -167,7 +173,19 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
         })
         .unwrap_or_else(|| panic!("no mass delete incident: {rep:#}"));
     assert!(mass_delete["transaction"]["lsn"].as_str().unwrap() != commit_lsn);
-    // Above the threshold it is not an incident; the drop still is.
+    // TRUNCATE is an incident, VACUUM FULL (a rewrite, the new file is filled) is not.
+    let reasons: Vec<&str> = incidents
+        .iter()
+        .flat_map(|i| i["reasons"].as_array().unwrap())
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"TRUNCATE public.emptied"), "{reasons:?}");
+    assert!(
+        !reasons.iter().any(|r| r.contains("compacted")),
+        "{reasons:?}"
+    );
+    assert_eq!(incidents.len(), 3, "{reasons:?}");
+    // At a threshold of 1500 the DELETE of 1500 rows is not an incident; the others still are.
     let rep = json(
         &pitr(&[
             "--repo",
@@ -180,7 +198,7 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
         ])
         .expect_code(0),
     );
-    assert_eq!(rep["incidents"].as_array().unwrap().len(), 1, "{rep:#}");
+    assert_eq!(rep["incidents"].as_array().unwrap().len(), 2, "{rep:#}");
     // People's output names the table and prints the command.
     let text = pitr(&["--repo", r, "wal", "incidents"])
         .expect_code(0)
@@ -255,6 +273,41 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
         text.contains("before_drop") && text.contains("DROP"),
         "{text}"
     );
+    // The VACUUM FULL shows as a rewrite in the log.
+    assert!(
+        txns.iter().any(|t| t["relations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "public.compacted" && r["rewritten"] == true)),
+        "VACUUM FULL compacted"
+    );
+    // A time range: from the drop's commit time on, on timeline 1 given explicitly.
+    let drop_time = drop["transaction"]["time"].as_str().unwrap();
+    let since = json(
+        &pitr(&[
+            "--repo",
+            r,
+            "--json",
+            "wal",
+            "log",
+            "--from",
+            drop_time,
+            "--timeline",
+            "1",
+        ])
+        .expect_code(0),
+    );
+    let since_txns = transactions(&since);
+    assert_eq!(since_txns[0]["xid"], xid, "{since:#}");
+    assert!(since["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["type"] != "restore_point"));
+    let bad = pitr(&["--repo", r, "wal", "log", "--from", "yesterday"]).expect_code(2);
+    assert!(bad.stderr.contains("--from"), "{bad:?}");
+    pitr(&["--repo", r, "wal", "log", "--timeline", "7"]).expect_code(2);
 
     // Undo it: the suggested restore, into a fresh directory, started.
     c.stop();
