@@ -63,3 +63,10 @@ fn demo_with_a_wrong_pg_bin_says_what_to_pass() {
         run.stderr
     );
 }
+
+/// Not root: the demo runs PostgreSQL as the invoking user (here `postgres`, as a DBA would).
+#[test]
+fn demo_as_a_normal_user() {
+    let run = pitr_as_postgres(&["demo"]).expect_code(0);
+    check_demo_output(&run);
+}
