@@ -12,6 +12,7 @@
 pub mod choose;
 pub mod conf;
 pub mod files;
+pub mod locate;
 pub mod os;
 pub mod start;
 pub mod target;
@@ -23,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use jiff::Timestamp;
 use pitr_pg::history::HistoryError;
 use pitr_pg::{PgMajor, TimelineHistory, WalFileName, WalSegSize};
@@ -81,19 +81,6 @@ pub struct RestoreOptions {
     pub jobs: usize,
     /// The `restore_command` to configure (see [`conf::restore_command`]).
     pub restore_command: String,
-}
-
-/// Finds where a name/xid (or time) target is in the archived WAL, e.g. with a WAL decoder.
-/// `Ok(None)`: not found or not supported; the choice then falls back to the oldest usable
-/// backup.
-#[async_trait]
-pub trait TargetLocator: Send + Sync + fmt::Debug {
-    /// Locates `target` in `cluster`'s archived WAL.
-    async fn locate(
-        &self,
-        cluster: &ClusterRepo,
-        target: &RecoveryTarget,
-    ) -> Result<Option<LocatedTarget>, String>;
 }
 
 /// Receives progress while files are restored (e.g. a progress bar).
@@ -258,14 +245,6 @@ pub enum RestoreError {
         /// The user asked for.
         user: String,
     },
-    /// The target locator failed.
-    #[error("cannot locate {target} in the archived WAL: {reason}")]
-    Locate {
-        /// The target.
-        target: String,
-        /// Why.
-        reason: String,
-    },
     /// A task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
@@ -395,7 +374,7 @@ pub struct RestorePlan {
     pub choice: Choice,
     /// The target, described.
     pub target: String,
-    /// Where a name/xid target was located, when a locator found it.
+    /// Where a name/xid target is, found by decoding the archived WAL after the backup.
     pub located: Option<LocatedTarget>,
     /// `recovery.signal` or `standby.signal`.
     pub signal_file: String,
@@ -586,13 +565,44 @@ async fn wal_index(cluster: &ClusterRepo, seg_size: WalSegSize) -> Result<WalInd
     Ok(index)
 }
 
+/// Finds a name/xid target after each backup, newest first (the order choice tries them),
+/// until one is found after a backup became consistent: that backup will be chosen, and
+/// older ones need no search.
+async fn locate_per_backup(
+    cluster: &ClusterRepo,
+    points: &[BackupPoint],
+    index: &WalIndex,
+    opts: &RestoreOptions,
+) -> Result<BTreeMap<String, LocatedTarget>, RestoreError> {
+    let mut out = BTreeMap::new();
+    for b in choose::newest_first(points) {
+        if opts.backup.as_ref().is_some_and(|f| *f != b.label) {
+            continue;
+        }
+        let Ok(r) = choose::reach_from(b, &opts.spec, index) else {
+            continue;
+        };
+        if r.end < b.stop {
+            continue;
+        }
+        let found =
+            locate::first_on_path(cluster, index, &r.path, b.start, &opts.spec.target).await?;
+        if let Some(loc) = found {
+            out.insert(b.label.clone(), loc);
+            if loc.lsn >= b.stop {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Decides the whole restore without changing anything: validates the options, chooses the
 /// backup (refusing an unreachable target with the reachable window), and checks the target
 /// directories and the owner.
 pub async fn plan(
     cluster: &ClusterRepo,
     opts: &RestoreOptions,
-    locator: Option<&dyn TargetLocator>,
 ) -> Result<RestorePlan, RestoreError> {
     opts.spec.validate()?;
     if opts.jobs == 0 {
@@ -637,21 +647,16 @@ pub async fn plan(
         reason: e.to_string(),
     })?;
     let index = wal_index(cluster, seg_size).await?;
-    let located = match (locator, opts.spec.target.needs_locating()) {
-        (Some(l), true) => l
-            .locate(cluster, &opts.spec.target)
-            .await
-            .map_err(|reason| RestoreError::Locate {
-                target: opts.spec.target.to_string(),
-                reason,
-            })?,
-        _ => None,
-    };
     let points: Vec<BackupPoint> = manifests
         .iter()
         .filter(|m| m.wal_seg_size == seg_bytes)
         .map(BackupPoint::of)
         .collect();
+    let located = if opts.spec.target.needs_locating() {
+        Some(locate_per_backup(cluster, &points, &index, opts).await?)
+    } else {
+        None
+    };
     let choice = choose_backup(
         &points,
         &index,
@@ -660,6 +665,7 @@ pub async fn plan(
         opts.backup.as_deref(),
     )
     .map_err(|u| RestoreError::Unreachable(Box::new(u)))?;
+    let located = located.and_then(|m| m.get(&choice.label).copied());
     let Some(manifest) = manifests.into_iter().find(|m| m.label == choice.label) else {
         return Err(RestoreError::Internal(format!(
             "chosen backup {} vanished",

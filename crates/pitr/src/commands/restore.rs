@@ -111,7 +111,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
         jobs,
         restore_command,
     };
-    let plan = restore::plan(&cluster, &opts, None).await?;
+    let plan = restore::plan(&cluster, &opts).await?;
     if a.dry_run {
         if g.json {
             print_json(&serde_json::json!({ "dry_run": true, "plan": plan }));
