@@ -447,3 +447,199 @@ fn seed_lab_restores_every_target_type(major: u32) {
     lab.stop(&again);
 }
 per_version!(seed_lab_restores_every_target_type);
+
+/// pgbench's invariant: every balance change is in pgbench_history.
+const PGBENCH_BALANCED: &str = "SELECT (SELECT sum(abalance) FROM pgbench_accounts) \
+     = (SELECT coalesce(sum(delta), 0) FROM pgbench_history) \
+     AND (SELECT sum(tbalance) FROM pgbench_tellers) = (SELECT coalesce(sum(delta), 0) FROM pgbench_history) \
+     AND (SELECT sum(bbalance) FROM pgbench_branches) = (SELECT coalesce(sum(delta), 0) FROM pgbench_history)";
+
+/// A backup taken while pgbench writes restores to a consistent state, both at its
+/// consistency point (`--target-immediate`) and at the end of WAL; then `--delta` over a
+/// damaged copy fetches only the damaged files, removes what the backup does not have, and
+/// the result starts and passes pg_amcheck.
+fn backup_under_pgbench_restores_consistently_and_delta_repairs(major: u32) {
+    let lab = Lab::new(major, ClusterOptions::default());
+    let c = &lab.c;
+    c.pgbench_init(2);
+    let load = {
+        let env = c.env();
+        let pgbench = c.install().bin("pgbench");
+        let pgbench = if pgbench.is_file() {
+            pgbench
+        } else {
+            pitr_testkit::installs()
+                .into_iter()
+                .map(|i| i.bin("pgbench"))
+                .find(|p| p.is_file())
+                .expect("no pgbench installed")
+        };
+        std::thread::spawn(move || {
+            Command::new(pgbench)
+                .envs(env)
+                .args(["-n", "-c", "2", "-T", "4"])
+                .output()
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let label = lab.backup();
+    let out = load.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let history = c.psql("SELECT count(*) FROM pgbench_history");
+    let heap = c.psql("SELECT pg_relation_filepath('pgbench_accounts')");
+    let index = c.psql("SELECT pg_relation_filepath('pgbench_accounts_pkey')");
+    let tellers = c.psql("SELECT pg_relation_filepath('pgbench_tellers')");
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+    c.stop();
+
+    // At the backup's consistency point: mid-workload, yet balanced.
+    let imm = lab.dir("immediate");
+    let rep = lab.restore_start(&imm, &["--target-immediate"]);
+    assert_eq!(label_of(&rep), label);
+    assert_eq!(rep["start"]["outcome"], "paused", "{rep}");
+    assert_eq!(lab.psql(PGBENCH_BALANCED), "t");
+    let at_backup: u64 = lab
+        .psql("SELECT count(*) FROM pgbench_history")
+        .parse()
+        .unwrap();
+    assert!(
+        at_backup > 0 && at_backup.to_string() != history,
+        "the backup should fall inside the workload: {at_backup} of {history} transactions"
+    );
+    lab.stop(&imm);
+    fs::remove_dir_all(&imm).unwrap();
+
+    // End of WAL into a directory, damaged before it ever starts, then repaired with --delta.
+    let dir = lab.dir("delta");
+    let first = lab.restore(&dir, &[]);
+    let files = first["restore"]["files_restored"].as_u64().unwrap();
+    fs::remove_file(dir.join(&index)).unwrap();
+    let mut bytes = fs::read(dir.join(&heap)).unwrap();
+    bytes[8192 * 3 + 100] ^= 0xFF;
+    fs::write(dir.join(&heap), &bytes).unwrap();
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(&tellers))
+        .unwrap();
+    f.set_len(0).unwrap();
+    drop(f);
+    fs::write(dir.join("base/stray_file"), b"not from the backup").unwrap();
+    fs::create_dir_all(dir.join("stray_dir/sub")).unwrap();
+    // Without --delta or --force, a non-empty directory is refused and left as it is.
+    lab.refused(&dir, &[], 4);
+    let rep = lab.restore_start(&dir, &["--delta"]);
+    let r = &rep["restore"];
+    // The three damaged files, and postgresql.auto.conf, which the first restore rewrote.
+    assert_eq!(r["files_restored"], 4, "{r}");
+    assert_eq!(r["files_reused"].as_u64().unwrap(), files - 4, "{r}");
+    assert!(r["entries_removed"].as_u64().unwrap() >= 2, "{r}");
+    assert!(
+        r["bytes_fetched"].as_u64().unwrap()
+            < r["plan"]["backup"]["stored_bytes"].as_u64().unwrap() / 2,
+        "--delta fetched more than the damaged files: {r}"
+    );
+    assert!(!dir.join("base/stray_file").exists() && !dir.join("stray_dir").exists());
+    assert_eq!(rep["start"]["outcome"], "promoted", "{rep}");
+    assert_eq!(lab.psql("SELECT count(*) FROM pgbench_history"), history);
+    assert_eq!(lab.psql(PGBENCH_BALANCED), "t");
+    // pg_amcheck, where the amcheck extension is installed (not in every test build).
+    let amcheck = lab.psql("SELECT count(*) FROM pg_available_extensions WHERE name = 'amcheck'");
+    if lab.install.has("pg_amcheck") && amcheck == "1" {
+        let out = Command::new(lab.install.bin("pg_amcheck"))
+            .arg("-h")
+            .arg(&lab.sock)
+            .args(["-p", "5432", "-U", "postgres", "--install-missing"])
+            .args(["--heapallindexed", "-d", "postgres"])
+            .env_remove("PGHOST")
+            .env_remove("PGPORT")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_amcheck: {out:?}");
+    }
+    lab.stop(&dir);
+}
+per_version!(backup_under_pgbench_restores_consistently_and_delta_repairs);
+
+/// A tablespace is restored to its original location (refused while that is not empty) or
+/// to another with `--tablespace-map`; as root, `--owner` gives every file, tablespace
+/// included, to that user, and a root-owned parent without `--owner` is refused.
+fn restores_a_tablespace_where_asked(major: u32) {
+    let lab = Lab::new(major, ClusterOptions::default());
+    let c = &lab.c;
+    let ts = pitr_testkit::create_postgres_dir(&lab.dir("ts_original"));
+    c.psql(&format!("CREATE TABLESPACE tsp LOCATION '{}'", s(&ts)));
+    c.psql("CREATE TABLE t_ts (id int) TABLESPACE tsp");
+    c.psql("INSERT INTO t_ts SELECT generate_series(1, 100)");
+    let oid = c.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'tsp'");
+    lab.backup();
+    c.psql("INSERT INTO t_ts SELECT generate_series(101, 200)");
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+    c.stop();
+
+    // The original location still holds the original's tablespace.
+    let dir = lab.dir("data");
+    let busy = lab.refused(&dir, &[], 4);
+    assert!(
+        busy.stderr.contains("not empty") && busy.stderr.contains(s(&ts)),
+        "{busy:?}"
+    );
+    assert!(!dir.exists());
+
+    // Elsewhere, below a directory that belongs to root.
+    let root_owned = lab.dir("root_owned");
+    fs::create_dir(&root_owned).unwrap();
+    let moved_data = root_owned.join("data");
+    let moved_ts = root_owned.join("ts");
+    let map = format!("{oid}={}", s(&moved_ts));
+    if pitr_testkit::postgres_uid_gid().is_some() {
+        let no_owner = lab.refused(&moved_data, &["--tablespace-map", &map], 2);
+        assert!(
+            no_owner.stderr.contains("would belong to root") && no_owner.stderr.contains("--owner"),
+            "{no_owner:?}"
+        );
+    }
+    let rep = lab.restore_start(
+        &moved_data,
+        &["--tablespace-map", &map, "--owner", "postgres"],
+    );
+    assert_eq!(rep["start"]["outcome"], "promoted", "{rep}");
+    assert_eq!(lab.psql("SELECT count(*) FROM t_ts"), "200");
+    assert_eq!(
+        lab.psql(&format!("SELECT pg_tablespace_location({oid})")),
+        s(&moved_ts)
+    );
+    assert_eq!(
+        fs::read_link(moved_data.join("pg_tblspc").join(&oid)).unwrap(),
+        moved_ts
+    );
+    if let Some((uid, _)) = pitr_testkit::postgres_uid_gid() {
+        for p in [moved_data.join("PG_VERSION"), moved_ts.clone()] {
+            assert_eq!(fs::metadata(&p).unwrap().uid(), uid, "{p:?}");
+        }
+        let version_dir = fs::read_dir(&moved_ts).unwrap().next().unwrap().unwrap();
+        assert_eq!(version_dir.metadata().unwrap().uid(), uid);
+    }
+    lab.stop(&moved_data);
+
+    // The original location, once emptied.
+    fs::rename(&ts, lab.dir("ts_set_aside")).unwrap();
+    let rep = lab.restore_start(&dir, &[]);
+    assert_eq!(rep["start"]["outcome"], "promoted", "{rep}");
+    assert_eq!(lab.psql("SELECT count(*) FROM t_ts"), "200");
+    assert_eq!(fs::read_link(dir.join("pg_tblspc").join(&oid)).unwrap(), ts);
+    assert!(ts
+        .join(
+            fs::read_dir(lab.dir("ts_set_aside"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .file_name()
+        )
+        .is_dir());
+    lab.stop(&dir);
+}
+per_version!(restores_a_tablespace_where_asked);
