@@ -224,6 +224,7 @@ fn seed_lab_restores_every_target_type(major: u32) {
     let x3 = insert(c, &["registro_3"]);
     let b2 = lab.backup();
     let x4 = insert(c, &["registro_4"]);
+    let after_all = c.psql("SELECT clock_timestamp()");
     let last = c.switch_wal();
     assert!(c.wait_archived(&last, Duration::from_secs(60)));
     c.stop();
@@ -242,6 +243,15 @@ fn seed_lab_restores_every_target_type(major: u32) {
         beyond.stderr.contains("beyond the end of archived WAL")
             && beyond.stderr.contains("reachable: from"),
         "{beyond:?}"
+    );
+    // No transaction ends after this time: PostgreSQL would never reach it.
+    let late = lab.refused(&never, &["--target-time", &after_all], 4);
+    assert!(
+        late.stderr
+            .contains("no transaction in the archived WAL ends after")
+            && late.stderr.contains(&format!("backup {b2} finished"))
+            && late.stderr.contains("the last archived transaction"),
+        "{late:?}"
     );
     let unnamed = lab.refused(&never, &["--target-name", "no_such_point"], 4);
     assert!(

@@ -271,8 +271,9 @@ fn details(rejected: &[Rejection]) -> String {
     s
 }
 
-/// Timestamps in messages: UTC, microseconds, PostgreSQL-like.
+/// Timestamps in messages: UTC, microseconds (PostgreSQL's precision), PostgreSQL-like.
 pub fn show_time(t: Timestamp) -> String {
+    let t = t.round(jiff::Unit::Microsecond).unwrap_or(t);
     jiff::fmt::strtime::format(
         "%Y-%m-%d %H:%M:%S%.f+00",
         &t.to_zoned(jiff::tz::TimeZone::UTC),
@@ -910,6 +911,18 @@ mod tests {
                 .unwrap()
                 .label,
             "A"
+        );
+    }
+
+    #[test]
+    fn times_are_shown_to_the_microsecond() {
+        assert_eq!(
+            show_time(ts("2026-11-21T20:30:43.570854617Z")),
+            "2026-11-21 20:30:43.570855+00"
+        );
+        assert_eq!(
+            show_time(ts("2025-07-10T10:00:00Z")),
+            "2025-07-10 10:00:00+00"
         );
     }
 

@@ -118,3 +118,54 @@ pub async fn first_on_path(
     }
     Ok(None)
 }
+
+/// The last commit or abort in the archived WAL along `path` (at or after `from`), found by
+/// decoding segments from the end backwards: a time target after it is never reached, since
+/// PostgreSQL stops only before a transaction that ends after the target time.
+pub async fn last_transaction_on_path(
+    cluster: &ClusterRepo,
+    wal: &WalIndex,
+    path: &[PathStep],
+    from: Lsn,
+) -> Result<Option<LocatedTarget>, RestoreError> {
+    let size = wal.seg_size();
+    let segments = path_segments(path, wal);
+    // The segment after the one examined, already fetched: a record that starts in one segment
+    // and ends in the next is decoded only when both are fed.
+    let mut next: Option<Vec<u8>> = None;
+    for &(tli, segno) in segments.iter().rev() {
+        let name = WalFileName::segment(tli, segno, size);
+        let Some(bytes) = cluster.get_wal(&name).await? else {
+            break;
+        };
+        let mut dec = WalDecoder::new();
+        let mut last = None;
+        let mut on_record = |rec: Record<'_>| {
+            if rec.lsn < from {
+                return;
+            }
+            if let Ok(RecordKind::Commit(e) | RecordKind::Abort(e)) = rec.kind() {
+                last = Some((rec.lsn, e.time));
+            }
+        };
+        let mut fed = dec.decode_slice(&bytes, &mut on_record);
+        if let (Ok(()), Some(n)) = (&fed, &next) {
+            fed = dec.decode_slice(n, &mut on_record);
+        }
+        dec.finish();
+        let _ = dec.decode_slice(&[], &mut on_record);
+        if let Err(e) = fed {
+            tracing::warn!("decoding {name} for its last transaction: {e}");
+        }
+        if let Some((lsn, t)) = last {
+            let tli = step_tli(path, lsn).unwrap_or(tli);
+            let time = Timestamp::from_microsecond(t.to_unix_micros()).ok();
+            return Ok(Some(LocatedTarget { lsn, tli, time }));
+        }
+        if size.start_of(segno).is_some_and(|start| start <= from) {
+            break;
+        }
+        next = Some(bytes);
+    }
+    Ok(None)
+}

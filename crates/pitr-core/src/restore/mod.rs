@@ -136,6 +136,18 @@ pub enum RestoreError {
     /// The repository cannot reach the target.
     #[error("refusing to restore: {0}\nhint: `pitr info` shows the backups and archived WAL; choose a target inside the reachable window")]
     Unreachable(Box<Unreachable>),
+    /// No archived transaction ends after the target time: PostgreSQL would never stop.
+    #[error("refusing to restore: no transaction in the archived WAL ends after {target}, so PostgreSQL would replay everything and fail with \"recovery ended before configured recovery target was reached\"; reachable: from {from} (backup {label} finished) to {last}\nhint: restore without a target to recover everything archived, or choose an earlier time")]
+    TimeNotReached {
+        /// The target, described.
+        target: String,
+        /// The backup chosen.
+        label: String,
+        /// When it finished.
+        from: String,
+        /// The last archived transaction, described.
+        last: String,
+    },
     /// The directory is not empty and neither `--delta` nor `--force` was given.
     #[error("refusing to restore into {path:?}: it is not empty ({entries} entries: {sample})\nhint: pass --delta to reuse matching files and remove the others, or --force to delete its contents first")]
     NotEmpty {
@@ -262,6 +274,7 @@ impl RestoreError {
             | RestoreError::NotRoot { .. }
             | RestoreError::BackupNotFound { .. } => ErrorClass::Usage,
             RestoreError::Unreachable(_)
+            | RestoreError::TimeNotReached { .. }
             | RestoreError::NotEmpty { .. }
             | RestoreError::ServerRunning { .. }
             | RestoreError::OverlapsRepo { .. }
@@ -597,6 +610,44 @@ async fn locate_per_backup(
     Ok(out)
 }
 
+/// Refuses a time target that no archived transaction ends after: PostgreSQL stops only before
+/// a commit or abort later than the target (at or later, with `--target-exclusive`).
+async fn check_time_reached(
+    cluster: &ClusterRepo,
+    index: &WalIndex,
+    points: &[BackupPoint],
+    choice: &Choice,
+    t: &target::TargetTime,
+    exclusive: bool,
+) -> Result<(), RestoreError> {
+    let Some(b) = points.iter().find(|p| p.label == choice.label) else {
+        return Ok(());
+    };
+    let last = locate::last_transaction_on_path(cluster, index, &choice.path, b.start).await?;
+    let last_time = last.and_then(|l| l.time);
+    let reached = last_time.is_some_and(|lt| if exclusive { lt >= t.at } else { lt > t.at });
+    if reached {
+        return Ok(());
+    }
+    Err(RestoreError::TimeNotReached {
+        target: RecoveryTarget::Time(t.clone()).to_string(),
+        label: b.label.clone(),
+        from: choose::show_time(b.stop_time),
+        last: match (last, last_time) {
+            (Some(l), Some(lt)) => format!(
+                "{} (the last archived transaction, at {} on timeline {})",
+                choose::show_time(lt),
+                l.lsn,
+                l.tli
+            ),
+            _ => format!(
+                "its consistency point {} (no transaction was archived after it)",
+                b.stop
+            ),
+        },
+    })
+}
+
 /// Decides the whole restore without changing anything: validates the options, chooses the
 /// backup (refusing an unreachable target with the reachable window), and checks the target
 /// directories and the owner.
@@ -666,6 +717,9 @@ pub async fn plan(
     )
     .map_err(|u| RestoreError::Unreachable(Box::new(u)))?;
     let located = located.and_then(|m| m.get(&choice.label).copied());
+    if let RecoveryTarget::Time(t) = &opts.spec.target {
+        check_time_reached(cluster, &index, &points, &choice, t, opts.spec.exclusive).await?;
+    }
     let Some(manifest) = manifests.into_iter().find(|m| m.label == choice.label) else {
         return Err(RestoreError::Internal(format!(
             "chosen backup {} vanished",
