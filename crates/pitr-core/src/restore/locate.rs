@@ -169,3 +169,42 @@ pub async fn last_transaction_on_path(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pitr_pg::{TimelineHistory, WalSegSize};
+
+    #[test]
+    fn path_segments_switch_timelines_at_the_switchpoint_segment_and_stop_at_a_gap() {
+        let mut w = WalIndex::new(WalSegSize::new(16 << 20).unwrap());
+        for s in 2..=6 {
+            w.add_segment(TimelineId(1), SegNo(s));
+        }
+        w.add_history(TimelineHistory::parse(TimelineId(2), b"1\t0/4000100\tx\n").unwrap());
+        for s in [4, 5, 7] {
+            w.add_segment(TimelineId(2), SegNo(s));
+        }
+        let path = vec![
+            PathStep {
+                tli: TimelineId(1),
+                from: "0/2000028".parse().unwrap(),
+                until: Some("0/4000100".parse().unwrap()),
+            },
+            PathStep {
+                tli: TimelineId(2),
+                from: "0/4000100".parse().unwrap(),
+                until: None,
+            },
+        ];
+        assert_eq!(
+            path_segments(&path, &w),
+            vec![
+                (TimelineId(1), SegNo(2)),
+                (TimelineId(1), SegNo(3)),
+                (TimelineId(2), SegNo(4)),
+                (TimelineId(2), SegNo(5)),
+            ]
+        );
+    }
+}
