@@ -6,7 +6,9 @@
 //! archived WAL must then be continuous along that path: from the backup's start segment,
 //! through every timeline switch (the segment holding a switchpoint is read from the newer
 //! timeline, as PostgreSQL does), up to the segment holding the target — or to the end of the
-//! archived WAL when the target's position is unknown (time, name, xid, end of WAL).
+//! archived WAL when the target has no position (time, end of WAL). A name or xid target is
+//! first located per backup by decoding the archived WAL ([`super::locate`]) and then treated
+//! like an LSN.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

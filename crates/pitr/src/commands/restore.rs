@@ -192,7 +192,14 @@ fn print_plan(p: &RestorePlan) {
     }
     println!("  target:      {}", p.target);
     if let Some(l) = &p.located {
-        println!("  located at:  {} on timeline {}", l.lsn, l.tli);
+        let at = l
+            .time
+            .map(|t| format!(", {}", show_time(t)))
+            .unwrap_or_default();
+        println!(
+            "  located at:  {} on timeline {}{at} (found in the archived WAL)",
+            l.lsn, l.tli
+        );
     }
     let path: Vec<String> = p
         .choice
