@@ -316,6 +316,24 @@ fn seed_lab_restores_every_target_type(major: u32) {
             "{args:?}: {plan}"
         );
     }
+    let text = pitr(&[
+        "--repo",
+        lab.r(),
+        "restore",
+        "--pgdata",
+        s(&never),
+        "--target-name",
+        "punto_laboratorio",
+        "--dry-run",
+    ])
+    .expect_code(0);
+    assert!(
+        text.stdout.contains("dry run: nothing was changed")
+            && text.stdout.contains(&format!("backup:      {b1}"))
+            && text.stdout.contains("on timeline 1, 20")
+            && text.stdout.contains("(found in the archived WAL)"),
+        "{text:?}"
+    );
     assert!(!never.exists(), "--dry-run created the directory");
 
     // Each target, restored and started: exact rows and where recovery stopped.
