@@ -693,7 +693,7 @@ pub fn choose_backup(
                 }
                 if let RecoveryTarget::Time(_) = spec.target {
                     if located.is_none() {
-                        notes.push("PostgreSQL stops at the first transaction that ends after the target time; if none is archived it fails with \"recovery ended before configured recovery target was reached\"".to_string());
+                        notes.push("PostgreSQL stops just before the first transaction that ends after the target time".to_string());
                     }
                 }
                 return Ok(Choice {
