@@ -58,7 +58,12 @@ impl Lab {
 
     /// `pitr backup` of the server listening on the lab's socket; returns the label.
     fn backup(&self) -> String {
-        let out = pitr_as_postgres(&[
+        self.backup_with(&[])
+    }
+
+    /// `pitr backup ARGS` (e.g. `--type incr`) of the lab's server; returns the label.
+    fn backup_with(&self, args: &[&str]) -> String {
+        let mut all = vec![
             "--repo",
             self.r(),
             "backup",
@@ -68,8 +73,9 @@ impl Lab {
             "5432",
             "-U",
             "postgres",
-        ])
-        .expect_code(0);
+        ];
+        all.extend_from_slice(args);
+        let out = pitr_as_postgres(&all).expect_code(0);
         out.stdout.trim().to_string()
     }
 
@@ -165,10 +171,24 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64, i64)> {
 
 /// psql against a server listening on `sock`/5432.
 fn psql_at(install: &PgInstall, sock: &Path, sql: &str) -> String {
+    psql_port(install, sock, 5432, sql)
+}
+
+/// psql against a server listening on `sock`/`port`.
+fn psql_port(install: &PgInstall, sock: &Path, port: u16, sql: &str) -> String {
     let out = Command::new(install.bin("psql"))
         .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(sock)
-        .args(["-p", "5432", "-U", "postgres", "-d", "postgres", "-c", sql])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ])
         .env_remove("PGHOST")
         .env_remove("PGPORT")
         .output()
@@ -671,3 +691,172 @@ fn restores_a_tablespace_where_asked(major: u32) {
     lab.stop(&dir);
 }
 per_version!(restores_a_tablespace_where_asked);
+
+/// The manifest of backup `label`, as JSON.
+fn manifest(lab: &Lab, label: &str) -> Value {
+    let path = lab.repo.join("main/backup").join(label).join("backup.json");
+    serde_json::from_slice(&fs::read(&path).unwrap()).unwrap()
+}
+
+const LAB_TABLE: &str = "CREATE TABLE laboratorio_pitr (id SERIAL PRIMARY KEY, \
+     nombre TEXT NOT NULL, creado_en TIMESTAMP DEFAULT now())";
+
+const STABLE_SUM: &str =
+    "SELECT count(*) || ':' || md5(string_agg(h, ',' ORDER BY g)) FROM estable";
+
+/// An incremental backup restores (chosen for a target after it, or named with `--backup`)
+/// with the files it reuses from its full parent written from the parent's copies, byte for
+/// byte; a target between the two backups restores from the full one.
+fn incremental_backup_restores_with_its_parents_files(major: u32) {
+    let lab = Lab::new(major, ClusterOptions::default().set("autovacuum", "off"));
+    let c = &lab.c;
+    c.psql("CREATE TABLE estable AS SELECT g, md5(g::text) AS h FROM generate_series(1, 50000) g");
+    c.psql(LAB_TABLE);
+    insert(c, &["registro_1", "registro_2"]);
+    // Hint bits set and everything on disk well before the full backup starts, so that the
+    // incremental backup may reuse the untouched files.
+    c.psql("VACUUM (FREEZE) estable");
+    c.psql("CHECKPOINT");
+    let stable_sum = c.psql(STABLE_SUM);
+    let stable_file = c.psql("SELECT pg_relation_filepath('estable')");
+    std::thread::sleep(Duration::from_millis(2100));
+    let full = lab.backup();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Between the backups: a new table, an update of existing rows and an insert.
+    c.psql("CREATE TABLE nueva AS SELECT 'nueva_1'::text AS v");
+    c.psql("UPDATE laboratorio_pitr SET nombre = 'registro_1b' WHERE nombre = 'registro_1'");
+    let x3 = insert(c, &["registro_3"]);
+    let incr = lab.backup_with(&["--type", "incr"]);
+    // After the incremental: more of both.
+    c.psql("INSERT INTO nueva VALUES ('nueva_2')");
+    c.psql("UPDATE laboratorio_pitr SET nombre = 'registro_2b' WHERE nombre = 'registro_2'");
+    let x4 = insert(c, &["registro_4"]);
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+    c.stop();
+
+    let m = manifest(&lab, &incr);
+    assert_eq!(m["body"]["kind"], "incr", "{m}");
+    assert_eq!(m["body"]["parent"], full.as_str(), "{m}");
+    let reused: Vec<String> = m["body"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["stored_in"].as_str().is_some())
+        .map(|f| {
+            assert_eq!(f["stored_in"], full.as_str(), "{f}");
+            f["path"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        reused.contains(&stable_file),
+        "the untouched table {stable_file} should come from the full backup: {reused:?}"
+    );
+    let total = m["body"]["files"].as_array().unwrap().len();
+    assert!(
+        reused.len() * 2 > total,
+        "{} of {total} reused",
+        reused.len()
+    );
+
+    // Which backup each target takes.
+    let never = lab.dir("never");
+    for (args, want) in [
+        (vec![], &incr),
+        (vec!["--target-xid", x4.as_str()], &incr),
+        (vec!["--target-xid", x3.as_str()], &full),
+    ] {
+        let mut all = vec![
+            "--repo",
+            lab.r(),
+            "--json",
+            "restore",
+            "--pgdata",
+            s(&never),
+        ];
+        all.extend_from_slice(&args);
+        all.push("--dry-run");
+        let plan = json(&pitr(&all).expect_code(0));
+        assert_eq!(
+            plan["plan"]["backup"]["label"],
+            want.as_str(),
+            "{args:?}: {plan}"
+        );
+    }
+
+    // The incremental and the full, restored side by side: every file the incremental reuses
+    // is the full backup's copy.
+    let from_incr = lab.dir("from_incr");
+    let rep = lab.restore(&from_incr, &["--backup", &incr]);
+    let r = &rep["restore"];
+    assert_eq!(r["plan"]["backup"]["kind"], "incr", "{r}");
+    assert_eq!(r["plan"]["backup"]["parent"], full.as_str(), "{r}");
+    assert_eq!(r["files_restored"].as_u64().unwrap() as usize, total, "{r}");
+    let from_full = lab.dir("from_full");
+    let rep = lab.restore(&from_full, &["--backup", &full]);
+    assert_eq!(label_of(&rep), full);
+    // (postgresql.auto.conf is rewritten by every restore, with its recovery settings.)
+    for path in reused.iter().filter(|p| *p != "postgresql.auto.conf") {
+        assert!(
+            fs::read(from_incr.join(path)).unwrap() == fs::read(from_full.join(path)).unwrap(),
+            "{path} differs between the incremental and its parent"
+        );
+    }
+    // Files changed since the full backup are the incremental's own.
+    let lab_file = {
+        let f = m["body"]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "global/pg_control")
+            .unwrap();
+        assert!(f["stored_in"].is_null(), "{f}");
+        f["path"].as_str().unwrap().to_string()
+    };
+    assert_ne!(
+        fs::read(from_incr.join(&lab_file)).unwrap(),
+        fs::read(from_full.join(&lab_file)).unwrap()
+    );
+    fs::remove_dir_all(&from_full).unwrap();
+    fs::remove_dir_all(&from_incr).unwrap();
+
+    // Restored and started, to the end of WAL (the incremental is chosen) and to a target
+    // after it (named explicitly).
+    let all_rows = "registro_1b,registro_2b,registro_3,registro_4";
+    for (name, args) in [
+        ("latest", vec![]),
+        (
+            "named",
+            vec!["--backup", incr.as_str(), "--target-xid", x4.as_str()],
+        ),
+    ] {
+        let dir = lab.dir(name);
+        let rep = lab.restore_start(&dir, &args);
+        assert_eq!(label_of(&rep), incr, "{name}: {rep}");
+        let want = if name == "latest" {
+            "promoted"
+        } else {
+            "paused"
+        };
+        assert_eq!(rep["start"]["outcome"], want, "{name}: {rep}");
+        assert_eq!(lab.psql(ROWS), all_rows, "{name}");
+        assert_eq!(
+            lab.psql("SELECT string_agg(v, ',' ORDER BY v) FROM nueva"),
+            "nueva_1,nueva_2"
+        );
+        assert_eq!(lab.psql(STABLE_SUM), stable_sum, "{name}");
+        lab.stop(&dir);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    // Between the two backups: the full one, and none of what came after.
+    let between = lab.dir("between");
+    let rep = lab.restore_start(&between, &["--target-xid", &x3]);
+    assert_eq!(label_of(&rep), full, "{rep}");
+    assert_eq!(rep["start"]["outcome"], "paused", "{rep}");
+    assert_eq!(lab.psql(ROWS), "registro_1b,registro_2,registro_3");
+    assert_eq!(lab.psql("SELECT string_agg(v, ',') FROM nueva"), "nueva_1");
+    assert_eq!(lab.psql(STABLE_SUM), stable_sum);
+    lab.stop(&between);
+}
+per_version!(incremental_backup_restores_with_its_parents_files);
