@@ -860,3 +860,174 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
     lab.stop(&between);
 }
 per_version!(incremental_backup_restores_with_its_parents_files);
+
+/// Entries below `dir` with their sizes, leaving out what an idle server may still rewrite.
+fn quiet_listing(dir: &Path) -> Vec<(PathBuf, u64)> {
+    listing(dir)
+        .into_iter()
+        .filter(|(p, _, _)| {
+            let rel = p.strip_prefix(dir).unwrap();
+            !["pg_wal", "pg_stat_tmp", "pg_stat", "pg_logical", "log"]
+                .iter()
+                .any(|d| rel.starts_with(d))
+        })
+        .map(|(p, len, _)| (p, len))
+        .collect()
+}
+
+/// `--force` over the directory of another cluster with stray files in it: refused while
+/// that cluster's server runs (exit 4, nothing touched); once it is stopped, everything in it
+/// is deleted (a stray tablespace link, not what it points to) and the backup restores cleanly.
+fn force_replaces_an_old_cluster_but_not_a_running_one(major: u32) {
+    let lab = Lab::new(major, ClusterOptions::default());
+    let c = &lab.c;
+    c.psql(LAB_TABLE);
+    insert(c, &["registro_1", "registro_2"]);
+    let label = lab.backup();
+    insert(c, &["registro_3"]);
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+    c.stop();
+
+    // An old cluster: restored, promoted onto timeline 2, written to, with stray files.
+    let dir = lab.dir("old");
+    let rep = lab.restore_start(&dir, &[]);
+    assert_eq!(rep["start"]["outcome"], "promoted", "{rep}");
+    assert_eq!(rep["start"]["timeline"], 2, "{rep}");
+    lab.psql("INSERT INTO laboratorio_pitr (nombre) VALUES ('viejo')");
+    lab.psql("CHECKPOINT");
+    fs::write(dir.join("stray.txt"), "stray").unwrap();
+    fs::write(dir.join("base/stray_file"), "stray").unwrap();
+    fs::create_dir_all(dir.join("stray_dir/sub")).unwrap();
+    fs::write(dir.join("stray_dir/sub/f"), "stray").unwrap();
+    let elsewhere = lab.dir("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("keep.txt"), "precious").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("pg_tblspc/99999")).unwrap();
+
+    // Refused while its server runs.
+    let pid = fs::read_to_string(dir.join("postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap();
+    let before = quiet_listing(&dir);
+    let auto_conf = fs::read(dir.join("postgresql.auto.conf")).unwrap();
+    let run = pitr(&["--repo", lab.r(), "restore", "--pgdata", s(&dir), "--force"]).expect_code(4);
+    assert!(
+        run.stderr
+            .contains(&format!("a PostgreSQL server (pid {pid}) is running on it"))
+            && run.stderr.contains("stop it first"),
+        "{run:?}"
+    );
+    assert_eq!(
+        quiet_listing(&dir),
+        before,
+        "a refused restore touched {dir:?}"
+    );
+    assert_eq!(
+        fs::read(dir.join("postgresql.auto.conf")).unwrap(),
+        auto_conf
+    );
+    assert_eq!(lab.psql("SELECT count(*) FROM laboratorio_pitr"), "4");
+    lab.stop(&dir);
+
+    // Stopped: replaced. Timeline 1 has registro_3 but not the old cluster's row.
+    let rep = lab.restore_start(&dir, &["--force", "--target-timeline", "1"]);
+    let r = &rep["restore"];
+    assert_eq!(label_of(&rep), label);
+    assert_eq!(r["plan"]["pgdata_action"], "wipe", "{r}");
+    assert_eq!(r["files_reused"], 0, "{r}");
+    assert!(r["entries_removed"].as_u64().unwrap() >= 20, "{r}");
+    assert_eq!(rep["start"]["outcome"], "promoted", "{rep}");
+    assert_eq!(rep["start"]["timeline"], 3, "{rep}");
+    assert_eq!(lab.psql(ROWS), "registro_1,registro_2,registro_3");
+    for stray in [
+        "stray.txt",
+        "base/stray_file",
+        "stray_dir",
+        "pg_tblspc/99999",
+    ] {
+        assert!(
+            fs::symlink_metadata(dir.join(stray)).is_err(),
+            "{stray} survived --force"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(elsewhere.join("keep.txt")).unwrap(),
+        "precious"
+    );
+    // No WAL of the old cluster's timeline 2 was left behind.
+    let old_wal: Vec<_> = fs::read_dir(dir.join("pg_wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("00000002"))
+        .collect();
+    assert!(old_wal.is_empty(), "{old_wal:?}");
+    lab.stop(&dir);
+}
+per_version!(force_replaces_an_old_cluster_but_not_a_running_one);
+
+/// `--standby` restores a hot standby: standby.signal (no recovery.signal), `--start` reports
+/// it consistent, and it keeps replaying WAL the primary archives afterwards.
+fn standby_keeps_replaying_archived_wal(major: u32) {
+    let lab = Lab::new(major, ClusterOptions::default());
+    let c = &lab.c;
+    c.psql(LAB_TABLE);
+    insert(c, &["registro_1"]);
+    let label = lab.backup();
+    insert(c, &["registro_2"]);
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+
+    // The primary keeps running: the standby listens on another port.
+    let dir = lab.dir("standby");
+    let all = vec![
+        "--repo",
+        lab.r(),
+        "--json",
+        "--port",
+        "5433",
+        "restore",
+        "--pgdata",
+        s(&dir),
+        "--standby",
+        "--start",
+        "--pg-bin",
+        s(&lab.install.bindir),
+        "--wait-timeout",
+        "120",
+    ];
+    let rep = json(&pitr(&all).expect_code(0));
+    assert_eq!(label_of(&rep), label);
+    assert_eq!(
+        rep["restore"]["plan"]["signal_file"], "standby.signal",
+        "{rep}"
+    );
+    assert_eq!(rep["start"]["outcome"], "standby", "{rep}");
+    assert_eq!(rep["start"]["server_running"], true, "{rep}");
+    assert!(dir.join("standby.signal").is_file());
+    assert!(!dir.join("recovery.signal").exists());
+    let standby = |sql: &str| psql_port(&lab.install, &lab.sock, 5433, sql);
+    assert_eq!(standby("SELECT pg_is_in_recovery()"), "t");
+    // Everything archived when it started is replayed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while standby(ROWS) != "registro_1,registro_2" {
+        assert!(Instant::now() < deadline, "standby has {:?}", standby(ROWS));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A write on the primary reaches the standby through the repository.
+    insert(c, &["registro_3"]);
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while standby(ROWS) != "registro_1,registro_2,registro_3" {
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not replay {last}: it has {:?}",
+            standby(ROWS)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(standby("SELECT pg_is_in_recovery()"), "t");
+    lab.stop(&dir);
+}
+per_version!(standby_keeps_replaying_archived_wal);
