@@ -1031,3 +1031,33 @@ fn standby_keeps_replaying_archived_wal(major: u32) {
     lab.stop(&dir);
 }
 per_version!(standby_keeps_replaying_archived_wal);
+
+/// `--force` (or `--delta`) never empties a tablespace directory a running server uses: a
+/// restore elsewhere while the original runs, its tablespace left at the original location,
+/// is refused with exit 4 and nothing is touched.
+fn force_spares_the_tablespace_of_a_running_server(major: u32) {
+    let lab = Lab::new(major, ClusterOptions::default());
+    let c = &lab.c;
+    let ts = pitr_testkit::create_postgres_dir(&lab.dir("ts_live"));
+    c.psql(&format!("CREATE TABLESPACE tsp LOCATION '{}'", s(&ts)));
+    c.psql("CREATE TABLE t_ts (id int) TABLESPACE tsp");
+    c.psql("INSERT INTO t_ts SELECT generate_series(1, 100)");
+    lab.backup();
+    c.psql("CHECKPOINT");
+    let dir = lab.dir("copy");
+    for flag in ["--force", "--delta"] {
+        let before = listing(&ts);
+        let run = pitr(&["--repo", lab.r(), "restore", "--pgdata", s(&dir), flag]).expect_code(4);
+        assert!(
+            run.stderr.contains(s(&ts))
+                && run.stderr.contains("in use by a running PostgreSQL server")
+                && run.stderr.contains(s(c.datadir()))
+                && run.stderr.contains("--tablespace-map"),
+            "{flag}: {run:?}"
+        );
+        assert_eq!(listing(&ts), before, "{flag} touched the live tablespace");
+        assert!(!dir.exists());
+    }
+    assert_eq!(c.psql("SELECT count(*) FROM t_ts"), "100");
+}
+per_version!(force_spares_the_tablespace_of_a_running_server);
