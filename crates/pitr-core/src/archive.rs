@@ -116,16 +116,22 @@ fn parse_name(name: &str) -> Result<WalFileName, ArchiveError> {
 
 /// Checks a segment's long page header and size against its name, and returns the identity of
 /// the cluster that wrote it.
-pub fn segment_identity(name: &WalFileName, data: &[u8]) -> Result<ClusterIdentity, ArchiveError> {
+///
+/// `head` is the start of the file (at least its long page header) and `file_len` its size.
+pub fn segment_identity(
+    name: &WalFileName,
+    head: &[u8],
+    file_len: u64,
+) -> Result<ClusterIdentity, ArchiveError> {
     let bad = |reason: String| ArchiveError::BadContent {
         name: *name,
         reason,
     };
-    let header = LongPageHeader::parse(data).map_err(|e| bad(e.to_string()))?;
-    if data.len() as u64 != header.seg_size.bytes() {
+    let header = LongPageHeader::parse(head).map_err(|e| bad(e.to_string()))?;
+    if file_len != header.seg_size.bytes() {
         return Err(bad(format!(
             "file is {} bytes but its header says segments are {} bytes (truncated or padded copy?)",
-            data.len(),
+            file_len,
             header.seg_size.bytes()
         )));
     }
@@ -204,61 +210,83 @@ pub async fn push(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let name = parse_name(&file_name)?;
-    let data = match tokio::fs::read(path).await {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(ArchiveError::SourceMissing {
+    let read_err = |e: io::Error| {
+        if e.kind() == io::ErrorKind::NotFound {
+            ArchiveError::SourceMissing {
                 path: path.to_path_buf(),
-            })
-        }
-        Err(source) => {
-            return Err(ArchiveError::SourceUnreadable {
+            }
+        } else {
+            ArchiveError::SourceUnreadable {
                 path: path.to_path_buf(),
                 user: current_os_user(),
-                source,
-            })
+                source: e,
+            }
         }
     };
-    match name {
-        WalFileName::Segment { .. } | WalFileName::Partial { .. } => {
-            let found = segment_identity(&name, &data)?;
-            let stored = cluster.register(&found).await?;
-            check_identity(cluster, &name, &found, &stored)?;
-        }
-        WalFileName::History { tli } => {
-            TimelineHistory::parse(tli, &data).map_err(|e| ArchiveError::BadContent {
-                name,
-                reason: e.to_string(),
-            })?;
-            cluster.repo().ensure_marker().await?;
-        }
-        WalFileName::Backup { .. } => {
-            if std::str::from_utf8(&data).is_err() {
-                return Err(ArchiveError::BadContent {
-                    name,
-                    reason: "a backup history file must be text".into(),
-                });
-            }
-            cluster.repo().ensure_marker().await?;
-        }
-    }
-    let report = |outcome, stored_bytes, blake3: Checksum| PushReport {
+    let report = |outcome, original_bytes, stored_bytes, blake3: Checksum| PushReport {
         name: name.to_string(),
         outcome,
-        original_bytes: data.len() as u64,
+        original_bytes,
         stored_bytes,
         blake3: blake3.to_string(),
     };
-    Ok(match cluster.put_wal(&name, &data, compression).await? {
-        WalPut::Stored {
-            summary,
-            stored_len,
-        } => report(PushOutcome::Stored, Some(stored_len), summary.checksum),
-        WalPut::Duplicate { summary } => {
-            report(PushOutcome::AlreadyArchived, None, summary.checksum)
+    let put = if name.holds_wal() {
+        // Segments (and .partial segments) are large: check the header, then read, hash and
+        // compress the file in parallel ranges without a whole-file copy first.
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let len = file.metadata().map_err(read_err)?.len();
+        let mut head = vec![0u8; usize::try_from(len.min(HEAD_LEN)).unwrap_or(0)];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).map_err(read_err)?;
+        let found = segment_identity(&name, &head, len)?;
+        let stored = cluster.register(&found).await?;
+        check_identity(cluster, &name, &found, &stored)?;
+        let (obj, summary) = tokio::task::spawn_blocking(move || {
+            pitr_repo::frame::encode_file(&file, len, compression)
+        })
+        .await
+        .map_err(|e| read_err(io::Error::other(e)))?
+        .map_err(read_err)?;
+        (len, cluster.put_wal_frame(&name, obj, summary).await?)
+    } else {
+        let data = tokio::fs::read(path).await.map_err(read_err)?;
+        match name {
+            WalFileName::History { tli } => {
+                TimelineHistory::parse(tli, &data).map_err(|e| ArchiveError::BadContent {
+                    name,
+                    reason: e.to_string(),
+                })?;
+            }
+            _ => {
+                if std::str::from_utf8(&data).is_err() {
+                    return Err(ArchiveError::BadContent {
+                        name,
+                        reason: "a backup history file must be text".into(),
+                    });
+                }
+            }
+        }
+        cluster.repo().ensure_marker().await?;
+        (
+            data.len() as u64,
+            cluster.put_wal(&name, &data, compression).await?,
+        )
+    };
+    Ok(match put {
+        (
+            len,
+            WalPut::Stored {
+                summary,
+                stored_len,
+            },
+        ) => report(PushOutcome::Stored, len, Some(stored_len), summary.checksum),
+        (len, WalPut::Duplicate { summary }) => {
+            report(PushOutcome::AlreadyArchived, len, None, summary.checksum)
         }
     })
 }
+
+/// How much of a segment [`push`] reads to check its long page header.
+const HEAD_LEN: u64 = 8192;
 
 /// What `archive-get` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,7 +352,7 @@ pub async fn get(
     };
     if name.holds_wal() {
         // Defence in depth: what we hand PostgreSQL must at least look like that segment.
-        segment_identity(&name, &data)?;
+        segment_identity(&name, &data, data.len() as u64)?;
     }
     write_atomic(dest, &data).await?;
     Ok(GetOutcome::Restored {

@@ -273,6 +273,17 @@ impl ClusterRepo {
             what: name.to_string(),
             source,
         })?;
+        self.put_wal_frame(name, obj, summary).await
+    }
+
+    /// Stores a WAL file already encoded as a frame (see [`frame::encode_file`]); otherwise
+    /// exactly [`ClusterRepo::put_wal`].
+    pub async fn put_wal_frame(
+        &self,
+        name: &WalFileName,
+        obj: Vec<u8>,
+        summary: FrameSummary,
+    ) -> RepoResult<WalPut> {
         let key = self.wal_key(name);
         let stored_len = obj.len() as u64;
         match self

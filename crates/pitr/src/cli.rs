@@ -26,6 +26,7 @@ pub struct Cli {
 
 /// Options accepted by every command.
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Repository: a directory, or s3://bucket/prefix
     #[arg(long, global = true, env = "PITR_REPO", value_name = "PATH|URL")]

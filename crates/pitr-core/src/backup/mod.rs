@@ -244,11 +244,24 @@ pub async fn backup(
         ),
     };
 
-    let start_time = Timestamp::now();
-    let mut label = new_label(start_time, opts.kind);
-    while cluster.manifest(&label).await?.is_some() {
-        label.push('x');
-    }
+    // Labels are unique to the second: if another backup already used (or is using) this
+    // second's label, take the next second's rather than mixing files under one label.
+    let (start_time, label) = loop {
+        let now = Timestamp::now();
+        let label = new_label(now, opts.kind);
+        let taken = cluster.manifest(&label).await?.is_some()
+            || !cluster
+                .repo()
+                .storage()
+                .list(&cluster.backup_prefix(&label))
+                .await
+                .map_err(RepoError::from)?
+                .is_empty();
+        if !taken {
+            break (now, label);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
     let session = BackupSession::start(client, &label, opts.fast).await?;
     let (start_lsn, timeline) = (session.start_lsn(), session.timeline().0);
     tracing::info!("backup {label} started at {start_lsn} on timeline {timeline}");

@@ -6,7 +6,9 @@
 //! archived WAL must then be continuous along that path: from the backup's start segment,
 //! through every timeline switch (the segment holding a switchpoint is read from the newer
 //! timeline, as PostgreSQL does), up to the segment holding the target — or to the end of the
-//! archived WAL when the target's position is unknown (time, name, xid, end of WAL).
+//! archived WAL when the target has no position (time, end of WAL). A name or xid target is
+//! first located per backup by decoding the archived WAL ([`super::locate`]) and then treated
+//! like an LSN.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -64,6 +66,11 @@ impl WalIndex {
 
     fn has(&self, tli: TimelineId, segno: SegNo) -> bool {
         self.segments.get(&tli).is_some_and(|s| s.contains(&segno))
+    }
+
+    /// True when segment `segno` of timeline `tli` is archived.
+    pub fn has_segment(&self, tli: TimelineId, segno: SegNo) -> bool {
+        self.has(tli, segno)
     }
 
     /// The history of `tli`: timeline 1 needs no file; others must be archived.
@@ -129,7 +136,7 @@ impl BackupPoint {
     }
 }
 
-/// Where a name/xid (or time) target is, found by a WAL decoder.
+/// Where a name/xid target is, found by decoding the archived WAL along a backup's path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LocatedTarget {
     /// LSN of the record that is the target (commit, abort or restore point).
@@ -266,8 +273,9 @@ fn details(rejected: &[Rejection]) -> String {
     s
 }
 
-/// Timestamps in messages: UTC, microseconds, PostgreSQL-like.
+/// Timestamps in messages: UTC, microseconds (PostgreSQL's precision), PostgreSQL-like.
 pub fn show_time(t: Timestamp) -> String {
+    let t = t.round(jiff::Unit::Microsecond).unwrap_or(t);
     jiff::fmt::strtime::format(
         "%Y-%m-%d %H:%M:%S%.f+00",
         &t.to_zoned(jiff::tz::TimeZone::UTC),
@@ -423,10 +431,35 @@ pub fn resolve_timeline(goal: TimelineGoal, b: &BackupPoint, wal: &WalIndex) -> 
 }
 
 /// What one backup can do for the target: `Ok(reach)` or the reason it cannot.
+/// What is known about where a name/xid target is, for one backup.
+#[derive(Debug, Clone, Copy)]
+enum Whereabouts<'a> {
+    /// Not searched (no WAL decoding, or not a name/xid target).
+    Unknown,
+    /// The first matching record after the backup's start, on its path.
+    Found(&'a LocatedTarget),
+    /// Searched from the backup's start to the end of archived WAL on its path: not there.
+    NotFound,
+}
+
+/// The path and WAL reach of recovery from `b` towards the timeline `spec` asks for, or why
+/// there is no such path. Used to know which WAL to decode for a name/xid target.
+pub fn reach_from(b: &BackupPoint, spec: &TargetSpec, wal: &WalIndex) -> Result<Reach, String> {
+    let u = resolve_timeline(spec.timeline, b, wal);
+    timeline_path(b, u, wal).map(|p| reach(p, wal))
+}
+
+/// Backups in the order choice considers them: newest (stop time, stop LSN, label) first.
+pub fn newest_first(backups: &[BackupPoint]) -> Vec<&BackupPoint> {
+    let mut sorted: Vec<&BackupPoint> = backups.iter().collect();
+    sorted.sort_by(|a, b| (b.stop_time, b.stop, &b.label).cmp(&(a.stop_time, a.stop, &a.label)));
+    sorted
+}
+
 fn evaluate(
     b: &BackupPoint,
     spec: &TargetSpec,
-    located: Option<&LocatedTarget>,
+    located: Whereabouts<'_>,
     wal: &WalIndex,
 ) -> (Result<Reach, String>, Option<Reach>) {
     let u = resolve_timeline(spec.timeline, b, wal);
@@ -446,7 +479,7 @@ fn evaluate_on(
     b: &BackupPoint,
     u: TimelineId,
     spec: &TargetSpec,
-    located: Option<&LocatedTarget>,
+    located: Whereabouts<'_>,
     wal: &WalIndex,
 ) -> (Result<Reach, String>, Option<Reach>) {
     let path = match timeline_path(b, u, wal) {
@@ -482,7 +515,19 @@ fn evaluate_on(
     };
     let point = match (&spec.target, located) {
         (RecoveryTarget::Lsn(l), _) => Some((*l, None)),
-        (_, Some(loc)) => Some((loc.lsn, Some(loc.tli))),
+        (_, Whereabouts::Found(loc)) => Some((loc.lsn, Some(loc.tli))),
+        (_, Whereabouts::NotFound) => {
+            return (
+                Err(format!(
+                    "the {} is not in the archived WAL from its start ({}) to the end of the archive on its path ({} on timeline {})",
+                    located_what(&spec.target),
+                    b.start,
+                    r.end,
+                    r.end_tli
+                )),
+                Some(r),
+            )
+        }
         _ => None,
     };
     if let RecoveryTarget::Time(t) = &spec.target {
@@ -574,31 +619,48 @@ fn window(backups: &[&BackupPoint], reaches: &BTreeMap<String, Reach>) -> Window
     }
 }
 
-/// Chooses the backup to restore for `spec`: the newest that can reach the target, or, for a
-/// name/xid target whose position is unknown (`located` is `None`), the oldest that has
-/// continuous WAL to the end of the archive (it can reach anything after it). `forced` limits
-/// the choice to one label, validated the same way.
+fn located_what(t: &RecoveryTarget) -> &'static str {
+    match t {
+        RecoveryTarget::Name(_) => "restore point",
+        _ => "transaction",
+    }
+}
+
+/// Chooses the backup to restore for `spec`: the newest that can reach the target.
+///
+/// A name/xid target is placed per backup by `located` (label → the first matching record
+/// after that backup's start on its timeline path, see [`super::locate`]); a backup missing
+/// from the map has no such record and is passed over. Without `located` its position is
+/// unknown and the oldest backup with continuous WAL to the end of the archive is taken (it can
+/// reach anything after it). `forced` limits the choice to one label, validated the same way.
 pub fn choose_backup(
     backups: &[BackupPoint],
     wal: &WalIndex,
     spec: &TargetSpec,
-    located: Option<&LocatedTarget>,
+    located: Option<&BTreeMap<String, LocatedTarget>>,
     forced: Option<&str>,
 ) -> Result<Choice, Unreachable> {
-    let mut sorted: Vec<&BackupPoint> = backups.iter().collect();
-    sorted.sort_by(|a, b| (a.stop_time, a.stop, &a.label).cmp(&(b.stop_time, b.stop, &b.label)));
-    let oldest_first = spec.target.needs_locating() && located.is_none();
-    let mut order: Vec<&BackupPoint> = sorted.clone();
-    if !oldest_first {
+    let mut order = newest_first(backups);
+    let mut sorted = order.clone();
+    sorted.reverse();
+    let needs_locating = spec.target.needs_locating();
+    let oldest_first = needs_locating && located.is_none();
+    if oldest_first {
         order.reverse();
     }
+    let whereabouts = |b: &BackupPoint| match located {
+        Some(m) if needs_locating => m
+            .get(&b.label)
+            .map_or(Whereabouts::NotFound, Whereabouts::Found),
+        _ => Whereabouts::Unknown,
+    };
     let mut rejected = Vec::new();
     let mut reaches = BTreeMap::new();
     for b in &order {
         if forced.is_some_and(|f| f != b.label) {
             continue;
         }
-        let (verdict, r) = evaluate(b, spec, located, wal);
+        let (verdict, r) = evaluate(b, spec, whereabouts(b), wal);
         if let Some(r) = r {
             reaches.insert(b.label.clone(), r);
         }
@@ -612,10 +674,7 @@ pub fn choose_backup(
                 } else if oldest_first {
                     format!(
                         "the {} is not located in the WAL, so the oldest backup whose archived WAL continues to the end is used: it can reach any point after it",
-                        match spec.target {
-                            RecoveryTarget::Name(_) => "restore point",
-                            _ => "transaction",
-                        }
+                        located_what(&spec.target)
                     )
                 } else if rejected.is_empty() {
                     "the newest backup that can reach the target".to_string()
@@ -634,7 +693,7 @@ pub fn choose_backup(
                 }
                 if let RecoveryTarget::Time(_) = spec.target {
                     if located.is_none() {
-                        notes.push("PostgreSQL stops at the first transaction that ends after the target time; if none is archived it fails with \"recovery ended before configured recovery target was reached\"".to_string());
+                        notes.push("PostgreSQL stops just before the first transaction that ends after the target time".to_string());
                     }
                 }
                 return Ok(Choice {
@@ -658,7 +717,7 @@ pub fn choose_backup(
     // Nothing fits: explain with the window every backup allows.
     for b in &sorted {
         if !reaches.contains_key(&b.label) {
-            if let (_, Some(r)) = evaluate(b, &TargetSpec::default(), None, wal) {
+            if let (_, Some(r)) = evaluate(b, &TargetSpec::default(), Whereabouts::Unknown, wal) {
                 reaches.insert(b.label.clone(), r);
             }
         }
@@ -676,7 +735,7 @@ pub fn choose_backup(
 
 fn summarize(
     spec: &TargetSpec,
-    located: Option<&LocatedTarget>,
+    located: Option<&BTreeMap<String, LocatedTarget>>,
     sorted: &[&BackupPoint],
     w: &Window,
     forced: Option<&str>,
@@ -721,8 +780,17 @@ fn summarize(
         {
             format!("{target} is beyond the end of archived WAL ({end})")
         }
+        RecoveryTarget::Name(_) | RecoveryTarget::Xid(_)
+            if located.is_some_and(|m| m.is_empty()) =>
+        {
+            format!(
+                "{target} is not in the archived WAL (searched from the start of backup {} at {} to the end of archived WAL, {end})",
+                oldest.label, oldest.start
+            )
+        }
         _ => {
             let loc = located
+                .and_then(|m| m.values().min_by_key(|l| l.lsn))
                 .map(|l| format!(" (located at {} on timeline {})", l.lsn, l.tli))
                 .unwrap_or_default();
             format!("no backup can reach {target}{loc}")
@@ -845,6 +913,18 @@ mod tests {
                 .unwrap()
                 .label,
             "A"
+        );
+    }
+
+    #[test]
+    fn times_are_shown_to_the_microsecond() {
+        assert_eq!(
+            show_time(ts("2026-11-21T20:30:43.570854617Z")),
+            "2026-11-21 20:30:43.570855+00"
+        );
+        assert_eq!(
+            show_time(ts("2025-07-10T10:00:00Z")),
+            "2025-07-10 10:00:00+00"
         );
     }
 
@@ -1160,56 +1240,93 @@ mod tests {
         assert_eq!(c.label, "A");
     }
 
+    fn at(entries: &[(&str, &str, u32)]) -> BTreeMap<String, LocatedTarget> {
+        entries
+            .iter()
+            .map(|(label, l, tli)| {
+                (
+                    label.to_string(),
+                    LocatedTarget {
+                        lsn: lsn(l),
+                        tli: TimelineId(*tli),
+                        time: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn located_targets_are_treated_like_lsn_targets() {
         let w = forked();
-        let loc = LocatedTarget {
-            lsn: lsn("0/7000200"),
-            tli: TimelineId(2),
-            time: None,
-        };
-        let c = choose_backup(
-            &two_backups(),
-            &w,
-            &spec(RecoveryTarget::Xid(900)),
-            Some(&loc),
-            None,
-        )
-        .unwrap();
+        let xid = spec(RecoveryTarget::Xid(900));
+        let both = at(&[("A", "0/7000200", 2), ("B", "0/7000200", 2)]);
+        let c = choose_backup(&two_backups(), &w, &xid, Some(&both), None).unwrap();
         assert_eq!(c.label, "B");
         // A point on timeline 1 past the fork is not on the path to timeline 2.
-        let off = LocatedTarget {
-            lsn: lsn("0/6100000"),
-            tli: TimelineId(1),
-            time: None,
-        };
-        let e = choose_backup(
-            &two_backups(),
-            &w,
-            &spec(RecoveryTarget::Xid(900)),
-            Some(&off),
-            None,
-        )
-        .unwrap_err();
+        let off = at(&[("A", "0/6100000", 1), ("B", "0/6100000", 1)]);
+        let e = choose_backup(&two_backups(), &w, &xid, Some(&off), None).unwrap_err();
         assert!(
             e.to_string().contains("not on the path to timeline 2"),
             "{e}"
         );
-        // Before B's consistency point: A.
-        let early = LocatedTarget {
-            lsn: lsn("0/3000000"),
-            tli: TimelineId(1),
-            time: None,
-        };
+    }
+
+    #[test]
+    fn a_target_located_before_the_newest_backup_takes_an_older_one() {
+        let w = forked();
+        let name = spec(RecoveryTarget::Name("p".into()));
+        // Nothing after B's start: B is passed over, A reaches it.
         let c = choose_backup(
             &two_backups(),
             &w,
-            &spec(RecoveryTarget::Name("p".into())),
-            Some(&early),
+            &name,
+            Some(&at(&[("A", "0/3000000", 1)])),
             None,
         )
         .unwrap();
         assert_eq!(c.label, "A");
+        assert!(
+            c.rejected[0]
+                .reason
+                .contains("restore point is not in the archived WAL from its start (0/5000028)"),
+            "{:?}",
+            c.rejected
+        );
+        // Found after B's start but before it was consistent: PostgreSQL would stop there and
+        // fail, so A.
+        let c = choose_backup(
+            &two_backups(),
+            &w,
+            &name,
+            Some(&at(&[("A", "0/3000000", 1), ("B", "0/5000050", 1)])),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.label, "A");
+        assert!(c.rejected[0]
+            .reason
+            .contains("before its consistency point"));
+    }
+
+    #[test]
+    fn a_target_not_in_the_archived_wal_is_refused_with_the_window() {
+        let w = forked();
+        let e = choose_backup(
+            &two_backups(),
+            &w,
+            &spec(RecoveryTarget::Xid(12345)),
+            Some(&BTreeMap::new()),
+            None,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("transaction 12345 is not in the archived WAL")
+                && msg.contains("backup A at 0/2000028")
+                && msg.contains("reachable: from"),
+            "{msg}"
+        );
     }
 
     /// The history PostgreSQL 17 wrote for timeline 3 after a recovery that followed timeline 2
@@ -1264,11 +1381,7 @@ mod tests {
         assert_eq!(c.first_segment, "000000030000000000000006");
         assert_eq!(c.wal_end, lsn("0/700000"));
         // Timeline 1's WAL after 0/602868 is not on timeline 3's path.
-        let off = LocatedTarget {
-            lsn: lsn("0/650000"),
-            tli: TimelineId(1),
-            time: None,
-        };
+        let off = at(&[("A", "0/650000", 1)]);
         assert!(choose_backup(&b, &w, &spec(RecoveryTarget::Xid(800)), Some(&off), None).is_err());
         // Following timeline 2 instead still works.
         let s = TargetSpec {

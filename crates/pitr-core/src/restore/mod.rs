@@ -12,6 +12,7 @@
 pub mod choose;
 pub mod conf;
 pub mod files;
+pub mod locate;
 pub mod os;
 pub mod start;
 pub mod target;
@@ -23,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use jiff::Timestamp;
 use pitr_pg::history::HistoryError;
 use pitr_pg::{PgMajor, TimelineHistory, WalFileName, WalSegSize};
@@ -83,19 +83,6 @@ pub struct RestoreOptions {
     pub restore_command: String,
 }
 
-/// Finds where a name/xid (or time) target is in the archived WAL, e.g. with a WAL decoder.
-/// `Ok(None)`: not found or not supported; the choice then falls back to the oldest usable
-/// backup.
-#[async_trait]
-pub trait TargetLocator: Send + Sync + fmt::Debug {
-    /// Locates `target` in `cluster`'s archived WAL.
-    async fn locate(
-        &self,
-        cluster: &ClusterRepo,
-        target: &RecoveryTarget,
-    ) -> Result<Option<LocatedTarget>, String>;
-}
-
 /// Receives progress while files are restored (e.g. a progress bar).
 pub trait Progress: Send + Sync {
     /// Called once with the totals.
@@ -149,6 +136,18 @@ pub enum RestoreError {
     /// The repository cannot reach the target.
     #[error("refusing to restore: {0}\nhint: `pitr info` shows the backups and archived WAL; choose a target inside the reachable window")]
     Unreachable(Box<Unreachable>),
+    /// No archived transaction ends after the target time: PostgreSQL would never stop.
+    #[error("refusing to restore: no transaction in the archived WAL ends after {target}, so PostgreSQL would replay everything and fail with \"recovery ended before configured recovery target was reached\"; reachable: from {from} (backup {label} finished) to {last}\nhint: restore without a target to recover everything archived, or choose an earlier time")]
+    TimeNotReached {
+        /// The target, described.
+        target: String,
+        /// The backup chosen.
+        label: String,
+        /// When it finished.
+        from: String,
+        /// The last archived transaction, described.
+        last: String,
+    },
     /// The directory is not empty and neither `--delta` nor `--force` was given.
     #[error("refusing to restore into {path:?}: it is not empty ({entries} entries: {sample})\nhint: pass --delta to reuse matching files and remove the others, or --force to delete its contents first")]
     NotEmpty {
@@ -166,6 +165,18 @@ pub enum RestoreError {
         path: PathBuf,
         /// Its postmaster's pid.
         pid: u32,
+    },
+    /// A tablespace would be restored into a directory a running server uses.
+    #[error("refusing to restore tablespace {oid} into {path:?}: it is in use by a running PostgreSQL server (pid {pid}, data directory {pgdata:?})\nhint: stop that server first, or restore the tablespace elsewhere with --tablespace-map {oid}=DIR")]
+    TablespaceInUse {
+        /// Tablespace OID.
+        oid: u32,
+        /// The directory.
+        path: PathBuf,
+        /// The server's postmaster pid.
+        pid: u32,
+        /// The server's data directory.
+        pgdata: PathBuf,
     },
     /// The repository is inside the data directory or the other way round.
     #[error("refusing to restore into {path:?}: it overlaps the repository {repo}\nhint: restore into a directory outside the repository")]
@@ -258,14 +269,6 @@ pub enum RestoreError {
         /// The user asked for.
         user: String,
     },
-    /// The target locator failed.
-    #[error("cannot locate {target} in the archived WAL: {reason}")]
-    Locate {
-        /// The target.
-        target: String,
-        /// Why.
-        reason: String,
-    },
     /// A task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
@@ -283,8 +286,10 @@ impl RestoreError {
             | RestoreError::NotRoot { .. }
             | RestoreError::BackupNotFound { .. } => ErrorClass::Usage,
             RestoreError::Unreachable(_)
+            | RestoreError::TimeNotReached { .. }
             | RestoreError::NotEmpty { .. }
             | RestoreError::ServerRunning { .. }
+            | RestoreError::TablespaceInUse { .. }
             | RestoreError::OverlapsRepo { .. }
             | RestoreError::NoBackups { .. } => ErrorClass::Refused,
             RestoreError::BadManifest { .. }
@@ -395,7 +400,7 @@ pub struct RestorePlan {
     pub choice: Choice,
     /// The target, described.
     pub target: String,
-    /// Where a name/xid target was located, when a locator found it.
+    /// Where a name/xid target is, found by decoding the archived WAL after the backup.
     pub located: Option<LocatedTarget>,
     /// `recovery.signal` or `standby.signal`.
     pub signal_file: String,
@@ -586,13 +591,82 @@ async fn wal_index(cluster: &ClusterRepo, seg_size: WalSegSize) -> Result<WalInd
     Ok(index)
 }
 
+/// Finds a name/xid target after each backup, newest first (the order choice tries them),
+/// until one is found after a backup became consistent: that backup will be chosen, and
+/// older ones need no search.
+async fn locate_per_backup(
+    cluster: &ClusterRepo,
+    points: &[BackupPoint],
+    index: &WalIndex,
+    opts: &RestoreOptions,
+) -> Result<BTreeMap<String, LocatedTarget>, RestoreError> {
+    let mut out = BTreeMap::new();
+    for b in choose::newest_first(points) {
+        if opts.backup.as_ref().is_some_and(|f| *f != b.label) {
+            continue;
+        }
+        let Ok(r) = choose::reach_from(b, &opts.spec, index) else {
+            continue;
+        };
+        if r.end < b.stop {
+            continue;
+        }
+        let found =
+            locate::first_on_path(cluster, index, &r.path, b.start, &opts.spec.target).await?;
+        if let Some(loc) = found {
+            out.insert(b.label.clone(), loc);
+            if loc.lsn >= b.stop {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a time target that no archived transaction ends after: PostgreSQL stops only before
+/// a commit or abort later than the target (at or later, with `--target-exclusive`).
+async fn check_time_reached(
+    cluster: &ClusterRepo,
+    index: &WalIndex,
+    points: &[BackupPoint],
+    choice: &Choice,
+    t: &target::TargetTime,
+    exclusive: bool,
+) -> Result<(), RestoreError> {
+    let Some(b) = points.iter().find(|p| p.label == choice.label) else {
+        return Ok(());
+    };
+    let last = locate::last_transaction_on_path(cluster, index, &choice.path, b.start).await?;
+    let last_time = last.and_then(|l| l.time);
+    let reached = last_time.is_some_and(|lt| if exclusive { lt >= t.at } else { lt > t.at });
+    if reached {
+        return Ok(());
+    }
+    Err(RestoreError::TimeNotReached {
+        target: RecoveryTarget::Time(t.clone()).to_string(),
+        label: b.label.clone(),
+        from: choose::show_time(b.stop_time),
+        last: match (last, last_time) {
+            (Some(l), Some(lt)) => format!(
+                "{} (the last archived transaction, at {} on timeline {})",
+                choose::show_time(lt),
+                l.lsn,
+                l.tli
+            ),
+            _ => format!(
+                "its consistency point {} (no transaction was archived after it)",
+                b.stop
+            ),
+        },
+    })
+}
+
 /// Decides the whole restore without changing anything: validates the options, chooses the
 /// backup (refusing an unreachable target with the reachable window), and checks the target
 /// directories and the owner.
 pub async fn plan(
     cluster: &ClusterRepo,
     opts: &RestoreOptions,
-    locator: Option<&dyn TargetLocator>,
 ) -> Result<RestorePlan, RestoreError> {
     opts.spec.validate()?;
     if opts.jobs == 0 {
@@ -637,21 +711,16 @@ pub async fn plan(
         reason: e.to_string(),
     })?;
     let index = wal_index(cluster, seg_size).await?;
-    let located = match (locator, opts.spec.target.needs_locating()) {
-        (Some(l), true) => l
-            .locate(cluster, &opts.spec.target)
-            .await
-            .map_err(|reason| RestoreError::Locate {
-                target: opts.spec.target.to_string(),
-                reason,
-            })?,
-        _ => None,
-    };
     let points: Vec<BackupPoint> = manifests
         .iter()
         .filter(|m| m.wal_seg_size == seg_bytes)
         .map(BackupPoint::of)
         .collect();
+    let located = if opts.spec.target.needs_locating() {
+        Some(locate_per_backup(cluster, &points, &index, opts).await?)
+    } else {
+        None
+    };
     let choice = choose_backup(
         &points,
         &index,
@@ -660,6 +729,10 @@ pub async fn plan(
         opts.backup.as_deref(),
     )
     .map_err(|u| RestoreError::Unreachable(Box::new(u)))?;
+    let located = located.and_then(|m| m.get(&choice.label).copied());
+    if let RecoveryTarget::Time(t) = &opts.spec.target {
+        check_time_reached(cluster, &index, &points, &choice, t, opts.spec.exclusive).await?;
+    }
     let Some(manifest) = manifests.into_iter().find(|m| m.label == choice.label) else {
         return Err(RestoreError::Internal(format!(
             "chosen backup {} vanished",
@@ -724,6 +797,7 @@ pub async fn plan(
             });
         }
         claimed.push(restore_to.clone());
+        check_tablespace_free(t.oid, &restore_to)?;
         let state = check_dir(&restore_to, opts)?;
         tablespaces.push(TablespacePlan {
             oid: t.oid,
@@ -785,6 +859,20 @@ pub async fn plan(
         force: opts.force,
         manifest,
     })
+}
+
+/// Refuses a tablespace directory that a running server uses (`--force` would empty it,
+/// `--delta` rewrite it under the server).
+fn check_tablespace_free(oid: u32, dir: &Path) -> Result<(), RestoreError> {
+    match files::server_using_tablespace(dir) {
+        Some((pid, pgdata)) => Err(RestoreError::TablespaceInUse {
+            oid,
+            path: dir.to_path_buf(),
+            pid,
+            pgdata,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn resolve_owner(pgdata: &Path, asked: Option<&str>) -> Result<Option<OsUser>, RestoreError> {
@@ -952,6 +1040,9 @@ pub async fn execute(
             path: plan.pgdata.clone(),
             pid,
         });
+    }
+    for t in &plan.tablespaces {
+        check_tablespace_free(t.oid, &t.restore_to)?;
     }
     let mut removed = 0u64;
     let mut created_roots = Vec::new();

@@ -63,7 +63,7 @@ pub struct StartReport {
     pub outcome: RecoveryOutcome,
     /// Where it stopped, as the server said it ("before commit of transaction 743, time …").
     pub stopped: Option<String>,
-    /// LSN of the stop, when known.
+    /// LSN of the stop: from the stop message, `redo done at`, or (paused) the last replayed.
     pub stop_lsn: Option<String>,
     /// Time of the stop record, when known.
     pub stop_time: Option<String>,
@@ -552,6 +552,20 @@ pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartErr
         }
         if let Some(outcome) = state.outcome(running, opts.standby) {
             let still = postmaster_alive(&opts.pgdata);
+            // A paused server has not logged where replay is (that comes when recovery ends):
+            // ask it.
+            let mut replayed_to = None;
+            if still && (state.last_transaction_time.is_none() || state.redo_done_at.is_none()) {
+                match replay_position(&opts.pgdata, opts.owner.as_ref()).await {
+                    Ok((lsn, time)) => {
+                        replayed_to = lsn;
+                        if state.last_transaction_time.is_none() {
+                            state.last_transaction_time = time;
+                        }
+                    }
+                    Err(e) => tracing::warn!("cannot ask the restored server where replay is: {e}"),
+                }
+            }
             let timeline = state.new_timeline.or(state.replay_timeline);
             let next_step = match outcome {
                 RecoveryOutcome::Paused => Some(
@@ -572,7 +586,8 @@ pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartErr
                 stop_lsn: state
                     .stop_lsn
                     .clone()
-                    .or_else(|| state.redo_done_at.clone()),
+                    .or_else(|| state.redo_done_at.clone())
+                    .or(replayed_to),
                 stop_time: state.stop_time.clone(),
                 stop_xid: state.stop_xid,
                 redo_done_at: state.redo_done_at.clone(),
@@ -619,6 +634,44 @@ pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartErr
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `pg_last_wal_replay_lsn()` and `pg_last_xact_replay_timestamp()` of the server running on
+/// `pgdata`, reached through the socket and port in its `postmaster.pid`.
+async fn replay_position(
+    pgdata: &Path,
+    owner: Option<&OsUser>,
+) -> Result<(Option<String>, Option<String>), String> {
+    let pid_file = pgdata.join("postmaster.pid");
+    let text = fs::read_to_string(&pid_file).map_err(|e| format!("{}: {e}", pid_file.display()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let port = lines.get(3).and_then(|p| p.trim().parse::<u16>().ok());
+    let socket_dir = lines
+        .get(4)
+        .map(|d| d.trim())
+        .filter(|d| d.starts_with('/'))
+        .ok_or_else(|| format!("{} names no Unix socket directory", pid_file.display()))?;
+    let params = pitr_proto::ConnParams {
+        host: Some(socket_dir.to_string()),
+        port,
+        user: owner.map(|u| u.name.clone()),
+        dbname: Some("postgres".to_string()),
+        ..Default::default()
+    };
+    let client = pitr_proto::connect(&params)
+        .await
+        .map_err(|e| e.to_string())?;
+    let row = client
+        .inner()
+        .query_one(
+            "SELECT pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()::text",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let lsn: Option<String> = row.try_get(0).map_err(|e| e.to_string())?;
+    let time: Option<String> = row.try_get(1).map_err(|e| e.to_string())?;
+    Ok((lsn, time))
 }
 
 #[cfg(test)]

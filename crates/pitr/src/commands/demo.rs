@@ -386,8 +386,21 @@ async fn lab_steps(lab: &Lab) -> Result<(), CliError> {
             target[0], target[1]
         ));
         let report = lab.pitr(&args)?;
-        for line in report.lines().filter(|l| !l.trim().is_empty()).take(12) {
-            println!("      {line}");
+        // The chosen backup, then pitr's account of where recovery stopped.
+        let keep = [
+            "backup:",
+            "restored ",
+            "recovery ",
+            "stopped:",
+            "at LSN:",
+            "last transaction",
+            "timeline:",
+        ];
+        for line in report
+            .lines()
+            .filter(|l| keep.iter().any(|k| l.trim_start().starts_with(k)))
+        {
+            println!("      {}", line.trim_start());
         }
         let rows = lab.rows()?;
         println!("    rows back: {rows}");

@@ -111,7 +111,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
         jobs,
         restore_command,
     };
-    let plan = restore::plan(&cluster, &opts, None).await?;
+    let plan = restore::plan(&cluster, &opts).await?;
     if a.dry_run {
         if g.json {
             print_json(&serde_json::json!({ "dry_run": true, "plan": plan }));
@@ -192,7 +192,14 @@ fn print_plan(p: &RestorePlan) {
     }
     println!("  target:      {}", p.target);
     if let Some(l) = &p.located {
-        println!("  located at:  {} on timeline {}", l.lsn, l.tli);
+        let at = l
+            .time
+            .map(|t| format!(", {}", show_time(t)))
+            .unwrap_or_default();
+        println!(
+            "  located at:  {} on timeline {}{at} (found in the archived WAL)",
+            l.lsn, l.tli
+        );
     }
     let path: Vec<String> = p
         .choice
