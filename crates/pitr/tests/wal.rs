@@ -85,8 +85,9 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
     c.psql("INSERT INTO bulk SELECT g FROM generate_series(1, 3000) g");
     c.psql("CREATE TABLE emptied (id int)");
     c.psql("INSERT INTO emptied SELECT g FROM generate_series(1, 50) g");
-    c.psql("CREATE TABLE compacted (id int)");
-    c.psql("INSERT INTO compacted SELECT g FROM generate_series(1, 50) g");
+    // With a TOAST table that stays empty: VACUUM FULL replaces it by an empty file too.
+    c.psql("CREATE TABLE compacted (id int, note text)");
+    c.psql("INSERT INTO compacted SELECT g, 'n' FROM generate_series(1, 50) g");
     let label = pitr_as_postgres(&[
         "--repo",
         s(&repo),
@@ -107,6 +108,8 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
     c.psql("DELETE FROM bulk WHERE id <= 1500");
     c.psql("TRUNCATE emptied");
     c.psql("VACUUM FULL compacted");
+    // Created and dropped in one transaction: nothing existing was destroyed.
+    c.psql_script("BEGIN;\nCREATE TABLE scratch (id int, t text);\nDROP TABLE scratch;\nCOMMIT;\n");
     c.psql("SELECT pg_create_restore_point('before_drop')");
     let out = c.psql_script("BEGIN;\nSELECT txid_current();\nDROP TABLE shop.orders;\nCOMMIT;\n");
     let xid: u32 = out

@@ -219,6 +219,9 @@ pub struct RelReport {
     pub rewritten: bool,
     /// Its file was created by this transaction.
     pub created: bool,
+    /// `truncated` was inferred from files replaced by empty ones (not from a TRUNCATE record).
+    #[serde(skip)]
+    pub(crate) inferred_truncate: bool,
 }
 
 impl RelReport {
@@ -239,6 +242,7 @@ impl RelReport {
             dropped: false,
             rewritten: false,
             created: false,
+            inferred_truncate: false,
         }
     }
 
@@ -580,6 +584,26 @@ pub async fn plan(cluster: &ClusterRepo, opts: &ScanOptions) -> Result<SegmentPl
     })
 }
 
+/// Refines the file-based guess once names are known: a rewrite (`VACUUM FULL`, `CLUSTER`,
+/// `ALTER TABLE` that rewrites) builds the new heap as a scratch relation, i.e. inserts a
+/// `pg_class` row and deletes it again; `TRUNCATE` only updates `pg_class` rows. So files
+/// replaced by empty ones (an empty TOAST table, say) in a transaction that inserted and deleted
+/// `pg_class` rows were rewritten, not truncated.
+pub fn classify(t: &mut TxnReport) {
+    let scratch_relation = t.relations.iter().any(|r| {
+        r.name.as_deref() == Some("pg_catalog.pg_class") && r.inserts > 0 && r.deletes > 0
+    });
+    if scratch_relation {
+        for r in &mut t.relations {
+            if r.inferred_truncate {
+                r.truncated = false;
+                r.inferred_truncate = false;
+                r.rewritten = true;
+            }
+        }
+    }
+}
+
 /// A cheap test on the summary: could [`incidents`] report this transaction?
 fn may_be_incident(s: &TxnSummary, threshold: u64) -> bool {
     s.outcome == TxnOutcome::Committed
@@ -612,15 +636,26 @@ fn txn_report(s: TxnSummary, created_written: &[RelFileLocator]) -> TxnReport {
         rels.entry(*r).or_insert_with(|| RelReport::new(*r)).created = true;
     }
     if committed {
-        // New files that received no writes replace dropped ones: TRUNCATE. New files that
-        // were written: a rewrite. No new files: DROP.
-        let empty_new = s.created.iter().any(|c| !created_written.contains(c));
+        // Files created and dropped by the same transaction are transient (CREATE and DROP in
+        // one transaction, the scratch heap of VACUUM FULL). Of the others: new files that
+        // received no writes replace dropped ones: TRUNCATE (refined by `classify` once names
+        // are known). New files that were all written: a rewrite. No new files: DROP.
+        let new_files: Vec<&RelFileLocator> = s
+            .created
+            .iter()
+            .filter(|c| !s.dropped.contains(c))
+            .collect();
+        let empty_new = new_files.iter().any(|c| !created_written.contains(c));
         for r in &s.dropped {
+            if s.created.contains(r) {
+                continue;
+            }
             let e = rels.entry(*r).or_insert_with(|| RelReport::new(*r));
-            if s.created.is_empty() {
+            if new_files.is_empty() {
                 e.dropped = true;
             } else if empty_new {
                 e.truncated = true;
+                e.inferred_truncate = true;
             } else {
                 e.rewritten = true;
             }
@@ -762,6 +797,9 @@ pub async fn scan<F: FnMut(Event)>(
         }
         for mut e in acc.events.drain(..) {
             namer.name_event(&mut e).await;
+            if let Event::Transaction(t) = &mut e {
+                classify(t);
+            }
             emit(e);
         }
         if acc.failure.is_some() || dec.end().is_some() {
@@ -779,6 +817,9 @@ pub async fn scan<F: FnMut(Event)>(
         }
         for mut e in acc.events.drain(..) {
             namer.name_event(&mut e).await;
+            if let Event::Transaction(t) = &mut e {
+                classify(t);
+            }
             emit(e);
         }
     }
