@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 use jiff::Timestamp;
 use pitr_pg::wal::{
-    EndReason, PgTimestamp, RecordKind, RelFileLocator, TxnOutcome, TxnSummary, TxnTracker,
+    EndReason, PgTimestamp, RecordKind, RelFileLocator, RmgrId, TxnOutcome, TxnSummary, TxnTracker,
     WalDecoder, WalError, Xid,
 };
 use pitr_pg::{Lsn, SegNo, TimelineHistory, TimelineId, WalFileName, WalSegSize};
@@ -900,14 +900,19 @@ impl Acc {
                 }
             }
         }
-        let kind = match rec.kind() {
-            Ok(k) => k,
-            Err(e) => {
-                self.failure = Some(e);
-                return;
-            }
-        };
         let in_lsn = rec.lsn >= self.lsn_from && rec.lsn < self.lsn_to;
+        // Only storage and XLOG records matter here; the tracker interprets the rest.
+        let kind = if rec.rmgr() == RmgrId::SMGR || rec.rmgr() == RmgrId::XLOG {
+            match rec.kind() {
+                Ok(k) => k,
+                Err(e) => {
+                    self.failure = Some(e);
+                    return;
+                }
+            }
+        } else {
+            RecordKind::Other
+        };
         match &kind {
             RecordKind::SmgrCreate(c) if xid.is_valid() => {
                 self.created.entry(xid).or_default().push(c.rel);
