@@ -211,11 +211,11 @@ fn render_event(e: &Event) -> String {
             for r in &t.relations {
                 let how = r.how();
                 if !how.is_empty() {
-                    let _ = writeln!(o, "{:>82}{}: {how}", "", r.label());
+                    let _ = writeln!(o, "    {}: {how}", r.label());
                 }
             }
             for oid in &t.truncated_oids {
-                let _ = writeln!(o, "{:>82}relation oid {oid}: TRUNCATE", "");
+                let _ = writeln!(o, "    relation oid {oid}: TRUNCATE");
             }
         }
         Event::RestorePoint(r) => {
