@@ -187,7 +187,17 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
         !reasons.iter().any(|r| r.contains("compacted")),
         "{reasons:?}"
     );
-    assert_eq!(incidents.len(), 3, "{reasons:?}");
+    // PostgreSQL 14 logs the creation of the scratch table's file before the transaction has
+    // an xid, so its drop cannot be told from the drop of an older, unnamed table: reported
+    // (the safe side). 15+ log it with the xid.
+    let scratch = usize::from(major == 14);
+    if major == 14 {
+        assert!(
+            reasons.iter().any(|r| r.starts_with("DROP base/")),
+            "{reasons:?}"
+        );
+    }
+    assert_eq!(incidents.len(), 3 + scratch, "{reasons:?}");
     // At a threshold of 1500 the DELETE of 1500 rows is not an incident; the others still are.
     let rep = json(
         &pitr(&[
@@ -201,7 +211,11 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
         ])
         .expect_code(0),
     );
-    assert_eq!(rep["incidents"].as_array().unwrap().len(), 2, "{rep:#}");
+    assert_eq!(
+        rep["incidents"].as_array().unwrap().len(),
+        2 + scratch,
+        "{rep:#}"
+    );
     // People's output names the table and prints the command.
     let text = pitr(&["--repo", r, "wal", "incidents"])
         .expect_code(0)
