@@ -1119,6 +1119,154 @@ mod tests {
         assert!(Bound::parse("--from", "0/XYZ").is_err());
     }
 
+    /// A repository whose WAL listing holds `names` (contents are never read by `plan`), and
+    /// `history` as timeline 2's history file; 1 MB segments.
+    async fn repo_with(
+        dir: &std::path::Path,
+        names: &[&str],
+        history: Option<&str>,
+    ) -> ClusterRepo {
+        use pitr_storage::{LocalFs, PutMode, Storage};
+        let storage: std::sync::Arc<dyn Storage> =
+            std::sync::Arc::new(LocalFs::create(dir).unwrap());
+        let cluster = pitr_repo::Repo::new(storage.clone())
+            .cluster("main")
+            .unwrap();
+        cluster
+            .register(&pitr_repo::ClusterIdentity {
+                system_id: 1,
+                pg_major: 16,
+                wal_seg_size: 1 << 20,
+            })
+            .await
+            .unwrap();
+        for n in names {
+            let name = WalFileName::parse(n).unwrap();
+            storage
+                .put(
+                    &cluster.wal_key(&name),
+                    vec![0u8; 8].into(),
+                    PutMode::Create,
+                )
+                .await
+                .unwrap();
+        }
+        if let Some(h) = history {
+            let (obj, _) =
+                pitr_repo::frame::encode(h.as_bytes(), pitr_repo::Compression::None).unwrap();
+            let name = WalFileName::History { tli: TimelineId(2) };
+            storage
+                .put(&cluster.wal_key(&name), obj.into(), PutMode::Create)
+                .await
+                .unwrap();
+        }
+        cluster
+    }
+
+    fn names(p: &SegmentPlan) -> Vec<String> {
+        p.files.iter().map(|f| f.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn plan_follows_the_history_and_prefers_the_newest_timeline_per_segment() {
+        let d = tempfile::tempdir().unwrap();
+        // Timeline 2 forked from 1 at 0/320000 (in segment 3); 1 went on to segment 5.
+        let c = repo_with(
+            d.path(),
+            &[
+                "000000010000000000000001",
+                "000000010000000000000002",
+                "000000010000000000000003",
+                "000000010000000000000004",
+                "000000010000000000000005",
+                "000000020000000000000003",
+                "000000020000000000000004",
+            ],
+            Some("1\t0/320000\tno recovery target specified\n"),
+        )
+        .await;
+        let p = plan(&c, &ScanOptions::default()).await.unwrap();
+        assert_eq!(p.timeline, TimelineId(2));
+        assert!(p.latest && p.gap.is_none());
+        assert_eq!(
+            names(&p),
+            [
+                "000000010000000000000001",
+                "000000010000000000000002",
+                "000000020000000000000003",
+                "000000020000000000000004"
+            ]
+        );
+        // Timeline 1 alone: its own segments to the end.
+        let opts = ScanOptions {
+            timeline: Some(TimelineId(1)),
+            ..Default::default()
+        };
+        let p = plan(&c, &opts).await.unwrap();
+        assert!(!p.latest);
+        assert_eq!(p.files.len(), 5);
+        // A range by LSN and by segment name.
+        let opts = ScanOptions {
+            from: Some(Bound::Lsn(Lsn(0x0021_0000))),
+            to: Some(Bound::parse("--to", "000000020000000000000003").unwrap()),
+            ..Default::default()
+        };
+        let p = plan(&c, &opts).await.unwrap();
+        assert_eq!(
+            names(&p),
+            ["000000010000000000000002", "000000020000000000000003"]
+        );
+        assert_eq!(p.lsn_range.0, Lsn(0x0021_0000));
+        // Unknown timeline, inverted range.
+        let bad = ScanOptions {
+            timeline: Some(TimelineId(3)),
+            ..Default::default()
+        };
+        assert!(plan(&c, &bad).await.unwrap_err().is_usage());
+        let inverted = ScanOptions {
+            from: Some(Bound::Lsn(Lsn(0x0040_0000))),
+            to: Some(Bound::Lsn(Lsn(0x0020_0000))),
+            ..Default::default()
+        };
+        assert!(plan(&c, &inverted).await.unwrap_err().is_usage());
+    }
+
+    #[tokio::test]
+    async fn plan_stops_at_the_first_missing_segment() {
+        let d = tempfile::tempdir().unwrap();
+        let c = repo_with(
+            d.path(),
+            &[
+                "000000010000000000000001",
+                "000000010000000000000002",
+                "000000010000000000000004",
+            ],
+            None,
+        )
+        .await;
+        let p = plan(&c, &ScanOptions::default()).await.unwrap();
+        assert_eq!(p.files.len(), 2);
+        assert_eq!(
+            p.gap.map(|g| g.to_string()).as_deref(),
+            Some("000000010000000000000003")
+        );
+        // Starting after the gap reads what is there.
+        let opts = ScanOptions {
+            from: Some(Bound::parse("--from", "000000010000000000000003").unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            names(&plan(&c, &opts).await.unwrap()),
+            ["000000010000000000000004"]
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let none = repo_with(empty.path(), &[], None).await;
+        assert!(matches!(
+            plan(&none, &ScanOptions::default()).await,
+            Err(WalScanError::NoWal { .. })
+        ));
+    }
+
     #[test]
     fn shell_quoting_leaves_plain_words_alone() {
         assert_eq!(shell_quote("/srv/repo"), "/srv/repo");
