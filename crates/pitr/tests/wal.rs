@@ -361,6 +361,54 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
         psql_at(&c, &sock, c.port(), "SELECT count(*) FROM bulk"),
         "1500"
     );
+    // The promoted server archives timeline 2 into the same repository. Along timeline 2's
+    // history the drop never happened: the newest timeline shows no DROP; timeline 1 still
+    // does, and its suggested restore names the timeline.
+    psql_at(
+        &c,
+        &sock,
+        c.port(),
+        "INSERT INTO keep VALUES (100, 'timeline 2')",
+    );
+    let seg2 = psql_at(
+        &c,
+        &sock,
+        c.port(),
+        "SELECT pg_walfile_name(pg_current_wal_lsn())",
+    );
+    assert!(seg2.starts_with("00000002"), "{seg2}");
+    psql_at(&c, &sock, c.port(), "SELECT pg_switch_wal()");
+    let archived = repo.join("main/wal/00000002").join(&seg2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !archived.exists() {
+        assert!(std::time::Instant::now() < deadline, "{seg2} not archived");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let on2 = json(&pitr(&["--repo", r, "--json", "wal", "incidents"]).expect_code(0));
+    assert_eq!(on2["scan"]["timeline"], 2, "{:#}", on2["scan"]);
+    assert!(
+        on2["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["transaction"]["xid"] != xid),
+        "{on2:#}"
+    );
+    let on1 =
+        json(&pitr(&["--repo", r, "--json", "wal", "incidents", "--timeline", "1"]).expect_code(0));
+    let again = on1["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["transaction"]["xid"] == xid)
+        .unwrap_or_else(|| panic!("{on1:#}"));
+    assert!(
+        again["restore_by_xid"]
+            .as_str()
+            .unwrap()
+            .ends_with("--target-action promote --target-timeline 1"),
+        "{again:#}"
+    );
     let mut stop = Command::new(install.bin("pg_ctl"));
     stop.arg("-D")
         .arg(target.datadir())
