@@ -58,7 +58,12 @@ impl Lab {
 
     /// `pitr backup` of the server listening on the lab's socket; returns the label.
     fn backup(&self) -> String {
-        let out = pitr_as_postgres(&[
+        self.backup_with(&[])
+    }
+
+    /// `pitr backup ARGS` (e.g. `--type incr`) of the lab's server; returns the label.
+    fn backup_with(&self, args: &[&str]) -> String {
+        let mut all = vec![
             "--repo",
             self.r(),
             "backup",
@@ -68,8 +73,9 @@ impl Lab {
             "5432",
             "-U",
             "postgres",
-        ])
-        .expect_code(0);
+        ];
+        all.extend_from_slice(args);
+        let out = pitr_as_postgres(&all).expect_code(0);
         out.stdout.trim().to_string()
     }
 
@@ -165,10 +171,24 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64, i64)> {
 
 /// psql against a server listening on `sock`/5432.
 fn psql_at(install: &PgInstall, sock: &Path, sql: &str) -> String {
+    psql_port(install, sock, 5432, sql)
+}
+
+/// psql against a server listening on `sock`/`port`.
+fn psql_port(install: &PgInstall, sock: &Path, port: u16, sql: &str) -> String {
     let out = Command::new(install.bin("psql"))
         .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(sock)
-        .args(["-p", "5432", "-U", "postgres", "-d", "postgres", "-c", sql])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ])
         .env_remove("PGHOST")
         .env_remove("PGPORT")
         .output()
@@ -671,3 +691,373 @@ fn restores_a_tablespace_where_asked(major: u32) {
     lab.stop(&dir);
 }
 per_version!(restores_a_tablespace_where_asked);
+
+/// The manifest of backup `label`, as JSON.
+fn manifest(lab: &Lab, label: &str) -> Value {
+    let path = lab.repo.join("main/backup").join(label).join("backup.json");
+    serde_json::from_slice(&fs::read(&path).unwrap()).unwrap()
+}
+
+const LAB_TABLE: &str = "CREATE TABLE laboratorio_pitr (id SERIAL PRIMARY KEY, \
+     nombre TEXT NOT NULL, creado_en TIMESTAMP DEFAULT now())";
+
+const STABLE_SUM: &str =
+    "SELECT count(*) || ':' || md5(string_agg(h, ',' ORDER BY g)) FROM estable";
+
+/// An incremental backup restores (chosen for a target after it, or named with `--backup`)
+/// with the files it reuses from its full parent written from the parent's copies, byte for
+/// byte; a target between the two backups restores from the full one.
+fn incremental_backup_restores_with_its_parents_files(major: u32) {
+    let lab = Lab::new(major, ClusterOptions::default().set("autovacuum", "off"));
+    let c = &lab.c;
+    c.psql("CREATE TABLE estable AS SELECT g, md5(g::text) AS h FROM generate_series(1, 50000) g");
+    c.psql(LAB_TABLE);
+    insert(c, &["registro_1", "registro_2"]);
+    // Hint bits set and everything on disk well before the full backup starts, so that the
+    // incremental backup may reuse the untouched files.
+    c.psql("VACUUM (FREEZE) estable");
+    c.psql("CHECKPOINT");
+    let stable_sum = c.psql(STABLE_SUM);
+    let stable_file = c.psql("SELECT pg_relation_filepath('estable')");
+    std::thread::sleep(Duration::from_millis(2100));
+    let full = lab.backup();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Between the backups: a new table, an update of existing rows and an insert.
+    c.psql("CREATE TABLE nueva AS SELECT 'nueva_1'::text AS v");
+    c.psql("UPDATE laboratorio_pitr SET nombre = 'registro_1b' WHERE nombre = 'registro_1'");
+    let x3 = insert(c, &["registro_3"]);
+    let incr = lab.backup_with(&["--type", "incr"]);
+    // After the incremental: more of both.
+    c.psql("INSERT INTO nueva VALUES ('nueva_2')");
+    c.psql("UPDATE laboratorio_pitr SET nombre = 'registro_2b' WHERE nombre = 'registro_2'");
+    let x4 = insert(c, &["registro_4"]);
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+    c.stop();
+
+    let m = manifest(&lab, &incr);
+    assert_eq!(m["body"]["kind"], "incr", "{m}");
+    assert_eq!(m["body"]["parent"], full.as_str(), "{m}");
+    let reused: Vec<String> = m["body"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["stored_in"].as_str().is_some())
+        .map(|f| {
+            assert_eq!(f["stored_in"], full.as_str(), "{f}");
+            f["path"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        reused.contains(&stable_file),
+        "the untouched table {stable_file} should come from the full backup: {reused:?}"
+    );
+    let total = m["body"]["files"].as_array().unwrap().len();
+    assert!(
+        reused.len() * 2 > total,
+        "{} of {total} reused",
+        reused.len()
+    );
+
+    // Which backup each target takes.
+    let never = lab.dir("never");
+    for (args, want) in [
+        (vec![], &incr),
+        (vec!["--target-xid", x4.as_str()], &incr),
+        (vec!["--target-xid", x3.as_str()], &full),
+    ] {
+        let mut all = vec![
+            "--repo",
+            lab.r(),
+            "--json",
+            "restore",
+            "--pgdata",
+            s(&never),
+        ];
+        all.extend_from_slice(&args);
+        all.push("--dry-run");
+        let plan = json(&pitr(&all).expect_code(0));
+        assert_eq!(
+            plan["plan"]["backup"]["label"],
+            want.as_str(),
+            "{args:?}: {plan}"
+        );
+    }
+
+    // The incremental and the full, restored side by side: every file the incremental reuses
+    // is the full backup's copy.
+    let from_incr = lab.dir("from_incr");
+    let rep = lab.restore(&from_incr, &["--backup", &incr]);
+    let r = &rep["restore"];
+    assert_eq!(r["plan"]["backup"]["kind"], "incr", "{r}");
+    assert_eq!(r["plan"]["backup"]["parent"], full.as_str(), "{r}");
+    assert_eq!(r["files_restored"].as_u64().unwrap() as usize, total, "{r}");
+    let from_full = lab.dir("from_full");
+    let rep = lab.restore(&from_full, &["--backup", &full]);
+    assert_eq!(label_of(&rep), full);
+    // (postgresql.auto.conf is rewritten by every restore, with its recovery settings.)
+    for path in reused.iter().filter(|p| *p != "postgresql.auto.conf") {
+        assert!(
+            fs::read(from_incr.join(path)).unwrap() == fs::read(from_full.join(path)).unwrap(),
+            "{path} differs between the incremental and its parent"
+        );
+    }
+    // Files changed since the full backup are the incremental's own.
+    let own_file = {
+        let f = m["body"]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "global/pg_control")
+            .unwrap();
+        assert!(f["stored_in"].is_null(), "{f}");
+        f["path"].as_str().unwrap().to_string()
+    };
+    assert_ne!(
+        fs::read(from_incr.join(&own_file)).unwrap(),
+        fs::read(from_full.join(&own_file)).unwrap()
+    );
+    fs::remove_dir_all(&from_full).unwrap();
+    fs::remove_dir_all(&from_incr).unwrap();
+
+    // Restored and started, to the end of WAL (the incremental is chosen) and to a target
+    // after it (named explicitly).
+    let all_rows = "registro_1b,registro_2b,registro_3,registro_4";
+    for (name, args) in [
+        ("latest", vec![]),
+        (
+            "named",
+            vec!["--backup", incr.as_str(), "--target-xid", x4.as_str()],
+        ),
+    ] {
+        let dir = lab.dir(name);
+        let rep = lab.restore_start(&dir, &args);
+        assert_eq!(label_of(&rep), incr, "{name}: {rep}");
+        let want = if name == "latest" {
+            "promoted"
+        } else {
+            "paused"
+        };
+        assert_eq!(rep["start"]["outcome"], want, "{name}: {rep}");
+        assert_eq!(lab.psql(ROWS), all_rows, "{name}");
+        assert_eq!(
+            lab.psql("SELECT string_agg(v, ',' ORDER BY v) FROM nueva"),
+            "nueva_1,nueva_2"
+        );
+        assert_eq!(lab.psql(STABLE_SUM), stable_sum, "{name}");
+        lab.stop(&dir);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    // Between the two backups: the full one, and none of what came after.
+    let between = lab.dir("between");
+    let rep = lab.restore_start(&between, &["--target-xid", &x3]);
+    assert_eq!(label_of(&rep), full, "{rep}");
+    assert_eq!(rep["start"]["outcome"], "paused", "{rep}");
+    assert_eq!(lab.psql(ROWS), "registro_1b,registro_2,registro_3");
+    assert_eq!(lab.psql("SELECT string_agg(v, ',') FROM nueva"), "nueva_1");
+    assert_eq!(lab.psql(STABLE_SUM), stable_sum);
+    lab.stop(&between);
+}
+per_version!(incremental_backup_restores_with_its_parents_files);
+
+/// Entries below `dir` with their sizes, leaving out what an idle server may still rewrite.
+fn quiet_listing(dir: &Path) -> Vec<(PathBuf, u64)> {
+    listing(dir)
+        .into_iter()
+        .filter(|(p, _, _)| {
+            let rel = p.strip_prefix(dir).unwrap();
+            !["pg_wal", "pg_stat_tmp", "pg_stat", "pg_logical", "log"]
+                .iter()
+                .any(|d| rel.starts_with(d))
+        })
+        .map(|(p, len, _)| (p, len))
+        .collect()
+}
+
+/// `--force` over the directory of another cluster with stray files in it: refused while
+/// that cluster's server runs (exit 4, nothing touched); once it is stopped, everything in it
+/// is deleted (a stray tablespace link, not what it points to) and the backup restores cleanly.
+fn force_replaces_an_old_cluster_but_not_a_running_one(major: u32) {
+    let lab = Lab::new(major, ClusterOptions::default());
+    let c = &lab.c;
+    c.psql(LAB_TABLE);
+    insert(c, &["registro_1", "registro_2"]);
+    let label = lab.backup();
+    insert(c, &["registro_3"]);
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+    c.stop();
+
+    // An old cluster: restored, promoted onto timeline 2, written to, with stray files.
+    let dir = lab.dir("old");
+    let rep = lab.restore_start(&dir, &[]);
+    assert_eq!(rep["start"]["outcome"], "promoted", "{rep}");
+    assert_eq!(rep["start"]["timeline"], 2, "{rep}");
+    lab.psql("INSERT INTO laboratorio_pitr (nombre) VALUES ('viejo')");
+    lab.psql("CHECKPOINT");
+    fs::write(dir.join("stray.txt"), "stray").unwrap();
+    fs::write(dir.join("base/stray_file"), "stray").unwrap();
+    fs::create_dir_all(dir.join("stray_dir/sub")).unwrap();
+    fs::write(dir.join("stray_dir/sub/f"), "stray").unwrap();
+    let elsewhere = lab.dir("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("keep.txt"), "precious").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("pg_tblspc/99999")).unwrap();
+
+    // Refused while its server runs.
+    let pid = fs::read_to_string(dir.join("postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap();
+    let before = quiet_listing(&dir);
+    let auto_conf = fs::read(dir.join("postgresql.auto.conf")).unwrap();
+    let run = pitr(&["--repo", lab.r(), "restore", "--pgdata", s(&dir), "--force"]).expect_code(4);
+    assert!(
+        run.stderr
+            .contains(&format!("a PostgreSQL server (pid {pid}) is running on it"))
+            && run.stderr.contains("stop it first"),
+        "{run:?}"
+    );
+    assert_eq!(
+        quiet_listing(&dir),
+        before,
+        "a refused restore touched {dir:?}"
+    );
+    assert_eq!(
+        fs::read(dir.join("postgresql.auto.conf")).unwrap(),
+        auto_conf
+    );
+    assert_eq!(lab.psql("SELECT count(*) FROM laboratorio_pitr"), "4");
+    lab.stop(&dir);
+
+    // Stopped: replaced. Timeline 1 has registro_3 but not the old cluster's row.
+    let rep = lab.restore_start(&dir, &["--force", "--target-timeline", "1"]);
+    let r = &rep["restore"];
+    assert_eq!(label_of(&rep), label);
+    assert_eq!(r["plan"]["pgdata_action"], "wipe", "{r}");
+    assert_eq!(r["files_reused"], 0, "{r}");
+    assert!(r["entries_removed"].as_u64().unwrap() >= 20, "{r}");
+    assert_eq!(rep["start"]["outcome"], "promoted", "{rep}");
+    assert_eq!(rep["start"]["timeline"], 3, "{rep}");
+    assert_eq!(lab.psql(ROWS), "registro_1,registro_2,registro_3");
+    for stray in [
+        "stray.txt",
+        "base/stray_file",
+        "stray_dir",
+        "pg_tblspc/99999",
+    ] {
+        assert!(
+            fs::symlink_metadata(dir.join(stray)).is_err(),
+            "{stray} survived --force"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(elsewhere.join("keep.txt")).unwrap(),
+        "precious"
+    );
+    // No WAL of the old cluster's timeline 2 was left behind.
+    let old_wal: Vec<_> = fs::read_dir(dir.join("pg_wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("00000002"))
+        .collect();
+    assert!(old_wal.is_empty(), "{old_wal:?}");
+    lab.stop(&dir);
+}
+per_version!(force_replaces_an_old_cluster_but_not_a_running_one);
+
+/// `--standby` restores a hot standby: standby.signal (no recovery.signal), `--start` reports
+/// it consistent, and it keeps replaying WAL the primary archives afterwards.
+fn standby_keeps_replaying_archived_wal(major: u32) {
+    let lab = Lab::new(major, ClusterOptions::default());
+    let c = &lab.c;
+    c.psql(LAB_TABLE);
+    insert(c, &["registro_1"]);
+    let label = lab.backup();
+    insert(c, &["registro_2"]);
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+
+    // The primary keeps running: the standby listens on another port.
+    let dir = lab.dir("standby");
+    let all = vec![
+        "--repo",
+        lab.r(),
+        "--json",
+        "--port",
+        "5433",
+        "restore",
+        "--pgdata",
+        s(&dir),
+        "--standby",
+        "--start",
+        "--pg-bin",
+        s(&lab.install.bindir),
+        "--wait-timeout",
+        "120",
+    ];
+    let rep = json(&pitr(&all).expect_code(0));
+    assert_eq!(label_of(&rep), label);
+    assert_eq!(
+        rep["restore"]["plan"]["signal_file"], "standby.signal",
+        "{rep}"
+    );
+    assert_eq!(rep["start"]["outcome"], "standby", "{rep}");
+    assert_eq!(rep["start"]["server_running"], true, "{rep}");
+    assert!(dir.join("standby.signal").is_file());
+    assert!(!dir.join("recovery.signal").exists());
+    let standby = |sql: &str| psql_port(&lab.install, &lab.sock, 5433, sql);
+    assert_eq!(standby("SELECT pg_is_in_recovery()"), "t");
+    // Everything archived when it started is replayed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while standby(ROWS) != "registro_1,registro_2" {
+        assert!(Instant::now() < deadline, "standby has {:?}", standby(ROWS));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A write on the primary reaches the standby through the repository.
+    insert(c, &["registro_3"]);
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while standby(ROWS) != "registro_1,registro_2,registro_3" {
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not replay {last}: it has {:?}",
+            standby(ROWS)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(standby("SELECT pg_is_in_recovery()"), "t");
+    lab.stop(&dir);
+}
+per_version!(standby_keeps_replaying_archived_wal);
+
+/// `--force` (or `--delta`) never empties a tablespace directory a running server uses: a
+/// restore elsewhere while the original runs, its tablespace left at the original location,
+/// is refused with exit 4 and nothing is touched.
+fn force_spares_the_tablespace_of_a_running_server(major: u32) {
+    let lab = Lab::new(major, ClusterOptions::default());
+    let c = &lab.c;
+    let ts = pitr_testkit::create_postgres_dir(&lab.dir("ts_live"));
+    c.psql(&format!("CREATE TABLESPACE tsp LOCATION '{}'", s(&ts)));
+    c.psql("CREATE TABLE t_ts (id int) TABLESPACE tsp");
+    c.psql("INSERT INTO t_ts SELECT generate_series(1, 100)");
+    lab.backup();
+    c.psql("CHECKPOINT");
+    let dir = lab.dir("copy");
+    for flag in ["--force", "--delta"] {
+        let before = listing(&ts);
+        let run = pitr(&["--repo", lab.r(), "restore", "--pgdata", s(&dir), flag]).expect_code(4);
+        assert!(
+            run.stderr.contains(s(&ts))
+                && run.stderr.contains("in use by a running PostgreSQL server")
+                && run.stderr.contains(s(c.datadir()))
+                && run.stderr.contains("--tablespace-map"),
+            "{flag}: {run:?}"
+        );
+        assert_eq!(listing(&ts), before, "{flag} touched the live tablespace");
+        assert!(!dir.exists());
+    }
+    assert_eq!(c.psql("SELECT count(*) FROM t_ts"), "100");
+}
+per_version!(force_spares_the_tablespace_of_a_running_server);

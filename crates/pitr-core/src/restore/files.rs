@@ -124,6 +124,36 @@ pub fn running_postmaster(pgdata: &Path) -> Option<u32> {
         .then_some(pid)
 }
 
+/// The running server whose data directory links `dir` as a tablespace (`pg_tblspc/<oid>`),
+/// as (postmaster pid, data directory).
+///
+/// Servers are found through `/proc`: a postmaster works in its data directory, whose
+/// `postmaster.pid` names it. Only processes this user may inspect are seen (all of them as
+/// root, the user's own otherwise, which covers the usual `postgres` user).
+pub fn server_using_tablespace(dir: &Path) -> Option<(u32, PathBuf)> {
+    let dir = dir.canonicalize().ok()?;
+    for e in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cwd) = fs::read_link(e.path().join("cwd")) else {
+            continue;
+        };
+        if running_postmaster(&cwd) != Some(pid) {
+            continue;
+        }
+        let Ok(links) = fs::read_dir(cwd.join("pg_tblspc")) else {
+            continue;
+        };
+        for l in links.flatten() {
+            if l.path().canonicalize().is_ok_and(|t| t == dir) {
+                return Some((pid, cwd));
+            }
+        }
+    }
+    None
+}
+
 /// What to do with one file of the manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileAction {

@@ -166,6 +166,18 @@ pub enum RestoreError {
         /// Its postmaster's pid.
         pid: u32,
     },
+    /// A tablespace would be restored into a directory a running server uses.
+    #[error("refusing to restore tablespace {oid} into {path:?}: it is in use by a running PostgreSQL server (pid {pid}, data directory {pgdata:?})\nhint: stop that server first, or restore the tablespace elsewhere with --tablespace-map {oid}=DIR")]
+    TablespaceInUse {
+        /// Tablespace OID.
+        oid: u32,
+        /// The directory.
+        path: PathBuf,
+        /// The server's postmaster pid.
+        pid: u32,
+        /// The server's data directory.
+        pgdata: PathBuf,
+    },
     /// The repository is inside the data directory or the other way round.
     #[error("refusing to restore into {path:?}: it overlaps the repository {repo}\nhint: restore into a directory outside the repository")]
     OverlapsRepo {
@@ -277,6 +289,7 @@ impl RestoreError {
             | RestoreError::TimeNotReached { .. }
             | RestoreError::NotEmpty { .. }
             | RestoreError::ServerRunning { .. }
+            | RestoreError::TablespaceInUse { .. }
             | RestoreError::OverlapsRepo { .. }
             | RestoreError::NoBackups { .. } => ErrorClass::Refused,
             RestoreError::BadManifest { .. }
@@ -784,6 +797,7 @@ pub async fn plan(
             });
         }
         claimed.push(restore_to.clone());
+        check_tablespace_free(t.oid, &restore_to)?;
         let state = check_dir(&restore_to, opts)?;
         tablespaces.push(TablespacePlan {
             oid: t.oid,
@@ -845,6 +859,20 @@ pub async fn plan(
         force: opts.force,
         manifest,
     })
+}
+
+/// Refuses a tablespace directory that a running server uses (`--force` would empty it,
+/// `--delta` rewrite it under the server).
+fn check_tablespace_free(oid: u32, dir: &Path) -> Result<(), RestoreError> {
+    match files::server_using_tablespace(dir) {
+        Some((pid, pgdata)) => Err(RestoreError::TablespaceInUse {
+            oid,
+            path: dir.to_path_buf(),
+            pid,
+            pgdata,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn resolve_owner(pgdata: &Path, asked: Option<&str>) -> Result<Option<OsUser>, RestoreError> {
@@ -1012,6 +1040,9 @@ pub async fn execute(
             path: plan.pgdata.clone(),
             pid,
         });
+    }
+    for t in &plan.tablespaces {
+        check_tablespace_free(t.oid, &t.restore_to)?;
     }
     let mut removed = 0u64;
     let mut created_roots = Vec::new();
