@@ -11,7 +11,7 @@
 #            cp -a of the plain copy + sync
 #   replay:  recovery of N archived segments (64) from the plain base backup through
 #            restore_command = cp | pitr archive-get (prefetching) | pgbackrest archive-get,
-#            timed from pg_ctl start to the end of recovery (promotion)
+#            timed from pg_ctl start to the end of recovery (promotion), best of 2 rounds
 # and prints seconds, MB/s (data directory size / seconds), stored size and ratios to pgBackRest
 # (backup, restore) and to cp (replay).
 # Environment: PITR_BIN (use this binary), PGBIN (PostgreSQL 15 bin dir), BENCH_PORT (25435).
@@ -120,8 +120,8 @@ as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
 as_pg $PGBR stanza-create >/dev/null
 PGHOST=$SOCK PGPORT=$PORT PGUSER=postgres "$PGBIN/pgbench" -i -q -s "$SCALE" postgres >/dev/null 2>&1
 psql_pg -c 'CHECKPOINT' >/dev/null
-DB_BYTES=$(size "$PGDATA")
-log "data directory: $DB_BYTES bytes"
+DB_BYTES=$(( $(size "$PGDATA") - $(size "$PGDATA/pg_wal") ))
+log "data directory without pg_wal: $DB_BYTES bytes"
 
 declare -A SECS BYTES REDO
 run() { # name dest-size-path command...
@@ -175,7 +175,11 @@ EOF
   local t0; t0=$(now)
   as_pg "$PGBIN/pg_ctl" -D "$dir" -l "$WORK/out/replay-$name.log" -w -t 3600 start >/dev/null
   until [ "$(psql_pg -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; do sleep 0.05; done
-  SECS[replay-$name]=$(since "$t0")
+  local secs; secs=$(since "$t0")
+  # Best of the rounds: a first-run outlier (writeback of the copy, a busy neighbour) is noise.
+  if [ -z "${SECS[replay-$name]:-}" ] || awk -v a="$secs" -v b="${SECS[replay-$name]}" 'BEGIN { exit !(a < b) }'; then
+    SECS[replay-$name]=$secs
+  fi
   BYTES[replay-$name]=0
   grep -q "archive recovery complete\|selected new timeline" "$WORK/out/replay-$name.log" ||
     die "replay-$name did not end recovery"
@@ -184,18 +188,21 @@ EOF
   [ -n "${REDO[$name]}" ] && [ "${REDO[$name]}" = "${REDO[cp]}" ] ||
     die "replay-$name stopped at ${REDO[$name]:-?}, cp at ${REDO[cp]}: see $WORK/out/replay-$name.log"
   as_pg "$PGBIN/pg_ctl" -D "$dir" -m immediate -w stop >/dev/null
-  log "replay-$name: ${SECS[replay-$name]} s"
+  log "replay-$name: $secs s"
   rm -rf "$dir"
 }
-REDO[cp]=
-replay cp "cp $WORK/wal-cp/%f %p"
-replay pitr "$PITR archive-get %f %p"
-replay pgbackrest "$PGBR --pg1-path=$WORK/out/replay-pgbackrest archive-get %f \"%p\""
+
+for round in 1 2; do
+  log "replay round $round"
+  replay cp "cp $WORK/wal-cp/%f %p"
+  replay pitr "$PITR archive-get %f %p"
+  replay pgbackrest "$PGBR --pg1-path=$WORK/out/replay-pgbackrest archive-get %f \"%p\""
+done
 
 # ---------------------------------------------------------------- report
 mb() { awk -v b="$DB_BYTES" -v s="$1" 'BEGIN { printf "%.1f", b / 1048576 / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
-printf '\nbackup / restore / replay: pgbench scale %s, data directory %s MB, PostgreSQL 15, pgBackRest %s, %s CPUs\n' \
+printf '\nbackup / restore / replay: pgbench scale %s, data directory %s MB without pg_wal, PostgreSQL 15, pgBackRest %s, %s CPUs\n' \
   "$SCALE" $((DB_BYTES / 1048576)) "$PGBR_VERSION" "$(nproc)"
 printf '%-28s %9s %9s %14s %11s %11s\n' step seconds MB/s stored_bytes speed/pgbr size/pgbr
 for k in backup-pitr backup-pgbackrest backup-basebackup-plain backup-basebackup-zstd backup-cp; do

@@ -119,18 +119,13 @@ impl Spool {
                 }
                 let cluster = cluster.clone();
                 let name = *name;
-                tasks.spawn(async move { (cluster.get_wal(&name).await, path) });
+                tasks.spawn(async move { crate::archive::fetch_to(&cluster, &name, &path).await });
             }
             let mut missing = false;
             while let Some(r) = tasks.join_next().await {
-                let Ok((fetched, path)) = r else { continue };
+                let Ok(fetched) = r else { continue };
                 match fetched? {
-                    Some(data) => {
-                        let tmp = path.with_extension("pitr-tmp");
-                        fs::write(&tmp, &data).map_err(|e| self.err(e))?;
-                        fs::rename(&tmp, &path).map_err(|e| self.err(e))?;
-                        added += 1;
-                    }
+                    Some(_) => added += 1,
                     None => missing = true,
                 }
             }

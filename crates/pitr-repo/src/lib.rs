@@ -346,6 +346,27 @@ impl ClusterRepo {
             })
     }
 
+    /// Decodes an archived WAL file into `out`, streaming and verified (length and checksum);
+    /// `None` when it is not archived. On error `out` may have received bytes: write to a
+    /// temporary file and publish it only on success.
+    pub async fn get_wal_into<W: std::io::Write>(
+        &self,
+        name: &WalFileName,
+        out: &mut W,
+    ) -> RepoResult<Option<FrameSummary>> {
+        let key = self.wal_key(name);
+        let Some(obj) = self.repo.storage.get(&key).await? else {
+            return Ok(None);
+        };
+        frame::decode_into(&obj, out)
+            .map(Some)
+            .map_err(|source| RepoError::Corrupt {
+                repo: self.repo.location(),
+                key,
+                source,
+            })
+    }
+
     /// Every archived WAL file, sorted by timeline then name.
     pub async fn list_wal(&self) -> RepoResult<Vec<WalEntry>> {
         let prefix = format!("{}/wal/", self.name);

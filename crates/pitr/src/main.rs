@@ -19,11 +19,19 @@ fn main() -> ExitCode {
     };
     init_logging(cli.global.verbose, cli.global.quiet);
     let is_get = matches!(cli.command, cli::Command::ArchiveGet(_));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // archive_command / restore_command run once per WAL file: a single-threaded runtime starts
+    // faster, and their CPU work runs on threads of its own (frame::encode_file, spool-fill).
+    let mut builder = if matches!(
+        cli.command,
+        cli::Command::ArchiveGet(_) | cli::Command::ArchivePush(_)
+    ) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pitr: error: cannot start the async runtime: {e}");

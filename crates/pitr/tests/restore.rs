@@ -803,7 +803,7 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
         );
     }
     // Files changed since the full backup are the incremental's own.
-    let lab_file = {
+    let own_file = {
         let f = m["body"]["files"]
             .as_array()
             .unwrap()
@@ -814,8 +814,8 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
         f["path"].as_str().unwrap().to_string()
     };
     assert_ne!(
-        fs::read(from_incr.join(&lab_file)).unwrap(),
-        fs::read(from_full.join(&lab_file)).unwrap()
+        fs::read(from_incr.join(&own_file)).unwrap(),
+        fs::read(from_full.join(&own_file)).unwrap()
     );
     fs::remove_dir_all(&from_full).unwrap();
     fs::remove_dir_all(&from_incr).unwrap();

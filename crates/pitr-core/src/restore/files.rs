@@ -283,7 +283,8 @@ pub fn apply_attrs(file: &File, m: &ManifestFile) -> io::Result<()> {
 }
 
 /// Decodes `obj` (or nothing, for an empty file) to `dest` through `dest.pitr-tmp`, verifies it
-/// against the manifest entry, sets mode and mtime, fsyncs and renames it into place.
+/// against the manifest entry, sets mode and mtime and renames it into place. Not fsynced: the
+/// restore makes everything durable at once with [`sync_filesystem`] before it reports success.
 pub fn write_file(dest: &Path, obj: Option<&[u8]>, m: &ManifestFile) -> Result<u64, WriteError> {
     let tmp = tmp_path(dest);
     let result = write_tmp(&tmp, obj, m).and_then(|n| {
@@ -343,7 +344,6 @@ fn write_tmp(tmp: &Path, obj: Option<&[u8]>, m: &ManifestFile) -> Result<u64, Wr
         .into_inner()
         .map_err(|e| WriteError::Io("write", e.into_error()))?;
     apply_attrs(&file, m).map_err(|e| WriteError::Io("set mode and mtime of", e))?;
-    file.sync_all().map_err(|e| WriteError::Io("fsync", e))?;
     Ok(written)
 }
 
@@ -430,7 +430,22 @@ pub fn write_small(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     res
 }
 
-/// fsyncs a directory.
+/// Flushes every dirty page of the filesystem holding `path` (Linux `syncfs(2)`), and returns
+/// the writeback errors it reports.
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = File::open(path)?;
+    // SAFETY: syncfs only reads the file descriptor, which `dir` keeps open for the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Fsyncs a directory (its entries).
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }

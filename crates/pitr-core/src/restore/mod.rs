@@ -1146,17 +1146,22 @@ pub async fn execute(
     let owner = plan.owner.clone();
     let roots = layout.roots();
     blocking(move || {
+        if let Some(u) = owner {
+            for r in &roots {
+                chown_tree(r, u.uid, u.gid)?;
+            }
+        }
+        // Files were written without an fsync each: one syncfs per filesystem flushes them all
+        // (and reports any writeback error), as PostgreSQL's recovery_init_sync_method=syncfs.
+        for r in &roots {
+            files::sync_filesystem(r).map_err(RestoreError::io("syncfs", r))?;
+        }
         for d in all_dirs.iter().chain(roots.iter()) {
             files::fsync_dir(d).map_err(RestoreError::io("fsync", d))?;
         }
         for r in &created_roots {
             if let Some(parent) = r.parent() {
                 let _ = files::fsync_dir(parent);
-            }
-        }
-        if let Some(u) = owner {
-            for r in &roots {
-                chown_tree(r, u.uid, u.gid)?;
             }
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! `pitr restore`: options → [`pitr_core::restore`] plan/execute (and `--start`), rendered.
 
+use super::info::human_bytes;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -325,20 +326,5 @@ fn print_start(s: &StartReport) {
     println!("  server log:  {}", s.log_file.display());
     if let Some(n) = &s.next_step {
         println!("next: {n}");
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
