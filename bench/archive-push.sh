@@ -44,8 +44,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root (PostgreSQL and the timed loops run as the postgres OS user via runuser)"
 id postgres >/dev/null 2>&1 || die "no postgres OS user (install postgresql-15)"
@@ -55,12 +55,7 @@ id postgres >/dev/null 2>&1 || die "no postgres OS user (install postgresql-15)"
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 # ---------------------------------------------------------------- tools
-if ! command -v pgbackrest >/dev/null 2>&1; then
-  log "installing pgbackrest (apt)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq pgbackrest >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq pgbackrest >/dev/null; }
-fi
-PGBR_VERSION=$(pgbackrest version | awk '{print $2}')
+ensure_pgbackrest
 [ "$PGBR_VERSION" = 2.45 ] || log "warning: pgBackRest $PGBR_VERSION (the target is stated against 2.45)"
 
 if [ -z "${PITR_BIN:-}" ]; then
@@ -86,7 +81,7 @@ SEGDIR=$WORK/segments    # the SEGMENTS segments that are pushed
 BIN=$WORK/bin            # copies of the binaries, reachable by the postgres user
 PGBR_CONF=$WORK/pgbackrest.conf
 RESULTS=$WORK/results.txt
-mkdir -p "$SOCK" "$STAGE" "$SEGDIR" "$BIN" "$WORK/pgbackrest/log" "$WORK/pgbackrest/lock" "$WORK/pgbackrest/spool"
+mkdir -p "$SOCK" "$STAGE" "$SEGDIR" "$BIN"
 cp "$PITR_BIN" "$BIN/pitr"
 chown -R postgres: "$WORK"
 
@@ -166,24 +161,7 @@ SEG_RECORDS=$({ "$PGBIN/pg_waldump" --stats -p "$SEGDIR" "$SEG_FIRST" "$SEG_LAST
 log "segments $SEG_FIRST .. $SEG_LAST: $SEG_COUNT files, $SEG_BYTES bytes, ${SEG_RECORDS:-?} WAL records"
 
 # ---------------------------------------------------------------- repositories
-cat >"$PGBR_CONF" <<EOF
-[global]
-repo1-path=$WORK/repo-pgbackrest
-compress-type=zst
-archive-async=n
-log-path=$WORK/pgbackrest/log
-lock-path=$WORK/pgbackrest/lock
-spool-path=$WORK/pgbackrest/spool
-log-level-console=warn
-log-level-stderr=warn
-log-level-file=off
-
-[$STANZA]
-pg1-path=$PGDATA
-pg1-port=$PORT
-pg1-socket-path=$SOCK
-EOF
-chown postgres: "$PGBR_CONF"
+write_pgbackrest_conf "$PGBR_CONF" "$WORK" "$STANZA" "$PGDATA" "$PORT" "$SOCK"
 rm -rf "$WORK"/repo-* "$WORK/verify"
 as_pg mkdir -p "$WORK/repo-pgbackrest"
 log "pgbackrest stanza-create (server running)"

@@ -37,19 +37,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root (PostgreSQL and the tools run as the postgres OS user)"
 id postgres >/dev/null 2>&1 || die "no postgres OS user (install postgresql-15)"
 [ -x "$PGBIN/pgbench" ] || die "no PostgreSQL 15 with pgbench in $PGBIN"
 command -v zstd >/dev/null || { apt-get install -y -qq zstd >/dev/null 2>&1 || die "zstd missing"; }
-if ! command -v pgbackrest >/dev/null 2>&1; then
-  log "installing pgbackrest (apt)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null 2>&1 ||
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null; }
-fi
-PGBR_VERSION=$(pgbackrest version | awk '{print $2}')
+ensure_pgbackrest
 
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "${PITR_BIN:-}" ]; then
@@ -64,7 +59,7 @@ PGDATA=$WORK/pgdata
 SOCK=$WORK/sock
 BIN=$WORK/bin
 PGBR_CONF=$WORK/pgbackrest.conf
-mkdir -p "$SOCK" "$BIN" "$WORK/wal-cp" "$WORK/pgbackrest/"{log,lock,spool} "$WORK/repo-pgbackrest" "$WORK/out"
+mkdir -p "$SOCK" "$BIN" "$WORK/wal-cp" "$WORK/repo-pgbackrest" "$WORK/out"
 cp "$PITR_BIN" "$BIN/pitr"
 chown -R postgres: "$WORK"
 as_pg() { runuser -u postgres -- "$@"; }
@@ -81,26 +76,7 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
 size() { du -sb "$1" | cut -f1; }
 
-cat >"$PGBR_CONF" <<EOF
-[global]
-repo1-path=$WORK/repo-pgbackrest
-compress-type=zst
-process-max=2
-archive-async=n
-start-fast=y
-log-path=$WORK/pgbackrest/log
-lock-path=$WORK/pgbackrest/lock
-spool-path=$WORK/pgbackrest/spool
-log-level-console=warn
-log-level-stderr=warn
-log-level-file=off
-
-[$STANZA]
-pg1-path=$PGDATA
-pg1-port=$PORT
-pg1-socket-path=$SOCK
-EOF
-chown postgres: "$PGBR_CONF"
+write_pgbackrest_conf "$PGBR_CONF" "$WORK" "$STANZA" "$PGDATA" "$PORT" "$SOCK" process-max=2 start-fast=y
 PGBR="pgbackrest --config=$PGBR_CONF --stanza=$STANZA"
 PITR="$BIN/pitr --repo $WORK/repo-pitr"
 

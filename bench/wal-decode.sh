@@ -41,8 +41,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 [ -x "$PGBIN/pg_waldump" ] || die "no pg_waldump in $PGBIN"
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)

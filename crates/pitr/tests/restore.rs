@@ -174,37 +174,6 @@ fn psql_at(install: &PgInstall, sock: &Path, sql: &str) -> String {
     psql_port(install, sock, 5432, sql)
 }
 
-/// psql against a server listening on `sock`/`port`.
-fn psql_port(install: &PgInstall, sock: &Path, port: u16, sql: &str) -> String {
-    let out = Command::new(install.bin("psql"))
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
-        .arg(sock)
-        .args([
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ])
-        .env_remove("PGHOST")
-        .env_remove("PGPORT")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn json(r: &Run) -> Value {
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"))
-}
-
 fn label_of(rep: &Value) -> &str {
     rep["restore"]["plan"]["backup"]["label"].as_str().unwrap()
 }

@@ -5,43 +5,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use pitr_testkit::{as_postgres, scratch_dir, Cluster, ClusterOptions};
-
-fn json(r: &Run) -> serde_json::Value {
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"))
-}
-
-/// psql against the server listening on `sock`/`port`.
-fn psql_at(c: &Cluster, sock: &Path, port: u16, sql: &str) -> String {
-    let out = Command::new(c.install().bin("psql"))
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
-        .arg(sock)
-        .args([
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ])
-        .env_remove("PGHOST")
-        .env_remove("PGPORT")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// The transactions of a `wal log --json` report.
 fn transactions(log: &serde_json::Value) -> Vec<&serde_json::Value> {
@@ -344,8 +312,8 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
     let rep = json(&res);
     assert_eq!(rep["start"]["outcome"], "promoted", "{rep:#}");
     assert_eq!(
-        psql_at(
-            &c,
+        psql_port(
+            c.install(),
             &sock,
             c.port(),
             "SELECT count(*), min(id), max(id) FROM shop.orders"
@@ -353,31 +321,31 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
         "500|1|500"
     );
     assert_eq!(
-        psql_at(&c, &sock, c.port(), "SELECT count(*) FROM keep"),
+        psql_port(c.install(), &sock, c.port(), "SELECT count(*) FROM keep"),
         "25",
         "writes before the drop kept, writes after it not replayed"
     );
     assert_eq!(
-        psql_at(&c, &sock, c.port(), "SELECT count(*) FROM bulk"),
+        psql_port(c.install(), &sock, c.port(), "SELECT count(*) FROM bulk"),
         "1500"
     );
     // The promoted server archives timeline 2 into the same repository. Along timeline 2's
     // history the drop never happened: the newest timeline shows no DROP; timeline 1 still
     // does, and its suggested restore names the timeline.
-    psql_at(
-        &c,
+    psql_port(
+        c.install(),
         &sock,
         c.port(),
         "INSERT INTO keep VALUES (100, 'timeline 2')",
     );
-    let seg2 = psql_at(
-        &c,
+    let seg2 = psql_port(
+        c.install(),
         &sock,
         c.port(),
         "SELECT pg_walfile_name(pg_current_wal_lsn())",
     );
     assert!(seg2.starts_with("00000002"), "{seg2}");
-    psql_at(&c, &sock, c.port(), "SELECT pg_switch_wal()");
+    psql_port(c.install(), &sock, c.port(), "SELECT pg_switch_wal()");
     let archived = repo.join("main/wal/00000002").join(&seg2);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !archived.exists() {

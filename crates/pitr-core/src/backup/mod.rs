@@ -249,14 +249,14 @@ pub async fn backup(
     let (start_time, label) = loop {
         let now = Timestamp::now();
         let label = new_label(now, opts.kind);
-        let taken = cluster.manifest(&label).await?.is_some()
-            || !cluster
-                .repo()
-                .storage()
-                .list(&cluster.backup_prefix(&label))
-                .await
-                .map_err(RepoError::from)?
-                .is_empty();
+        // Any object under the label's prefix (its manifest included) means it is taken.
+        let taken = !cluster
+            .repo()
+            .storage()
+            .list(&cluster.backup_prefix(&label))
+            .await
+            .map_err(RepoError::from)?
+            .is_empty();
         if !taken {
             break (now, label);
         }

@@ -130,3 +130,35 @@ macro_rules! per_version {
         }
     };
 }
+
+/// The JSON a `--json` run printed.
+pub fn json(r: &Run) -> serde_json::Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"))
+}
+
+/// psql against a server listening on `sock`/`port`.
+pub fn psql_port(install: &PgInstall, sock: &Path, port: u16, sql: &str) -> String {
+    let out = Command::new(install.bin("psql"))
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(sock)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ])
+        .env_remove("PGHOST")
+        .env_remove("PGPORT")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
