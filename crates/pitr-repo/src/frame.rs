@@ -14,7 +14,12 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+
+use blake3::hazmat::{
+    left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
+};
 
 /// Header magic (includes the frame format version byte).
 pub const MAGIC: &[u8; 8] = b"PITRFRM\x01";
@@ -290,14 +295,48 @@ fn compress(data: &[u8], c: Compression) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Size of the pieces [`FrameEncoder`] compresses as separate zstd frames. A power of two (and a
+/// multiple of BLAKE3's 1 KiB chunk), so that [`decode_to`] can decompress and hash the pieces of
+/// a large file on several threads: each piece is a BLAKE3 subtree.
+pub const ZSTD_PIECE: usize = 8 << 20;
+
+/// A zstd stream cut into [`ZSTD_PIECE`]-sized frames, each recording its decompressed size.
+struct PiecedZstd {
+    compressor: zstd::bulk::Compressor<'static>,
+    pending: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl PiecedZstd {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let take = (ZSTD_PIECE - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == ZSTD_PIECE {
+                self.compress_pending()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compress_pending(&mut self) -> io::Result<()> {
+        let piece = self.compressor.compress(&self.pending)?;
+        self.out.extend_from_slice(&piece);
+        self.pending.clear();
+        Ok(())
+    }
+}
+
 enum Enc {
     None(Vec<u8>),
-    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Zstd(Box<PiecedZstd>),
     Lz4(lz4_flex::frame::FrameEncoder<Vec<u8>>),
 }
 
 /// Streaming encoder: feed chunks with [`FrameEncoder::write`], collect output with
-/// [`FrameEncoder::take_output`], and end with [`FrameEncoder::finish`].
+/// [`FrameEncoder::take_output`], and end with [`FrameEncoder::finish`]. A zstd payload is cut
+/// into frames of [`ZSTD_PIECE`] original bytes.
 pub struct FrameEncoder {
     header: [u8; HEADER_LEN],
     enc: Enc,
@@ -320,7 +359,11 @@ impl FrameEncoder {
         let start = header.to_vec();
         let enc = match c {
             Compression::None => Enc::None(start),
-            Compression::Zstd(level) => Enc::Zstd(zstd::stream::write::Encoder::new(start, level)?),
+            Compression::Zstd(level) => Enc::Zstd(Box::new(PiecedZstd {
+                compressor: zstd::bulk::Compressor::new(level)?,
+                pending: Vec::new(),
+                out: start,
+            })),
             Compression::Lz4 => Enc::Lz4(lz4_flex::frame::FrameEncoder::new(start)),
         };
         Ok(FrameEncoder {
@@ -340,7 +383,7 @@ impl FrameEncoder {
                 v.extend_from_slice(data);
                 Ok(())
             }
-            Enc::Zstd(e) => e.write_all(data),
+            Enc::Zstd(z) => z.write(data),
             Enc::Lz4(e) => e.write_all(data),
         }
     }
@@ -349,7 +392,7 @@ impl FrameEncoder {
     pub fn take_output(&mut self) -> Vec<u8> {
         match &mut self.enc {
             Enc::None(v) => std::mem::take(v),
-            Enc::Zstd(e) => std::mem::take(e.get_mut()),
+            Enc::Zstd(z) => std::mem::take(&mut z.out),
             Enc::Lz4(e) => std::mem::take(e.get_mut()),
         }
     }
@@ -358,7 +401,13 @@ impl FrameEncoder {
     pub fn finish(self) -> io::Result<(Vec<u8>, FrameSummary)> {
         let mut out = match self.enc {
             Enc::None(v) => v,
-            Enc::Zstd(e) => e.finish()?,
+            Enc::Zstd(mut z) => {
+                // An empty input still gets one (empty) zstd frame, as `encode` writes.
+                if !z.pending.is_empty() || self.len == 0 {
+                    z.compress_pending()?;
+                }
+                z.out
+            }
             Enc::Lz4(e) => e.finish().map_err(io::Error::other)?,
         };
         let summary = FrameSummary {
@@ -475,6 +524,186 @@ pub fn decode_into<W: Write>(obj: &[u8], out: &mut W) -> Result<FrameSummary, Fr
     Ok(summary)
 }
 
+/// A destination that takes decoded bytes at any offset, from several threads (a file, through
+/// positioned writes).
+pub trait WriteAt: Sync {
+    /// Writes all of `data` at `offset`.
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+}
+
+/// Decodes a frame into `out` like [`decode_into`], verifying length and checksum, but on up to
+/// `threads` threads when the payload allows it: a zstd payload cut in frames that each record
+/// their size, all of the same power-of-two size but the last (what [`FrameEncoder`] and
+/// [`encode_file`] on two cores write). Each thread decompresses a piece, hashes it as a BLAKE3
+/// subtree and writes it at its offset; the subtree hashes are then merged into the file's
+/// checksum. Other payloads are decoded in order on the calling thread. A failure of `out` is
+/// reported as [`FrameError::Write`]. On error, `out` may have received bytes.
+pub fn decode_to(obj: &[u8], threads: usize, out: &dyn WriteAt) -> Result<FrameSummary, FrameError> {
+    let (code, payload, summary) = parts(obj)?;
+    let pieces = match code {
+        1 if threads > 1 => zstd_pieces(payload, summary.len),
+        _ => None,
+    };
+    let Some((piece_len, pieces)) = pieces else {
+        let mut w = Positioned {
+            out,
+            offset: 0,
+            error: None,
+        };
+        return decode_into(obj, &mut w).map_err(|e| match w.error.take() {
+            Some(io) => FrameError::Write(io.to_string()),
+            None => e,
+        });
+    };
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Vec<Result<Vec<(usize, ChainingValue)>, FrameError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.min(pieces.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut dctx = zstd::bulk::Decompressor::new()
+                        .map_err(|e| FrameError::Decompress(e.to_string()))?;
+                    let mut buf = vec![0u8; piece_len as usize];
+                    let mut cvs = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= pieces.len() || failed.load(Ordering::Relaxed) {
+                            return Ok(cvs);
+                        }
+                        let (frame, len) = pieces[i];
+                        let offset = i as u64 * piece_len;
+                        let piece = &mut buf[..len as usize];
+                        let res = match dctx.decompress_to_buffer(frame, piece) {
+                            Ok(n) if n as u64 == len => Ok(()),
+                            Ok(n) => Err(FrameError::LengthMismatch {
+                                expected: summary.len,
+                                actual: offset + n as u64,
+                            }),
+                            Err(e) => Err(FrameError::Decompress(e.to_string())),
+                        }
+                        .and_then(|()| {
+                            out.write_at(offset, piece)
+                                .map_err(|e| FrameError::Write(e.to_string()))
+                        });
+                        if let Err(e) = res {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                        let cv = blake3::Hasher::new()
+                            .set_input_offset(offset)
+                            .update(piece)
+                            .finalize_non_root();
+                        cvs.push((i, cv));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(FrameError::Decompress("decoding thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut cvs: Vec<Option<ChainingValue>> = vec![None; pieces.len()];
+    for r in results {
+        for (i, cv) in r? {
+            cvs[i] = Some(cv);
+        }
+    }
+    let cvs: Option<Vec<ChainingValue>> = cvs.into_iter().collect();
+    let cvs = cvs.ok_or_else(|| FrameError::Decompress("a piece was not decoded".into()))?;
+    let actual = Checksum(*root_hash(&cvs, piece_len, summary.len).as_bytes());
+    if actual != summary.checksum {
+        return Err(FrameError::ChecksumMismatch {
+            expected: summary.checksum,
+            actual,
+        });
+    }
+    Ok(summary)
+}
+
+/// One zstd frame of a payload and its decompressed size.
+type Piece<'a> = (&'a [u8], u64);
+
+/// Splits a zstd payload into its frames when [`decode_to`] can decode them in parallel: at least
+/// two frames, each recording its decompressed size, all of one power-of-two size of at least a
+/// BLAKE3 chunk but the last (shorter, not empty), adding up to `total`. Returns that size and
+/// each frame with its decompressed size.
+fn zstd_pieces(mut payload: &[u8], total: u64) -> Option<(u64, Vec<Piece<'_>>)> {
+    let mut pieces = Vec::new();
+    while !payload.is_empty() {
+        let n = zstd::zstd_safe::find_frame_compressed_size(payload).ok()?;
+        if n == 0 || n > payload.len() {
+            return None;
+        }
+        let (frame, rest) = payload.split_at(n);
+        let len = zstd::zstd_safe::get_frame_content_size(frame).ok()??;
+        pieces.push((frame, len));
+        payload = rest;
+    }
+    let piece_len = pieces.first()?.1;
+    let (last, full) = pieces.split_last()?;
+    let uniform = !full.is_empty()
+        && piece_len.is_power_of_two()
+        && piece_len >= blake3::CHUNK_LEN as u64
+        && piece_len <= 1 << 30
+        && full.iter().all(|&(_, len)| len == piece_len)
+        && last.1 > 0
+        && last.1 <= piece_len;
+    let sum = piece_len * full.len() as u64 + last.1;
+    (uniform && sum == total).then_some((piece_len, pieces))
+}
+
+/// The BLAKE3 hash of `len` bytes from the chaining values of its `piece_len`-sized subtrees
+/// (BLAKE3's tree: the left subtree holds the largest power of two of chunks below the whole).
+fn root_hash(cvs: &[ChainingValue], piece_len: u64, len: u64) -> blake3::Hash {
+    fn subtree(cvs: &[ChainingValue], piece_len: u64, len: u64) -> ChainingValue {
+        if len <= piece_len {
+            return cvs[0];
+        }
+        let left = left_subtree_len(len);
+        let split = (left / piece_len) as usize;
+        merge_subtrees_non_root(
+            &subtree(&cvs[..split], piece_len, left),
+            &subtree(&cvs[split..], piece_len, len - left),
+            Mode::Hash,
+        )
+    }
+    let left = left_subtree_len(len);
+    let split = (left / piece_len) as usize;
+    merge_subtrees_root(
+        &subtree(&cvs[..split], piece_len, left),
+        &subtree(&cvs[split..], piece_len, len - left),
+        Mode::Hash,
+    )
+}
+
+/// Adapts a [`WriteAt`] to the sequential decoder, remembering the first failure of `out`.
+struct Positioned<'a> {
+    out: &'a dyn WriteAt,
+    offset: u64,
+    error: Option<io::Error>,
+}
+
+impl Write for Positioned<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Err(e) = self.out.write_at(self.offset, buf) {
+            let kind = e.kind();
+            let msg = e.to_string();
+            self.error.get_or_insert(e);
+            return Err(io::Error::new(kind, msg));
+        }
+        self.offset += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decodes a whole frame into memory, verified.
 pub fn decode(obj: &[u8]) -> Result<Vec<u8>, FrameError> {
     let (_, _, s) = parts(obj)?;
@@ -551,6 +780,162 @@ mod tests {
         let at = HEADER_LEN + three.len() - 100;
         obj[at] ^= 0x40;
         assert!(decode(&obj).is_err());
+    }
+
+    /// A [`WriteAt`] into memory, optionally failing on the write that covers one offset.
+    struct Memory {
+        bytes: std::sync::Mutex<Vec<u8>>,
+        fail_at: Option<u64>,
+    }
+
+    impl Memory {
+        fn new() -> Memory {
+            Memory {
+                bytes: std::sync::Mutex::new(Vec::new()),
+                fail_at: None,
+            }
+        }
+        fn take(self) -> Vec<u8> {
+            self.bytes.into_inner().unwrap()
+        }
+    }
+
+    impl WriteAt for Memory {
+        fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            if self
+                .fail_at
+                .is_some_and(|f| (offset..offset + data.len() as u64).contains(&f))
+            {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+            }
+            let mut b = self.bytes.lock().unwrap();
+            let end = offset as usize + data.len();
+            if b.len() < end {
+                b.resize(end, 0);
+            }
+            b[offset as usize..end].copy_from_slice(data);
+            Ok(())
+        }
+    }
+
+    fn pseudo_random(len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 & 0x3f)
+            .collect()
+    }
+
+    /// A frame whose zstd payload is `data` cut in `piece`-sized frames.
+    fn pieced(data: &[u8], piece: usize) -> Vec<u8> {
+        let h = header(Compression::Zstd(1));
+        let mut obj = h.to_vec();
+        for p in data.chunks(piece) {
+            obj.extend(compress(p, Compression::Zstd(1)).unwrap());
+        }
+        let s = FrameSummary {
+            len: data.len() as u64,
+            checksum: Checksum::of(data),
+        };
+        obj.extend_from_slice(&trailer(&h, s));
+        obj
+    }
+
+    #[test]
+    fn parallel_decode_gives_blake3_of_the_whole_for_every_tree_shape() {
+        for piece in [1024usize, 4096] {
+            for pieces in 2..=9usize {
+                for tail in [0usize, 1, piece / 2, piece - 1] {
+                    let len = (pieces - 1) * piece + if tail == 0 { piece } else { tail };
+                    let data = pseudo_random(len);
+                    let obj = pieced(&data, piece);
+                    let (_, payload, _) = parts(&obj).unwrap();
+                    let (found, frames) = zstd_pieces(payload, len as u64).unwrap();
+                    assert_eq!((found, frames.len()), (piece as u64, pieces));
+                    for threads in [2, 3, 8] {
+                        let out = Memory::new();
+                        let s = decode_to(&obj, threads, &out).unwrap();
+                        assert_eq!(s.checksum.0, *blake3::hash(&data).as_bytes());
+                        assert_eq!(out.take(), data, "{piece} x {pieces} + {tail}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn frame_encoder_cuts_zstd_in_pieces_that_decode_in_parallel() {
+        let data = pseudo_random(2 * ZSTD_PIECE + ZSTD_PIECE / 3);
+        let mut enc = FrameEncoder::new(Compression::Zstd(1)).unwrap();
+        let mut obj = Vec::new();
+        for chunk in data.chunks(1 << 20) {
+            enc.write(chunk).unwrap();
+            obj.extend(enc.take_output());
+        }
+        let (rest, s) = enc.finish().unwrap();
+        obj.extend(rest);
+        let (_, payload, _) = parts(&obj).unwrap();
+        let (piece, frames) = zstd_pieces(payload, s.len).unwrap();
+        assert_eq!((piece, frames.len()), (ZSTD_PIECE as u64, 3));
+        let out = Memory::new();
+        assert_eq!(decode_to(&obj, 2, &out).unwrap(), s);
+        assert_eq!(out.take(), data);
+        assert_eq!(decode(&obj).unwrap(), data);
+        // Encoded from a file on two cores, a WAL segment-sized input is also two pieces.
+        let (whole, _) = encode(&data, Compression::Zstd(1)).unwrap();
+        let (_, payload, _) = parts(&whole).unwrap();
+        assert!(zstd_pieces(payload, s.len).is_none(), "one frame");
+        let out = Memory::new();
+        assert_eq!(decode_to(&whole, 2, &out).unwrap(), s);
+        assert_eq!(out.take(), data);
+    }
+
+    #[test]
+    fn parallel_decode_catches_damage_reordering_and_write_failures() {
+        let piece = 4096;
+        let data = pseudo_random(5 * piece + 100);
+        let obj = pieced(&data, piece);
+        let frames: Vec<Vec<u8>> = data
+            .chunks(piece)
+            .map(|p| compress(p, Compression::Zstd(1)).unwrap())
+            .collect();
+        // A flipped byte inside any piece.
+        let mut at = HEADER_LEN;
+        for f in &frames {
+            let mut bad = obj.clone();
+            bad[at + f.len() / 2] ^= 0x10;
+            assert!(decode_to(&bad, 2, &Memory::new()).is_err(), "flip at {at}");
+            at += f.len();
+        }
+        // Two whole pieces swapped: every frame is intact, only the checksum can tell.
+        let h = header(Compression::Zstd(1));
+        let mut swapped = h.to_vec();
+        for i in [1, 0, 2, 3, 4, 5] {
+            swapped.extend_from_slice(&frames[i]);
+        }
+        swapped.extend_from_slice(&obj[obj.len() - TRAILER_LEN..]);
+        assert!(matches!(
+            decode_to(&swapped, 2, &Memory::new()),
+            Err(FrameError::ChecksumMismatch { .. })
+        ));
+        // A piece missing: the sizes no longer add up, so it is decoded in order and the
+        // length is wrong.
+        let mut short = h.to_vec();
+        for f in &frames[1..] {
+            short.extend_from_slice(f);
+        }
+        short.extend_from_slice(&obj[obj.len() - TRAILER_LEN..]);
+        assert!(matches!(
+            decode_to(&short, 2, &Memory::new()),
+            Err(FrameError::LengthMismatch { .. })
+        ));
+        // The destination failing is a write error, in parallel and in order.
+        for threads in [1, 2] {
+            let out = Memory {
+                fail_at: Some(2 * piece as u64),
+                ..Memory::new()
+            };
+            let err = decode_to(&obj, threads, &out).unwrap_err();
+            assert!(matches!(err, FrameError::Write(ref m) if m.contains("disk full")), "{err}");
+        }
     }
 
     #[test]

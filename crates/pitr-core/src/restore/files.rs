@@ -4,10 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
+use std::sync::Mutex;
 
 use pitr_repo::frame::{self, FrameError};
 use pitr_repo::ManifestFile;
@@ -245,24 +246,67 @@ pub enum WriteError {
     Io(&'static str, io::Error),
 }
 
-/// A writer that remembers its first error, so a failed write is not mistaken for a damaged
-/// object by the frame decoder.
-struct Tracking<W: Write> {
-    inner: W,
-    error: Option<io::Error>,
+/// How many bytes [`FileSink`] lets accumulate before it starts their writeback.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+/// The file being restored, written at offsets by [`frame::decode_to`]'s threads. It starts the
+/// kernel's writeback of what it wrote every [`WRITEBACK_CHUNK`] bytes
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, as PostgreSQL's `*_flush_after` settings do), so
+/// the disk works while the next pieces are decompressed and verified instead of all at once in
+/// the final [`sync_filesystem`]. It does not wait for those writes: durability comes from that
+/// final sync. It remembers its first failure, so that a failed write is reported as such and
+/// not as a damaged object.
+struct FileSink {
+    file: File,
+    /// Written bytes whose writeback has not been started: (start, end) of a contiguous run.
+    unflushed: Mutex<(u64, u64)>,
+    error: Mutex<Option<io::Error>>,
 }
 
-impl<W: Write> Write for Tracking<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf).inspect_err(|e| {
-            if self.error.is_none() {
-                self.error = Some(io::Error::new(e.kind(), e.to_string()));
+impl frame::WriteAt for FileSink {
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if let Err(e) = self.file.write_all_at(data, offset) {
+            let copy = io::Error::new(e.kind(), e.to_string());
+            lock(&self.error).get_or_insert(e);
+            return Err(copy);
+        }
+        let end = offset + data.len() as u64;
+        let flush = {
+            let mut run = lock(&self.unflushed);
+            if run.1 != offset {
+                // Not contiguous (pieces written by several threads): start from this write.
+                *run = (offset, offset);
             }
-        })
+            run.1 = end;
+            let (start, end) = *run;
+            (end - start >= WRITEBACK_CHUNK).then(|| {
+                *run = (end, end);
+                (start, end - start)
+            })
+        };
+        if let Some((start, len)) = flush {
+            start_writeback(&self.file, start, len);
+        }
+        Ok(())
     }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` of `file` to disk, without waiting.
+/// Only a hint: its failure is ignored (the final sync reports real write errors).
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range only reads the file descriptor, which `file` keeps open.
+    #[allow(unsafe_code)]
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
 }
 
 fn tmp_path(dest: &Path) -> PathBuf {
@@ -282,12 +326,17 @@ pub fn apply_attrs(file: &File, m: &ManifestFile) -> io::Result<()> {
     file.set_times(fs::FileTimes::new().set_modified(mtime))
 }
 
-/// Decodes `obj` (or nothing, for an empty file) to `dest` through `dest.pitr-tmp`, verifies it
-/// against the manifest entry, sets mode and mtime and renames it into place. Not fsynced: the
+/// Decodes `obj` (or nothing, for an empty file) to `dest` through `dest.pitr-tmp` (a large
+/// object on up to `threads` threads), verifies it against the manifest entry, sets mode and mtime and renames it into place. Not fsynced: the
 /// restore makes everything durable at once with [`sync_filesystem`] before it reports success.
-pub fn write_file(dest: &Path, obj: Option<&[u8]>, m: &ManifestFile) -> Result<u64, WriteError> {
+pub fn write_file(
+    dest: &Path,
+    obj: Option<&[u8]>,
+    m: &ManifestFile,
+    threads: usize,
+) -> Result<u64, WriteError> {
     let tmp = tmp_path(dest);
-    let result = write_tmp(&tmp, obj, m).and_then(|n| {
+    let result = write_tmp(&tmp, obj, m, threads).and_then(|n| {
         fs::rename(&tmp, dest)
             .map_err(|e| WriteError::Io("rename", e))
             .map(|()| n)
@@ -298,7 +347,12 @@ pub fn write_file(dest: &Path, obj: Option<&[u8]>, m: &ManifestFile) -> Result<u
     result
 }
 
-fn write_tmp(tmp: &Path, obj: Option<&[u8]>, m: &ManifestFile) -> Result<u64, WriteError> {
+fn write_tmp(
+    tmp: &Path,
+    obj: Option<&[u8]>,
+    m: &ManifestFile,
+    threads: usize,
+) -> Result<u64, WriteError> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -306,12 +360,13 @@ fn write_tmp(tmp: &Path, obj: Option<&[u8]>, m: &ManifestFile) -> Result<u64, Wr
         .mode(0o600)
         .open(tmp)
         .map_err(|e| WriteError::Io("create", e))?;
-    let mut w = Tracking {
-        inner: BufWriter::with_capacity(256 << 10, file),
-        error: None,
+    let sink = FileSink {
+        file,
+        unflushed: Mutex::new((0, 0)),
+        error: Mutex::new(None),
     };
     let written = match obj {
-        Some(obj) => match frame::decode_into(obj, &mut w) {
+        Some(obj) => match frame::decode_to(obj, threads, &sink) {
             Ok(summary) => {
                 let found = (summary.len, summary.checksum.to_string());
                 if found.0 != m.size || !found.1.eq_ignore_ascii_case(&m.blake3) {
@@ -323,7 +378,7 @@ fn write_tmp(tmp: &Path, obj: Option<&[u8]>, m: &ManifestFile) -> Result<u64, Wr
                 summary.len
             }
             Err(e) => {
-                return Err(match w.error.take() {
+                return Err(match lock(&sink.error).take() {
                     Some(io) => WriteError::Io("write", io),
                     None => WriteError::Frame(e),
                 })
@@ -339,11 +394,7 @@ fn write_tmp(tmp: &Path, obj: Option<&[u8]>, m: &ManifestFile) -> Result<u64, Wr
             0
         }
     };
-    let file = w
-        .inner
-        .into_inner()
-        .map_err(|e| WriteError::Io("write", e.into_error()))?;
-    apply_attrs(&file, m).map_err(|e| WriteError::Io("set mode and mtime of", e))?;
+    apply_attrs(&sink.file, m).map_err(|e| WriteError::Io("set mode and mtime of", e))?;
     Ok(written)
 }
 
@@ -637,7 +688,7 @@ mod tests {
         let (obj, _) = frame::encode(&content, pitr_repo::Compression::Zstd(1)).unwrap();
         let dest = d.path().join("1259");
         assert_eq!(
-            write_file(&dest, Some(&obj), &m).unwrap(),
+            write_file(&dest, Some(&obj), &m, 2).unwrap(),
             content.len() as u64
         );
         assert_eq!(fs::read(&dest).unwrap(), content);
@@ -650,7 +701,7 @@ mod tests {
         let other = mf("base/1/1259", b"other");
         let dest2 = d.path().join("x");
         assert!(matches!(
-            write_file(&dest2, Some(&obj), &other),
+            write_file(&dest2, Some(&obj), &other, 2),
             Err(WriteError::Mismatch { .. })
         ));
         assert!(!dest2.exists() && !tmp_path(&dest2).exists());
@@ -660,14 +711,14 @@ mod tests {
         let mid = broken.len() / 2;
         broken[mid] ^= 0xFF;
         assert!(matches!(
-            write_file(&dest2, Some(&broken), &m),
+            write_file(&dest2, Some(&broken), &m, 2),
             Err(WriteError::Frame(_))
         ));
         assert!(!dest2.exists());
 
         // Empty files have no object.
         let e = mf("empty", b"");
-        write_file(&dest2, None, &e).unwrap();
+        write_file(&dest2, None, &e, 2).unwrap();
         assert_eq!(fs::metadata(&dest2).unwrap().len(), 0);
     }
 

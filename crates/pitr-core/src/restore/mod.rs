@@ -927,6 +927,8 @@ struct FileJob {
     dest: PathBuf,
     file: ManifestFile,
     delta: bool,
+    /// Threads a large object may be decoded on.
+    threads: usize,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -984,7 +986,7 @@ async fn restore_one(job: FileJob) -> Result<Outcome, RestoreError> {
     };
     let fetched = obj.as_ref().map(|o| o.len() as u64).unwrap_or(0);
     blocking(move || {
-        let n = files::write_file(&job.dest, obj.as_deref(), &job.file).map_err(|e| match e {
+        let n = files::write_file(&job.dest, obj.as_deref(), &job.file, job.threads).map_err(|e| match e {
             WriteError::Frame(source) => RestoreError::Repo(RepoError::Corrupt {
                 repo: job.repo.clone(),
                 key: job.key.clone(),
@@ -1105,7 +1107,10 @@ pub async fn execute(
             p.advance(bytes);
         }
     };
-    for f in &m.files {
+    // Largest first, so that a large relation does not start last and finish alone.
+    let mut order: Vec<&ManifestFile> = m.files.iter().collect();
+    order.sort_by_key(|f| std::cmp::Reverse(f.size));
+    for f in order {
         let permit = sem
             .clone()
             .acquire_owned()
@@ -1123,6 +1128,7 @@ pub async fn execute(
             dest: layout.dest(&f.path),
             file: f.clone(),
             delta: plan.delta,
+            threads: plan.jobs,
         };
         set.spawn(async move {
             let _permit = permit;
