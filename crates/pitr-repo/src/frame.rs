@@ -538,7 +538,11 @@ pub trait WriteAt: Sync {
 /// subtree and writes it at its offset; the subtree hashes are then merged into the file's
 /// checksum. Other payloads are decoded in order on the calling thread. A failure of `out` is
 /// reported as [`FrameError::Write`]. On error, `out` may have received bytes.
-pub fn decode_to(obj: &[u8], threads: usize, out: &dyn WriteAt) -> Result<FrameSummary, FrameError> {
+pub fn decode_to(
+    obj: &[u8],
+    threads: usize,
+    out: &dyn WriteAt,
+) -> Result<FrameSummary, FrameError> {
     let (code, payload, summary) = parts(obj)?;
     let pieces = match code {
         1 if threads > 1 => zstd_pieces(payload, summary.len),
@@ -934,7 +938,10 @@ mod tests {
                 ..Memory::new()
             };
             let err = decode_to(&obj, threads, &out).unwrap_err();
-            assert!(matches!(err, FrameError::Write(ref m) if m.contains("disk full")), "{err}");
+            assert!(
+                matches!(err, FrameError::Write(ref m) if m.contains("disk full")),
+                "{err}"
+            );
         }
     }
 

@@ -700,9 +700,25 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
     c.psql("INSERT INTO nueva VALUES ('nueva_2')");
     c.psql("UPDATE laboratorio_pitr SET nombre = 'registro_2b' WHERE nombre = 'registro_2'");
     let x4 = insert(c, &["registro_4"]);
+    // A second incremental, on top of the first: a chain.
+    let incr2 = lab.backup_with(&["--type", "incr"]);
     let last = c.switch_wal();
     assert!(c.wait_archived(&last, Duration::from_secs(60)));
     c.stop();
+
+    let m2 = manifest(&lab, &incr2);
+    assert_eq!(m2["body"]["parent"], incr.as_str(), "{m2}");
+    let holder_of = |m: &Value, path: &str| -> Option<String> {
+        let f = m["body"]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not in {m}"));
+        f["stored_in"].as_str().map(str::to_string)
+    };
+    // Files untouched since the full backup point straight at it, not at the first incremental.
+    assert_eq!(holder_of(&m2, &stable_file).as_deref(), Some(full.as_str()));
 
     let m = manifest(&lab, &incr);
     assert_eq!(m["body"]["kind"], "incr", "{m}");
@@ -731,7 +747,7 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
     // Which backup each target takes.
     let never = lab.dir("never");
     for (args, want) in [
-        (vec![], &incr),
+        (vec![], &incr2),
         (vec!["--target-xid", x4.as_str()], &incr),
         (vec!["--target-xid", x3.as_str()], &full),
     ] {
@@ -789,19 +805,20 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
     fs::remove_dir_all(&from_full).unwrap();
     fs::remove_dir_all(&from_incr).unwrap();
 
-    // Restored and started, to the end of WAL (the incremental is chosen) and to a target
-    // after it (named explicitly).
+    // Restored and started, to the end of WAL (the second incremental is chosen, and its files
+    // come from all three backups) and to a target after the first one (named explicitly).
     let all_rows = "registro_1b,registro_2b,registro_3,registro_4";
-    for (name, args) in [
-        ("latest", vec![]),
+    for (name, args, want_label) in [
+        ("latest", vec![], &incr2),
         (
             "named",
             vec!["--backup", incr.as_str(), "--target-xid", x4.as_str()],
+            &incr,
         ),
     ] {
         let dir = lab.dir(name);
         let rep = lab.restore_start(&dir, &args);
-        assert_eq!(label_of(&rep), incr, "{name}: {rep}");
+        assert_eq!(&label_of(&rep), want_label, "{name}: {rep}");
         let want = if name == "latest" {
             "promoted"
         } else {
@@ -827,6 +844,42 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
     assert_eq!(lab.psql("SELECT string_agg(v, ',') FROM nueva"), "nueva_1");
     assert_eq!(lab.psql(STABLE_SUM), stable_sum);
     lab.stop(&between);
+
+    // The full backup damaged by hand (one object it holds for the incrementals deleted): the
+    // chain is refused before anything is written, naming the object, with the corrupt exit code.
+    let broken = lab.dir("broken");
+    fs::create_dir_all(&broken).unwrap();
+    let backup_dir = |label: &str| lab.repo.join("main/backup").join(label);
+    fs::remove_file(backup_dir(&full).join("data").join(&stable_file)).unwrap();
+    for label in [&incr2, &incr, &full] {
+        let run = lab.refused(&broken, &["--backup", label], 5);
+        assert!(
+            run.stderr
+                .contains(&format!("backup {label} cannot be restored"))
+                && run.stderr.contains(&format!("from backup {full}"))
+                && run.stderr.contains(&stable_file),
+            "{}",
+            run.stderr
+        );
+    }
+    // The full backup gone altogether (as a careless `rm` would leave it): its incrementals are
+    // not chosen by themselves, and naming one says which backup is gone.
+    fs::remove_dir_all(backup_dir(&full)).unwrap();
+    let run = lab.refused(&broken, &[], 4);
+    assert!(
+        run.stderr.contains(&format!(
+            "backup {full}, which holds some of its files, is gone"
+        )),
+        "{}",
+        run.stderr
+    );
+    let run = lab.refused(&broken, &["--backup", &incr2], 5);
+    assert!(
+        run.stderr
+            .contains(&format!("backup {full} is gone from the repository")),
+        "{}",
+        run.stderr
+    );
 }
 per_version!(incremental_backup_restores_with_its_parents_files);
 

@@ -743,7 +743,9 @@ fn summarize(
     target: &str,
 ) -> String {
     if sorted.is_empty() {
-        return format!("{target} cannot be reached: the repository holds no base backup");
+        return format!(
+            "{target} cannot be reached: the repository holds no base backup that can be restored"
+        );
     }
     if let Some(f) = forced {
         return match rejected.first() {

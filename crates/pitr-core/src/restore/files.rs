@@ -7,8 +7,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
 use std::sync::Mutex;
+use std::time::{Duration, UNIX_EPOCH};
 
 use pitr_repo::frame::{self, FrameError};
 use pitr_repo::ManifestFile;

@@ -17,7 +17,7 @@ pub mod os;
 pub mod start;
 pub mod target;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -209,6 +209,26 @@ pub enum RestoreError {
         /// Backup label.
         label: String,
     },
+    /// Objects a backup needs are missing or have another size, found before DIR is touched.
+    #[error("backup {label} cannot be restored: {count} of the {needed} objects it needs from backup {holder} are missing or have the wrong size in repository {repo} (e.g. {key}, for {path}){gone}\nhint: restore another backup with --backup LABEL (`pitr info` lists them); `pitr verify` checks every backup")]
+    MissingObjects {
+        /// The backup being restored.
+        label: String,
+        /// The backup that stores the objects (itself, or the parent of an incremental).
+        holder: String,
+        /// Repository.
+        repo: String,
+        /// How many are missing.
+        count: usize,
+        /// How many it needs from `holder`.
+        needed: usize,
+        /// One missing object.
+        key: String,
+        /// The file it holds.
+        path: String,
+        /// Why, when known.
+        gone: String,
+    },
     /// An object is intact but is not the file the manifest describes.
     #[error("{key} in repository {repo} is not the file backup {label} recorded for {path} (manifest: {expected_len} bytes, blake3 {expected}; object: {found_len} bytes, blake3 {found})\nhint: run `pitr verify`; restore another backup with --backup")]
     ObjectMismatch {
@@ -294,6 +314,7 @@ impl RestoreError {
             | RestoreError::NoBackups { .. } => ErrorClass::Refused,
             RestoreError::BadManifest { .. }
             | RestoreError::MissingObject { .. }
+            | RestoreError::MissingObjects { .. }
             | RestoreError::ObjectMismatch { .. }
             | RestoreError::BadHistory { .. } => ErrorClass::Corrupt,
             RestoreError::Repo(RepoError::Corrupt { .. } | RepoError::BadMeta { .. }) => {
@@ -570,6 +591,55 @@ fn validate_manifest(m: &BackupManifest) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// Checks, before anything is written, that every object the backup's files need is in the
+/// repository with the size the manifest records (one listing per backup that holds them: the
+/// backup itself and, for an incremental, the backups it reuses files from).
+async fn check_objects(
+    cluster: &ClusterRepo,
+    m: &BackupManifest,
+    labels: &BTreeSet<String>,
+) -> Result<(), RestoreError> {
+    let mut by_holder: BTreeMap<&str, Vec<&ManifestFile>> = BTreeMap::new();
+    for f in m.files.iter().filter(|f| f.size > 0) {
+        by_holder
+            .entry(f.stored_in.as_deref().unwrap_or(&m.label))
+            .or_default()
+            .push(f);
+    }
+    let storage = cluster.repo().storage();
+    for (holder, files) in by_holder {
+        let present: HashMap<String, u64> = storage
+            .list(&cluster.backup_file_key(holder, ""))
+            .await
+            .map_err(RepoError::Storage)?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
+        let missing: Vec<(&ManifestFile, String)> = files
+            .iter()
+            .map(|f| (*f, cluster.backup_file_key(holder, &f.path)))
+            .filter(|(f, key)| present.get(key) != Some(&f.stored_size))
+            .collect();
+        if let Some((f, key)) = missing.first() {
+            return Err(RestoreError::MissingObjects {
+                label: m.label.clone(),
+                holder: holder.to_string(),
+                repo: cluster.repo().location(),
+                count: missing.len(),
+                needed: files.len(),
+                key: key.clone(),
+                path: f.path.clone(),
+                gone: if labels.contains(holder) {
+                    String::new()
+                } else {
+                    format!(": backup {holder} is gone from the repository")
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
 async fn wal_index(cluster: &ClusterRepo, seg_size: WalSegSize) -> Result<WalIndex, RestoreError> {
     let mut index = WalIndex::new(seg_size);
     for e in cluster.list_wal().await? {
@@ -711,9 +781,29 @@ pub async fn plan(
         reason: e.to_string(),
     })?;
     let index = wal_index(cluster, seg_size).await?;
+    let manifests_labels: BTreeSet<String> = manifests.iter().map(|m| m.label.clone()).collect();
     let points: Vec<BackupPoint> = manifests
         .iter()
         .filter(|m| m.wal_seg_size == seg_bytes)
+        .filter(|m| {
+            // An incremental whose parent is gone cannot be restored: choose another, unless it
+            // was named (then the object check below says what is missing).
+            let gone = m
+                .files
+                .iter()
+                .filter_map(|f| f.stored_in.as_deref())
+                .find(|holder| !manifests.iter().any(|o| o.label == *holder));
+            if let Some(holder) = gone {
+                if opts.backup.as_deref() != Some(m.label.as_str()) {
+                    tracing::warn!(
+                        "backup {} is not considered: backup {holder}, which holds some of its files, is gone",
+                        m.label
+                    );
+                    return false;
+                }
+            }
+            true
+        })
         .map(BackupPoint::of)
         .collect();
     let located = if opts.spec.target.needs_locating() {
@@ -740,6 +830,7 @@ pub async fn plan(
         )));
     };
     validate_manifest(&manifest)?;
+    check_objects(cluster, &manifest, &manifests_labels).await?;
 
     // Tablespaces: original locations unless remapped.
     let mut remap: BTreeMap<u32, PathBuf> = BTreeMap::new();
@@ -986,28 +1077,31 @@ async fn restore_one(job: FileJob) -> Result<Outcome, RestoreError> {
     };
     let fetched = obj.as_ref().map(|o| o.len() as u64).unwrap_or(0);
     blocking(move || {
-        let n = files::write_file(&job.dest, obj.as_deref(), &job.file, job.threads).map_err(|e| match e {
-            WriteError::Frame(source) => RestoreError::Repo(RepoError::Corrupt {
-                repo: job.repo.clone(),
-                key: job.key.clone(),
-                source,
-            }),
-            WriteError::Mismatch { expected, found } => RestoreError::ObjectMismatch {
-                repo: job.repo.clone(),
-                key: job.key.clone(),
-                path: job.file.path.clone(),
-                label: job.label.clone(),
-                expected_len: expected.0,
-                expected: expected.1,
-                found_len: found.0,
-                found: found.1,
-            },
-            WriteError::Io(op, source) => RestoreError::Io {
-                op,
-                path: job.dest.clone(),
-                source,
-            },
-        })?;
+        let n =
+            files::write_file(&job.dest, obj.as_deref(), &job.file, job.threads).map_err(|e| {
+                match e {
+                    WriteError::Frame(source) => RestoreError::Repo(RepoError::Corrupt {
+                        repo: job.repo.clone(),
+                        key: job.key.clone(),
+                        source,
+                    }),
+                    WriteError::Mismatch { expected, found } => RestoreError::ObjectMismatch {
+                        repo: job.repo.clone(),
+                        key: job.key.clone(),
+                        path: job.file.path.clone(),
+                        label: job.label.clone(),
+                        expected_len: expected.0,
+                        expected: expected.1,
+                        found_len: found.0,
+                        found: found.1,
+                    },
+                    WriteError::Io(op, source) => RestoreError::Io {
+                        op,
+                        path: job.dest.clone(),
+                        source,
+                    },
+                }
+            })?;
         Ok(Outcome::Restored { bytes: n, fetched })
     })
     .await
