@@ -351,7 +351,12 @@ pub async fn get(
                     from_spool: false,
                 })
             }
-            Ok(None) => return Ok(GetOutcome::NotFound),
+            Ok(None) => {
+                if let (WalFileName::History { .. }, Some(spool)) = (name, spool) {
+                    spool.clear();
+                }
+                return Ok(GetOutcome::NotFound);
+            }
             Err(e) => return Err(e),
         }
     }

@@ -21,6 +21,8 @@ use crate::archive::ArchiveError;
 const LOCK: &str = ".filling";
 /// A lock older than this is considered abandoned (its filler was killed).
 const STALE_LOCK: Duration = Duration::from_secs(120);
+/// How long [`Spool::clear`] waits for a filler to finish.
+const CLEAR_WAIT: Duration = Duration::from_secs(3);
 
 /// A spool directory.
 #[derive(Debug, Clone)]
@@ -68,6 +70,44 @@ impl Spool {
         }
     }
 
+    /// Empties and removes the spool once recovery is over, so that a promoted cluster does not
+    /// keep read-ahead copies in `pg_wal`. Called when PostgreSQL asks for a timeline history
+    /// file the repository does not have: it does so when recovery ends, to choose the new
+    /// timeline (and when it starts or a standby rescans, when the spool holds nothing it still
+    /// needs). Waits a little for a filler at work to finish; only logs what it cannot remove.
+    pub fn clear(&self) {
+        self.clear_within(CLEAR_WAIT);
+    }
+
+    fn clear_within(&self, wait: Duration) {
+        let lock = self.dir.join(LOCK);
+        let deadline = std::time::Instant::now() + wait;
+        while lock.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let Some(_lock) = Lock::acquire(&lock) else {
+            if self.dir.exists() {
+                tracing::info!(
+                    "read-ahead spool {} is busy; left as is",
+                    self.dir.display()
+                );
+            }
+            return;
+        };
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name() != LOCK {
+                if let Err(err) = fs::remove_file(e.path()) {
+                    tracing::warn!("cannot remove {}: {err}", e.path().display());
+                }
+            }
+        }
+        drop(_lock);
+        let _ = fs::remove_dir(&self.dir);
+    }
+
     /// Segments after `name` worth fetching ahead (`count` of them, same timeline), given the
     /// segment just served (to learn the segment size from its header).
     pub fn ahead(name: &WalFileName, served: &Path, count: u32) -> Vec<WalFileName> {
@@ -106,9 +146,22 @@ impl Spool {
         parallel: usize,
     ) -> Result<usize, ArchiveError> {
         fs::create_dir_all(&self.dir).map_err(|e| self.err(e))?;
-        let Some(_lock) = Lock::acquire(&self.dir.join(LOCK)) else {
+        let Some(lock) = Lock::acquire(&self.dir.join(LOCK)) else {
             return Ok(0);
         };
+        let added = self.fill_locked(cluster, names, parallel).await;
+        drop(lock);
+        // Nothing to read ahead (the end of the archived WAL): leave no empty directory behind.
+        let _ = fs::remove_dir(&self.dir);
+        added
+    }
+
+    async fn fill_locked(
+        &self,
+        cluster: &ClusterRepo,
+        names: &[WalFileName],
+        parallel: usize,
+    ) -> Result<usize, ArchiveError> {
         let mut added = 0;
         for batch in names.chunks(parallel.max(1)) {
             let mut tasks = tokio::task::JoinSet::new();
@@ -178,5 +231,35 @@ impl Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn clear_removes_an_idle_spool_and_spares_a_busy_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pitr-spool");
+        fs::create_dir(&dir).unwrap();
+        for name in ["000000010000000000000005", "000000010000000000000006.tmp"] {
+            fs::write(dir.join(name), b"x").unwrap();
+        }
+        let spool = Spool::new(&dir);
+
+        // A filler at work: its files are left alone.
+        fs::write(dir.join(LOCK), b"").unwrap();
+        spool.clear_within(Duration::from_millis(100));
+        assert!(dir.join("000000010000000000000005").exists());
+
+        // Idle: everything goes, the directory too.
+        fs::remove_file(dir.join(LOCK)).unwrap();
+        spool.clear_within(Duration::from_millis(100));
+        assert!(!dir.exists());
+        // Clearing a spool that does not exist is a no-op.
+        spool.clear_within(Duration::from_millis(100));
+        assert!(!dir.exists());
     }
 }

@@ -837,22 +837,28 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
 
     // Between the two backups: the full one, and none of what came after.
     let between = lab.dir("between");
-    let rep = lab.restore_start(&between, &["--target-xid", &x3]);
+    let rep = lab.restore_start(
+        &between,
+        &["--target-xid", &x3, "--target-action", "promote"],
+    );
     assert_eq!(label_of(&rep), full, "{rep}");
-    assert_eq!(rep["start"]["outcome"], "paused", "{rep}");
+    assert_eq!(rep["start"]["outcome"], "promoted", "{rep}");
+    // Recovery stopped with segments read ahead past the target: they went away when it ended.
+    assert!(!between.join("pg_wal/pitr-spool").exists());
     assert_eq!(lab.psql(ROWS), "registro_1b,registro_2,registro_3");
     assert_eq!(lab.psql("SELECT string_agg(v, ',') FROM nueva"), "nueva_1");
     assert_eq!(lab.psql(STABLE_SUM), stable_sum);
     lab.stop(&between);
 
     // The full backup damaged by hand (one object it holds for the incrementals deleted): the
-    // chain is refused before anything is written, naming the object, with the corrupt exit code.
+    // chain is refused before anything is written, naming the object, with the corrupt exit code
+    // (on timeline 1: the restores above created timelines 2 and 3).
     let broken = lab.dir("broken");
     fs::create_dir_all(&broken).unwrap();
     let backup_dir = |label: &str| lab.repo.join("main/backup").join(label);
     fs::remove_file(backup_dir(&full).join("data").join(&stable_file)).unwrap();
     for label in [&incr2, &incr, &full] {
-        let run = lab.refused(&broken, &["--backup", label], 5);
+        let run = lab.refused(&broken, &["--backup", label, "--target-timeline", "1"], 5);
         assert!(
             run.stderr
                 .contains(&format!("backup {label} cannot be restored"))
@@ -865,7 +871,7 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
     // The full backup gone altogether (as a careless `rm` would leave it): its incrementals are
     // not chosen by themselves, and naming one says which backup is gone.
     fs::remove_dir_all(backup_dir(&full)).unwrap();
-    let run = lab.refused(&broken, &[], 4);
+    let run = lab.refused(&broken, &["--target-timeline", "1"], 4);
     assert!(
         run.stderr.contains(&format!(
             "backup {full}, which holds some of its files, is gone"
@@ -873,7 +879,7 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
         "{}",
         run.stderr
     );
-    let run = lab.refused(&broken, &["--backup", &incr2], 5);
+    let run = lab.refused(&broken, &["--backup", &incr2, "--target-timeline", "1"], 5);
     assert!(
         run.stderr
             .contains(&format!("backup {full} is gone from the repository")),
