@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod check;
 pub mod info;
 pub mod restore;
 pub mod spool;

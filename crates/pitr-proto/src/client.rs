@@ -412,6 +412,20 @@ impl PgClient {
         self.parse(what, &self.req(&row, 0, what)?)
     }
 
+    /// `pg_logical_emit_message(false, 'pitr', message)`: a WAL record that touches no table
+    /// (so that a following WAL switch has something to close). Returns its LSN.
+    pub async fn emit_wal_message(&self, message: &str) -> Result<Lsn, ProtoError> {
+        let what = "pg_logical_emit_message";
+        let row = self
+            .row(
+                what,
+                "select pg_logical_emit_message(false, 'pitr', $1::text)::text",
+                &[&message],
+            )
+            .await?;
+        self.parse(what, &self.req(&row, 0, what)?)
+    }
+
     /// `pg_current_wal_lsn()`: the current write position (primary only).
     pub async fn current_wal_lsn(&self) -> Result<Lsn, ProtoError> {
         let what = "pg_current_wal_lsn";

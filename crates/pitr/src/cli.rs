@@ -10,8 +10,8 @@ use clap::{ArgAction, ArgGroup, Args, CommandFactory, Parser, Subcommand};
 #[command(name = "pitr", version, disable_help_flag = true, max_term_width = 100)]
 #[command(
     after_help = "Exit status: 0 success; 1 archive-get: file not in the repository; 2 usage error; \
-3 error; 4 refused (conflicting or foreign data, a recovery target the repository cannot reach, a \
-restore into a non-empty directory); 5 corruption detected; archive-get uses 255 for any \
+3 error (check: a check failed); 4 refused (conflicting or foreign data, a --repo directory that is \
+not a repository, a recovery target the repository cannot reach, a restore into a non-empty directory); 5 corruption detected; archive-get uses 255 for any \
 failure other than absence, so that PostgreSQL stops recovery instead of ending it early.\n\n\
 Documentation: docs/ in the source tree (user guide, repository format, recovery cookbook)."
 )]
@@ -92,6 +92,8 @@ pub enum Command {
     Info(InfoArgs),
     /// Re-check every stored checksum, and that each backup's WAL is archived
     Verify(VerifyArgs),
+    /// Check the server's archiving setup, then switch WAL and wait until it is in the repository
+    Check(CheckArgs),
     /// The PITR lab end to end on a throwaway cluster: back up, break, restore three ways
     Demo(DemoArgs),
     /// (internal) fetch WAL segments ahead into an archive-get spool
@@ -205,6 +207,17 @@ pub struct BackupArgs {
     /// Seconds to wait for the backup's WAL to reach the repository
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub archive_timeout: u64,
+}
+
+/// `pitr check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Seconds to wait for the switched WAL segment to reach the repository
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub archive_timeout: u64,
+    /// Only read settings and statistics: do not write a WAL record nor switch WAL
+    #[arg(long)]
+    pub no_switch: bool,
 }
 
 /// `pitr demo`.

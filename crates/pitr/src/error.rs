@@ -60,6 +60,14 @@ pub enum CliError {
     /// `pitr wal`.
     #[error(transparent)]
     Wal(#[from] pitr_core::walscan::WalScanError),
+    /// `--repo` names a directory that holds something else than a repository.
+    #[error("{path:?} is not a pitr repository: it has no pitr.repository marker and is not empty (it holds {example:?})\nhint: check --repo / PITR_REPO; to create a repository, run `pitr init --repo DIR` with a new or empty directory")]
+    NotARepository {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// One of its entries.
+        example: String,
+    },
 }
 
 impl CliError {
@@ -67,7 +75,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
-            CliError::Archive(ArchiveError::Foreign { .. }) => EXIT_REFUSED,
+            CliError::Archive(ArchiveError::Foreign { .. }) | CliError::NotARepository { .. } => {
+                EXIT_REFUSED
+            }
             CliError::Archive(ArchiveError::Repo(r))
             | CliError::Repo(r)
             | CliError::Restore(RestoreError::Repo(r)) => repo_code(r),

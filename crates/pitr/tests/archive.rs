@@ -365,6 +365,48 @@ fn source_and_permission_errors_name_the_path_and_the_user() {
     );
 }
 
+/// `--repo` pointing at a directory that holds something else (here, a data directory) is
+/// refused by every command, archive-get included (255, not "absent"); an empty directory, or
+/// one with only `lost+found`, becomes a repository.
+#[test]
+fn a_directory_that_is_not_a_repository_is_refused() {
+    let scratch = scratch_dir();
+    let install = pg(pitr_testkit::installs()
+        .first()
+        .expect("no PostgreSQL installed")
+        .major);
+    let a = Cluster::init(&install, ClusterOptions::default());
+    let seg = first_segment(&a);
+    let foreign = a.datadir();
+    let not_a_repo = |r: &Run| {
+        assert!(
+            r.stderr.contains("is not a pitr repository") && r.stderr.contains(s(foreign)),
+            "{r:?}"
+        );
+    };
+    not_a_repo(&pitr(&["--repo", s(foreign), "archive-push", s(&seg)]).expect_code(4));
+    let dest = scratch.path().join("RECOVERYXLOG");
+    not_a_repo(
+        &pitr(&[
+            "--repo",
+            s(foreign),
+            "archive-get",
+            "000000010000000000000001",
+            s(&dest),
+        ])
+        .expect_code(255),
+    );
+    not_a_repo(&pitr(&["--repo", s(foreign), "info"]).expect_code(4));
+    not_a_repo(&pitr(&["init", "--repo", s(foreign)]).expect_code(4));
+    assert!(!foreign.join("pitr.repository").exists());
+    assert!(!foreign.join("main").exists());
+
+    let fresh = scratch.path().join("fresh");
+    fs::create_dir_all(fresh.join("lost+found")).unwrap();
+    pitr(&["--repo", s(&fresh), "archive-push", s(&seg)]).expect_code(0);
+    assert!(fresh.join("pitr.repository").is_file());
+}
+
 #[test]
 fn no_space_left_is_reported_and_nothing_is_published() {
     if postgres_uid_gid().is_none() {

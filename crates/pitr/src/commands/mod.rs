@@ -2,6 +2,7 @@
 
 mod archive;
 mod backup;
+mod check;
 mod demo;
 mod info;
 mod init;
@@ -31,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Backup(a) => backup::run(&g, a).await,
         Command::Info(a) => info::run(&g, a).await,
         Command::Verify(a) => verify::run(&g, a).await,
+        Command::Check(a) => check::run(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
         Command::SpoolFill(a) => archive::spool_fill(&g, a).await,
         Command::Restore(a) => restore::run(&g, a).await,
@@ -57,7 +59,33 @@ fn storage(location: &str, create: bool) -> Result<Arc<dyn Storage>, CliError> {
     } else {
         LocalFs::open(location)?
     };
+    check_local_repository(fs.root())?;
     Ok(Arc::new(fs))
+}
+
+/// A directory with entries but no repository marker is somebody else's (a data directory, a
+/// home directory, a mount point's parent…): refuse it rather than scatter pitr's files in it.
+/// An empty directory (or one with only `lost+found`, a fresh file system) becomes a
+/// repository on first use.
+fn check_local_repository(root: &std::path::Path) -> Result<(), CliError> {
+    if root.join(pitr_repo::MARKER_KEY).exists() {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
+        // Unreadable: the first real access reports it with the path and the user.
+        return Ok(());
+    };
+    let example = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n != "lost+found");
+    match example {
+        Some(example) => Err(CliError::NotARepository {
+            path: root.to_path_buf(),
+            example,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Opens the repository named by the options (it must exist).

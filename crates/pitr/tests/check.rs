@@ -1,0 +1,205 @@
+//! `pitr check` against real PostgreSQL 14–18: a working setup passes with a real round trip
+//! through `archive_command`; each broken setup fails on the right line with a hint.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use pitr_testkit::{scratch_dir, Cluster, ClusterOptions};
+use serde_json::Value;
+
+struct Setup {
+    _scratch: tempfile::TempDir,
+    repo: PathBuf,
+    c: Cluster,
+}
+
+/// A running cluster and an initialised repository; `archive_command` gets the repository's
+/// path.
+fn setup(major: u32, archive_command: impl FnOnce(&Path) -> Option<String>) -> Setup {
+    let scratch = scratch_dir();
+    let repo = scratch.path().join("repo");
+    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
+    let c = Cluster::init(
+        &pg(major),
+        ClusterOptions {
+            archive_command: archive_command(&repo),
+            ..Default::default()
+        },
+    );
+    c.start();
+    Setup {
+        _scratch: scratch,
+        repo,
+        c,
+    }
+}
+
+/// `pitr check` of the test cluster into `repo`, as the postgres OS user.
+fn check(st: &Setup, repo: &Path, extra: &[&str]) -> Run {
+    let port = st.c.port().to_string();
+    let mut args = vec![
+        "--repo",
+        s(repo),
+        "check",
+        "-h",
+        s(st.c.socket_dir()),
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+    ];
+    args.extend_from_slice(extra);
+    pitr_as_postgres(&args)
+}
+
+/// The check named `name` in a JSON report.
+fn item<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name:?} in {report}"))
+}
+
+fn newest() -> u32 {
+    pitr_testkit::installs()
+        .last()
+        .expect("no PostgreSQL installed")
+        .major
+}
+
+/// Archiving through pitr into the repository: every check passes and the switched segment is
+/// found in the repository; `--no-switch` reads only.
+fn a_working_setup_passes_with_a_real_round_trip(major: u32) {
+    let st = setup(major, |repo| Some(archive_command(repo, "")));
+    let repo = st.repo.clone();
+
+    let report = json(&check(&st, &repo, &["--json"]).expect_code(0));
+    assert_eq!(report["ok"], true, "{report}");
+    for name in [
+        "server",
+        "wal_level",
+        "archive_mode",
+        "archive_command",
+        "repository",
+        "archiver",
+        "archive round trip",
+    ] {
+        assert_eq!(item(&report, name)["status"], "ok", "{name}: {report}");
+    }
+    let seg = report["archived_segment"].as_str().unwrap().to_string();
+    assert!(
+        repo.join("main/wal").join(&seg[..8]).join(&seg).is_file(),
+        "{seg} is not in the repository"
+    );
+    assert!(item(&report, "server")["detail"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("PostgreSQL {major}")));
+
+    // Read-only: no switch, so no new segment.
+    let report = json(&check(&st, &repo, &["--json", "--no-switch"]).expect_code(0));
+    assert_eq!(item(&report, "archive round trip")["status"], "skipped");
+    assert!(report["archived_segment"].is_null());
+
+    // The text report, for people.
+    let run = check(&st, &repo, &[]).expect_code(0);
+    assert!(
+        run.stdout.contains("archive round trip")
+            && run.stdout.contains("archiving into this repository works"),
+        "{}",
+        run.stdout
+    );
+}
+per_version!(a_working_setup_passes_with_a_real_round_trip);
+
+/// Broken setups, each failing (exit 3) on its own line with a hint, and never a silent pass.
+#[test]
+fn broken_setups_fail_on_the_right_line() {
+    let major = newest();
+
+    // Archiving off.
+    let st = setup(major, |_| None);
+    let run = check(&st, &st.repo, &["--json"]).expect_code(3);
+    let report = json(&run);
+    assert_eq!(report["ok"], false);
+    let mode = item(&report, "archive_mode");
+    assert_eq!(mode["status"], "failed", "{report}");
+    assert!(mode["hint"].as_str().unwrap().contains("archive_mode = on"));
+    assert_eq!(item(&report, "archive round trip")["status"], "skipped");
+    drop(st);
+
+    // An archive_command that discards the WAL: a warning about the command, and the round
+    // trip times out.
+    let st = setup(major, |_| Some("true".into()));
+    let report = json(&check(&st, &st.repo, &["--json", "--archive-timeout", "3"]).expect_code(3));
+    let cmd = item(&report, "archive_command");
+    assert_eq!(cmd["status"], "warning", "{report}");
+    assert!(cmd["detail"]
+        .as_str()
+        .unwrap()
+        .contains("does not call pitr archive-push"));
+    let rt = item(&report, "archive round trip");
+    assert_eq!(rt["status"], "failed", "{report}");
+    assert!(rt["detail"]
+        .as_str()
+        .unwrap()
+        .contains("did not reach the repository within 3s"));
+    assert!(rt["hint"].as_str().unwrap().contains("archive-push %p"));
+
+    // A failing archive_command: after the round trip, pg_stat_archiver shows the failure.
+    st.c.append_conf(&[("archive_command", "false")]);
+    st.c.psql("SELECT pg_reload_conf()");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let report = json(&check(&st, &st.repo, &["--json", "--archive-timeout", "4"]).expect_code(3));
+    let rt = item(&report, "archive round trip");
+    assert!(
+        rt["detail"].as_str().unwrap().contains("failing"),
+        "{report}"
+    );
+    let report = json(&check(&st, &st.repo, &["--json", "--no-switch"]).expect_code(3));
+    let archiver = item(&report, "archiver");
+    assert_eq!(archiver["status"], "failed", "{report}");
+    assert!(archiver["detail"]
+        .as_str()
+        .unwrap()
+        .contains("archive_command is failing"));
+    drop(st);
+
+    // pitr archiving into another repository than the one checked.
+    let scratch = scratch_dir();
+    let elsewhere = scratch.path().join("elsewhere");
+    pitr_as_postgres(&["init", "--repo", s(&elsewhere)]).expect_code(0);
+    let st = setup(major, |_| Some(archive_command(&elsewhere, "")));
+    let report = json(&check(&st, &st.repo, &["--json", "--archive-timeout", "3"]).expect_code(3));
+    let cmd = item(&report, "archive_command");
+    assert_eq!(cmd["status"], "warning", "{report}");
+    assert!(cmd["detail"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("archives into {}", elsewhere.display())));
+    assert_eq!(item(&report, "archive round trip")["status"], "failed");
+
+    // The repository's cluster belongs to another server: refused before any switch.
+    let other = Cluster::init(&pg(major), ClusterOptions::default());
+    let seg = other.datadir().join("pg_wal/000000010000000000000001");
+    pitr_as_postgres(&["--repo", s(&st.repo), "archive-push", s(&seg)]).expect_code(0);
+    let report = json(&check(&st, &st.repo, &["--json"]).expect_code(3));
+    let repo = item(&report, "repository");
+    assert_eq!(repo["status"], "failed", "{report}");
+    assert!(repo["detail"]
+        .as_str()
+        .unwrap()
+        .contains("belongs to another server"));
+    assert_eq!(item(&report, "archive round trip")["status"], "skipped");
+
+    // No server at all: an error naming where it tried, not a report.
+    st.c.stop();
+    let run = check(&st, &st.repo, &[]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains(s(st.c.socket_dir())), "{}", run.stderr);
+}
