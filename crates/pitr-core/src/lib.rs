@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod backup;
 pub mod check;
+pub mod expire;
 pub mod info;
 pub mod restore;
 pub mod spool;

@@ -24,6 +24,15 @@ pub enum BackupKind {
     Incr,
 }
 
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupKind::Full => "full",
+            BackupKind::Incr => "incr",
+        })
+    }
+}
+
 /// One file of the backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestFile {

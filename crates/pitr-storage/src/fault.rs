@@ -18,11 +18,13 @@ pub enum Fault {
     Writes,
 }
 
-/// Fails the first `failures` operations of the chosen kind, then behaves like `inner`.
+/// Lets the first `successes` operations of the chosen kind through, fails the next
+/// `failures`, then behaves like `inner`.
 #[derive(Debug)]
 pub struct FaultyStorage {
     inner: Arc<dyn Storage>,
     fault: Fault,
+    successes: AtomicU32,
     remaining: AtomicU32,
 }
 
@@ -32,12 +34,31 @@ impl FaultyStorage {
         FaultyStorage {
             inner,
             fault,
+            successes: AtomicU32::new(0),
             remaining: AtomicU32::new(failures),
+        }
+    }
+
+    /// Wraps `inner`, letting `successes` operations of kind `fault` through and failing every
+    /// one after: a process that dies at that point, as far as storage can tell.
+    pub fn failing_after(inner: Arc<dyn Storage>, fault: Fault, successes: u32) -> FaultyStorage {
+        FaultyStorage {
+            inner,
+            fault,
+            successes: AtomicU32::new(successes),
+            remaining: AtomicU32::new(u32::MAX),
         }
     }
 
     fn trip(&self, kind: Fault, op: &str) -> StorageResult<()> {
         if kind != self.fault {
+            return Ok(());
+        }
+        let passes = self
+            .successes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if passes {
             return Ok(());
         }
         let tripped = self
@@ -84,5 +105,10 @@ impl Storage for FaultyStorage {
     async fn delete(&self, key: &str) -> StorageResult<()> {
         self.trip(Fault::Writes, "delete")?;
         self.inner.delete(key).await
+    }
+
+    async fn prune(&self, prefix: &str) -> StorageResult<()> {
+        self.trip(Fault::Writes, "prune")?;
+        self.inner.prune(prefix).await
     }
 }

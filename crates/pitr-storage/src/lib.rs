@@ -76,6 +76,13 @@ pub trait Storage: Send + Sync + Debug {
 
     /// Removes an object; removing an absent object is not an error.
     async fn delete(&self, key: &str) -> StorageResult<()>;
+
+    /// Removes the directories under `prefix` (a `/`-terminated key prefix) that no longer hold
+    /// anything, the prefix's own directory included. Object stores have no directories: the
+    /// default does nothing.
+    async fn prune(&self, _prefix: &str) -> StorageResult<()> {
+        Ok(())
+    }
 }
 
 /// A streamed upload. Dropping it without `finish` leaves nothing visible.

@@ -228,6 +228,24 @@ fn read_opt(path: &Path, range: Option<Range<u64>>) -> StorageResult<Option<Byte
     Ok(Some(Bytes::from(buf)))
 }
 
+/// Removes `dir` and the directories below it that are empty (after their own empty
+/// subdirectories went); a directory that still holds a file stays. Best effort.
+fn prune_dir(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            prune_dir(&entry.path());
+        }
+    }
+    if fs::remove_dir(dir).is_ok() {
+        if let Some(parent) = dir.parent() {
+            let _ = fsync_dir(parent);
+        }
+    }
+}
+
 fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> StorageResult<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -327,6 +345,15 @@ impl Storage for LocalFs {
             out.retain(|o| o.key.starts_with(&prefix));
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
+        })
+        .await
+    }
+
+    async fn prune(&self, prefix: &str) -> StorageResult<()> {
+        let dir = self.path(prefix.trim_end_matches('/'))?;
+        blocking(move || {
+            prune_dir(&dir);
+            Ok(())
         })
         .await
     }

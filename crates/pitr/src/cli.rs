@@ -73,6 +73,12 @@ pub struct GlobalArgs {
     /// Print help
     #[arg(long, global = true, action = ArgAction::Help)]
     pub help: Option<bool>,
+    /// `retain_full` from the config file (the `expire` flag wins).
+    #[arg(skip)]
+    pub retain_full: Option<u32>,
+    /// `retain_days` from the config file (the `expire` flag wins).
+    #[arg(skip)]
+    pub retain_days: Option<u32>,
 }
 
 /// The commands.
@@ -94,6 +100,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Check the server's archiving setup, then switch WAL and wait until it is in the repository
     Check(CheckArgs),
+    /// Apply the retention policy: remove old backups and the WAL only they needed
+    Expire(ExpireArgs),
     /// The PITR lab end to end on a throwaway cluster: back up, break, restore three ways
     Demo(DemoArgs),
     /// (internal) fetch WAL segments ahead into an archive-get spool
@@ -218,6 +226,27 @@ pub struct CheckArgs {
     /// Only read settings and statistics: do not write a WAL record nor switch WAL
     #[arg(long)]
     pub no_switch: bool,
+}
+
+/// `pitr expire`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Keeps the newest N full backups (with the incrementals built on them) and/or \
+every backup that finished in the last D days plus the newest one before (recovery to the start of \
+the window restores it); both together keep the union. Archived WAL before the start of the oldest \
+backup kept is removed on every timeline; timeline history files stay. Policies can also be set in \
+the config file as retain_full / retain_days."
+)]
+pub struct ExpireArgs {
+    /// Keep the newest N full backups
+    #[arg(long, env = "PITR_RETAIN_FULL", value_name = "N")]
+    pub retain_full: Option<u32>,
+    /// Keep what recovery to any time in the last D days needs
+    #[arg(long, env = "PITR_RETAIN_DAYS", value_name = "D")]
+    pub retain_days: Option<u32>,
+    /// Show what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `pitr demo`.

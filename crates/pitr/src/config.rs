@@ -7,6 +7,7 @@
 //! pgdata = "/var/lib/postgresql/17/main"
 //! host = "/var/run/postgresql"
 //! port = 5432
+//! retain_full = 2            # pitr expire: keep the newest 2 full backups
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ pub struct ConfigFile {
     port: Option<u16>,
     user: Option<String>,
     dbname: Option<String>,
+    retain_full: Option<u32>,
+    retain_days: Option<u32>,
 }
 
 /// A config file that cannot be used.
@@ -78,5 +81,7 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
     g.port = g.port.or(file.port);
     g.user = g.user.or(file.user);
     g.dbname = g.dbname.or(file.dbname);
+    g.retain_full = g.retain_full.or(file.retain_full);
+    g.retain_days = g.retain_days.or(file.retain_days);
     Ok(g)
 }

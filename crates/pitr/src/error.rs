@@ -60,6 +60,9 @@ pub enum CliError {
     /// `pitr wal`.
     #[error(transparent)]
     Wal(#[from] pitr_core::walscan::WalScanError),
+    /// `pitr expire`.
+    #[error(transparent)]
+    Expire(#[from] pitr_core::expire::ExpireError),
     /// `--repo` names a directory that holds something else than a repository.
     #[error("{path:?} is not a pitr repository: it has no pitr.repository marker and is not empty (it holds {example:?})\nhint: check --repo / PITR_REPO; to create a repository, run `pitr init --repo DIR` with a new or empty directory")]
     NotARepository {
@@ -84,6 +87,8 @@ impl CliError {
             CliError::Backup(pitr_core::backup::BackupError::Foreign { .. }) => EXIT_REFUSED,
             CliError::Backup(pitr_core::backup::BackupError::Repo(r)) => repo_code(r),
             CliError::Wal(pitr_core::walscan::WalScanError::Repo(r)) => repo_code(r),
+            CliError::Expire(pitr_core::expire::ExpireError::Usage(_)) => EXIT_USAGE,
+            CliError::Expire(pitr_core::expire::ExpireError::Repo(r)) => repo_code(r),
             CliError::Wal(e) if e.is_usage() => EXIT_USAGE,
             CliError::Wal(e) if e.is_corrupt() => EXIT_CORRUPT,
             CliError::Restore(e) => match e.class() {

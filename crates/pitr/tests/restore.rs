@@ -1089,3 +1089,103 @@ fn force_spares_the_tablespace_of_a_running_server(major: u32) {
     assert_eq!(c.psql("SELECT count(*) FROM t_ts"), "100");
 }
 per_version!(force_spares_the_tablespace_of_a_running_server);
+
+/// The seeds' contingency plan: full backups, keep the newest two. `pitr expire` removes the
+/// oldest backup and the WAL only it needed (on a 1 MB WAL segment cluster: nothing assumes
+/// 16 MB); what stays restores to the end of WAL, a target only the removed backup could reach is
+/// refused, and `verify` passes. `--dry-run` removes nothing; the policy can come from the config
+/// file.
+fn expire_keeps_what_recovery_needs(major: u32) {
+    let lab = Lab::new(
+        major,
+        ClusterOptions {
+            wal_segsize_mb: Some(1),
+            ..Default::default()
+        },
+    );
+    let c = &lab.c;
+    c.psql(LAB_TABLE);
+    insert(c, &["registro_1"]);
+    let first = lab.backup();
+    let x2 = insert(c, &["registro_2"]);
+    c.switch_wal();
+    let second = lab.backup();
+    insert(c, &["registro_3"]);
+    c.switch_wal();
+    let third = lab.backup();
+    insert(c, &["registro_4"]);
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+    c.stop();
+    let info = || json(&pitr(&["--repo", lab.r(), "--json", "info"]).expect_code(0));
+    let first_segment = |v: &Value| {
+        v["clusters"][0]["timelines"][0]["first"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_string()
+    };
+    let before = info();
+
+    let dry = json(
+        &pitr(&[
+            "--repo",
+            lab.r(),
+            "--json",
+            "expire",
+            "--retain-full",
+            "2",
+            "--dry-run",
+        ])
+        .expect_code(0),
+    );
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["expired"][0]["label"], first.as_str(), "{dry}");
+    assert_eq!(dry["expired"].as_array().unwrap().len(), 1, "{dry}");
+    assert!(dry["wal_files"].as_u64().unwrap() > 0, "{dry}");
+    assert_eq!(info(), before, "--dry-run changed the repository");
+
+    // The policy from the config file.
+    let conf = lab.dir("pitr.toml");
+    fs::write(&conf, "retain_full = 2\n").unwrap();
+    let done =
+        json(&pitr(&["--repo", lab.r(), "--config", s(&conf), "--json", "expire"]).expect_code(0));
+    assert_eq!(done["expired"], dry["expired"], "{done}");
+    assert_eq!(done["wal_files"], dry["wal_files"]);
+    let kept_from = done["wal_kept_from"].as_str().unwrap().to_string();
+    let after = info();
+    let labels: Vec<&str> = after["clusters"][0]["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, vec![second.as_str(), third.as_str()], "{after}");
+    assert_eq!(first_segment(&after), kept_from, "{after}");
+    assert!(first_segment(&before) < kept_from);
+    assert!(!lab.repo.join("main/backup").join(&first).exists());
+    pitr(&["--repo", lab.r(), "verify"]).expect_code(0);
+
+    // A target only the removed backup could reach is refused, with the window that is left.
+    let dir = lab.dir("restored");
+    let run = lab.refused(&dir, &["--target-xid", &x2], 4);
+    assert!(run.stderr.contains("reachable"), "{}", run.stderr);
+    // What stays restores, through the WAL that stayed, from the oldest backup kept.
+    let rep = lab.restore_start(&dir, &["--backup", &second]);
+    assert_eq!(rep["start"]["outcome"], "promoted", "{rep}");
+    assert_eq!(
+        lab.psql(ROWS),
+        "registro_1,registro_2,registro_3,registro_4"
+    );
+    lab.stop(&dir);
+
+    // Nothing more to do; a policy that would keep no full backup is refused.
+    let again =
+        json(&pitr(&["--repo", lab.r(), "--json", "expire", "--retain-full", "2"]).expect_code(0));
+    assert_eq!(again["expired"].as_array().unwrap().len(), 0);
+    assert_eq!(again["wal_files"], 0);
+    let run = pitr(&["--repo", lab.r(), "expire", "--retain-full", "0"]).expect_code(2);
+    assert!(run.stderr.contains("at least 1"), "{}", run.stderr);
+    let run = pitr(&["--repo", lab.r(), "expire"]).expect_code(2);
+    assert!(run.stderr.contains("--retain-full"), "{}", run.stderr);
+}
+per_version!(expire_keeps_what_recovery_needs);

@@ -4,6 +4,7 @@ mod archive;
 mod backup;
 mod check;
 mod demo;
+mod expire;
 mod info;
 mod init;
 mod restore;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Info(a) => info::run(&g, a).await,
         Command::Verify(a) => verify::run(&g, a).await,
         Command::Check(a) => check::run(&g, a).await,
+        Command::Expire(a) => expire::run(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
         Command::SpoolFill(a) => archive::spool_fill(&g, a).await,
         Command::Restore(a) => restore::run(&g, a).await,

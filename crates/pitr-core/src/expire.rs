@@ -1,0 +1,353 @@
+//! `pitr expire`: applies the retention policy to backups and to the WAL only they needed.
+//!
+//! Which backups stay is decided from the manifests alone ([`plan`], pure): the newest
+//! `retain_full` full backups, and/or every backup that finished in the last `retain_days` days
+//! plus the newest one before (it is what recovery to the start of that window restores), then
+//! every ancestor of what stays (an incremental reuses its parents' files). Archived WAL before
+//! the start of the oldest backup kept is expired on every timeline: recovery from any backup
+//! kept starts at or after that point. Timeline history files always stay.
+//!
+//! Crash safety: the expired backups' manifests are removed first (durably, newest first), which
+//! makes them invisible while every backup still listed stays whole; then their objects; WAL goes
+//! last. Objects of a backup whose manifest is gone are removed by the next
+//! run, so a run interrupted at any point leaves a consistent repository and running expire
+//! again finishes the job.
+
+use std::collections::BTreeSet;
+
+use jiff::{SignedDuration, Timestamp};
+use pitr_pg::{Lsn, SegNo, WalFileName, WalSegSize};
+use pitr_repo::{BackupKind, BackupManifest, ClusterRepo, RepoError};
+use serde::Serialize;
+
+/// The retention policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Keep the newest N full backups (and their incrementals).
+    pub retain_full: Option<u32>,
+    /// Keep what recovery to any time in the last D days needs.
+    pub retain_days: Option<u32>,
+}
+
+/// A policy or repository expire cannot work with.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpireError {
+    /// No policy, or a policy that would remove every backup.
+    #[error("{0}")]
+    Usage(String),
+    /// The repository failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+/// A backup that goes, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpiredBackup {
+    /// Label.
+    pub label: String,
+    /// full or incr.
+    pub kind: String,
+    /// When it finished.
+    pub stop_time: Timestamp,
+    /// Bytes it stores in the repository (its own objects).
+    pub stored_bytes: u64,
+    /// Why it goes.
+    pub reason: String,
+}
+
+/// What the policy keeps and removes (see [`plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Backups kept, oldest first.
+    pub kept: Vec<String>,
+    /// Backups removed, oldest first.
+    pub expired: Vec<ExpiredBackup>,
+    /// The start of the oldest backup kept: archived WAL before it is not needed.
+    pub wal_needed_from: Option<Lsn>,
+}
+
+/// Decides which backups stay. Pure: `manifests` are the complete backups (any order), `now`
+/// the current time.
+pub fn plan(
+    manifests: &[BackupManifest],
+    policy: Policy,
+    now: Timestamp,
+) -> Result<Plan, ExpireError> {
+    if policy.retain_full.is_none() && policy.retain_days.is_none() {
+        return Err(ExpireError::Usage(
+            "no retention policy: give --retain-full N and/or --retain-days D (or retain_full / retain_days in the config file)".into(),
+        ));
+    }
+    if policy.retain_full == Some(0) {
+        return Err(ExpireError::Usage(
+            "--retain-full 0 would remove every full backup, and with them every way to restore\nhint: keep at least 1 (the seeds' plan keeps 2: the newest and the one before)".into(),
+        ));
+    }
+    let mut all: Vec<&BackupManifest> = manifests.iter().collect();
+    all.sort_by(|a, b| a.label.cmp(&b.label));
+    let mut keep: BTreeSet<&str> = BTreeSet::new();
+    let mut why: Vec<String> = Vec::new();
+    if let Some(n) = policy.retain_full {
+        let fulls: Vec<&BackupManifest> = all
+            .iter()
+            .copied()
+            .filter(|m| m.kind == BackupKind::Full)
+            .collect();
+        let kept_fulls: BTreeSet<&str> = fulls
+            .iter()
+            .rev()
+            .take(n as usize)
+            .map(|m| m.label.as_str())
+            .collect();
+        // A full backup kept keeps the incrementals built on it.
+        for m in &all {
+            if root_full(m, &all).is_some_and(|r| kept_fulls.contains(r)) {
+                keep.insert(&m.label);
+            }
+        }
+        why.push(if n == 1 {
+            "older than the newest full backup".to_string()
+        } else {
+            format!("older than the {n} newest full backups")
+        });
+    }
+    if let Some(days) = policy.retain_days {
+        let cutoff = now
+            .checked_sub(SignedDuration::from_hours(i64::from(days) * 24))
+            .unwrap_or(Timestamp::MIN);
+        let mut newest_before: Option<&BackupManifest> = None;
+        for m in &all {
+            if m.stop_time >= cutoff {
+                keep.insert(&m.label);
+            } else {
+                newest_before = Some(m);
+            }
+        }
+        // Recovery to the very start of the window restores the newest backup before it.
+        if let Some(m) = newest_before {
+            keep.insert(&m.label);
+        }
+        why.push(format!(
+            "not needed to recover to any time in the last {days} days"
+        ));
+    }
+    // Every ancestor of what stays, stays.
+    let mut frontier: Vec<&str> = keep.iter().copied().collect();
+    while let Some(label) = frontier.pop() {
+        let parent = all
+            .iter()
+            .find(|m| m.label == label)
+            .and_then(|m| m.parent.as_deref());
+        if let Some(p) = parent {
+            if all.iter().any(|m| m.label == p) && keep.insert(p) {
+                frontier.push(p);
+            }
+        }
+    }
+    let reason = why.join(", and ");
+    let mut plan = Plan {
+        kept: Vec::new(),
+        expired: Vec::new(),
+        wal_needed_from: None,
+    };
+    for m in &all {
+        if keep.contains(m.label.as_str()) {
+            plan.kept.push(m.label.clone());
+            let start = m.start();
+            if plan.wal_needed_from.is_none_or(|w| start < w) {
+                plan.wal_needed_from = Some(start);
+            }
+        } else {
+            let broken = m.kind == BackupKind::Incr && root_full(m, &all).is_none();
+            plan.expired.push(ExpiredBackup {
+                label: m.label.clone(),
+                kind: m.kind.to_string(),
+                stop_time: m.stop_time,
+                stored_bytes: m
+                    .files
+                    .iter()
+                    .filter(|f| f.stored_in.is_none())
+                    .map(|f| f.stored_size)
+                    .sum(),
+                reason: if broken {
+                    "an incremental whose parent is gone: it cannot be restored".to_string()
+                } else {
+                    reason.clone()
+                },
+            });
+        }
+    }
+    Ok(plan)
+}
+
+/// The full backup an incremental chain starts from (itself for a full backup); `None` when a
+/// parent is missing.
+fn root_full<'a>(m: &'a BackupManifest, all: &[&'a BackupManifest]) -> Option<&'a str> {
+    let mut cur = m;
+    for _ in 0..=all.len() {
+        if cur.kind == BackupKind::Full {
+            return Some(&cur.label);
+        }
+        let parent = cur.parent.as_deref()?;
+        cur = all.iter().find(|o| o.label == parent)?;
+    }
+    None
+}
+
+/// What a run did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpireReport {
+    /// Cluster.
+    pub cluster: String,
+    /// Nothing was removed.
+    pub dry_run: bool,
+    /// The policy applied.
+    pub policy: Policy,
+    /// Backups kept, oldest first.
+    pub kept: Vec<String>,
+    /// Backups removed.
+    pub expired: Vec<ExpiredBackup>,
+    /// The first WAL segment kept (the one holding the start of the oldest backup kept).
+    pub wal_kept_from: Option<String>,
+    /// WAL files removed (segments, partial segments, backup history files).
+    pub wal_files: u64,
+    /// Their stored bytes.
+    pub wal_bytes: u64,
+    /// Leftovers of backups removed by an interrupted run (objects without a manifest).
+    pub leftovers: Vec<String>,
+}
+
+/// Applies `policy` to the cluster's backups and archived WAL.
+pub async fn expire(
+    cluster: &ClusterRepo,
+    policy: Policy,
+    dry_run: bool,
+) -> Result<ExpireReport, ExpireError> {
+    let manifests = cluster.backups().await?;
+    let mut report = ExpireReport {
+        cluster: cluster.name().to_string(),
+        dry_run,
+        policy,
+        kept: Vec::new(),
+        expired: Vec::new(),
+        wal_kept_from: None,
+        wal_files: 0,
+        wal_bytes: 0,
+        leftovers: Vec::new(),
+    };
+    let plan = plan(&manifests, policy, Timestamp::now())?;
+    report.kept = plan.kept.clone();
+    report.expired = plan.expired.clone();
+    let storage = cluster.repo().storage().clone();
+
+    // 1. Expired backups: every manifest first, newest first (an incremental disappears before
+    //    the backups it reuses files from), so that a backup still listed is always whole; then
+    //    their objects.
+    if !dry_run {
+        for e in plan.expired.iter().rev() {
+            storage
+                .delete(&cluster.manifest_key(&e.label))
+                .await
+                .map_err(RepoError::from)?;
+        }
+        for e in &plan.expired {
+            remove_prefix(cluster, &cluster.backup_prefix(&e.label)).await?;
+        }
+    }
+
+    // 2. Objects of backups without a manifest that are older than the oldest backup kept: left
+    //    by an interrupted expire (a backup in progress is newer than every complete one).
+    if let Some(oldest_kept) = plan.kept.first() {
+        for label in leftover_labels(cluster, oldest_kept).await? {
+            if !plan.expired.iter().any(|e| e.label == label) {
+                if !dry_run {
+                    remove_prefix(cluster, &cluster.backup_prefix(&label)).await?;
+                }
+                report.leftovers.push(label);
+            }
+        }
+    }
+
+    // 3. WAL before the oldest backup kept, on every timeline.
+    let Some(from) = plan.wal_needed_from else {
+        return Ok(report);
+    };
+    let seg_size = match cluster.identity().await? {
+        Some(id) => WalSegSize::new(id.wal_seg_size).ok(),
+        None => None,
+    };
+    let Some(seg_size) = seg_size.or_else(|| {
+        manifests
+            .first()
+            .and_then(|m| WalSegSize::new(m.wal_seg_size).ok())
+    }) else {
+        return Ok(report);
+    };
+    let first_kept: SegNo = seg_size.segno_of(from);
+    if let Some(oldest) = manifests
+        .iter()
+        .filter(|m| plan.kept.contains(&m.label))
+        .min_by_key(|m| m.start())
+    {
+        report.wal_kept_from =
+            Some(WalFileName::segment(oldest.tli(), first_kept, seg_size).to_string());
+    }
+    for e in cluster.list_wal().await? {
+        let Some(segno) = e.name.segno(seg_size) else {
+            continue; // timeline history files stay
+        };
+        if segno >= first_kept {
+            continue;
+        }
+        report.wal_files += 1;
+        report.wal_bytes += e.stored_len;
+        if !dry_run {
+            storage
+                .delete(&cluster.wal_key(&e.name))
+                .await
+                .map_err(RepoError::from)?;
+        }
+    }
+    if !dry_run {
+        storage
+            .prune(&format!("{}/wal/", cluster.name()))
+            .await
+            .map_err(RepoError::from)?;
+    }
+    Ok(report)
+}
+
+/// Removes every object under `prefix`, then the directories left empty.
+async fn remove_prefix(cluster: &ClusterRepo, prefix: &str) -> Result<(), ExpireError> {
+    let storage = cluster.repo().storage();
+    for o in storage.list(prefix).await.map_err(RepoError::from)? {
+        storage.delete(&o.key).await.map_err(RepoError::from)?;
+    }
+    storage.prune(prefix).await.map_err(RepoError::from)?;
+    Ok(())
+}
+
+/// Labels under `backup/` that have objects but no manifest and sort before `before`.
+async fn leftover_labels(cluster: &ClusterRepo, before: &str) -> Result<Vec<String>, ExpireError> {
+    let prefix = format!("{}/backup/", cluster.name());
+    let complete: BTreeSet<String> = cluster.backup_labels().await?.into_iter().collect();
+    let mut out: BTreeSet<String> = BTreeSet::new();
+    for o in cluster
+        .repo()
+        .storage()
+        .list(&prefix)
+        .await
+        .map_err(RepoError::from)?
+    {
+        let Some((label, _)) = o.key.strip_prefix(&prefix).and_then(|r| r.split_once('/')) else {
+            continue;
+        };
+        if label < before && !complete.contains(label) {
+            out.insert(label.to_string());
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests;

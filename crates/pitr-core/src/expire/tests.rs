@@ -1,0 +1,435 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use pitr_pg::TimelineId;
+use pitr_repo::{ClusterIdentity, Compression, ManifestFile, Repo};
+use pitr_storage::{Fault, FaultyStorage, LocalFs, Storage};
+
+use super::*;
+
+const SEG: u64 = 16 << 20;
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// A backup of `files` (path, content) starting in WAL segment `seg`, finished at `stop`.
+fn manifest(label: &str, parent: Option<&str>, seg: u64, stop: &str) -> BackupManifest {
+    BackupManifest {
+        label: label.into(),
+        kind: if parent.is_some() {
+            BackupKind::Incr
+        } else {
+            BackupKind::Full
+        },
+        parent: parent.map(str::to_string),
+        pg_major: 17,
+        system_id: 7,
+        wal_seg_size: SEG,
+        timeline: 1,
+        start_lsn: Lsn(seg * SEG + 0x28).to_string(),
+        stop_lsn: Lsn(seg * SEG + 0x100).to_string(),
+        start_time: ts(stop),
+        stop_time: ts(stop),
+        backup_label: String::new(),
+        tablespace_map: None,
+        tablespaces: Vec::new(),
+        data_checksums: true,
+        dirs: Vec::new(),
+        files: Vec::new(),
+        pitr_version: "test".into(),
+    }
+}
+
+fn labels(p: &Plan) -> (Vec<&str>, Vec<&str>) {
+    (
+        p.kept.iter().map(String::as_str).collect(),
+        p.expired.iter().map(|e| e.label.as_str()).collect(),
+    )
+}
+
+/// F1 ← I1, F2 ← I2 ← I3, F3: three fulls, one a day, incrementals in between.
+fn history() -> Vec<BackupManifest> {
+    vec![
+        manifest("20261101T000000F", None, 2, "2026-11-01T00:00:10Z"),
+        manifest(
+            "20261101T120000I",
+            Some("20261101T000000F"),
+            4,
+            "2026-11-01T12:00:10Z",
+        ),
+        manifest("20261102T000000F", None, 6, "2026-11-02T00:00:10Z"),
+        manifest(
+            "20261102T120000I",
+            Some("20261102T000000F"),
+            8,
+            "2026-11-02T12:00:10Z",
+        ),
+        manifest(
+            "20261102T180000I",
+            Some("20261102T120000I"),
+            9,
+            "2026-11-02T18:00:10Z",
+        ),
+        manifest("20261103T000000F", None, 11, "2026-11-03T00:00:10Z"),
+    ]
+}
+
+#[test]
+fn retain_full_keeps_the_newest_fulls_with_their_incrementals() {
+    let now = ts("2026-11-03T06:00:00Z");
+    let p = plan(
+        &history(),
+        Policy {
+            retain_full: Some(2),
+            retain_days: None,
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        labels(&p),
+        (
+            vec![
+                "20261102T000000F",
+                "20261102T120000I",
+                "20261102T180000I",
+                "20261103T000000F"
+            ],
+            vec!["20261101T000000F", "20261101T120000I"]
+        )
+    );
+    assert_eq!(p.wal_needed_from, Some(Lsn(6 * SEG + 0x28)));
+    assert!(p.expired[0].reason.contains("2 newest full backups"));
+
+    let p = plan(
+        &history(),
+        Policy {
+            retain_full: Some(1),
+            retain_days: None,
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(labels(&p).0, vec!["20261103T000000F"]);
+    assert_eq!(p.expired.len(), 5);
+    // More than there are: nothing goes.
+    let p = plan(
+        &history(),
+        Policy {
+            retain_full: Some(9),
+            retain_days: None,
+        },
+        now,
+    )
+    .unwrap();
+    assert!(p.expired.is_empty());
+    assert_eq!(p.wal_needed_from, Some(Lsn(2 * SEG + 0x28)));
+}
+
+#[test]
+fn retain_days_keeps_the_window_and_the_backup_it_starts_from() {
+    // The window starts 2026-11-02T10:00: I2 and after are in it; F2 is the newest before it,
+    // and I1 (on F1) is not needed.
+    let now = ts("2026-11-03T10:00:00Z");
+    let p = plan(
+        &history(),
+        Policy {
+            retain_full: None,
+            retain_days: Some(1),
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        labels(&p),
+        (
+            vec![
+                "20261102T000000F",
+                "20261102T120000I",
+                "20261102T180000I",
+                "20261103T000000F"
+            ],
+            vec!["20261101T000000F", "20261101T120000I"]
+        )
+    );
+    // Window starting after I2: the newest before it is I2, which keeps its parent F2 too.
+    let now = ts("2026-11-03T15:00:00Z");
+    let p = plan(
+        &history(),
+        Policy {
+            retain_full: None,
+            retain_days: Some(1),
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(labels(&p).1, vec!["20261101T000000F", "20261101T120000I"]);
+    assert!(labels(&p).0.contains(&"20261102T000000F"));
+    // Both policies: the union of what each keeps.
+    let now = ts("2026-11-10T00:00:00Z");
+    let p = plan(
+        &history(),
+        Policy {
+            retain_full: Some(2),
+            retain_days: Some(1),
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(labels(&p).1, vec!["20261101T000000F", "20261101T120000I"]);
+}
+
+#[test]
+fn incrementals_without_their_parent_go_and_bad_policies_are_refused() {
+    let mut h = history();
+    h.remove(0); // F1 gone by hand: I1 cannot be restored
+    let now = ts("2026-11-03T06:00:00Z");
+    let p = plan(
+        &h,
+        Policy {
+            retain_full: Some(5),
+            retain_days: None,
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(labels(&p).1, vec!["20261101T120000I"]);
+    assert!(p.expired[0].reason.contains("parent is gone"));
+
+    assert!(matches!(
+        plan(&h, Policy::default(), now),
+        Err(ExpireError::Usage(m)) if m.contains("--retain-full")
+    ));
+    assert!(matches!(
+        plan(
+            &h,
+            Policy {
+                retain_full: Some(0),
+                retain_days: None
+            },
+            now
+        ),
+        Err(ExpireError::Usage(_))
+    ));
+    // No backups: nothing to do, and no WAL cutoff (WAL alone is never expired).
+    let p = plan(
+        &[],
+        Policy {
+            retain_full: Some(1),
+            retain_days: None,
+        },
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        (p.kept.len(), p.expired.len(), p.wal_needed_from),
+        (0, 0, None)
+    );
+}
+
+/// A repository on disk holding `history()`: every backup with one file of its own (and the
+/// incrementals reusing their full backup's `base/1/1`), WAL segments 1..=12 on timeline 1,
+/// segments 10..=12 and a history file on timeline 2, and the backup history files.
+async fn repository(dir: &std::path::Path) -> ClusterRepo {
+    let storage: Arc<dyn Storage> = Arc::new(LocalFs::create(dir).unwrap());
+    let cluster = Repo::new(storage.clone()).cluster("main").unwrap();
+    cluster
+        .register(&ClusterIdentity {
+            system_id: 7,
+            pg_major: 17,
+            wal_seg_size: SEG,
+        })
+        .await
+        .unwrap();
+    for mut m in history() {
+        let own = format!("base/1/{}", m.label);
+        for (path, holder) in [(own.as_str(), None), ("base/1/1", m.parent.as_deref())] {
+            let holder = match (m.kind, holder) {
+                (BackupKind::Full, _) | (_, None) => None,
+                // Incrementals reuse the full backup's copy (the root of their chain).
+                (BackupKind::Incr, Some(_)) => Some(
+                    history()
+                        .iter()
+                        .filter(|o| o.kind == BackupKind::Full && o.label < m.label)
+                        .map(|o| o.label.clone())
+                        .next_back()
+                        .unwrap(),
+                ),
+            };
+            let content = format!("{} {path}", m.label).into_bytes();
+            let (obj, sum) = pitr_repo::frame::encode(&content, Compression::Zstd(1)).unwrap();
+            if holder.is_none() {
+                storage
+                    .put(
+                        &cluster.backup_file_key(&m.label, path),
+                        obj.clone().into(),
+                        pitr_storage::PutMode::Create,
+                    )
+                    .await
+                    .unwrap();
+            }
+            m.files.push(ManifestFile {
+                path: path.into(),
+                size: content.len() as u64,
+                mode: 0o600,
+                mtime: 0,
+                blake3: sum.checksum.to_string(),
+                stored_size: obj.len() as u64,
+                stored_in: holder,
+                checksum_failures: Vec::new(),
+            });
+        }
+        cluster.put_manifest(&m).await.unwrap();
+        let start_seg = WalFileName::segment(
+            TimelineId(1),
+            SegNo(m.start().0 / SEG),
+            WalSegSize::new(SEG).unwrap(),
+        );
+        let backup_file = WalFileName::parse(&format!("{start_seg}.00000028.backup")).unwrap();
+        cluster
+            .put_wal(&backup_file, b"START WAL LOCATION", Compression::None)
+            .await
+            .unwrap();
+    }
+    let size = WalSegSize::new(SEG).unwrap();
+    for (tli, segs) in [(1, 1..=12u64), (2, 10..=12)] {
+        for seg in segs {
+            let name = WalFileName::segment(TimelineId(tli), SegNo(seg), size);
+            cluster
+                .put_wal(&name, format!("{name}").as_bytes(), Compression::None)
+                .await
+                .unwrap();
+        }
+    }
+    cluster
+        .put_wal(
+            &WalFileName::History { tli: TimelineId(2) },
+            b"1\t0/A000000\tno recovery target specified\n",
+            Compression::None,
+        )
+        .await
+        .unwrap();
+    cluster
+}
+
+/// Every key under the repository, sorted.
+async fn keys(storage: &dyn Storage) -> Vec<String> {
+    storage
+        .list("main/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+const KEEP_TWO: Policy = Policy {
+    retain_full: Some(2),
+    retain_days: None,
+};
+
+#[tokio::test]
+async fn expires_backups_and_the_wal_only_they_needed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = repository(tmp.path()).await;
+    let before = keys(cluster.repo().storage().as_ref()).await;
+
+    let dry = expire(&cluster, KEEP_TWO, true).await.unwrap();
+    assert_eq!(
+        keys(cluster.repo().storage().as_ref()).await,
+        before,
+        "dry run changed nothing"
+    );
+    let real = expire(&cluster, KEEP_TWO, false).await.unwrap();
+    assert_eq!(
+        (
+            dry.expired.len(),
+            dry.wal_files,
+            dry.wal_kept_from.as_deref()
+        ),
+        (
+            real.expired.len(),
+            real.wal_files,
+            real.wal_kept_from.as_deref()
+        )
+    );
+    // Segments 1..=5 of timeline 1 and the backup history files of F1 (2) and I1 (4) go;
+    // from segment 6 (F2's start) on, and timeline 2 and its history, stay.
+    assert_eq!(real.wal_files, 7);
+    assert_eq!(
+        real.wal_kept_from.as_deref(),
+        Some("000000010000000000000006")
+    );
+    let after = keys(cluster.repo().storage().as_ref()).await;
+    assert!(after.iter().all(|k| !k.contains("20261101T")), "{after:#?}");
+    for kept in [
+        "000000010000000000000006",
+        "00000002.history",
+        "00000002000000000000000A",
+    ] {
+        assert!(
+            after.iter().any(|k| k.ends_with(kept)),
+            "{kept} missing: {after:#?}"
+        );
+    }
+    assert!(!after
+        .iter()
+        .any(|k| k.ends_with("000000010000000000000005")));
+    // The backups that stay are whole: every object their manifests name is there.
+    for m in cluster.backups().await.unwrap() {
+        for f in &m.files {
+            let key = cluster.backup_file_key(f.stored_in.as_deref().unwrap_or(&m.label), &f.path);
+            assert!(after.contains(&key), "{key} missing");
+        }
+    }
+    // No empty directory is left behind.
+    assert!(!tmp.path().join("main/backup/20261101T000000F").exists());
+    // Again: nothing more to do.
+    let again = expire(&cluster, KEEP_TWO, false).await.unwrap();
+    assert_eq!((again.expired.len(), again.wal_files), (0, 0));
+}
+
+/// Interrupted after any number of deletions, expire leaves a repository whose backups are all
+/// whole, and the next run ends where an uninterrupted run ends.
+#[tokio::test]
+async fn an_interrupted_expire_is_finished_by_the_next_run() {
+    let reference = {
+        let tmp = tempfile::tempdir().unwrap();
+        let cluster = repository(tmp.path()).await;
+        expire(&cluster, KEEP_TWO, false).await.unwrap();
+        keys(cluster.repo().storage().as_ref()).await
+    };
+    let mut interrupted_runs = 0;
+    for successes in 0.. {
+        let tmp = tempfile::tempdir().unwrap();
+        let cluster = repository(tmp.path()).await;
+        let faulty: Arc<dyn Storage> = Arc::new(FaultyStorage::failing_after(
+            cluster.repo().storage().clone(),
+            Fault::Writes,
+            successes,
+        ));
+        let broken = Repo::new(faulty).cluster("main").unwrap();
+        if expire(&broken, KEEP_TWO, false).await.is_ok() {
+            break; // enough successes for a whole run: every interruption point was tried
+        }
+        interrupted_runs += 1;
+        // Whatever is visible is whole.
+        let present = keys(cluster.repo().storage().as_ref()).await;
+        for m in cluster.backups().await.unwrap() {
+            for f in &m.files {
+                let key =
+                    cluster.backup_file_key(f.stored_in.as_deref().unwrap_or(&m.label), &f.path);
+                assert!(present.contains(&key), "after {successes}: {key} missing");
+            }
+        }
+        expire(&cluster, KEEP_TWO, false).await.unwrap();
+        assert_eq!(
+            keys(cluster.repo().storage().as_ref()).await,
+            reference,
+            "interrupted after {successes} deletions"
+        );
+    }
+    assert!(interrupted_runs > 10, "{interrupted_runs}");
+}

@@ -1,0 +1,80 @@
+//! `pitr expire`.
+
+use pitr_core::expire::{self, Policy};
+
+use super::info::human_bytes;
+use super::{open_cluster, print_json};
+use crate::cli::{ExpireArgs, GlobalArgs};
+use crate::error::CliError;
+
+pub async fn run(g: &GlobalArgs, a: ExpireArgs) -> Result<u8, CliError> {
+    let cluster = open_cluster(g)?;
+    let policy = Policy {
+        retain_full: a.retain_full.or(g.retain_full),
+        retain_days: a.retain_days.or(g.retain_days),
+    };
+    let report = expire::expire(&cluster, policy, a.dry_run).await?;
+    if g.json {
+        print_json(&report);
+        return Ok(0);
+    }
+    if g.quiet {
+        return Ok(0);
+    }
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut what = Vec::new();
+    if let Some(n) = policy.retain_full {
+        what.push(if n == 1 {
+            "the newest full backup".to_string()
+        } else {
+            format!("the newest {n} full backups")
+        });
+    }
+    if let Some(d) = policy.retain_days {
+        what.push(format!(
+            "what recovery to any time in the last {d} day{} needs",
+            if d == 1 { "" } else { "s" }
+        ));
+    }
+    println!("cluster {}: keeping {}", report.cluster, what.join(" and "));
+    for e in &report.expired {
+        println!(
+            "  {verb} backup {} ({}, finished {}, {}): {}",
+            e.label,
+            e.kind,
+            e.stop_time.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            human_bytes(e.stored_bytes),
+            e.reason
+        );
+    }
+    for l in &report.leftovers {
+        println!("  {verb} the leftovers of backup {l} (no manifest: an interrupted expire)");
+    }
+    match &report.wal_kept_from {
+        Some(first) if report.wal_files > 0 => println!(
+            "  {verb} {} WAL files ({}) before {first}, the start of the oldest backup kept",
+            report.wal_files,
+            human_bytes(report.wal_bytes)
+        ),
+        Some(first) => println!("  no WAL before {first} (the start of the oldest backup kept)"),
+        None => println!("  WAL untouched: no backup to anchor it"),
+    }
+    if report.expired.is_empty() && report.leftovers.is_empty() {
+        println!("  no backup to remove");
+    }
+    println!(
+        "  kept {} backup{}: {}",
+        report.kept.len(),
+        if report.kept.len() == 1 { "" } else { "s" },
+        if report.kept.is_empty() {
+            "none".to_string()
+        } else {
+            report.kept.join(", ")
+        }
+    );
+    Ok(0)
+}
