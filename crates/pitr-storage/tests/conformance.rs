@@ -130,6 +130,32 @@ async fn fault_wrapper_conforms_once_faults_are_spent() {
     conformance(&s).await;
 }
 
+#[tokio::test]
+async fn prune_removes_only_directories_left_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = LocalFs::open(dir.path()).unwrap();
+    for key in [
+        "c/backup/x/data/base/1/1",
+        "c/backup/x/data/global/2",
+        "c/backup/y/data/3",
+    ] {
+        s.put(key, Bytes::from_static(b"v"), PutMode::Create)
+            .await
+            .unwrap();
+    }
+    s.delete("c/backup/x/data/base/1/1").await.unwrap();
+    s.prune("c/backup/x/").await.unwrap();
+    // base/1 and base went; global/2 still holds its file, so x stays.
+    assert!(!dir.path().join("c/backup/x/data/base").exists());
+    assert!(dir.path().join("c/backup/x/data/global/2").is_file());
+    s.delete("c/backup/x/data/global/2").await.unwrap();
+    s.prune("c/backup/x/").await.unwrap();
+    assert!(!dir.path().join("c/backup/x").exists());
+    assert!(dir.path().join("c/backup/y/data/3").is_file());
+    // Pruning what does not exist is fine.
+    s.prune("c/backup/x/").await.unwrap();
+}
+
 #[test]
 fn opening_a_missing_root_names_it_and_suggests_init() {
     let err = LocalFs::open("/nonexistent/pitr-repo").unwrap_err();
