@@ -27,6 +27,8 @@ pub struct ClusterInfo {
     pub timelines: Vec<TimelineWal>,
     /// Complete base backups, oldest first.
     pub backups: Vec<BackupInfo>,
+    /// What recovery can reach: from the oldest usable backup to the end of archived WAL.
+    pub window: Option<crate::restore::choose::Window>,
 }
 
 /// One base backup.
@@ -133,9 +135,13 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
                 t
             })
             .collect();
-        let backups = cluster
-            .backups()
-            .await?
+        let manifests = cluster.backups().await?;
+        // A damaged history file must not hide the rest of the report (`verify` names it).
+        let window = crate::restore::recovery_window(&cluster, &manifests)
+            .await
+            .ok()
+            .flatten();
+        let backups = manifests
             .into_iter()
             .map(|m| BackupInfo {
                 kind: format!("{:?}", m.kind).to_lowercase(),
@@ -156,6 +162,7 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
             identity,
             timelines,
             backups,
+            window,
         });
     }
     Ok(RepoInfo {

@@ -1160,6 +1160,18 @@ fn expire_keeps_what_recovery_needs(major: u32) {
         .map(|b| b["label"].as_str().unwrap())
         .collect();
     assert_eq!(labels, vec![second.as_str(), third.as_str()], "{after}");
+    // The recovery window now starts at the oldest backup kept.
+    assert_eq!(before["clusters"][0]["window"]["from"][0], first.as_str());
+    assert_eq!(
+        after["clusters"][0]["window"]["from"][0],
+        second.as_str(),
+        "{after}"
+    );
+    let text = pitr(&["--repo", lab.r(), "info"]).expect_code(0).stdout;
+    assert!(
+        text.contains("recovery window: from ") && text.contains(&second),
+        "{text}"
+    );
     assert_eq!(first_segment(&after), kept_from, "{after}");
     assert!(first_segment(&before) < kept_from);
     assert!(!lab.repo.join("main/backup").join(&first).exists());

@@ -596,6 +596,22 @@ fn evaluate_on(
     }
 }
 
+/// What recovery can reach with these backups and this WAL: from the consistency point of the
+/// oldest backup whose WAL is archived that far, to the end of archived WAL, following the
+/// latest timeline (the window `pitr info` shows and refusals quote).
+pub fn recovery_window(backups: &[BackupPoint], wal: &WalIndex) -> Window {
+    let spec = TargetSpec::default();
+    let mut sorted = newest_first(backups);
+    sorted.reverse();
+    let mut reaches = BTreeMap::new();
+    for b in &sorted {
+        if let (_, Some(r)) = evaluate(b, &spec, Whereabouts::Unknown, wal) {
+            reaches.insert(b.label.clone(), r);
+        }
+    }
+    window(&sorted, &reaches)
+}
+
 fn window(backups: &[&BackupPoint], reaches: &BTreeMap<String, Reach>) -> Window {
     let mut from = None;
     let mut to: Option<(Lsn, TimelineId)> = None;

@@ -640,6 +640,30 @@ async fn check_objects(
     Ok(())
 }
 
+/// The cluster's recovery window (see [`choose::recovery_window`]) for `manifests`, its
+/// complete backups; `None` when it has none or no identity.
+pub async fn recovery_window(
+    cluster: &ClusterRepo,
+    manifests: &[BackupManifest],
+) -> Result<Option<choose::Window>, RestoreError> {
+    let Some(id) = cluster.identity().await? else {
+        return Ok(None);
+    };
+    let Ok(seg_size) = WalSegSize::new(id.wal_seg_size) else {
+        return Ok(None);
+    };
+    if manifests.is_empty() {
+        return Ok(None);
+    }
+    let index = wal_index(cluster, seg_size).await?;
+    let points: Vec<BackupPoint> = manifests
+        .iter()
+        .filter(|m| m.wal_seg_size == id.wal_seg_size)
+        .map(BackupPoint::of)
+        .collect();
+    Ok(Some(choose::recovery_window(&points, &index)))
+}
+
 async fn wal_index(cluster: &ClusterRepo, seg_size: WalSegSize) -> Result<WalIndex, RestoreError> {
     let mut index = WalIndex::new(seg_size);
     for e in cluster.list_wal().await? {

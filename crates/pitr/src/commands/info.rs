@@ -82,6 +82,13 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
                 );
             }
         }
+        if let Some(w) = &c.window {
+            // "reachable: from … to …", the window restore refusals quote.
+            println!(
+                "  recovery window: {}",
+                w.to_string().trim_start_matches("reachable: ")
+            );
+        }
     }
     Ok(0)
 }
