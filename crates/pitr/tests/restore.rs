@@ -702,6 +702,9 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
     let x4 = insert(c, &["registro_4"]);
     // A second incremental, on top of the first: a chain.
     let incr2 = lab.backup_with(&["--type", "incr"]);
+    // Some WAL after the backup's own switch, so that this switch closes a segment (on an idle
+    // server pg_switch_wal() switches nothing and names a segment that is never archived).
+    c.psql("SELECT pg_logical_emit_message(false, 'pitr-test', 'after the backup')");
     let last = c.switch_wal();
     assert!(c.wait_archived(&last, Duration::from_secs(60)));
     c.stop();
