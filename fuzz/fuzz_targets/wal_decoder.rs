@@ -1,10 +1,11 @@
 //! The streaming WAL decoder on arbitrary bytes, fed in arbitrary chunk sizes through both
 //! APIs (`feed`/`next_record` and the zero-copy `decode_slice`); every record is also
-//! interpreted and summarized. Seeds: prefixes of real segments (see README.md).
+//! interpreted, summarized and fed to a `CatalogTracker`. Seeds: prefixes of real segments
+//! (see README.md).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pitr_pg::wal::{Record, TxnTracker, WalDecoder};
+use pitr_pg::wal::{CatalogTracker, Record, TxnTracker, WalDecoder};
 
 fn look(r: &Record<'_>, tracker: &mut TxnTracker) {
     assert!(r.total_len() as usize == r.raw().len());
@@ -70,8 +71,12 @@ fuzz_target!(|data: &[u8]| {
     let mut tracker = TxnTracker::new();
     let mut seen_b = Vec::new();
     let mut res_b = Ok(());
+    let mut catalog = CatalogTracker::new();
+    let mut catalog_events = Vec::new();
     let mut on = |r: Record<'_>| {
         look(&r, &mut tracker);
+        catalog.record(&r, &mut catalog_events);
+        catalog_events.clear();
         seen_b.push(r.lsn.0);
     };
     for c in wal.chunks(chunk) {

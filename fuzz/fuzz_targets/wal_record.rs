@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pitr_pg::wal::{record_crc, BlockScratch, Record, TxnTracker};
+use pitr_pg::wal::{record_crc, BlockScratch, CatalogTracker, Record, TxnTracker};
 use pitr_pg::{Lsn, PgMajor, TimelineId};
 
 fuzz_target!(|data: &[u8]| {
@@ -34,5 +34,14 @@ fuzz_target!(|data: &[u8]| {
             let _ = format!("{k:?}");
         }
         let _ = TxnTracker::new().add(&r);
+        let _ = r.heap_tuples();
+        for b in r.blocks() {
+            if let Some(img) = b.image {
+                let _ = img.page(None);
+            }
+        }
+        // Block references to pg_class (1259) make the tracker read rows and images.
+        let mut events = Vec::new();
+        CatalogTracker::new().record(&r, &mut events);
     }
 });

@@ -290,21 +290,25 @@ fn name_at(data: &[u8], off: usize) -> Option<String> {
 pub fn pg_class_rows(file: &[u8], major: PgMajor) -> Result<Vec<ClassRow>, CatalogError> {
     let layout = ClassLayout::of(major)?;
     Ok(heap_tuples(file)?
-        .into_iter()
-        .filter_map(|t| {
-            let d = t.data;
-            Some(ClassRow {
-                oid: Oid(u32_at(d, CLASS_OID)?),
-                name: name_at(d, CLASS_RELNAME)?,
-                namespace: Oid(u32_at(d, CLASS_RELNAMESPACE)?),
-                filenode: u32_at(d, CLASS_RELFILENODE)?,
-                tablespace: Oid(u32_at(d, CLASS_RELTABLESPACE)?),
-                kind: char::from(*d.get(layout.relkind)?),
-                persistence: char::from(*d.get(layout.relpersistence)?),
-                live: t.is_live(),
-            })
-        })
+        .iter()
+        .filter_map(|t| class_row(t, &layout))
         .collect())
+}
+
+/// The `pg_class` columns of one tuple (from a heap page, or logged in the WAL); `None` when
+/// its data is too short for `layout`.
+pub fn class_row(t: &HeapTuple<'_>, layout: &ClassLayout) -> Option<ClassRow> {
+    let d = t.data;
+    Some(ClassRow {
+        oid: Oid(u32_at(d, CLASS_OID)?),
+        name: name_at(d, CLASS_RELNAME)?,
+        namespace: Oid(u32_at(d, CLASS_RELNAMESPACE)?),
+        filenode: u32_at(d, CLASS_RELFILENODE)?,
+        tablespace: Oid(u32_at(d, CLASS_RELTABLESPACE)?),
+        kind: char::from(*d.get(layout.relkind)?),
+        persistence: char::from(*d.get(layout.relpersistence)?),
+        live: t.is_live(),
+    })
 }
 
 /// An (oid, name) row of a catalog whose first two columns are `oid` and a `name`:
@@ -321,16 +325,16 @@ pub struct NamedRow {
 
 /// The rows of `pg_namespace` (`base/<db>/2615`) or `pg_database` (`global/1262`).
 pub fn named_rows(file: &[u8]) -> Result<Vec<NamedRow>, CatalogError> {
-    Ok(heap_tuples(file)?
-        .into_iter()
-        .filter_map(|t| {
-            Some(NamedRow {
-                oid: Oid(u32_at(t.data, 0)?),
-                name: name_at(t.data, 4)?,
-                live: t.is_live(),
-            })
-        })
-        .collect())
+    Ok(heap_tuples(file)?.iter().filter_map(named_row).collect())
+}
+
+/// The (oid, name) columns of one `pg_namespace` or `pg_database` tuple; `None` when too short.
+pub fn named_row(t: &HeapTuple<'_>) -> Option<NamedRow> {
+    Some(NamedRow {
+        oid: Oid(u32_at(t.data, 0)?),
+        name: name_at(t.data, 4)?,
+        live: t.is_live(),
+    })
 }
 
 /// `RELMAPPER_FILEMAGIC`.

@@ -24,7 +24,8 @@ fn transactions(log: &serde_json::Value) -> Vec<&serde_json::Value> {
 /// A table filled before a base backup and dropped afterwards, with writes elsewhere before
 /// and after the drop and a mass DELETE: `wal incidents` names the dropped table (from the
 /// backup's pg_class: it no longer exists) and its transaction, and flags the DELETE above
-/// `--threshold`; `wal log` shows commits with their row counts, the restore point and the
+/// `--threshold`; a table created after the backup, renamed and dropped is named from the
+/// WAL; one created and dropped in a single transaction is not an incident; `wal log` shows commits with their row counts, the restore point and the
 /// checkpoint, named by the running server when given; the suggested `--target-xid …
 /// --target-exclusive` restore brings the table back with all its rows and keeps the writes
 /// made before the drop.
@@ -78,6 +79,10 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
     c.psql("VACUUM FULL compacted");
     // Created and dropped in one transaction: nothing existing was destroyed.
     c.psql_script("BEGIN;\nCREATE TABLE scratch (id int, t text);\nDROP TABLE scratch;\nCOMMIT;\n");
+    // Created after the backup, so named only in the WAL: under a first name, then renamed.
+    c.psql("CREATE TABLE borrador (id int PRIMARY KEY, v text)");
+    c.psql("INSERT INTO borrador SELECT g, 'fila ' || g FROM generate_series(1, 100) g");
+    c.psql("ALTER TABLE borrador RENAME TO nueva");
     c.psql("SELECT pg_create_restore_point('before_drop')");
     let out = c.psql_script("BEGIN;\nSELECT txid_current();\nDROP TABLE shop.orders;\nCOMMIT;\n");
     let xid: u32 = out
@@ -87,6 +92,13 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
         .parse()
         .unwrap();
     c.psql("INSERT INTO keep SELECT g, 'after drop' FROM generate_series(26, 40) g");
+    let out = c.psql_script("BEGIN;\nSELECT txid_current();\nDROP TABLE nueva;\nCOMMIT;\n");
+    let xid_nueva: u32 = out
+        .lines()
+        .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no xid in {out:?}"))
+        .parse()
+        .unwrap();
     c.psql("CHECKPOINT");
     let last = c.switch_wal();
     assert!(c.wait_archived(&last, Duration::from_secs(60)), "{last}");
@@ -155,17 +167,37 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
         !reasons.iter().any(|r| r.contains("compacted")),
         "{reasons:?}"
     );
-    // PostgreSQL 14 logs the creation of the scratch table's file before the transaction has
-    // an xid, so its drop cannot be told from the drop of an older, unnamed table: reported
-    // (the safe side). 15+ log it with the xid.
-    let scratch = usize::from(major == 14);
-    if major == 14 {
-        assert!(
-            reasons.iter().any(|r| r.starts_with("DROP base/")),
-            "{reasons:?}"
-        );
-    }
-    assert_eq!(incidents.len(), 3 + scratch, "{reasons:?}");
+    // The table created after the backup is named from the WAL (its pg_class rows), under
+    // the name it had when dropped; its suggested restore targets its own transaction.
+    let nueva = incidents
+        .iter()
+        .find(|i| i["transaction"]["xid"] == xid_nueva)
+        .unwrap_or_else(|| panic!("xid {xid_nueva} not among the incidents: {rep:#}"));
+    assert_eq!(
+        nueva["reasons"],
+        serde_json::json!(["DROP public.nueva"]),
+        "{nueva:#}"
+    );
+    let rel = nueva["transaction"]["relations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "public.nueva")
+        .unwrap();
+    assert_eq!(rel["kind"], "r");
+    assert!(
+        rel["name_from"].as_str().unwrap().starts_with("wal "),
+        "{rel:#}"
+    );
+    assert!(nueva["restore_by_xid"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("--target-xid {xid_nueva} --target-exclusive")));
+    // The table created and dropped in one transaction destroyed nothing: not an incident, on
+    // 14 too (where its first file is logged before the transaction has an xid, but the
+    // pg_class row it inserted says the transaction created it).
+    assert!(!reasons.iter().any(|r| r.contains("base/")), "{reasons:?}");
+    assert_eq!(incidents.len(), 4, "{reasons:?}");
     // At a threshold of 1500 the DELETE of 1500 rows is not an incident; the others still are.
     let rep = json(
         &pitr(&[
@@ -179,11 +211,7 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
         ])
         .expect_code(0),
     );
-    assert_eq!(
-        rep["incidents"].as_array().unwrap().len(),
-        2 + scratch,
-        "{rep:#}"
-    );
+    assert_eq!(rep["incidents"].as_array().unwrap().len(), 3, "{rep:#}");
     // People's output names the table and prints the command.
     let text = pitr(&["--repo", r, "wal", "incidents"])
         .expect_code(0)
@@ -328,6 +356,11 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
     assert_eq!(
         psql_port(c.install(), &sock, c.port(), "SELECT count(*) FROM bulk"),
         "1500"
+    );
+    assert_eq!(
+        psql_port(c.install(), &sock, c.port(), "SELECT count(*) FROM nueva"),
+        "100",
+        "created after the backup, dropped after the target"
     );
     // The promoted server archives timeline 2 into the same repository. Along timeline 2's
     // history the drop never happened: the newest timeline shows no DROP; timeline 1 still

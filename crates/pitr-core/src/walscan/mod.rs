@@ -7,8 +7,10 @@
 //! history covers it, as PostgreSQL's `XLogFileReadAnyTLI`); cut the run to `--from`/`--to`
 //! (an LSN or segment name narrows the segments; a time filters what is reported); stop at the
 //! first missing segment. Segments are fetched (verified) ahead of the decoder, which streams
-//! them in order so records may cross segment boundaries. Relation names are filled in
-//! afterwards by [`names`].
+//! them in order so records may cross segment boundaries. The `pg_class` / `pg_namespace`
+//! rows written to the WAL are read on the way ([`CatalogTracker`]) and kept per transaction
+//! until it ends; relation names are filled in afterwards by [`names`], which also uses the
+//! rows of transactions committed before.
 
 pub mod names;
 
@@ -18,7 +20,8 @@ use std::str::FromStr;
 
 use jiff::Timestamp;
 use pitr_pg::wal::{
-    EndReason, PgTimestamp, RecordKind, RelFileLocator, RmgrId, TxnOutcome, TxnSummary, TxnTracker,
+    CatalogChange, CatalogEvent, CatalogRow, CatalogTracker, EndReason, ImageCompression,
+    PgTimestamp, RecordKind, RelFileLocator, RmgrId, TxnOutcome, TxnSummary, TxnTracker,
     WalDecoder, WalError, Xid,
 };
 use pitr_pg::{Lsn, SegNo, TimelineHistory, TimelineId, WalFileName, WalSegSize};
@@ -202,7 +205,8 @@ pub struct RelReport {
     pub name: Option<String>,
     /// `relkind` (`r` table, `i` index, `t` TOAST, …), when known.
     pub kind: Option<String>,
-    /// Where the name comes from: `live` (the running server) or `backup <label>`.
+    /// Where the name comes from: `live` (the running server), `backup <label>` or
+    /// `wal <LSN>` (the `pg_class` row written at that LSN).
     pub name_from: Option<String>,
     /// Tuples inserted.
     pub inserts: u64,
@@ -318,6 +322,9 @@ pub struct TxnReport {
     pub relations: Vec<RelReport>,
     /// Relation OIDs truncated (heap truncate record) that no catalog could place.
     pub truncated_oids: Vec<u32>,
+    /// The `pg_class` / `pg_namespace` rows this transaction wrote (names what it created).
+    #[serde(skip)]
+    pub(crate) catalog: Vec<CatalogChange>,
 }
 
 /// A named restore point (`pg_create_restore_point`).
@@ -616,7 +623,14 @@ fn may_be_incident(s: &TxnSummary, threshold: u64) -> bool {
 }
 
 /// Turns the decoder's per-transaction summary into a report (names are filled in later).
-fn txn_report(s: TxnSummary, created_written: &[RelFileLocator]) -> TxnReport {
+/// `catalog` holds the `pg_class` rows the transaction wrote: a file whose row it inserted was
+/// created by it, even when the file's creation was logged before it had an xid (PostgreSQL
+/// 14 does that for the first file of `CREATE TABLE`).
+fn txn_report(
+    s: TxnSummary,
+    created_written: &[RelFileLocator],
+    catalog: Vec<CatalogChange>,
+) -> TxnReport {
     let outcome = match (&s.outcome, s.two_phase_end) {
         (TxnOutcome::Committed, false) => "commit",
         (TxnOutcome::Committed, true) => "commit prepared",
@@ -635,6 +649,19 @@ fn txn_report(s: TxnSummary, created_written: &[RelFileLocator]) -> TxnReport {
     for r in &s.created {
         rels.entry(*r).or_insert_with(|| RelReport::new(*r)).created = true;
     }
+    let inserted_file = |r: &RelFileLocator| {
+        catalog.iter().any(|c| match &c.row {
+            CatalogRow::Class(row) => {
+                c.inserted && c.db == r.db_oid && row.filenode != 0 && row.filenode == r.rel_number
+            }
+            CatalogRow::Namespace(_) => false,
+        })
+    };
+    for (r, e) in rels.iter_mut() {
+        if inserted_file(r) {
+            e.created = true;
+        }
+    }
     if committed {
         // Files created and dropped by the same transaction are transient (CREATE and DROP in
         // one transaction, the scratch heap of VACUUM FULL). Of the others: new files that
@@ -648,6 +675,10 @@ fn txn_report(s: TxnSummary, created_written: &[RelFileLocator]) -> TxnReport {
         let empty_new = new_files.iter().any(|c| !created_written.contains(c));
         for r in &s.dropped {
             if s.created.contains(r) {
+                continue;
+            }
+            if inserted_file(r) {
+                rels.entry(*r).or_insert_with(|| RelReport::new(*r)).created = true;
                 continue;
             }
             let e = rels.entry(*r).or_insert_with(|| RelReport::new(*r));
@@ -688,6 +719,7 @@ fn txn_report(s: TxnSummary, created_written: &[RelFileLocator]) -> TxnReport {
         } else {
             Vec::new()
         },
+        catalog,
     }
 }
 
@@ -771,13 +803,29 @@ pub async fn scan<F: FnMut(Event)>(
         created: HashMap::new(),
         written: HashMap::new(),
         failure: None,
+        catalog: CatalogTracker::new().with_decompressor(decompress_image),
+        catalog_events: Vec::new(),
+        catalog_pending: HashMap::new(),
+        catalog_learnt: Vec::new(),
+        catalog_unreadable: (0, None),
     };
+    let scan_start = plan
+        .files
+        .first()
+        .and_then(|f| f.segno(plan.seg_size))
+        .and_then(|n| plan.seg_size.start_of(n))
+        .unwrap_or(Lsn::INVALID);
+    for (db, node) in namer.class_filenodes(scan_start).await {
+        acc.catalog.set_class_filenode(db, node);
+    }
     let mut dec = WalDecoder::new();
     let mut bytes = 0u64;
     let mut last_seg = String::new();
     let mut segments = 0u64;
     let mut first_seg = String::new();
     let mut fetch_error = None;
+    // Relations left unnamed in the report (a catalog row that could not be read may be why).
+    let mut unnamed = 0usize;
     while let Some(got) = rx.recv().await {
         let (name, data) = match got {
             Ok(x) => x,
@@ -795,10 +843,18 @@ pub async fn scan<F: FnMut(Event)>(
         if let Err(e) = dec.decode_slice(&data, |r| acc.record(r)) {
             acc.failure.get_or_insert(e);
         }
+        for (lsn, rows) in acc.catalog_learnt.drain(..) {
+            namer.wal.learn(lsn, &rows);
+        }
         for mut e in acc.events.drain(..) {
             namer.name_event(&mut e).await;
             if let Event::Transaction(t) = &mut e {
                 classify(t);
+                unnamed += t
+                    .relations
+                    .iter()
+                    .filter(|r| r.name.is_none() && r.db_oid != 0)
+                    .count();
             }
             emit(e);
         }
@@ -815,10 +871,18 @@ pub async fn scan<F: FnMut(Event)>(
         if let Err(e) = dec.decode_slice(&[], |r| acc.record(r)) {
             acc.failure.get_or_insert(e);
         }
+        for (lsn, rows) in acc.catalog_learnt.drain(..) {
+            namer.wal.learn(lsn, &rows);
+        }
         for mut e in acc.events.drain(..) {
             namer.name_event(&mut e).await;
             if let Event::Transaction(t) = &mut e {
                 classify(t);
+                unnamed += t
+                    .relations
+                    .iter()
+                    .filter(|r| r.name.is_none() && r.db_oid != 0)
+                    .count();
             }
             emit(e);
         }
@@ -856,8 +920,29 @@ pub async fn scan<F: FnMut(Event)>(
         end_lsn,
         gap: plan.gap.as_ref().map(|g| g.to_string()),
         open_transactions: acc.tracker.open_transactions().count(),
-        warnings: std::mem::take(&mut namer.warnings),
+        warnings: {
+            let mut w = std::mem::take(&mut namer.warnings);
+            if let (n, Some(first)) = &acc.catalog_unreadable {
+                if unnamed > 0 {
+                    w.push(format!(
+                        "{unnamed} relation file(s) left unnamed; {n} pg_class/pg_namespace \
+                         row(s) written to the WAL could not be read (first {first})"
+                    ));
+                }
+            }
+            w
+        },
     })
+}
+
+/// LZ4 and zstd full-page images for [`CatalogTracker`] (PostgreSQL writes a raw LZ4 block
+/// and a zstd frame, each decompressing to the page minus its hole).
+fn decompress_image(c: ImageCompression, data: &[u8], len: usize) -> Option<Vec<u8>> {
+    match c {
+        ImageCompression::Lz4 => lz4_flex::block::decompress(data, len).ok(),
+        ImageCompression::Zstd => zstd::bulk::decompress(data, len).ok(),
+        ImageCompression::None | ImageCompression::Pglz => None,
+    }
 }
 
 /// The decoding loop's state.
@@ -874,6 +959,15 @@ struct Acc {
     created: HashMap<Xid, Vec<RelFileLocator>>,
     written: HashMap<Xid, Vec<RelFileLocator>>,
     failure: Option<WalError>,
+    /// Reads the catalog rows written to the WAL.
+    catalog: CatalogTracker,
+    catalog_events: Vec<CatalogEvent>,
+    /// Catalog rows per transaction, until it ends.
+    catalog_pending: HashMap<Xid, Vec<CatalogChange>>,
+    /// Catalog rows of committed transactions, with the commit LSN, for [`names::WalNames`].
+    catalog_learnt: Vec<(Lsn, Vec<CatalogChange>)>,
+    /// Catalog rows that could not be read: how many, and the first one.
+    catalog_unreadable: (u64, Option<String>),
 }
 
 impl Acc {
@@ -886,6 +980,22 @@ impl Acc {
     fn record(&mut self, rec: pitr_pg::wal::Record<'_>) {
         if self.failure.is_some() {
             return;
+        }
+        self.catalog.record(&rec, &mut self.catalog_events);
+        for e in self.catalog_events.drain(..) {
+            match e {
+                CatalogEvent::Row(c) if c.xid.is_valid() => {
+                    self.catalog_pending.entry(c.xid).or_default().push(c);
+                }
+                CatalogEvent::Row(_) => {}
+                CatalogEvent::Unreadable {
+                    lsn, rel, reason, ..
+                } => {
+                    let (n, first) = &mut self.catalog_unreadable;
+                    *n += 1;
+                    first.get_or_insert_with(|| format!("at {lsn} in {rel}: {reason}"));
+                }
+            }
         }
         let xid = rec.xid();
         if !self.created.is_empty() && xid.is_valid() {
@@ -942,18 +1052,31 @@ impl Acc {
         match self.tracker.add(&rec) {
             Ok(Some(s)) => {
                 let mut sub_written = Vec::new();
+                let mut catalog = Vec::new();
+                let prepared = matches!(s.outcome, TxnOutcome::Prepared { .. });
                 for x in std::iter::once(s.xid).chain(s.subxacts.iter().copied()) {
                     self.created.remove(&x);
                     if let Some(w) = self.written.remove(&x) {
                         sub_written.extend(w);
                     }
+                    // A prepared transaction's rows count when COMMIT PREPARED comes.
+                    let rows = if prepared {
+                        self.catalog_pending.get(&x).cloned()
+                    } else {
+                        self.catalog_pending.remove(&x)
+                    };
+                    catalog.extend(rows.into_iter().flatten());
+                }
+                catalog.sort_by_key(|c| c.lsn);
+                if s.outcome == TxnOutcome::Committed && !catalog.is_empty() {
+                    self.catalog_learnt.push((s.end_lsn, catalog.clone()));
                 }
                 let wanted = match self.incidents_only {
                     None => true,
                     Some(t) => may_be_incident(&s, t),
                 };
                 if wanted && in_lsn && self.in_time(s.time) {
-                    let mut t = txn_report(s, &sub_written);
+                    let mut t = txn_report(s, &sub_written, catalog);
                     t.end_lsn = rec.end_lsn;
                     self.events.push(Event::Transaction(t));
                 }

@@ -1,11 +1,16 @@
 //! Names for the relations and databases in a WAL report.
 //!
-//! Two sources, tried in this order for each relation file:
+//! Three sources, tried in this order for each relation file:
 //! 1. the running server (optional): `pg_class` / `pg_relation_filenode()` of each database
 //!    involved, and `pg_database`; only used when its system identifier is the repository's;
-//! 2. the base backups in the repository: the `pg_class`, `pg_namespace` and `pg_database` heap
-//!    files (and `pg_filenode.map`) stored in the newest backup taken before the transaction,
-//!    then older ones, then newer ones. This is what names a table that has since been dropped.
+//! 2. whichever knows the file most recently before the transaction: the `pg_class` rows
+//!    written to the scanned WAL by transactions that committed before it ([`WalNames`],
+//!    filled by the scan), or the base backups in the repository: the `pg_class`,
+//!    `pg_namespace` and `pg_database` heap files (and `pg_filenode.map`) stored in the newest
+//!    backup taken before the transaction, then older ones, then newer ones. The backups name a
+//!    table that has since been dropped; the WAL names one created after the newest backup, or
+//!    renamed since;
+//! 3. the transaction's own `pg_class` rows, read from the WAL: a file it created.
 //!
 //! A lookup that fails leaves the bare file (`base/5/16384`) and adds a warning; naming never
 //! fails a report.
@@ -13,7 +18,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use pitr_pg::catalog::{named_rows, pg_class_rows, ClassRow, RelMap};
-use pitr_pg::wal::Oid;
+use pitr_pg::wal::{CatalogChange, CatalogRow, Oid};
 use pitr_pg::{Lsn, PgMajor};
 use pitr_proto::ConnParams;
 use pitr_repo::{frame, BackupManifest, ClusterRepo};
@@ -45,6 +50,7 @@ pub struct RelName {
 pub struct DbCatalog {
     by_filenode: HashMap<u32, RelName>,
     by_oid: HashMap<u32, RelName>,
+    schemas: HashMap<u32, String>,
 }
 
 impl DbCatalog {
@@ -56,7 +62,10 @@ impl DbCatalog {
         schemas: &HashMap<u32, String>,
         map: &[(Oid, u32)],
     ) -> Self {
-        let mut cat = DbCatalog::default();
+        let mut cat = DbCatalog {
+            schemas: schemas.clone(),
+            ..Default::default()
+        };
         let mut ordered: Vec<&ClassRow> = rows.iter().collect();
         ordered.sort_by_key(|r| !r.live);
         for r in ordered {
@@ -94,6 +103,95 @@ impl DbCatalog {
     }
 }
 
+/// A `pg_class` row as the WAL showed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WalRel {
+    oid: u32,
+    filenode: u32,
+    relname: String,
+    namespace: u32,
+    kind: char,
+}
+
+/// Schema names that never change: `pg_catalog`, `pg_toast`, `public` (unless renamed).
+fn builtin_schema(oid: u32) -> Option<&'static str> {
+    match oid {
+        11 => Some("pg_catalog"),
+        99 => Some("pg_toast"),
+        2200 => Some("public"),
+        _ => None,
+    }
+}
+
+/// What the scanned WAL said about one database's catalog, as it changed: each entry is
+/// (LSN from which it is known: the commit of its transaction, LSN of the row's record, row).
+#[derive(Debug, Default)]
+struct WalDb {
+    by_filenode: HashMap<u32, Vec<(Lsn, Lsn, WalRel)>>,
+    by_oid: HashMap<u32, Vec<(Lsn, Lsn, WalRel)>>,
+    schemas: HashMap<u32, Vec<(Lsn, String)>>,
+}
+
+/// The newest entry known before `at`.
+fn known_before<T>(entries: Option<&Vec<(Lsn, Lsn, T)>>, at: Lsn) -> Option<&(Lsn, Lsn, T)> {
+    entries?.iter().rev().find(|(known, _, _)| *known < at)
+}
+
+/// `pg_class` and `pg_namespace` rows written to the scanned WAL by committed transactions.
+#[derive(Debug, Default)]
+pub struct WalNames {
+    dbs: HashMap<Oid, WalDb>,
+}
+
+impl WalNames {
+    /// Records the rows written by a transaction that committed at `commit`. Temporary
+    /// relations are left out: their files never appear in the WAL, and sessions that create
+    /// them over and over would make this grow with the range.
+    pub fn learn(&mut self, commit: Lsn, changes: &[CatalogChange]) {
+        for c in changes {
+            let db = self.dbs.entry(c.db).or_default();
+            match &c.row {
+                CatalogRow::Class(r) if r.persistence == 't' => {}
+                CatalogRow::Class(r) => {
+                    let rel = wal_rel(r);
+                    if r.filenode != 0 {
+                        push_changed(
+                            db.by_filenode.entry(r.filenode).or_default(),
+                            commit,
+                            c.lsn,
+                            &rel,
+                        );
+                    }
+                    push_changed(db.by_oid.entry(r.oid.0).or_default(), commit, c.lsn, &rel);
+                }
+                CatalogRow::Namespace(n) => {
+                    let v = db.schemas.entry(n.oid.0).or_default();
+                    if v.last().is_none_or(|(_, name)| *name != n.name) {
+                        v.push((commit, n.name.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn wal_rel(r: &ClassRow) -> WalRel {
+    WalRel {
+        oid: r.oid.0,
+        filenode: r.filenode,
+        relname: r.name.clone(),
+        namespace: r.namespace.0,
+        kind: r.kind,
+    }
+}
+
+/// Appends `rel` unless it repeats the last entry (updates that change other columns).
+fn push_changed(v: &mut Vec<(Lsn, Lsn, WalRel)>, known: Lsn, lsn: Lsn, rel: &WalRel) {
+    if v.last().is_none_or(|(_, _, last)| last != rel) {
+        v.push((known, lsn, rel.clone()));
+    }
+}
+
 #[derive(Debug)]
 struct BackupCatalog {
     manifest: BackupManifest,
@@ -107,6 +205,8 @@ pub struct Namer<'a> {
     cluster: &'a ClusterRepo,
     live: Option<Live>,
     backups: Vec<BackupCatalog>,
+    /// `pg_class` / `pg_namespace` rows read from the scanned WAL.
+    pub wal: WalNames,
     /// What could not be looked up.
     pub warnings: Vec<String>,
 }
@@ -161,6 +261,7 @@ impl<'a> Namer<'a> {
                 state: LiveState::NotYet,
             }),
             backups,
+            wal: WalNames::default(),
             warnings,
         }
     }
@@ -180,14 +281,15 @@ impl<'a> Namer<'a> {
         if let Some(db) = &mut t.database {
             db.name = self.db_name(db.oid, lsn).await;
         }
+        let own = std::mem::take(&mut t.catalog);
         for r in &mut t.relations {
-            self.name_rel(r, lsn).await;
+            self.name_rel(r, lsn, &own).await;
         }
         // TRUNCATE by relation OID (wal_level=logical): attach to the relation's report.
         if let Some(db) = t.database.as_ref().map(|d| Oid(d.oid)) {
             let mut unplaced = Vec::new();
             for oid in std::mem::take(&mut t.truncated_oids) {
-                match self.by_oid(db, oid, lsn).await {
+                match self.by_oid(db, oid, lsn, &own).await {
                     Some((n, from)) => {
                         match t
                             .relations
@@ -213,6 +315,7 @@ impl<'a> Namer<'a> {
             }
             t.truncated_oids = unplaced;
         }
+        t.catalog = own;
     }
 
     /// The running server's catalog of `db`, loading it on first use.
@@ -265,7 +368,7 @@ impl<'a> Namer<'a> {
         }
     }
 
-    async fn name_rel(&mut self, r: &mut RelReport, lsn: Lsn) {
+    async fn name_rel(&mut self, r: &mut RelReport, lsn: Lsn, own: &[CatalogChange]) {
         if r.db_oid == 0 {
             return; // shared catalogs: not named
         }
@@ -279,31 +382,131 @@ impl<'a> Namer<'a> {
             set_name(r, &n, "live".into());
             return;
         }
-        for i in self.backup_order(lsn) {
-            if let Some(cat) = self.backup_db(i, db).await {
-                if let Some(n) = cat.by_filenode.get(&r.filenode).cloned() {
-                    let from = format!("backup {}", self.backups[i].manifest.label);
-                    set_name(r, &n, from);
-                    return;
-                }
-            }
+        let filenode = r.filenode;
+        if let Some((n, from)) = self
+            .catalog_name(
+                db,
+                lsn,
+                own,
+                |w| w.filenode == filenode,
+                |d| d.by_filenode.get(&filenode),
+                |c| c.by_filenode.get(&filenode),
+            )
+            .await
+        {
+            set_name(r, &n, from);
         }
     }
 
-    async fn by_oid(&mut self, db: Oid, oid: u32, lsn: Lsn) -> Option<(RelName, String)> {
-        if let Some(n) = self.live_db(db).await.and_then(|c| c.by_oid.get(&oid)) {
-            return Some((n.clone(), "live".into()));
+    /// The name of a relation of `db` at `lsn` (the commit of the transaction that touched
+    /// it): what the WAL (rows committed before) or the backups knew most recently (see the
+    /// module docs); else, for a file the transaction created, the transaction's own rows.
+    /// The name before the transaction comes first: the old file of a `VACUUM FULL` belongs,
+    /// at commit, to the scratch relation that is dropped with it. `own_matches` picks the
+    /// transaction's own rows, `entries` the WAL's history of the relation, `by_backup` a
+    /// backup's entry.
+    async fn catalog_name(
+        &mut self,
+        db: Oid,
+        lsn: Lsn,
+        own: &[CatalogChange],
+        own_matches: impl Fn(&WalRel) -> bool,
+        entries: impl Fn(&WalDb) -> Option<&Vec<(Lsn, Lsn, WalRel)>>,
+        by_backup: impl Fn(&DbCatalog) -> Option<&RelName>,
+    ) -> Option<(RelName, String)> {
+        let wal = known_before(self.wal.dbs.get(&db).and_then(&entries), lsn).cloned();
+        for i in self.backup_order(lsn) {
+            let stop = self.backups[i].manifest.stop();
+            // The WAL knows it from after this backup (or this backup is after the event).
+            if wal
+                .as_ref()
+                .is_some_and(|(known, _, _)| stop > lsn || *known >= stop)
+            {
+                break;
+            }
+            if let Some(n) = self.backup_db(i, db).await.and_then(&by_backup).cloned() {
+                return Some((n, format!("backup {}", self.backups[i].manifest.label)));
+            }
+        }
+        let (at, w) = match wal {
+            Some((_, at, w)) => (at, w),
+            None => own
+                .iter()
+                .rev()
+                .filter(|c| c.db == db)
+                .find_map(|c| match &c.row {
+                    CatalogRow::Class(r) => {
+                        Some((c.lsn, wal_rel(r))).filter(|(_, w)| own_matches(w))
+                    }
+                    CatalogRow::Namespace(_) => None,
+                })?,
+        };
+        let n = self.wal_name(db, &w, lsn, own).await;
+        Some((n, format!("wal {at}")))
+    }
+
+    /// `schema.name` of a relation seen in the WAL.
+    async fn wal_name(&mut self, db: Oid, w: &WalRel, lsn: Lsn, own: &[CatalogChange]) -> RelName {
+        let schema = self.schema_name(db, w.namespace, lsn, own).await;
+        RelName {
+            oid: w.oid,
+            filenode: w.filenode,
+            name: format!("{schema}.{}", w.relname),
+            kind: w.kind,
+        }
+    }
+
+    /// A schema's name: from the transaction's own rows, the WAL, the backups, the built-in
+    /// schemas, else `(schema OID)`.
+    async fn schema_name(&mut self, db: Oid, ns: u32, lsn: Lsn, own: &[CatalogChange]) -> String {
+        let own_name = own.iter().rev().find_map(|c| match &c.row {
+            CatalogRow::Namespace(n) if c.db == db && n.oid.0 == ns => Some(n.name.clone()),
+            _ => None,
+        });
+        if let Some(n) = own_name {
+            return n;
+        }
+        let wal = self
+            .wal
+            .dbs
+            .get(&db)
+            .and_then(|d| d.schemas.get(&ns))
+            .and_then(|v| v.iter().rev().find(|(known, _)| *known < lsn))
+            .map(|(_, n)| n.clone());
+        if let Some(n) = wal {
+            return n;
         }
         for i in self.backup_order(lsn) {
             if let Some(n) = self
                 .backup_db(i, db)
                 .await
-                .and_then(|c| c.by_oid.get(&oid).cloned())
+                .and_then(|c| c.schemas.get(&ns).cloned())
             {
-                return Some((n, format!("backup {}", self.backups[i].manifest.label)));
+                return n;
             }
         }
-        None
+        builtin_schema(ns).map_or_else(|| format!("(schema {ns})"), str::to_string)
+    }
+
+    async fn by_oid(
+        &mut self,
+        db: Oid,
+        oid: u32,
+        lsn: Lsn,
+        own: &[CatalogChange],
+    ) -> Option<(RelName, String)> {
+        if let Some(n) = self.live_db(db).await.and_then(|c| c.by_oid.get(&oid)) {
+            return Some((n.clone(), "live".into()));
+        }
+        self.catalog_name(
+            db,
+            lsn,
+            own,
+            |w| w.oid == oid,
+            |d| d.by_oid.get(&oid),
+            |c| c.by_oid.get(&oid),
+        )
+        .await
     }
 
     async fn db_name(&mut self, oid: u32, lsn: Lsn) -> Option<String> {
@@ -340,6 +543,44 @@ impl<'a> Namer<'a> {
             }
         }
         None
+    }
+
+    /// The `pg_class` file number of each database whose `pg_filenode.map` does not say 1259
+    /// (after a `VACUUM FULL pg_class`), in the newest backup taken before `lsn`, else the
+    /// oldest: where the WAL scan finds `pg_class` rows.
+    pub async fn class_filenodes(&mut self, lsn: Lsn) -> Vec<(Oid, u32)> {
+        let Some(i) = self.backup_order(lsn).into_iter().next() else {
+            return Vec::new();
+        };
+        let maps: Vec<(Oid, String)> = self.backups[i]
+            .manifest
+            .files
+            .iter()
+            .filter_map(|f| {
+                let dir = f.path.strip_suffix("/pg_filenode.map")?;
+                if !(dir.starts_with("base/") || dir.starts_with("pg_tblspc/")) {
+                    return None;
+                }
+                let db = dir.rsplit('/').next()?.parse().ok()?;
+                Some((Oid(db), f.path.clone()))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (db, path) in maps {
+            let Some(bytes) = self.read_backup_file(i, &path).await else {
+                continue;
+            };
+            match RelMap::parse(&bytes) {
+                Ok(m) => out.extend(
+                    m.mappings
+                        .iter()
+                        .find(|(o, n)| o.0 == PG_CLASS && *n != PG_CLASS)
+                        .map(|(_, n)| (db, *n)),
+                ),
+                Err(e) => self.warn(i, format!("{path}: {e}")),
+            }
+        }
+        out
     }
 
     /// Backups to ask for a transaction at `lsn`: the newest taken before it first, then older
@@ -554,4 +795,65 @@ async fn load_live_db(p: &ConnParams, name: &str) -> Result<DbCatalog, String> {
         cat.by_oid.insert(n.oid, n);
     }
     Ok(cat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pitr_pg::wal::Xid;
+
+    fn class(oid: u32, name: &str, filenode: u32, inserted: bool, lsn: u64) -> CatalogChange {
+        CatalogChange {
+            lsn: Lsn(lsn),
+            xid: Xid(700),
+            db: Oid(5),
+            inserted,
+            row: CatalogRow::Class(ClassRow {
+                oid: Oid(oid),
+                name: name.into(),
+                namespace: Oid(2200),
+                filenode,
+                tablespace: Oid(0),
+                kind: 'r',
+                persistence: 'p',
+                live: true,
+            }),
+        }
+    }
+
+    #[test]
+    fn wal_names_are_known_from_their_commit_on_and_follow_renames_and_new_files() {
+        let mut w = WalNames::default();
+        // Created at 0/100 (committed at 0/180), updated without a visible change, renamed at
+        // 0/200 (committed 0/280), truncated at 0/300 (a new file, committed 0/380).
+        w.learn(
+            Lsn(0x180),
+            &[
+                class(16388, "nueva", 16388, true, 0x100),
+                class(16388, "nueva", 16388, false, 0x120),
+            ],
+        );
+        w.learn(
+            Lsn(0x280),
+            &[class(16388, "renombrada", 16388, false, 0x200)],
+        );
+        w.learn(
+            Lsn(0x380),
+            &[class(16388, "renombrada", 16399, false, 0x300)],
+        );
+        let db = &w.dbs[&Oid(5)];
+        let at = |node: u32, lsn: u64| {
+            known_before(db.by_filenode.get(&node), Lsn(lsn))
+                .map(|(_, at, r)| (at.0, r.relname.as_str()))
+        };
+        assert_eq!(db.by_filenode[&16388].len(), 2, "repeats are not stored");
+        assert_eq!(at(16388, 0x180), None, "not before its own commit");
+        assert_eq!(at(16388, 0x181), Some((0x100, "nueva")));
+        assert_eq!(at(16388, 0x300), Some((0x200, "renombrada")));
+        assert_eq!(at(16399, 0x380), None);
+        assert_eq!(at(16399, 0x400), Some((0x300, "renombrada")));
+        let by_oid = known_before(db.by_oid.get(&16388), Lsn(0x400)).unwrap();
+        assert_eq!(by_oid.2.filenode, 16399);
+        assert_eq!(builtin_schema(2200), Some("public"));
+    }
 }

@@ -4,6 +4,7 @@
 //! - [`WalDecoder`] turns a stream of WAL bytes into [`Record`]s (push-style, sans-IO).
 //! - [`Record::kind`] interprets a record's main data ([`RecordKind`]).
 //! - [`TxnTracker`] summarizes what each transaction did.
+//! - [`CatalogTracker`] reads the `pg_class` / `pg_namespace` rows written to the WAL.
 //!
 //! Transaction ids and object ids are the [`Xid`] and [`Oid`] newtypes so they cannot be
 //! swapped; both print as plain numbers.
@@ -35,30 +36,40 @@
 //! ```
 
 mod bytes;
+mod catalog_changes;
 mod decoder;
 mod error;
 mod format;
+mod pglz;
 mod record;
 mod records;
 mod summary;
 #[cfg(test)]
 mod tests;
 mod timestamp;
+mod tuples;
 mod types;
 
+pub use catalog_changes::{
+    CatalogChange, CatalogEvent, CatalogRow, CatalogTracker, UnreadableReason, PG_CLASS_OID,
+    PG_NAMESPACE_OID,
+};
 pub use decoder::WalDecoder;
 pub use error::{EndOfWal, EndReason, WalError};
 pub use format::{BkpImageBits, WalFormat, WAL_FORMATS};
 pub use record::{
-    record_crc, BlockImage, BlockRef, BlockScratch, ImageCompression, Record, RecordHeader,
-    BKPBLOCK_FORK_MASK, BKPBLOCK_HAS_DATA, BKPBLOCK_HAS_IMAGE, BKPBLOCK_SAME_REL,
-    BKPBLOCK_WILL_INIT, MAX_RECORD_LEN, RECORD_HEADER_LEN, XLR_BLOCK_ID_DATA_LONG,
-    XLR_BLOCK_ID_DATA_SHORT, XLR_BLOCK_ID_ORIGIN, XLR_BLOCK_ID_TOPLEVEL_XID, XLR_INFO_MASK,
-    XLR_MAX_BLOCK_ID,
+    record_crc, BlockImage, BlockRef, BlockScratch, ImageCompression, ImageDecompressor,
+    ImageError, Record, RecordHeader, BKPBLOCK_FORK_MASK, BKPBLOCK_HAS_DATA, BKPBLOCK_HAS_IMAGE,
+    BKPBLOCK_SAME_REL, BKPBLOCK_WILL_INIT, MAX_RECORD_LEN, RECORD_HEADER_LEN,
+    XLR_BLOCK_ID_DATA_LONG, XLR_BLOCK_ID_DATA_SHORT, XLR_BLOCK_ID_ORIGIN,
+    XLR_BLOCK_ID_TOPLEVEL_XID, XLR_INFO_MASK, XLR_MAX_BLOCK_ID,
 };
 pub use records::*;
 pub use summary::{RelChanges, TxnOutcome, TxnSummary, TxnTracker};
 pub use timestamp::PgTimestamp;
+pub use tuples::{
+    LoggedTuple, TupleSource, XLH_UPDATE_PREFIX_FROM_OLD, XLH_UPDATE_SUFFIX_FROM_OLD,
+};
 pub use types::{
     ForkNumber, Oid, RelFileLocator, RmgrId, Xid, DEFAULTTABLESPACE_OID, GLOBALTABLESPACE_OID,
 };

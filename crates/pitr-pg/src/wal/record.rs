@@ -106,6 +106,18 @@ pub enum ImageCompression {
     Zstd,
 }
 
+impl std::fmt::Display for ImageCompression {
+    /// The `wal_compression` value: `none`, `pglz`, `lz4`, `zstd`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImageCompression::None => "none",
+            ImageCompression::Pglz => "pglz",
+            ImageCompression::Lz4 => "lz4",
+            ImageCompression::Zstd => "zstd",
+        })
+    }
+}
+
 /// A full-page image attached to a block reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockImage<'a> {
@@ -121,6 +133,62 @@ pub struct BlockImage<'a> {
     pub compression: ImageCompression,
     /// Whether redo restores the image (`BKPIMAGE_APPLY`).
     pub apply: bool,
+    /// Size of the data page it restores (`BLCKSZ`, from the WAL page header).
+    pub page_size: u32,
+}
+
+/// Decompresses a full-page image compressed with LZ4 or zstd into exactly `len` bytes
+/// (`None` when it cannot). pitr-pg decompresses pglz itself; LZ4 and zstd come from the
+/// caller so that this crate needs no compression library.
+pub type ImageDecompressor = fn(ImageCompression, &[u8], usize) -> Option<Vec<u8>>;
+
+/// Why a full-page image cannot be turned back into its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// Compressed with a method no decompressor was given for.
+    #[error("full-page image compressed with {0} and no decompressor for it")]
+    NoDecompressor(ImageCompression),
+    /// The compressed bytes do not decompress to the page minus its hole.
+    #[error("full-page image compressed with {0} does not decompress")]
+    Corrupt(ImageCompression),
+    /// The hole or the length does not fit the page size.
+    #[error("full-page image hole or length does not fit a {0}-byte page")]
+    BadLayout(u32),
+}
+
+impl BlockImage<'_> {
+    /// The page as redo restores it (`RestoreBlockImage`): decompressed when needed, with the
+    /// hole (the unused middle of the page, left out of the WAL) filled with zeros.
+    pub fn page(&self, decompress: Option<ImageDecompressor>) -> Result<Vec<u8>, ImageError> {
+        let page_size = self.page_size as usize;
+        let hole_offset = usize::from(self.hole_offset);
+        let hole_length = usize::from(self.hole_length);
+        let bad = ImageError::BadLayout(self.page_size);
+        let stored_len = page_size.checked_sub(hole_length).ok_or(bad)?;
+        let owned;
+        let stored: &[u8] = match self.compression {
+            ImageCompression::None => self.data,
+            ImageCompression::Pglz => {
+                owned = super::pglz::decompress(self.data, stored_len)
+                    .ok_or(ImageError::Corrupt(ImageCompression::Pglz))?;
+                &owned
+            }
+            other => {
+                let f = decompress.ok_or(ImageError::NoDecompressor(other))?;
+                owned = f(other, self.data, stored_len).ok_or(ImageError::Corrupt(other))?;
+                &owned
+            }
+        };
+        if stored.len() != stored_len || hole_offset > stored_len {
+            return Err(bad);
+        }
+        let (head, tail) = stored.split_at(hole_offset);
+        let mut page = Vec::with_capacity(page_size);
+        page.extend_from_slice(head);
+        page.resize(hole_offset + hole_length, 0);
+        page.extend_from_slice(tail);
+        Ok(page)
+    }
 }
 
 /// A block reference: a page of a relation the record modifies, with its data and image.
@@ -148,6 +216,7 @@ pub struct BlockRef<'a> {
 struct ImageSlot {
     off: u32,
     len: u16,
+    page_size: u32,
     hole_offset: u16,
     hole_length: u16,
     info: u8,
@@ -272,6 +341,7 @@ pub(crate) fn decode_body(
                     image = Some(ImageSlot {
                         off: 0,
                         len,
+                        page_size: blcksz,
                         hole_offset,
                         hole_length,
                         info: bimg_info,
@@ -510,6 +580,7 @@ fn block_ref<'a>(raw: &'a [u8], fmt: &WalFormat, s: &BlockSlot) -> BlockRef<'a> 
                 ImageCompression::None
             },
             apply: i.info & bits.apply != 0,
+            page_size: i.page_size,
         }),
         data: slice(raw, s.data_off, usize::from(s.data_len)),
     }

@@ -385,3 +385,43 @@ fn empty_and_short_input() {
         "{end:?}"
     );
 }
+
+#[test]
+fn image_pages_get_their_hole_back_and_bad_images_are_errors() {
+    use super::{BlockImage, ImageCompression, ImageError};
+    let img = |data: &'static [u8], hole_offset, hole_length, compression| BlockImage {
+        data,
+        hole_offset,
+        hole_length,
+        info: 0,
+        compression,
+        apply: true,
+        page_size: 8,
+    };
+    let plain = img(b"abcdef", 2, 2, ImageCompression::None);
+    assert_eq!(plain.page(None).unwrap(), b"ab\0\0cdef".to_vec());
+    assert_eq!(
+        img(b"abcdefgh", 0, 0, ImageCompression::None)
+            .page(None)
+            .unwrap(),
+        b"abcdefgh".to_vec()
+    );
+    // The hole does not fit, the length is wrong, no decompressor, corrupt pglz.
+    assert!(img(b"abcdef", 7, 2, ImageCompression::None)
+        .page(None)
+        .is_err());
+    assert!(img(b"abc", 2, 2, ImageCompression::None)
+        .page(None)
+        .is_err());
+    assert!(img(b"abcdef", 2, 9, ImageCompression::None)
+        .page(None)
+        .is_err());
+    assert_eq!(
+        img(b"xx", 0, 0, ImageCompression::Zstd).page(None),
+        Err(ImageError::NoDecompressor(ImageCompression::Zstd))
+    );
+    assert_eq!(
+        img(b"\x01\x00\x00", 0, 0, ImageCompression::Pglz).page(None),
+        Err(ImageError::Corrupt(ImageCompression::Pglz))
+    );
+}
