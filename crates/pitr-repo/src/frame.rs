@@ -664,25 +664,27 @@ fn zstd_pieces(mut payload: &[u8], total: u64) -> Option<(u64, Vec<Piece<'_>>)> 
 /// The BLAKE3 hash of `len` bytes from the chaining values of its `piece_len`-sized subtrees
 /// (BLAKE3's tree: the left subtree holds the largest power of two of chunks below the whole).
 fn root_hash(cvs: &[ChainingValue], piece_len: u64, len: u64) -> blake3::Hash {
-    fn subtree(cvs: &[ChainingValue], piece_len: u64, len: u64) -> ChainingValue {
-        if len <= piece_len {
-            return cvs[0];
-        }
-        let left = left_subtree_len(len);
-        let split = (left / piece_len) as usize;
-        merge_subtrees_non_root(
-            &subtree(&cvs[..split], piece_len, left),
-            &subtree(&cvs[split..], piece_len, len - left),
-            Mode::Hash,
-        )
-    }
+    let (left, right) = children(cvs, piece_len, len);
+    merge_subtrees_root(&left, &right, Mode::Hash)
+}
+
+/// The chaining values of the two children of the parent node over `len` bytes.
+fn children(cvs: &[ChainingValue], piece_len: u64, len: u64) -> (ChainingValue, ChainingValue) {
     let left = left_subtree_len(len);
     let split = (left / piece_len) as usize;
-    merge_subtrees_root(
-        &subtree(&cvs[..split], piece_len, left),
-        &subtree(&cvs[split..], piece_len, len - left),
-        Mode::Hash,
+    (
+        subtree(&cvs[..split], piece_len, left),
+        subtree(&cvs[split..], piece_len, len - left),
     )
+}
+
+/// The chaining value of the subtree over `len` bytes made of `cvs`' pieces.
+fn subtree(cvs: &[ChainingValue], piece_len: u64, len: u64) -> ChainingValue {
+    if len <= piece_len {
+        return cvs[0];
+    }
+    let (left, right) = children(cvs, piece_len, len);
+    merge_subtrees_non_root(&left, &right, Mode::Hash)
 }
 
 /// Adapts a [`WriteAt`] to the sequential decoder, remembering the first failure of `out`.

@@ -39,20 +39,7 @@ fn setup(major: u32, checksums: bool) -> Setup {
 
 /// `pitr backup` connected to the test cluster, as the postgres OS user.
 fn backup(st: &Setup, extra: &[&str]) -> Run {
-    let port = st.c.port().to_string();
-    let mut args = vec![
-        "--repo",
-        s(&st.repo),
-        "backup",
-        "-h",
-        s(st.c.socket_dir()),
-        "-p",
-        &port,
-        "-U",
-        "postgres",
-    ];
-    args.extend_from_slice(extra);
-    pitr_as_postgres(&args)
+    pitr_on(&st.c, &st.repo, "backup", extra)
 }
 
 fn info(repo: &Path) -> serde_json::Value {

@@ -39,20 +39,7 @@ fn setup(major: u32, archive_command: impl FnOnce(&Path) -> Option<String>) -> S
 
 /// `pitr check` of the test cluster into `repo`, as the postgres OS user.
 fn check(st: &Setup, repo: &Path, extra: &[&str]) -> Run {
-    let port = st.c.port().to_string();
-    let mut args = vec![
-        "--repo",
-        s(repo),
-        "check",
-        "-h",
-        s(st.c.socket_dir()),
-        "-p",
-        &port,
-        "-U",
-        "postgres",
-    ];
-    args.extend_from_slice(extra);
-    pitr_as_postgres(&args)
+    pitr_on(&st.c, repo, "check", extra)
 }
 
 /// The check named `name` in a JSON report.

@@ -42,6 +42,16 @@ fn manifest(label: &str, parent: Option<&str>, seg: u64, stop: &str) -> BackupMa
     }
 }
 
+/// F2 and everything after it.
+const KEPT_FROM_F2: [&str; 4] = [
+    "20261102T000000F",
+    "20261102T120000I",
+    "20261102T180000I",
+    "20261103T000000F",
+];
+/// F1 and its incremental.
+const F1_AND_I1: [&str; 2] = ["20261101T000000F", "20261101T120000I"];
+
 fn labels(p: &Plan) -> (Vec<&str>, Vec<&str>) {
     (
         p.kept.iter().map(String::as_str).collect(),
@@ -88,18 +98,7 @@ fn retain_full_keeps_the_newest_fulls_with_their_incrementals() {
         now,
     )
     .unwrap();
-    assert_eq!(
-        labels(&p),
-        (
-            vec![
-                "20261102T000000F",
-                "20261102T120000I",
-                "20261102T180000I",
-                "20261103T000000F"
-            ],
-            vec!["20261101T000000F", "20261101T120000I"]
-        )
-    );
+    assert_eq!(labels(&p), (KEPT_FROM_F2.to_vec(), F1_AND_I1.to_vec()));
     assert_eq!(p.wal_needed_from, Some(Lsn(6 * SEG + 0x28)));
     assert!(p.expired[0].reason.contains("2 newest full backups"));
 
@@ -142,18 +141,7 @@ fn retain_days_keeps_the_window_and_the_backup_it_starts_from() {
         now,
     )
     .unwrap();
-    assert_eq!(
-        labels(&p),
-        (
-            vec![
-                "20261102T000000F",
-                "20261102T120000I",
-                "20261102T180000I",
-                "20261103T000000F"
-            ],
-            vec!["20261101T000000F", "20261101T120000I"]
-        )
-    );
+    assert_eq!(labels(&p), (KEPT_FROM_F2.to_vec(), F1_AND_I1.to_vec()));
     // Window starting after I2: the newest before it is I2, which keeps its parent F2 too.
     let now = ts("2026-11-03T15:00:00Z");
     let p = plan(
@@ -165,7 +153,7 @@ fn retain_days_keeps_the_window_and_the_backup_it_starts_from() {
         now,
     )
     .unwrap();
-    assert_eq!(labels(&p).1, vec!["20261101T000000F", "20261101T120000I"]);
+    assert_eq!(labels(&p).1, F1_AND_I1.to_vec());
     assert!(labels(&p).0.contains(&"20261102T000000F"));
     // Both policies: the union of what each keeps.
     let now = ts("2026-11-10T00:00:00Z");
@@ -178,7 +166,7 @@ fn retain_days_keeps_the_window_and_the_backup_it_starts_from() {
         now,
     )
     .unwrap();
-    assert_eq!(labels(&p).1, vec!["20261101T000000F", "20261101T120000I"]);
+    assert_eq!(labels(&p).1, F1_AND_I1.to_vec());
 }
 
 #[test]
@@ -325,6 +313,16 @@ async fn keys(storage: &dyn Storage) -> Vec<String> {
         .collect()
 }
 
+/// Every object the manifests still listed need is in `present`.
+async fn assert_listed_backups_whole(cluster: &ClusterRepo, present: &[String], when: &str) {
+    for m in cluster.backups().await.unwrap() {
+        for f in &m.files {
+            let key = cluster.backup_file_key(f.stored_in.as_deref().unwrap_or(&m.label), &f.path);
+            assert!(present.contains(&key), "{when}: {key} missing");
+        }
+    }
+}
+
 const KEEP_TWO: Policy = Policy {
     retain_full: Some(2),
     retain_days: None,
@@ -378,12 +376,7 @@ async fn expires_backups_and_the_wal_only_they_needed() {
         .iter()
         .any(|k| k.ends_with("000000010000000000000005")));
     // The backups that stay are whole: every object their manifests name is there.
-    for m in cluster.backups().await.unwrap() {
-        for f in &m.files {
-            let key = cluster.backup_file_key(f.stored_in.as_deref().unwrap_or(&m.label), &f.path);
-            assert!(after.contains(&key), "{key} missing");
-        }
-    }
+    assert_listed_backups_whole(&cluster, &after, "after expire").await;
     // No empty directory is left behind.
     assert!(!tmp.path().join("main/backup/20261101T000000F").exists());
     // Again: nothing more to do.
@@ -417,13 +410,7 @@ async fn an_interrupted_expire_is_finished_by_the_next_run() {
         interrupted_runs += 1;
         // Whatever is visible is whole.
         let present = keys(cluster.repo().storage().as_ref()).await;
-        for m in cluster.backups().await.unwrap() {
-            for f in &m.files {
-                let key =
-                    cluster.backup_file_key(f.stored_in.as_deref().unwrap_or(&m.label), &f.path);
-                assert!(present.contains(&key), "after {successes}: {key} missing");
-            }
-        }
+        assert_listed_backups_whole(&cluster, &present, &format!("after {successes}")).await;
         expire(&cluster, KEEP_TWO, false).await.unwrap();
         assert_eq!(
             keys(cluster.repo().storage().as_ref()).await,

@@ -78,6 +78,25 @@ pub fn pitr_as_postgres(args: &[&str]) -> Run {
     Run::from(c.output().expect("run pitr"))
 }
 
+/// `pitr --repo REPO COMMAND -h SOCKET -p PORT -U postgres EXTRA…` against a test cluster, as
+/// the postgres OS user.
+pub fn pitr_on(c: &pitr_testkit::Cluster, repo: &Path, command: &str, extra: &[&str]) -> Run {
+    let port = c.port().to_string();
+    let mut args = vec![
+        "--repo",
+        s(repo),
+        command,
+        "-h",
+        s(c.socket_dir()),
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+    ];
+    args.extend_from_slice(extra);
+    pitr_as_postgres(&args)
+}
+
 /// The archive_command that makes PostgreSQL archive into `repo` through pitr.
 pub fn archive_command(repo: &Path, extra: &str) -> String {
     format!(
