@@ -1164,9 +1164,12 @@ fn expire_keeps_what_recovery_needs(major: u32) {
         .collect();
     assert_eq!(labels, vec![second.as_str(), third.as_str()], "{after}");
     // The recovery window now starts at the oldest backup kept.
-    assert_eq!(before["clusters"][0]["window"]["from"][0], first.as_str());
     assert_eq!(
-        after["clusters"][0]["window"]["from"][0],
+        before["clusters"][0]["window"]["from"]["backup"],
+        first.as_str()
+    );
+    assert_eq!(
+        after["clusters"][0]["window"]["from"]["backup"],
         second.as_str(),
         "{after}"
     );

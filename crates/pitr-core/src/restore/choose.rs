@@ -223,22 +223,46 @@ pub struct Choice {
     pub rejected: Vec<Rejection>,
 }
 
-/// The reachable window, for messages.
+/// The reachable window, for messages and `pitr info`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Window {
-    /// Oldest backup that is consistent with the archived WAL: (label, stop time, stop LSN).
-    pub from: Option<(String, Timestamp, String)>,
-    /// End of archived WAL reachable from it: (LSN, timeline).
-    pub to: Option<(String, u32)>,
+    /// Where it starts: the oldest backup that is consistent with the archived WAL.
+    pub from: Option<WindowStart>,
+    /// Where it ends: the end of archived WAL reachable from it.
+    pub to: Option<WindowEnd>,
+}
+
+/// The start of a [`Window`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WindowStart {
+    /// The backup.
+    pub backup: String,
+    /// When it finished (its consistency point in time).
+    pub time: Timestamp,
+    /// Its consistency LSN.
+    pub lsn: String,
+}
+
+/// The end of a [`Window`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WindowEnd {
+    /// End of archived WAL.
+    pub lsn: String,
+    /// On this timeline.
+    pub timeline: u32,
 }
 
 impl std::fmt::Display for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.from, &self.to) {
-            (Some((label, time, lsn)), Some((end, tli))) => write!(
+            (Some(from), Some(to)) => write!(
                 f,
-                "reachable: from {} / {lsn} (backup {label} finished) to {end} on timeline {tli} (end of archived WAL)",
-                show_time(*time)
+                "reachable: from {} / {} (backup {} finished) to {} on timeline {} (end of archived WAL)",
+                show_time(from.time),
+                from.lsn,
+                from.backup,
+                to.lsn,
+                to.timeline
             ),
             _ => write!(
                 f,
@@ -623,7 +647,11 @@ fn window(backups: &[&BackupPoint], reaches: &BTreeMap<String, Reach>) -> Window
             continue;
         }
         if from.is_none() {
-            from = Some((b.label.clone(), b.stop_time, b.stop.to_string()));
+            from = Some(WindowStart {
+                backup: b.label.clone(),
+                time: b.stop_time,
+                lsn: b.stop.to_string(),
+            });
         }
         if to.is_none_or(|(e, _)| r.end > e) {
             to = Some((r.end, r.end_tli));
@@ -631,7 +659,10 @@ fn window(backups: &[&BackupPoint], reaches: &BTreeMap<String, Reach>) -> Window
     }
     Window {
         from,
-        to: to.map(|(l, t)| (l.to_string(), t.0)),
+        to: to.map(|(lsn, tli)| WindowEnd {
+            lsn: lsn.to_string(),
+            timeline: tli.0,
+        }),
     }
 }
 
@@ -771,7 +802,7 @@ fn summarize(
     }
     let first_consistent = sorted
         .iter()
-        .find(|b| w.from.as_ref().is_some_and(|(l, _, _)| *l == b.label));
+        .find(|b| w.from.as_ref().is_some_and(|f| f.backup == b.label));
     let Some(oldest) = first_consistent else {
         return format!(
             "{target} cannot be reached: no backup has the WAL it needs to become consistent"
@@ -779,7 +810,7 @@ fn summarize(
     };
     let end =
         w.to.as_ref()
-            .map(|(l, t)| format!("{l} on timeline {t}"))
+            .map(|t| format!("{} on timeline {}", t.lsn, t.timeline))
             .unwrap_or_default();
     match &spec.target {
         RecoveryTarget::Time(t) if t.at <= oldest.stop_time => format!(
@@ -794,7 +825,7 @@ fn summarize(
         RecoveryTarget::Lsn(l)
             if w.to
                 .as_ref()
-                .is_some_and(|(e, _)| e.parse::<Lsn>().is_ok_and(|e| *l >= e)) =>
+                .is_some_and(|t| t.lsn.parse::<Lsn>().is_ok_and(|e| *l >= e)) =>
         {
             format!("{target} is beyond the end of archived WAL ({end})")
         }
