@@ -1004,7 +1004,7 @@ fn standby_keeps_replaying_archived_wal(major: u32) {
     c.psql(LAB_TABLE);
     insert(c, &["registro_1"]);
     let label = lab.backup();
-    insert(c, &["registro_2"]);
+    let x2 = insert(c, &["registro_2"]);
     let last = c.switch_wal();
     assert!(c.wait_archived(&last, Duration::from_secs(60)));
 
@@ -1060,6 +1060,37 @@ fn standby_keeps_replaying_archived_wal(major: u32) {
     }
     assert_eq!(standby("SELECT pg_is_in_recovery()"), "t");
     lab.stop(&dir);
+
+    // A standby with a target: --start waits until it stops there (paused, still a standby),
+    // with the target's rows and none after.
+    let delayed = lab.dir("delayed");
+    let rep = json(
+        &pitr(&[
+            "--repo",
+            lab.r(),
+            "--json",
+            "--port",
+            "5434",
+            "restore",
+            "--pgdata",
+            s(&delayed),
+            "--standby",
+            "--target-xid",
+            &x2,
+            "--start",
+            "--pg-bin",
+            s(&lab.install.bindir),
+            "--wait-timeout",
+            "120",
+        ])
+        .expect_code(0),
+    );
+    assert_eq!(rep["start"]["outcome"], "paused", "{rep}");
+    assert!(delayed.join("standby.signal").is_file());
+    let delayed_sql = |sql: &str| psql_port(&lab.install, &lab.sock, 5434, sql);
+    assert_eq!(delayed_sql(ROWS), "registro_1,registro_2");
+    assert_eq!(delayed_sql("SELECT pg_is_in_recovery()"), "t");
+    lab.stop(&delayed);
 }
 per_version!(standby_keeps_replaying_archived_wal);
 

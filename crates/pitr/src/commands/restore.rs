@@ -132,6 +132,10 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
         );
     }
     let major = plan.backup.pg_major;
+    // A standby given a target ends recovery there like any restore: wait for that, not only
+    // for read-only connections.
+    let endless_standby =
+        a.standby && opts.spec.target == pitr_core::restore::target::RecoveryTarget::EndOfWal;
     let report = restore::execute(&cluster, plan, None).await?;
     let start_report = if a.start {
         let opts = StartOptions {
@@ -142,7 +146,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
             port: g.port,
             log_file: a.server_log.clone(),
             timeout: a.wait_timeout.map(Duration::from_secs),
-            standby: a.standby,
+            standby: endless_standby,
         };
         if !g.quiet && !g.json {
             eprintln!("pitr: starting PostgreSQL {major} and waiting for recovery to end");
