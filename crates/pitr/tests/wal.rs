@@ -57,6 +57,8 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
     // With a TOAST table that stays empty: VACUUM FULL replaces it by an empty file too.
     c.psql("CREATE TABLE compacted (id int, note text)");
     c.psql("INSERT INTO compacted SELECT g, 'n' FROM generate_series(1, 50) g");
+    c.psql("CREATE TABLE legacy (id int, note text)");
+    c.psql("INSERT INTO legacy SELECT g, 'old ' || g FROM generate_series(1, 20) g");
     let label = pitr_as_postgres(&[
         "--repo",
         s(&repo),
@@ -94,6 +96,17 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
     c.psql("INSERT INTO keep SELECT g, 'after drop' FROM generate_series(26, 40) g");
     let out = c.psql_script("BEGIN;\nSELECT txid_current();\nDROP TABLE nueva;\nCOMMIT;\n");
     let xid_nueva: u32 = out
+        .lines()
+        .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no xid in {out:?}"))
+        .parse()
+        .unwrap();
+    // A migration: the new table is created (and filled) in the transaction that drops the
+    // old one. The new file must not pass for the old table's rewrite.
+    let out = c.psql_script(
+        "BEGIN;\nSELECT txid_current();\nCREATE TABLE modern AS SELECT * FROM legacy;\nDROP TABLE legacy;\nCOMMIT;\n",
+    );
+    let xid_legacy: u32 = out
         .lines()
         .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
         .unwrap_or_else(|| panic!("no xid in {out:?}"))
@@ -197,7 +210,16 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
     // 14 too (where its first file is logged before the transaction has an xid, but the
     // pg_class row it inserted says the transaction created it).
     assert!(!reasons.iter().any(|r| r.contains("base/")), "{reasons:?}");
-    assert_eq!(incidents.len(), 4, "{reasons:?}");
+    let migration = incidents
+        .iter()
+        .find(|i| i["transaction"]["xid"] == xid_legacy)
+        .unwrap_or_else(|| panic!("xid {xid_legacy} not among the incidents: {rep:#}"));
+    assert_eq!(
+        migration["reasons"],
+        serde_json::json!(["DROP public.legacy"]),
+        "{migration:#}"
+    );
+    assert_eq!(incidents.len(), 5, "{reasons:?}");
     // At a threshold of 1500 the DELETE of 1500 rows is not an incident; the others still are.
     let rep = json(
         &pitr(&[
@@ -211,7 +233,7 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
         ])
         .expect_code(0),
     );
-    assert_eq!(rep["incidents"].as_array().unwrap().len(), 3, "{rep:#}");
+    assert_eq!(rep["incidents"].as_array().unwrap().len(), 4, "{rep:#}");
     // People's output names the table and prints the command.
     let text = pitr(&["--repo", r, "wal", "incidents"])
         .expect_code(0)

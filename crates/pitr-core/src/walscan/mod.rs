@@ -609,6 +609,50 @@ pub fn classify(t: &mut TxnReport) {
             }
         }
     }
+    undo_replacements_that_were_drops(t);
+}
+
+/// A file is only TRUNCATEd or rewritten when its relation's `pg_class` row gets the new file
+/// number; the file-based guess calls every dropped file "replaced" as soon as the transaction
+/// created any file (a migration: CREATE the new table, DROP the old one). When every `pg_class`
+/// update of the transaction was read from the WAL and none gave a relation (known by OID) a new
+/// file number, its row was deleted instead: that relation was dropped.
+fn undo_replacements_that_were_drops(t: &mut TxnReport) {
+    let Some(class_updates) = t
+        .relations
+        .iter()
+        .find(|r| r.name.as_deref() == Some("pg_catalog.pg_class"))
+        .map(|r| r.updates)
+    else {
+        return; // pg_class not identified: its updates cannot be counted
+    };
+    let updated: Vec<(u32, &pitr_pg::catalog::ClassRow)> = t
+        .catalog
+        .iter()
+        .filter(|c| !c.inserted)
+        .filter_map(|c| match &c.row {
+            CatalogRow::Class(row) => Some((c.db.0, row)),
+            CatalogRow::Namespace(_) => None,
+        })
+        .collect();
+    if (updated.len() as u64) < class_updates {
+        return; // some pg_class updates could not be read
+    }
+    for r in &mut t.relations {
+        if !(r.rewritten || r.inferred_truncate) {
+            continue;
+        }
+        let Some(oid) = r.oid else { continue };
+        let refiled = updated
+            .iter()
+            .any(|(db, row)| *db == r.db_oid && row.oid.0 == oid && row.filenode != r.filenode);
+        if !refiled {
+            r.rewritten = false;
+            r.truncated = false;
+            r.inferred_truncate = false;
+            r.dropped = true;
+        }
+    }
 }
 
 /// A cheap test on the summary: could [`incidents`] report this transaction?
