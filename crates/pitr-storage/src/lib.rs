@@ -78,8 +78,8 @@ pub trait Storage: Send + Sync + Debug {
     async fn delete(&self, key: &str) -> StorageResult<()>;
 
     /// Removes the directories under `prefix` (a `/`-terminated key prefix) that no longer hold
-    /// anything, the prefix's own directory included. Object stores have no directories: the
-    /// default does nothing.
+    /// anything, the prefix's own directory included, with the temporary files of writes that
+    /// died more than an hour ago. Object stores have no directories: the default does nothing.
     async fn prune(&self, _prefix: &str) -> StorageResult<()> {
         Ok(())
     }

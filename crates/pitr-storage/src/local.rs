@@ -228,15 +228,30 @@ fn read_opt(path: &Path, range: Option<Range<u64>>) -> StorageResult<Option<Byte
     Ok(Some(Bytes::from(buf)))
 }
 
+/// A temporary file older than this was left by a writer that died: no upload takes an hour.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Removes `dir` and the directories below it that are empty (after their own empty
-/// subdirectories went); a directory that still holds a file stays. Best effort.
+/// subdirectories and stale temporary files went); a directory that still holds a file stays.
+/// Best effort.
 fn prune_dir(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
             prune_dir(&entry.path());
+        } else if ft.is_file() && entry.file_name().to_string_lossy().contains(TMP_MARK) {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TMP);
+            if stale {
+                let _ = fs::remove_file(entry.path());
+            }
         }
     }
     if fs::remove_dir(dir).is_ok() {

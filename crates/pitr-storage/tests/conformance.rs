@@ -154,6 +154,29 @@ async fn prune_removes_only_directories_left_empty() {
     assert!(dir.path().join("c/backup/y/data/3").is_file());
     // Pruning what does not exist is fine.
     s.prune("c/backup/x/").await.unwrap();
+
+    // Temporary files of a write that died long ago go; a recent one (a write in progress)
+    // stays, and keeps its directory.
+    let wal = dir.path().join("c/wal/00000001");
+    std::fs::create_dir_all(&wal).unwrap();
+    let old = wal.join(".000000010000000000000001.pitr-tmp.1.2.3");
+    let fresh = wal.join(".000000010000000000000002.pitr-tmp.1.2.4");
+    for f in [&old, &fresh] {
+        std::fs::write(f, b"partial").unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    s.prune("c/wal/").await.unwrap();
+    assert!(!old.exists());
+    assert!(fresh.exists());
+    std::fs::remove_file(&fresh).unwrap();
+    s.prune("c/wal/").await.unwrap();
+    assert!(!dir.path().join("c/wal").exists());
 }
 
 #[test]

@@ -784,6 +784,32 @@ fn pg_time_to_ts(t: PgTimestamp) -> Option<Timestamp> {
     Timestamp::from_microsecond(t.to_unix_micros()).ok()
 }
 
+/// Hands the events decoded so far to `emit`, named and classified, after teaching `namer` the
+/// catalog rows they wrote; returns how many relations stayed unnamed.
+async fn hand_over<F: FnMut(Event)>(
+    acc: &mut Acc,
+    namer: &mut names::Namer<'_>,
+    emit: &mut F,
+) -> usize {
+    for (lsn, rows) in acc.catalog_learnt.drain(..) {
+        namer.wal.learn(lsn, &rows);
+    }
+    let mut unnamed = 0;
+    for mut e in acc.events.drain(..) {
+        namer.name_event(&mut e).await;
+        if let Event::Transaction(t) = &mut e {
+            classify(t);
+            unnamed += t
+                .relations
+                .iter()
+                .filter(|r| r.name.is_none() && r.db_oid != 0)
+                .count();
+        }
+        emit(e);
+    }
+    unnamed
+}
+
 /// Decodes the planned segments and collects the report (see [`scan`]).
 pub async fn log(
     cluster: &ClusterRepo,
@@ -887,21 +913,7 @@ pub async fn scan<F: FnMut(Event)>(
         if let Err(e) = dec.decode_slice(&data, |r| acc.record(r)) {
             acc.failure.get_or_insert(e);
         }
-        for (lsn, rows) in acc.catalog_learnt.drain(..) {
-            namer.wal.learn(lsn, &rows);
-        }
-        for mut e in acc.events.drain(..) {
-            namer.name_event(&mut e).await;
-            if let Event::Transaction(t) = &mut e {
-                classify(t);
-                unnamed += t
-                    .relations
-                    .iter()
-                    .filter(|r| r.name.is_none() && r.db_oid != 0)
-                    .count();
-            }
-            emit(e);
-        }
+        unnamed += hand_over(&mut acc, namer, &mut emit).await;
         if acc.failure.is_some() || dec.end().is_some() {
             break;
         }
@@ -915,21 +927,7 @@ pub async fn scan<F: FnMut(Event)>(
         if let Err(e) = dec.decode_slice(&[], |r| acc.record(r)) {
             acc.failure.get_or_insert(e);
         }
-        for (lsn, rows) in acc.catalog_learnt.drain(..) {
-            namer.wal.learn(lsn, &rows);
-        }
-        for mut e in acc.events.drain(..) {
-            namer.name_event(&mut e).await;
-            if let Event::Transaction(t) = &mut e {
-                classify(t);
-                unnamed += t
-                    .relations
-                    .iter()
-                    .filter(|r| r.name.is_none() && r.db_oid != 0)
-                    .count();
-            }
-            emit(e);
-        }
+        unnamed += hand_over(&mut acc, namer, &mut emit).await;
     }
     if let Some(e) = acc.failure {
         return Err(WalScanError::Damaged {
