@@ -330,8 +330,9 @@ async fn remove_prefix(cluster: &ClusterRepo, prefix: &str) -> Result<(), Expire
 /// Labels under `backup/` that have objects but no manifest and sort before `before`.
 async fn leftover_labels(cluster: &ClusterRepo, before: &str) -> Result<Vec<String>, ExpireError> {
     let prefix = format!("{}/backup/", cluster.name());
-    let complete: BTreeSet<String> = cluster.backup_labels().await?.into_iter().collect();
-    let mut out: BTreeSet<String> = BTreeSet::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut complete: BTreeSet<String> = BTreeSet::new();
+    // One listing: the labels with objects, and those among them with a manifest.
     for o in cluster
         .repo()
         .storage()
@@ -342,11 +343,14 @@ async fn leftover_labels(cluster: &ClusterRepo, before: &str) -> Result<Vec<Stri
         let Some((label, _)) = o.key.strip_prefix(&prefix).and_then(|r| r.split_once('/')) else {
             continue;
         };
-        if label < before && !complete.contains(label) {
-            out.insert(label.to_string());
+        if o.key == cluster.manifest_key(label) {
+            complete.insert(label.to_string());
+        }
+        if label < before {
+            seen.insert(label.to_string());
         }
     }
-    Ok(out.into_iter().collect())
+    Ok(seen.difference(&complete).cloned().collect())
 }
 
 #[cfg(test)]

@@ -144,7 +144,7 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
         let backups = manifests
             .into_iter()
             .map(|m| BackupInfo {
-                kind: format!("{:?}", m.kind).to_lowercase(),
+                kind: m.kind.to_string(),
                 timeline: m.timeline,
                 size: m.total_size(),
                 stored_size: m.stored_size(),

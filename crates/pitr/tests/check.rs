@@ -42,6 +42,18 @@ fn check(st: &Setup, repo: &Path, extra: &[&str]) -> Run {
     pitr_on(&st.c, repo, "check", extra)
 }
 
+/// The check named `name` in a JSON report, asserting its status and that its detail holds
+/// `detail`.
+fn expect_item<'a>(report: &'a Value, name: &str, status: &str, detail: &str) -> &'a Value {
+    let it = item(report, name);
+    assert_eq!(it["status"], status, "{name}: {report}");
+    assert!(
+        it["detail"].as_str().unwrap().contains(detail),
+        "{name}: {report}"
+    );
+    it
+}
+
 /// The check named `name` in a JSON report.
 fn item<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["checks"]
@@ -124,18 +136,18 @@ fn broken_setups_fail_on_the_right_line() {
     // trip times out.
     let st = setup(major, |_| Some("true".into()));
     let report = json(&check(&st, &st.repo, &["--json", "--archive-timeout", "3"]).expect_code(3));
-    let cmd = item(&report, "archive_command");
-    assert_eq!(cmd["status"], "warning", "{report}");
-    assert!(cmd["detail"]
-        .as_str()
-        .unwrap()
-        .contains("does not call pitr archive-push"));
-    let rt = item(&report, "archive round trip");
-    assert_eq!(rt["status"], "failed", "{report}");
-    assert!(rt["detail"]
-        .as_str()
-        .unwrap()
-        .contains("did not reach the repository within 3s"));
+    expect_item(
+        &report,
+        "archive_command",
+        "warning",
+        "does not call pitr archive-push",
+    );
+    let rt = expect_item(
+        &report,
+        "archive round trip",
+        "failed",
+        "did not reach the repository within 3s",
+    );
     assert!(rt["hint"].as_str().unwrap().contains("archive-push %p"));
 
     // A failing archive_command: after the round trip, pg_stat_archiver shows the failure.
@@ -149,12 +161,7 @@ fn broken_setups_fail_on_the_right_line() {
         "{report}"
     );
     let report = json(&check(&st, &st.repo, &["--json", "--no-switch"]).expect_code(3));
-    let archiver = item(&report, "archiver");
-    assert_eq!(archiver["status"], "failed", "{report}");
-    assert!(archiver["detail"]
-        .as_str()
-        .unwrap()
-        .contains("archive_command is failing"));
+    expect_item(&report, "archiver", "failed", "archive_command is failing");
     drop(st);
 
     // pitr archiving into another repository than the one checked.
@@ -163,12 +170,12 @@ fn broken_setups_fail_on_the_right_line() {
     pitr_as_postgres(&["init", "--repo", s(&elsewhere)]).expect_code(0);
     let st = setup(major, |_| Some(archive_command(&elsewhere, "")));
     let report = json(&check(&st, &st.repo, &["--json", "--archive-timeout", "3"]).expect_code(3));
-    let cmd = item(&report, "archive_command");
-    assert_eq!(cmd["status"], "warning", "{report}");
-    assert!(cmd["detail"]
-        .as_str()
-        .unwrap()
-        .contains(&format!("archives into {}", elsewhere.display())));
+    expect_item(
+        &report,
+        "archive_command",
+        "warning",
+        &format!("archives into {}", elsewhere.display()),
+    );
     assert_eq!(item(&report, "archive round trip")["status"], "failed");
 
     // The repository's cluster belongs to another server: refused before any switch.
@@ -176,12 +183,7 @@ fn broken_setups_fail_on_the_right_line() {
     let seg = other.datadir().join("pg_wal/000000010000000000000001");
     pitr_as_postgres(&["--repo", s(&st.repo), "archive-push", s(&seg)]).expect_code(0);
     let report = json(&check(&st, &st.repo, &["--json"]).expect_code(3));
-    let repo = item(&report, "repository");
-    assert_eq!(repo["status"], "failed", "{report}");
-    assert!(repo["detail"]
-        .as_str()
-        .unwrap()
-        .contains("belongs to another server"));
+    expect_item(&report, "repository", "failed", "belongs to another server");
     assert_eq!(item(&report, "archive round trip")["status"], "skipped");
 
     // No server at all: an error naming where it tried, not a report.

@@ -91,6 +91,13 @@ impl Lab {
         json(&pitr(&all).expect_code(0))
     }
 
+    /// `pitr --json restore --pgdata DIR ARGS --dry-run` (exit 0), as parsed JSON.
+    fn dry_run(&self, dir: &Path, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--dry-run");
+        self.restore(dir, &all)
+    }
+
     /// Like [`Lab::restore`] with `--start`: the server is left as recovery left it.
     fn restore_start(&self, dir: &Path, args: &[&str]) -> Value {
         let mut all = args.to_vec();
@@ -288,17 +295,7 @@ fn seed_lab_restores_every_target_type(major: u32) {
         (vec!["--target-immediate"], &b2),
         (vec![], &b2),
     ] {
-        let mut all = vec![
-            "--repo",
-            lab.r(),
-            "--json",
-            "restore",
-            "--pgdata",
-            s(&never),
-        ];
-        all.extend_from_slice(&args);
-        all.push("--dry-run");
-        let plan = json(&pitr(&all).expect_code(0));
+        let plan = lab.dry_run(&never, &args);
         assert_eq!(
             plan["plan"]["backup"]["label"],
             want.as_str(),
@@ -754,17 +751,7 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
         (vec!["--target-xid", x4.as_str()], &incr),
         (vec!["--target-xid", x3.as_str()], &full),
     ] {
-        let mut all = vec![
-            "--repo",
-            lab.r(),
-            "--json",
-            "restore",
-            "--pgdata",
-            s(&never),
-        ];
-        all.extend_from_slice(&args);
-        all.push("--dry-run");
-        let plan = json(&pitr(&all).expect_code(0));
+        let plan = lab.dry_run(&never, &args);
         assert_eq!(
             plan["plan"]["backup"]["label"],
             want.as_str(),

@@ -21,6 +21,18 @@ fn transactions(log: &serde_json::Value) -> Vec<&serde_json::Value> {
         .collect()
 }
 
+/// Runs `body` in a transaction of its own and returns its xid.
+fn committed_xid(c: &Cluster, body: &str) -> u32 {
+    let out = c.psql_script(&format!(
+        "BEGIN;\nSELECT txid_current();\n{body}\nCOMMIT;\n"
+    ));
+    out.lines()
+        .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no xid in {out:?}"))
+        .parse()
+        .unwrap()
+}
+
 /// A table filled before a base backup and dropped afterwards, with writes elsewhere before
 /// and after the drop and a mass DELETE: `wal incidents` names the dropped table (from the
 /// backup's pg_class: it no longer exists) and its transaction, and flags the DELETE above
@@ -86,32 +98,15 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
     c.psql("INSERT INTO borrador SELECT g, 'fila ' || g FROM generate_series(1, 100) g");
     c.psql("ALTER TABLE borrador RENAME TO nueva");
     c.psql("SELECT pg_create_restore_point('before_drop')");
-    let out = c.psql_script("BEGIN;\nSELECT txid_current();\nDROP TABLE shop.orders;\nCOMMIT;\n");
-    let xid: u32 = out
-        .lines()
-        .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-        .unwrap_or_else(|| panic!("no xid in {out:?}"))
-        .parse()
-        .unwrap();
+    let xid = committed_xid(&c, "DROP TABLE shop.orders;");
     c.psql("INSERT INTO keep SELECT g, 'after drop' FROM generate_series(26, 40) g");
-    let out = c.psql_script("BEGIN;\nSELECT txid_current();\nDROP TABLE nueva;\nCOMMIT;\n");
-    let xid_nueva: u32 = out
-        .lines()
-        .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-        .unwrap_or_else(|| panic!("no xid in {out:?}"))
-        .parse()
-        .unwrap();
+    let xid_nueva = committed_xid(&c, "DROP TABLE nueva;");
     // A migration: the new table is created (and filled) in the transaction that drops the
     // old one. The new file must not pass for the old table's rewrite.
-    let out = c.psql_script(
-        "BEGIN;\nSELECT txid_current();\nCREATE TABLE modern AS SELECT * FROM legacy;\nDROP TABLE legacy;\nCOMMIT;\n",
+    let xid_legacy = committed_xid(
+        &c,
+        "CREATE TABLE modern AS SELECT * FROM legacy;\nDROP TABLE legacy;",
     );
-    let xid_legacy: u32 = out
-        .lines()
-        .find(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-        .unwrap_or_else(|| panic!("no xid in {out:?}"))
-        .parse()
-        .unwrap();
     c.psql("CHECKPOINT");
     let last = c.switch_wal();
     assert!(c.wait_archived(&last, Duration::from_secs(60)), "{last}");

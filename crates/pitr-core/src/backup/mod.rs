@@ -325,7 +325,7 @@ pub async fn backup(
     cluster.put_manifest(&manifest).await?;
     Ok(BackupReport {
         label,
-        kind: format!("{:?}", opts.kind).to_lowercase(),
+        kind: opts.kind.to_string(),
         parent: manifest.parent.clone(),
         timeline,
         start_lsn: manifest.start_lsn.clone(),

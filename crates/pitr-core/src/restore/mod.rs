@@ -816,7 +816,7 @@ pub async fn plan(
                 .files
                 .iter()
                 .filter_map(|f| f.stored_in.as_deref())
-                .find(|holder| !manifests.iter().any(|o| o.label == *holder));
+                .find(|holder| !manifests_labels.contains(*holder));
             if let Some(holder) = gone {
                 if opts.backup.as_deref() != Some(m.label.as_str()) {
                     tracing::warn!(
