@@ -221,22 +221,27 @@ impl BackupLabel {
                     // `LABEL: ` with an empty label may lose its trailing space in transit.
                     None => (line.strip_suffix(':').ok_or_else(malformed)?, ""),
                 };
-                let idx = KEYS.iter().position(|k| *k == key).ok_or_else(|| {
-                    BackupLabelError::UnknownKey {
+                let (known, slot) = KEYS
+                    .iter()
+                    .zip(values.iter_mut())
+                    .find(|(k, _)| **k == key)
+                    .ok_or_else(|| BackupLabelError::UnknownKey {
                         line: i + 1,
                         key: key.to_string(),
-                    }
-                })?;
-                if values[idx].replace(value).is_some() {
+                    })?;
+                if slot.replace(value).is_some() {
                     return Err(BackupLabelError::DuplicateKey {
                         line: i + 1,
-                        key: KEYS[idx],
+                        key: known,
                     });
                 }
             }
         }
         let get = |key: &'static str| -> Option<&str> {
-            KEYS.iter().position(|k| *k == key).and_then(|i| values[i])
+            KEYS.iter()
+                .zip(values)
+                .find(|(k, _)| **k == key)
+                .and_then(|(_, v)| v)
         };
         let need = |key: &'static str| get(key).ok_or(BackupLabelError::Missing(key));
 

@@ -122,10 +122,7 @@ impl TimelineHistory {
             return self.timeline;
         }
         for (i, e) in self.entries.iter().enumerate().rev() {
-            let begin = match i.checked_sub(1) {
-                Some(p) => self.entries[p].switchpoint,
-                None => Lsn::INVALID,
-            };
+            let begin = self.begin_before(i);
             if begin <= lsn && lsn < e.switchpoint {
                 return e.parent;
             }
@@ -146,7 +143,7 @@ impl TimelineHistory {
             .iter()
             .position(|e| e.parent == tli)
             .ok_or(())?;
-        Ok(self.entries[idx..].iter().map(|e| e.switchpoint).min())
+        Ok(self.entries.iter().skip(idx).map(|e| e.switchpoint).min())
     }
 
     /// Where `tli` begins on this history (the previous ancestor's end), `Lsn::INVALID` for
@@ -157,10 +154,15 @@ impl TimelineHistory {
             return Some(self.entries.last().map_or(Lsn::INVALID, |e| e.switchpoint));
         }
         let idx = self.entries.iter().position(|e| e.parent == tli)?;
-        Some(match idx.checked_sub(1) {
-            Some(p) => self.entries[p].switchpoint,
-            None => Lsn::INVALID,
-        })
+        Some(self.begin_before(idx))
+    }
+
+    /// Where the timeline of entry `idx` began: the previous entry's switchpoint,
+    /// `Lsn::INVALID` for the first.
+    fn begin_before(&self, idx: usize) -> Lsn {
+        idx.checked_sub(1)
+            .and_then(|p| self.entries.get(p))
+            .map_or(Lsn::INVALID, |e| e.switchpoint)
     }
 
     /// True when `tli` is this timeline or one of its ancestors.

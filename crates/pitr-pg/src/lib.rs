@@ -6,6 +6,7 @@
 //! any input (bytes from disk or a user are untrusted). Segment size and timeline always come
 //! from the data; nothing assumes 16 MB segments or timeline 1.
 
+#![deny(clippy::indexing_slicing)] // parsers never panic on any input (STYLE rule 3)
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod backup_label;

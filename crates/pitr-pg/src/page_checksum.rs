@@ -50,16 +50,17 @@ fn comp(sum: u32, value: u32) -> u32 {
 pub fn pg_checksum_page(page: &[u8], blkno: u32) -> Result<u16, InvalidPageLength> {
     check_len(page)?;
     let mut sums = BASE_OFFSETS;
-    // The page is read as rows of N_SUMS native-endian (little-endian here) 32-bit words.
-    for (w, word) in page.chunks_exact(4).enumerate() {
-        let mut bytes = [word[0], word[1], word[2], word[3]];
-        if w * 4 == PD_CHECKSUM {
-            // pd_checksum is the low half of this word; it counts as zero.
-            bytes[0] = 0;
-            bytes[1] = 0;
+    // The page is read as rows of N_SUMS native-endian (little-endian here) 32-bit words
+    // (a block size is a multiple of a row).
+    for (r, row) in page.chunks_exact(4 * N_SUMS).enumerate() {
+        for (lane, (sum, word)) in sums.iter_mut().zip(row.chunks_exact(4)).enumerate() {
+            let mut value = word.try_into().map(u32::from_le_bytes).unwrap_or(0);
+            if r == 0 && lane * 4 == PD_CHECKSUM {
+                // pd_checksum is the low half of this word; it counts as zero.
+                value &= 0xFFFF_0000;
+            }
+            *sum = comp(*sum, value);
         }
-        let lane = w % N_SUMS;
-        sums[lane] = comp(sums[lane], u32::from_le_bytes(bytes));
     }
     for _ in 0..2 {
         for s in sums.iter_mut() {
@@ -139,7 +140,8 @@ pub fn verify_page(page: &[u8], blkno: u32, backup_start_lsn: Lsn) -> PageCheck 
     }
     let pd_upper = page
         .get(PD_UPPER..PD_UPPER + 2)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .and_then(|b| b.try_into().ok())
+        .map(u16::from_le_bytes)
         .unwrap_or(0);
     if pd_upper == 0 {
         return PageCheck::NewPage;

@@ -15,12 +15,15 @@ pub struct VersionInfo {
     pub wal_page_magic: u16,
 }
 
+/// PostgreSQL 14's row of [`VERSIONS`].
+const PG14: VersionInfo = VersionInfo {
+    major: 14,
+    wal_page_magic: 0xD10D,
+};
+
 /// The table of supported versions; checked on real servers (see PG-FACTS.md).
 pub const VERSIONS: &[VersionInfo] = &[
-    VersionInfo {
-        major: 14,
-        wal_page_magic: 0xD10D,
-    },
+    PG14,
     VersionInfo {
         major: 15,
         wal_page_magic: 0xD110,
@@ -80,10 +83,7 @@ impl PgMajor {
     /// This version's row of [`VERSIONS`].
     pub fn info(self) -> &'static VersionInfo {
         // PgMajor is only constructed from a row of VERSIONS.
-        VERSIONS
-            .iter()
-            .find(|v| v.major == self.0)
-            .unwrap_or(&VERSIONS[0])
+        VERSIONS.iter().find(|v| v.major == self.0).unwrap_or(&PG14)
     }
 }
 

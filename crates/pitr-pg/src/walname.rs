@@ -68,8 +68,8 @@ fn segment_parts(s: &str) -> Option<(TimelineId, u32, u32)> {
     if s.len() != 24 || !s.is_ascii() {
         return None;
     }
-    let tli = hex8(&s[0..8]).filter(|t| *t != 0)?;
-    Some((TimelineId(tli), hex8(&s[8..16])?, hex8(&s[16..24])?))
+    let tli = hex8(s.get(0..8)?).filter(|t| *t != 0)?;
+    Some((TimelineId(tli), hex8(s.get(8..16)?)?, hex8(s.get(16..24)?)?))
 }
 
 impl WalFileName {
@@ -95,16 +95,17 @@ impl WalFileName {
             });
         }
         if let Some(base) = name.strip_suffix(".backup") {
-            if base.len() == 33 && base.as_bytes()[24] == b'.' {
-                let (tli, log, seg) = segment_parts(&base[..24]).ok_or_else(err)?;
-                let offset = hex8(&base[25..]).ok_or_else(err)?;
-                return Ok(WalFileName::Backup {
-                    tli,
-                    log,
-                    seg,
-                    offset,
-                });
-            }
+            // <segment name>.<start offset, 8 hex digits>
+            let (segment, offset) = base.split_at_checked(24).ok_or_else(err)?;
+            let offset = offset.strip_prefix('.').ok_or_else(err)?;
+            let (tli, log, seg) = segment_parts(segment).ok_or_else(err)?;
+            let offset = hex8(offset).ok_or_else(err)?;
+            return Ok(WalFileName::Backup {
+                tli,
+                log,
+                seg,
+                offset,
+            });
         }
         Err(err())
     }

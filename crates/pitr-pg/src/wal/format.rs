@@ -115,19 +115,22 @@ pub const WAL_FORMATS: &[WalFormat] = &[
         checkpoint_redo: true,
         checkpoint_wal_level: true,
     },
-    WalFormat {
-        major: 18,
-        bkpimage: BKP_15,
-        max_builtin_rmgr: 21,
-        custom_rmgrs: true,
-        // PG18 stores the 64-bit object id as two uint32 (kind, dboid, objid_lo, objid_hi).
-        dropped_stats_item_len: Some(16),
-        prepare_header_len: 72,
-        heap2_prune_v17: true,
-        checkpoint_redo: true,
-        checkpoint_wal_level: true,
-    },
+    PG18,
 ];
+
+/// PostgreSQL 18's row of [`WAL_FORMATS`].
+const PG18: WalFormat = WalFormat {
+    major: 18,
+    bkpimage: BKP_15,
+    max_builtin_rmgr: 21,
+    custom_rmgrs: true,
+    // PG18 stores the 64-bit object id as two uint32 (kind, dboid, objid_lo, objid_hi).
+    dropped_stats_item_len: Some(16),
+    prepare_header_len: 72,
+    heap2_prune_v17: true,
+    checkpoint_redo: true,
+    checkpoint_wal_level: true,
+};
 
 impl WalFormat {
     /// The format of `version`.
@@ -136,7 +139,7 @@ impl WalFormat {
         WAL_FORMATS
             .iter()
             .find(|f| f.major == version.number())
-            .unwrap_or(&WAL_FORMATS[WAL_FORMATS.len() - 1])
+            .unwrap_or(&PG18)
     }
 
     /// Whether `rmid` is a resource manager id this version can write.
