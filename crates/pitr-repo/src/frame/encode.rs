@@ -1,0 +1,249 @@
+//! Encoding: a whole buffer, a file (ranges read and compressed on several threads while
+//! another hashes them), or a stream fed in chunks ([`FrameEncoder`]).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::{mpsc, Arc};
+
+use super::layout::{header, trailer, HEADER_LEN, TRAILER_LEN};
+use super::{Checksum, Compression, FrameSummary};
+
+/// Smallest range of a file that [`encode_file`] reads and compresses on a thread of its own.
+pub(super) const PARALLEL_CHUNK: usize = 4 << 20;
+
+/// Encodes a whole buffer (small files: timeline histories, backup history files, metadata-
+/// sized objects; WAL segments go through [`encode_file`]).
+pub fn encode(data: &[u8], c: Compression) -> io::Result<(Vec<u8>, FrameSummary)> {
+    let h = header(c);
+    let payload = compress(data, c)?;
+    let summary = FrameSummary {
+        len: data.len() as u64,
+        checksum: Checksum::of(data),
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&trailer(&h, summary));
+    Ok((out, summary))
+}
+
+/// Encodes the first `len` bytes of `file` like [`encode`], without ever holding the
+/// whole file in one buffer first: the file is split into one range per core, each range is
+/// read (positioned reads) and compressed by its own thread, and a further thread hashes the
+/// ranges in order as they arrive. Reading, hashing and compressing overlap, which matters for
+/// `archive-push`: one process per 16 MB segment, where a plain read costs as much as the
+/// compression of a piece.
+pub fn encode_file(file: &File, len: u64, c: Compression) -> io::Result<(Vec<u8>, FrameSummary)> {
+    let len = usize::try_from(len).map_err(io::Error::other)?;
+    if len == 0 {
+        return encode(&[], c);
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pieces = match c {
+        Compression::Zstd(_) => (len / PARALLEL_CHUNK).clamp(1, threads.max(1)),
+        Compression::None | Compression::Lz4 => 1,
+    };
+    let size = len.div_ceil(pieces).max(1);
+    let ranges: Vec<(usize, usize)> = (0..len)
+        .step_by(size)
+        .map(|start| (start, (start + size).min(len)))
+        .collect();
+    let (outputs, checksum) = std::thread::scope(|s| {
+        let mut to_hasher = Vec::new();
+        let mut workers = Vec::new();
+        for &(start, end) in &ranges {
+            let (tx, rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(1);
+            to_hasher.push(rx);
+            workers.push(s.spawn(move || -> io::Result<Vec<u8>> {
+                let mut buf = vec![0u8; end - start];
+                file.read_exact_at(&mut buf, start as u64)?;
+                let buf = Arc::new(buf);
+                // The hasher may be gone only if it panicked; the join below reports that.
+                let _ = tx.send(buf.clone());
+                compress(&buf, c)
+            }));
+        }
+        let hasher = s.spawn(move || {
+            let mut h = blake3::Hasher::new();
+            let mut hashed = 0usize;
+            for rx in to_hasher {
+                match rx.recv() {
+                    Ok(piece) => {
+                        h.update(&piece);
+                        hashed += piece.len();
+                    }
+                    // The worker failed to read; its own error is reported.
+                    Err(_) => return None,
+                }
+            }
+            Some((Checksum(*h.finalize().as_bytes()), hashed))
+        });
+        let outputs: Vec<io::Result<Vec<u8>>> = workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("compression thread panicked")))
+            })
+            .collect();
+        (outputs, hasher.join().ok().flatten())
+    });
+    let h = header(c);
+    let mut out = Vec::with_capacity(HEADER_LEN + len / 3 + TRAILER_LEN);
+    out.extend_from_slice(&h);
+    for o in outputs {
+        out.extend_from_slice(&o?);
+    }
+    let (checksum, hashed) = checksum.ok_or_else(|| io::Error::other("checksum thread failed"))?;
+    if hashed != len {
+        return Err(io::Error::other(format!(
+            "read {hashed} bytes, expected {len}"
+        )));
+    }
+    let summary = FrameSummary {
+        len: len as u64,
+        checksum,
+    };
+    out.extend_from_slice(&trailer(&h, summary));
+    Ok((out, summary))
+}
+
+/// Compresses `data` as one piece.
+pub(super) fn compress(data: &[u8], c: Compression) -> io::Result<Vec<u8>> {
+    match c {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Zstd(level) => zstd::bulk::compress(data, level),
+        Compression::Lz4 => {
+            let mut out = Vec::with_capacity(data.len() / 2);
+            let mut enc = lz4_flex::frame::FrameEncoder::new(&mut out);
+            enc.write_all(data)?;
+            enc.finish().map_err(io::Error::other)?;
+            Ok(out)
+        }
+    }
+}
+
+/// Size of the pieces [`FrameEncoder`] compresses as separate zstd frames. A power of two (and a
+/// multiple of BLAKE3's 1 KiB chunk), so that [`decode_to`] can decompress and hash the pieces of
+/// a large file on several threads: each piece is a BLAKE3 subtree.
+pub const ZSTD_PIECE: usize = 8 << 20;
+
+/// A zstd stream cut into [`ZSTD_PIECE`]-sized frames, each recording its decompressed size.
+struct PiecedZstd {
+    compressor: zstd::bulk::Compressor<'static>,
+    pending: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl PiecedZstd {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let take = (ZSTD_PIECE - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == ZSTD_PIECE {
+                self.compress_pending()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compress_pending(&mut self) -> io::Result<()> {
+        let piece = self.compressor.compress(&self.pending)?;
+        self.out.extend_from_slice(&piece);
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+enum Enc {
+    None(Vec<u8>),
+    Zstd(Box<PiecedZstd>),
+    Lz4(lz4_flex::frame::FrameEncoder<Vec<u8>>),
+}
+
+/// Streaming encoder: feed chunks with [`FrameEncoder::write`], collect output with
+/// [`FrameEncoder::take_output`], and end with [`FrameEncoder::finish`]. A zstd payload is cut
+/// into frames of [`ZSTD_PIECE`] original bytes.
+pub struct FrameEncoder {
+    header: [u8; HEADER_LEN],
+    enc: Enc,
+    hasher: blake3::Hasher,
+    len: u64,
+}
+
+impl fmt::Debug for FrameEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameEncoder")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl FrameEncoder {
+    /// Starts a frame with compression `c`.
+    pub fn new(c: Compression) -> io::Result<FrameEncoder> {
+        let header = header(c);
+        let start = header.to_vec();
+        let enc = match c {
+            Compression::None => Enc::None(start),
+            Compression::Zstd(level) => Enc::Zstd(Box::new(PiecedZstd {
+                compressor: zstd::bulk::Compressor::new(level)?,
+                pending: Vec::new(),
+                out: start,
+            })),
+            Compression::Lz4 => Enc::Lz4(lz4_flex::frame::FrameEncoder::new(start)),
+        };
+        Ok(FrameEncoder {
+            header,
+            enc,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        })
+    }
+
+    /// Adds original bytes.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+        match &mut self.enc {
+            Enc::None(v) => {
+                v.extend_from_slice(data);
+                Ok(())
+            }
+            Enc::Zstd(z) => z.write(data),
+            Enc::Lz4(e) => e.write_all(data),
+        }
+    }
+
+    /// Takes the encoded bytes produced so far.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        match &mut self.enc {
+            Enc::None(v) => std::mem::take(v),
+            Enc::Zstd(z) => std::mem::take(&mut z.out),
+            Enc::Lz4(e) => std::mem::take(e.get_mut()),
+        }
+    }
+
+    /// Ends the frame: the remaining encoded bytes (trailer included) and the summary.
+    pub fn finish(self) -> io::Result<(Vec<u8>, FrameSummary)> {
+        let mut out = match self.enc {
+            Enc::None(v) => v,
+            Enc::Zstd(mut z) => {
+                // An empty input still gets one (empty) zstd frame, as `encode` writes.
+                if !z.pending.is_empty() || self.len == 0 {
+                    z.compress_pending()?;
+                }
+                z.out
+            }
+            Enc::Lz4(e) => e.finish().map_err(io::Error::other)?,
+        };
+        let summary = FrameSummary {
+            len: self.len,
+            checksum: Checksum(*self.hasher.finalize().as_bytes()),
+        };
+        out.extend_from_slice(&trailer(&self.header, summary));
+        Ok((out, summary))
+    }
+}
