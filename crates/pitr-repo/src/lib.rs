@@ -7,6 +7,8 @@
 //! ```
 //! See `docs/repository-format.md` for the full description.
 
+#![deny(clippy::indexing_slicing)] // parsers never panic on any input (STYLE rule 3)
+
 pub mod backup;
 pub mod error;
 pub mod frame;

@@ -23,7 +23,10 @@ impl<W: Write> Write for Hashing<'_, W> {
             ));
         }
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        let written = buf
+            .get(..n)
+            .ok_or_else(|| io::Error::other("writer reported more bytes than it was given"))?;
+        self.hasher.update(written);
         self.len += n as u64;
         Ok(n)
     }

@@ -140,8 +140,9 @@ impl PiecedZstd {
     fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let take = (ZSTD_PIECE - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..take]);
-            data = &data[take..];
+            let (now, rest) = data.split_at_checked(take).unwrap_or((data, &[]));
+            self.pending.extend_from_slice(now);
+            data = rest;
             if self.pending.len() == ZSTD_PIECE {
                 self.compress_pending()?;
             }

@@ -59,17 +59,18 @@ pub fn summary(obj: &[u8]) -> Result<FrameSummary, FrameError> {
 /// Checks a frame's header and trailer; returns the compression code, the payload and the
 /// summary.
 pub(super) fn parts(obj: &[u8]) -> Result<(u8, &[u8], FrameSummary), FrameError> {
-    if obj.len() < HEADER_LEN + TRAILER_LEN {
-        if obj.len() >= 8 && &obj[..8] != MAGIC {
+    let framed = obj
+        .split_first_chunk::<HEADER_LEN>()
+        .and_then(|(h, rest)| Some((h, rest.split_last_chunk::<TRAILER_LEN>()?)));
+    let Some((h, (payload, t))) = framed else {
+        if obj.first_chunk::<8>().is_some_and(|m| m != MAGIC) {
             return Err(FrameError::BadMagic);
         }
         return Err(FrameError::Truncated(obj.len()));
-    }
-    let (h, rest) = obj.split_at(HEADER_LEN);
+    };
     if &h[..8] != MAGIC {
         return Err(FrameError::BadMagic);
     }
-    let (payload, t) = rest.split_at(rest.len() - TRAILER_LEN);
     if &t[44..48] != END_MAGIC {
         return Err(FrameError::BadFrameCrc);
     }

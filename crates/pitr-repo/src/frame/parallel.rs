@@ -9,6 +9,8 @@ use blake3::hazmat::{
     left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
 };
 
+use zstd::bulk::Decompressor;
+
 use super::decode::decode_into;
 use super::layout::{parts, CODE_ZSTD};
 use super::{Checksum, FrameError, FrameSummary};
@@ -48,48 +50,17 @@ pub fn decode_to(
             None => e,
         });
     };
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
+    let shared = Shared {
+        pieces: &pieces,
+        piece_len,
+        total: summary.len,
+        out,
+        next: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+    };
     let results: Vec<Result<Vec<(usize, ChainingValue)>, FrameError>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads.min(pieces.len()))
-            .map(|_| {
-                s.spawn(|| {
-                    let mut dctx = zstd::bulk::Decompressor::new()
-                        .map_err(|e| FrameError::Decompress(e.to_string()))?;
-                    let mut buf = vec![0u8; piece_len as usize];
-                    let mut cvs = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= pieces.len() || failed.load(Ordering::Relaxed) {
-                            return Ok(cvs);
-                        }
-                        let (frame, len) = pieces[i];
-                        let offset = i as u64 * piece_len;
-                        let piece = &mut buf[..len as usize];
-                        let res = match dctx.decompress_to_buffer(frame, piece) {
-                            Ok(n) if n as u64 == len => Ok(()),
-                            Ok(n) => Err(FrameError::LengthMismatch {
-                                expected: summary.len,
-                                actual: offset + n as u64,
-                            }),
-                            Err(e) => Err(FrameError::Decompress(e.to_string())),
-                        }
-                        .and_then(|()| {
-                            out.write_at(offset, piece)
-                                .map_err(|e| FrameError::Write(e.to_string()))
-                        });
-                        if let Err(e) = res {
-                            failed.store(true, Ordering::Relaxed);
-                            return Err(e);
-                        }
-                        let cv = blake3::Hasher::new()
-                            .set_input_offset(offset)
-                            .update(piece)
-                            .finalize_non_root();
-                        cvs.push((i, cv));
-                    }
-                })
-            })
+            .map(|_| s.spawn(|| shared.work()))
             .collect();
         workers
             .into_iter()
@@ -103,12 +74,16 @@ pub fn decode_to(
     let mut cvs: Vec<Option<ChainingValue>> = vec![None; pieces.len()];
     for r in results {
         for (i, cv) in r? {
-            cvs[i] = Some(cv);
+            if let Some(slot) = cvs.get_mut(i) {
+                *slot = Some(cv);
+            }
         }
     }
     let cvs: Option<Vec<ChainingValue>> = cvs.into_iter().collect();
     let cvs = cvs.ok_or_else(|| FrameError::Decompress("a piece was not decoded".into()))?;
-    let actual = Checksum(*root_hash(&cvs, piece_len, summary.len).as_bytes());
+    let root = root_hash(&cvs, piece_len, summary.len)
+        .ok_or_else(|| FrameError::Decompress("the pieces do not cover the object".into()))?;
+    let actual = Checksum(*root.as_bytes());
     if actual != summary.checksum {
         return Err(FrameError::ChecksumMismatch {
             expected: summary.checksum,
@@ -116,6 +91,79 @@ pub fn decode_to(
         });
     }
     Ok(summary)
+}
+
+/// The pieces of one payload and where they go, shared by the decoding threads.
+struct Shared<'a> {
+    pieces: &'a [Piece<'a>],
+    piece_len: u64,
+    /// The object's length.
+    total: u64,
+    out: &'a dyn WriteAt,
+    /// Next piece to take.
+    next: AtomicUsize,
+    /// Set by the first thread that fails: the others stop.
+    failed: AtomicBool,
+}
+
+impl Shared<'_> {
+    /// One thread's work: pieces taken in turn until none is left or a thread failed. Returns
+    /// the index and chaining value of each piece decoded.
+    fn work(&self) -> Result<Vec<(usize, ChainingValue)>, FrameError> {
+        let mut dctx = Decompressor::new().map_err(|e| FrameError::Decompress(e.to_string()))?;
+        let mut buf = vec![0u8; self.piece_len as usize];
+        let mut cvs = Vec::new();
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(frame, len)) = self.pieces.get(i) else {
+                return Ok(cvs);
+            };
+            if self.failed.load(Ordering::Relaxed) {
+                return Ok(cvs);
+            }
+            match self.piece(&mut dctx, &mut buf, i, frame, len) {
+                Ok(cv) => cvs.push((i, cv)),
+                Err(e) => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Decompresses piece `i` (`frame`, `len` bytes once decompressed) into `buf`, writes it
+    /// at its offset and returns its chaining value.
+    fn piece(
+        &self,
+        dctx: &mut Decompressor<'_>,
+        buf: &mut [u8],
+        i: usize,
+        frame: &[u8],
+        len: u64,
+    ) -> Result<ChainingValue, FrameError> {
+        let offset = i as u64 * self.piece_len;
+        let piece = usize::try_from(len)
+            .ok()
+            .and_then(|l| buf.get_mut(..l))
+            .ok_or_else(|| FrameError::Decompress(format!("zstd piece {i} is too large")))?;
+        match dctx.decompress_to_buffer(frame, piece) {
+            Ok(n) if n as u64 == len => {}
+            Ok(n) => {
+                return Err(FrameError::LengthMismatch {
+                    expected: self.total,
+                    actual: offset + n as u64,
+                })
+            }
+            Err(e) => return Err(FrameError::Decompress(e.to_string())),
+        }
+        self.out
+            .write_at(offset, piece)
+            .map_err(|e| FrameError::Write(e.to_string()))?;
+        Ok(blake3::Hasher::new()
+            .set_input_offset(offset)
+            .update(piece)
+            .finalize_non_root())
+    }
 }
 
 /// One zstd frame of a payload and its decompressed size.
@@ -152,28 +200,33 @@ pub(super) fn zstd_pieces(mut payload: &[u8], total: u64) -> Option<(u64, Vec<Pi
 
 /// The BLAKE3 hash of `len` bytes from the chaining values of its `piece_len`-sized subtrees
 /// (BLAKE3's tree: the left subtree holds the largest power of two of chunks below the whole).
-fn root_hash(cvs: &[ChainingValue], piece_len: u64, len: u64) -> blake3::Hash {
-    let (left, right) = children(cvs, piece_len, len);
-    merge_subtrees_root(&left, &right, Mode::Hash)
+/// `None` when `cvs` are too few for `len`.
+fn root_hash(cvs: &[ChainingValue], piece_len: u64, len: u64) -> Option<blake3::Hash> {
+    let (left, right) = children(cvs, piece_len, len)?;
+    Some(merge_subtrees_root(&left, &right, Mode::Hash))
 }
 
 /// The chaining values of the two children of the parent node over `len` bytes.
-fn children(cvs: &[ChainingValue], piece_len: u64, len: u64) -> (ChainingValue, ChainingValue) {
+fn children(
+    cvs: &[ChainingValue],
+    piece_len: u64,
+    len: u64,
+) -> Option<(ChainingValue, ChainingValue)> {
     let left = left_subtree_len(len);
-    let split = (left / piece_len) as usize;
-    (
-        subtree(&cvs[..split], piece_len, left),
-        subtree(&cvs[split..], piece_len, len - left),
-    )
+    let (lcvs, rcvs) = cvs.split_at_checked(usize::try_from(left / piece_len).ok()?)?;
+    Some((
+        subtree(lcvs, piece_len, left)?,
+        subtree(rcvs, piece_len, len - left)?,
+    ))
 }
 
 /// The chaining value of the subtree over `len` bytes made of `cvs`' pieces.
-fn subtree(cvs: &[ChainingValue], piece_len: u64, len: u64) -> ChainingValue {
+fn subtree(cvs: &[ChainingValue], piece_len: u64, len: u64) -> Option<ChainingValue> {
     if len <= piece_len {
-        return cvs[0];
+        return cvs.first().copied();
     }
-    let (left, right) = children(cvs, piece_len, len);
-    merge_subtrees_non_root(&left, &right, Mode::Hash)
+    let (left, right) = children(cvs, piece_len, len)?;
+    Some(merge_subtrees_non_root(&left, &right, Mode::Hash))
 }
 
 /// Adapts a [`WriteAt`] to the sequential decoder, remembering the first failure of `out`.
