@@ -1,0 +1,120 @@
+//! `pitr wal incidents`: the transactions that destroyed data, and the restores that undo
+//! them.
+
+use serde::Serialize;
+
+use super::shell::shell_quote;
+use super::{Event, ScanInfo, TxnReport, WalLog};
+
+/// Why a transaction is an incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct Incident {
+    /// The transaction.
+    pub transaction: TxnReport,
+    /// What it did, for people: "DROP public.t", "deleted 5000 rows from public.x", …
+    pub reasons: Vec<String>,
+    /// `pitr restore` to just before the transaction, by xid, promoting there.
+    pub restore_by_xid: String,
+    /// The same by LSN (the commit record's LSN, exclusive).
+    pub restore_by_lsn: String,
+}
+
+/// `pitr wal incidents`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Incidents {
+    /// What was read.
+    pub scan: ScanInfo,
+    /// Rows deleted or updated in one transaction above which it is an incident.
+    pub threshold: u64,
+    /// The incidents, in WAL order.
+    pub incidents: Vec<Incident>,
+}
+
+/// How to spell the repository and cluster in suggested commands.
+#[derive(Debug, Clone, Default)]
+pub struct CommandContext {
+    /// Program name.
+    pub program: String,
+    /// `--repo` value.
+    pub repo: String,
+    /// `--cluster` value, when not the default.
+    pub cluster: Option<String>,
+    /// Extra global options (e.g. `--config FILE`).
+    pub extra: Vec<String>,
+}
+
+/// Picks the transactions that destroyed data and suggests the restores that undo them.
+pub fn incidents(log: WalLog, threshold: u64, ctx: &CommandContext) -> Incidents {
+    let mut out = Vec::new();
+    for e in log.events {
+        let Event::Transaction(t) = e else { continue };
+        if !t.outcome.starts_with("commit") {
+            continue;
+        }
+        let mut reasons = Vec::new();
+        for r in &t.relations {
+            // Indexes and TOAST tables go with their table: not reported on their own.
+            let companion = matches!(r.kind.as_deref(), Some("i" | "I" | "t"));
+            if r.dropped && !companion {
+                reasons.push(format!("DROP {}", r.label()));
+            }
+            if r.truncated && !companion {
+                reasons.push(format!("TRUNCATE {}", r.label()));
+            }
+            if r.deletes > threshold {
+                reasons.push(format!("deleted {} rows from {}", r.deletes, r.label()));
+            }
+            if r.updates > threshold {
+                reasons.push(format!("updated {} rows of {}", r.updates, r.label()));
+            }
+        }
+        for o in &t.truncated_oids {
+            reasons.push(format!("TRUNCATE relation oid {o}"));
+        }
+        if reasons.is_empty() {
+            continue;
+        }
+        let mut base = vec![ctx.program.clone()];
+        base.extend(ctx.extra.iter().map(|s| shell_quote(s)));
+        base.push("--repo".into());
+        base.push(shell_quote(&ctx.repo));
+        if let Some(c) = &ctx.cluster {
+            base.push("--cluster".into());
+            base.push(shell_quote(c));
+        }
+        base.extend(["restore", "--pgdata", "NEWDIR"].map(String::from));
+        // Promote at the target: a paused recovery stops just before the commit, so the
+        // transaction is still in progress and its locks (DROP and TRUNCATE take an ACCESS
+        // EXCLUSIVE lock) keep the table unreadable until recovery ends.
+        let mut tail = vec![
+            "--target-exclusive".to_string(),
+            "--target-action".into(),
+            "promote".into(),
+        ];
+        if !log.scan.latest_timeline {
+            tail.push("--target-timeline".into());
+            tail.push(log.scan.timeline.to_string());
+        }
+        let by_xid = [
+            base.clone(),
+            vec!["--target-xid".into(), t.xid.to_string()],
+            tail.clone(),
+        ]
+        .concat()
+        .join(" ");
+        let by_lsn = [base, vec!["--target-lsn".into(), t.lsn.to_string()], tail]
+            .concat()
+            .join(" ");
+        out.push(Incident {
+            transaction: t,
+            reasons,
+            restore_by_xid: by_xid,
+            restore_by_lsn: by_lsn,
+        });
+    }
+    Incidents {
+        scan: log.scan,
+        threshold,
+        incidents: out,
+    }
+}
