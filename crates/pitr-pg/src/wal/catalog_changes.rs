@@ -166,28 +166,7 @@ impl CatalogTracker {
             self.relmap_update(rec);
             return;
         }
-        // Full-page images of catalog pages (of any record type) refresh the page copies.
-        let mut image_errors: Vec<(u8, ImageError)> = Vec::new();
-        for b in rec.blocks() {
-            if b.fork != ForkNumber::MAIN || self.catalog_of(&b.rel).is_none() {
-                continue;
-            }
-            let Some(img) = b.image else { continue };
-            let key = (b.rel, b.block);
-            match img.page(self.decompress) {
-                Ok(page) => {
-                    let rows = match crate::catalog::heap_tuples(&page) {
-                        Ok(tuples) => tuples.iter().map(|t| (t.offset, t.data.to_vec())).collect(),
-                        Err(_) => BTreeMap::new(),
-                    };
-                    self.pages.insert(key, rows);
-                }
-                Err(e) => {
-                    self.pages.remove(&key);
-                    image_errors.push((b.id, e));
-                }
-            }
-        }
+        let image_errors = self.refresh_pages(rec);
         if rec.rmgr() != RmgrId::HEAP && rec.rmgr() != RmgrId::HEAP2 {
             return;
         }
@@ -233,31 +212,7 @@ impl CatalogTracker {
             .find(|(id, _)| *id == b0.id)
             .map(|e| e.1);
         for LoggedTuple { offnum, source } in tuples {
-            let data = match source {
-                TupleSource::Data { data, .. } => Ok(data.to_vec()),
-                TupleSource::Delta {
-                    old_offnum,
-                    prefix,
-                    suffix,
-                    middle,
-                    ..
-                } => self
-                    .pages
-                    .get(&key)
-                    .and_then(|p| p.get(&old_offnum))
-                    .and_then(|old| TupleSource::rebuild(prefix, suffix, middle, old))
-                    .ok_or(UnreadableReason::NoOldVersion),
-                TupleSource::Image => match image_error {
-                    Some(e) => Err(UnreadableReason::Image(e)),
-                    None => self
-                        .pages
-                        .get(&key)
-                        .and_then(|p| p.get(&offnum))
-                        .cloned()
-                        .ok_or(UnreadableReason::BadRow),
-                },
-            };
-            let data = match data {
+            let data = match self.tuple_bytes(key, offnum, source, image_error) {
                 Ok(d) => d,
                 Err(reason) => {
                     if let Some(p) = self.pages.get_mut(&key) {
@@ -298,6 +253,69 @@ impl CatalogTracker {
                 }
                 None => out.push(unreadable(UnreadableReason::BadRow)),
             }
+        }
+    }
+
+    /// Refreshes the copies of the catalog pages that `rec` has full-page images of (a record
+    /// of any type); returns the block ids whose image could not be restored, and why.
+    fn refresh_pages(&mut self, rec: &Record<'_>) -> Vec<(u8, ImageError)> {
+        let mut image_errors = Vec::new();
+        for b in rec.blocks() {
+            if b.fork != ForkNumber::MAIN || self.catalog_of(&b.rel).is_none() {
+                continue;
+            }
+            let Some(img) = b.image else { continue };
+            let key = (b.rel, b.block);
+            match img.page(self.decompress) {
+                Ok(page) => {
+                    let rows = match crate::catalog::heap_tuples(&page) {
+                        Ok(tuples) => tuples.iter().map(|t| (t.offset, t.data.to_vec())).collect(),
+                        Err(_) => BTreeMap::new(),
+                    };
+                    self.pages.insert(key, rows);
+                }
+                Err(e) => {
+                    self.pages.remove(&key);
+                    image_errors.push((b.id, e));
+                }
+            }
+        }
+        image_errors
+    }
+
+    /// The bytes of the tuple at `offnum` of page `key`: from the record, rebuilt from the
+    /// old version's copy, or from the copy of the page's image (`image_error`: why that image
+    /// could not be restored).
+    fn tuple_bytes(
+        &self,
+        key: (RelFileLocator, u32),
+        offnum: u16,
+        source: TupleSource<'_>,
+        image_error: Option<ImageError>,
+    ) -> Result<Vec<u8>, UnreadableReason> {
+        match source {
+            TupleSource::Data { data, .. } => Ok(data.to_vec()),
+            TupleSource::Delta {
+                old_offnum,
+                prefix,
+                suffix,
+                middle,
+                ..
+            } => self
+                .pages
+                .get(&key)
+                .and_then(|p| p.get(&old_offnum))
+                .and_then(|old| TupleSource::rebuild(prefix, suffix, middle, old))
+                .ok_or(UnreadableReason::NoOldVersion),
+            TupleSource::Image => match image_error {
+                Some(e) => Err(UnreadableReason::Image(e)),
+                None => self
+                    .pages
+                    .get(&key)
+                    .and_then(|p| p.get(&offnum))
+                    .cloned()
+                    .ok_or(UnreadableReason::BadRow),
+            },
         }
     }
 

@@ -9,7 +9,7 @@ use crate::{Lsn, PgMajor, TimelineId};
 
 use super::bytes::Cursor;
 use super::error::WalError;
-use super::format::WalFormat;
+use super::format::{BkpImageBits, WalFormat};
 use super::types::{ForkNumber, RelFileLocator, RmgrId, Xid};
 
 /// Size of `XLogRecord` (`SizeOfXLogRecord`).
@@ -268,7 +268,6 @@ pub(crate) fn decode_body(
     let mut last_rel: Option<RelFileLocator> = None;
     let mut max_id: Option<u8> = None;
     let bits = fmt.bkpimage;
-    let compressed = bits.compressed_mask();
 
     while (c.remaining() as u64) > datatotal {
         let id = c.u8().ok_or_else(short)?;
@@ -306,46 +305,9 @@ pub(crate) fn decode_body(
                 datatotal += u64::from(data_len);
                 let mut image = None;
                 if fork_flags & BKPBLOCK_HAS_IMAGE != 0 {
-                    let len = c.u16().ok_or_else(short)?;
-                    let hole_offset = c.u16().ok_or_else(short)?;
-                    let bimg_info = c.u8().ok_or_else(short)?;
-                    let is_compressed = bimg_info & compressed != 0;
-                    let has_hole = bimg_info & bits.has_hole != 0;
-                    let hole_length = if is_compressed {
-                        if has_hole {
-                            c.u16().ok_or_else(short)?
-                        } else {
-                            0
-                        }
-                    } else {
-                        // Cannot underflow meaningfully: checked against blcksz below.
-                        u16::try_from(blcksz.saturating_sub(u32::from(len))).unwrap_or(u16::MAX)
-                    };
-                    datatotal += u64::from(len);
-                    if has_hole
-                        && (hole_offset == 0 || hole_length == 0 || u32::from(len) == blcksz)
-                    {
-                        return Err(bad("BKPIMAGE_HAS_HOLE set, but hole offset/length invalid"));
-                    }
-                    if !has_hole && (hole_offset != 0 || hole_length != 0) {
-                        return Err(bad("BKPIMAGE_HAS_HOLE not set, but hole offset/length set"));
-                    }
-                    if is_compressed && u32::from(len) == blcksz {
-                        return Err(bad("image compressed, but its length is a full page"));
-                    }
-                    if !has_hole && !is_compressed && u32::from(len) != blcksz {
-                        return Err(bad(
-                            "image has neither hole nor compression, but is not a full page",
-                        ));
-                    }
-                    image = Some(ImageSlot {
-                        off: 0,
-                        len,
-                        page_size: blcksz,
-                        hole_offset,
-                        hole_length,
-                        info: bimg_info,
-                    });
+                    let img = image_header(&mut c, bits, blcksz).map_err(bad)?;
+                    datatotal += u64::from(img.len);
+                    image = Some(img);
                 }
                 let rel = if fork_flags & BKPBLOCK_SAME_REL == 0 {
                     let r = c
@@ -387,6 +349,52 @@ pub(crate) fn decode_body(
     }
     info.main_off = u32::try_from(ptr).map_err(|_| short())?;
     Ok(info)
+}
+
+/// Reads a block image header (`XLogRecordBlockImageHeader`, then the hole length of a
+/// compressed image that has a hole) and checks it against the page size `blcksz`
+/// (`Err`: what is wrong).
+fn image_header(
+    c: &mut Cursor<'_>,
+    bits: BkpImageBits,
+    blcksz: u32,
+) -> Result<ImageSlot, &'static str> {
+    let short = "record is shorter than its headers say";
+    let len = c.u16().ok_or(short)?;
+    let hole_offset = c.u16().ok_or(short)?;
+    let bimg_info = c.u8().ok_or(short)?;
+    let is_compressed = bimg_info & bits.compressed_mask() != 0;
+    let has_hole = bimg_info & bits.has_hole != 0;
+    let hole_length = if is_compressed {
+        if has_hole {
+            c.u16().ok_or(short)?
+        } else {
+            0
+        }
+    } else {
+        // Cannot underflow meaningfully: checked against blcksz below.
+        u16::try_from(blcksz.saturating_sub(u32::from(len))).unwrap_or(u16::MAX)
+    };
+    if has_hole && (hole_offset == 0 || hole_length == 0 || u32::from(len) == blcksz) {
+        return Err("BKPIMAGE_HAS_HOLE set, but hole offset/length invalid");
+    }
+    if !has_hole && (hole_offset != 0 || hole_length != 0) {
+        return Err("BKPIMAGE_HAS_HOLE not set, but hole offset/length set");
+    }
+    if is_compressed && u32::from(len) == blcksz {
+        return Err("image compressed, but its length is a full page");
+    }
+    if !has_hole && !is_compressed && u32::from(len) != blcksz {
+        return Err("image has neither hole nor compression, but is not a full page");
+    }
+    Ok(ImageSlot {
+        off: 0,
+        len,
+        page_size: blcksz,
+        hole_offset,
+        hole_length,
+        info: bimg_info,
+    })
 }
 
 fn slice(raw: &[u8], off: u32, len: usize) -> &[u8] {

@@ -103,139 +103,158 @@ impl<'a> Record<'a> {
         let Some(b0) = self.block(0) else {
             return Ok(Vec::new());
         };
-        let err = |what: &'static str| WalError::Interpret {
+        let main = self.main_data();
+        let data = b0.data;
+        // With a full-page image the data is left out unless the record kept it.
+        let in_image = b0.image.is_some() && data.is_empty();
+        let tuples = match op {
+            HeapOp::Insert | HeapOp::Inplace => inserted(op, main, data, in_image),
+            HeapOp::Update | HeapOp::HotUpdate => updated(main, data, in_image),
+            HeapOp::MultiInsert => multi_inserted(info, main, data, in_image),
+            _ => Ok(Vec::new()),
+        };
+        tuples.map_err(|what| WalError::Interpret {
             lsn: self.lsn,
             rmgr,
             info: self.header.info,
             what,
-        };
-        let main = self.main_data();
-        let mut m = Cursor::new(main);
-        let data = b0.data;
-        // With a full-page image the data is left out unless the record kept it.
-        let in_image = b0.image.is_some() && data.is_empty();
-        match op {
-            HeapOp::Insert | HeapOp::Inplace => {
-                let offnum = m.u16().ok_or_else(|| err("heap record too short"))?;
-                let source = if in_image {
-                    TupleSource::Image
-                } else if op == HeapOp::Inplace {
-                    // heap_inplace_update logs the column data only (same length as before).
-                    TupleSource::Data { infomask: 0, data }
-                } else {
-                    let mut c = Cursor::new(data);
-                    let (_infomask2, infomask, hoff) = heap_header(&mut c)
-                        .ok_or_else(|| err("heap insert tuple header too short"))?;
-                    TupleSource::Data {
-                        infomask,
-                        data: columns(c.rest(), hoff)
-                            .ok_or_else(|| err("heap insert t_hoff out of range"))?,
-                    }
-                };
-                Ok(vec![LoggedTuple { offnum, source }])
-            }
-            HeapOp::Update | HeapOp::HotUpdate => {
-                // old_xmax, old_offnum, old_infobits_set, flags, new_xmax, new_offnum.
-                let (old_offnum, flags, offnum) = (|| {
-                    let _old_xmax = m.u32()?;
-                    let old_offnum = m.u16()?;
-                    let _old_infobits = m.u8()?;
-                    let flags = m.u8()?;
-                    let _new_xmax = m.u32()?;
-                    Some((old_offnum, flags, m.u16()?))
-                })()
-                .ok_or_else(|| err("heap update record too short"))?;
-                if in_image {
-                    return Ok(vec![LoggedTuple {
-                        offnum,
-                        source: TupleSource::Image,
-                    }]);
-                }
-                let mut c = Cursor::new(data);
-                let prefix = if flags & XLH_UPDATE_PREFIX_FROM_OLD != 0 {
-                    c.u16().ok_or_else(|| err("heap update prefix missing"))?
-                } else {
-                    0
-                };
-                let suffix = if flags & XLH_UPDATE_SUFFIX_FROM_OLD != 0 {
-                    c.u16().ok_or_else(|| err("heap update suffix missing"))?
-                } else {
-                    0
-                };
-                let (_infomask2, infomask, hoff) =
-                    heap_header(&mut c).ok_or_else(|| err("heap update tuple header too short"))?;
-                let rest = columns(c.rest(), hoff)
-                    .ok_or_else(|| err("heap update t_hoff out of range"))?;
-                let source = if prefix == 0 && suffix == 0 {
-                    TupleSource::Data {
-                        infomask,
-                        data: rest,
-                    }
-                } else {
-                    TupleSource::Delta {
-                        infomask,
-                        old_offnum,
-                        prefix,
-                        suffix,
-                        middle: rest,
-                    }
-                };
-                Ok(vec![LoggedTuple { offnum, source }])
-            }
-            HeapOp::MultiInsert => {
-                // flags, (pad), ntuples, then offsets[ntuples] unless the page is new.
-                let ntuples = (|| {
-                    m.take(2)?;
-                    m.u16()
-                })()
-                .ok_or_else(|| err("multi-insert record too short"))?;
-                let init = info & XLOG_HEAP_INIT_PAGE != 0;
-                let mut out = Vec::with_capacity(usize::from(ntuples));
-                let mut c = Cursor::new(data);
-                for i in 0..ntuples {
-                    let offnum = if init {
-                        i.checked_add(1)
-                            .ok_or_else(|| err("multi-insert offsets"))?
-                    } else {
-                        m.u16().ok_or_else(|| err("multi-insert offsets missing"))?
-                    };
-                    if in_image {
-                        out.push(LoggedTuple {
-                            offnum,
-                            source: TupleSource::Image,
-                        });
-                        continue;
-                    }
-                    // Each xl_multi_insert_tuple is SHORTALIGNed from the start of the data.
-                    if c.pos() % 2 == 1 {
-                        c.take(1).ok_or_else(|| err("multi-insert tuple missing"))?;
-                    }
-                    let (datalen, infomask, hoff) = c
-                        .take(MULTI_INSERT_TUPLE_LEN)
-                        .and_then(|h| {
-                            let mut h = Cursor::new(h);
-                            let datalen = usize::from(h.u16()?);
-                            let _infomask2 = h.u16()?;
-                            Some((datalen, h.u16()?, h.u8()?))
-                        })
-                        .ok_or_else(|| err("multi-insert tuple header too short"))?;
-                    let logged = c
-                        .take(datalen)
-                        .ok_or_else(|| err("multi-insert tuple data too short"))?;
-                    out.push(LoggedTuple {
-                        offnum,
-                        source: TupleSource::Data {
-                            infomask,
-                            data: columns(logged, hoff)
-                                .ok_or_else(|| err("multi-insert t_hoff out of range"))?,
-                        },
-                    });
-                }
-                Ok(out)
-            }
-            _ => Ok(Vec::new()),
-        }
+        })
     }
+}
+
+/// The row of an `INSERT` or `INPLACE` record (`Err`: what is wrong with the record).
+fn inserted<'a>(
+    op: HeapOp,
+    main: &'a [u8],
+    data: &'a [u8],
+    in_image: bool,
+) -> Result<Vec<LoggedTuple<'a>>, &'static str> {
+    let offnum = Cursor::new(main).u16().ok_or("heap record too short")?;
+    let source = if in_image {
+        TupleSource::Image
+    } else if op == HeapOp::Inplace {
+        // heap_inplace_update logs the column data only (same length as before).
+        TupleSource::Data { infomask: 0, data }
+    } else {
+        let mut c = Cursor::new(data);
+        let (_infomask2, infomask, hoff) =
+            heap_header(&mut c).ok_or("heap insert tuple header too short")?;
+        TupleSource::Data {
+            infomask,
+            data: columns(c.rest(), hoff).ok_or("heap insert t_hoff out of range")?,
+        }
+    };
+    Ok(vec![LoggedTuple { offnum, source }])
+}
+
+/// The new version of an `UPDATE` or `HOT_UPDATE` record, whole or as the bytes that changed
+/// (`Err`: what is wrong with the record).
+fn updated<'a>(
+    main: &'a [u8],
+    data: &'a [u8],
+    in_image: bool,
+) -> Result<Vec<LoggedTuple<'a>>, &'static str> {
+    // old_xmax, old_offnum, old_infobits_set, flags, new_xmax, new_offnum.
+    let mut m = Cursor::new(main);
+    let (old_offnum, flags, offnum) = (|| {
+        let _old_xmax = m.u32()?;
+        let old_offnum = m.u16()?;
+        let _old_infobits = m.u8()?;
+        let flags = m.u8()?;
+        let _new_xmax = m.u32()?;
+        Some((old_offnum, flags, m.u16()?))
+    })()
+    .ok_or("heap update record too short")?;
+    if in_image {
+        return Ok(vec![LoggedTuple {
+            offnum,
+            source: TupleSource::Image,
+        }]);
+    }
+    let mut c = Cursor::new(data);
+    let prefix = if flags & XLH_UPDATE_PREFIX_FROM_OLD != 0 {
+        c.u16().ok_or("heap update prefix missing")?
+    } else {
+        0
+    };
+    let suffix = if flags & XLH_UPDATE_SUFFIX_FROM_OLD != 0 {
+        c.u16().ok_or("heap update suffix missing")?
+    } else {
+        0
+    };
+    let (_infomask2, infomask, hoff) =
+        heap_header(&mut c).ok_or("heap update tuple header too short")?;
+    let rest = columns(c.rest(), hoff).ok_or("heap update t_hoff out of range")?;
+    let source = if prefix == 0 && suffix == 0 {
+        TupleSource::Data {
+            infomask,
+            data: rest,
+        }
+    } else {
+        TupleSource::Delta {
+            infomask,
+            old_offnum,
+            prefix,
+            suffix,
+            middle: rest,
+        }
+    };
+    Ok(vec![LoggedTuple { offnum, source }])
+}
+
+/// The rows of a `MULTI_INSERT` record (`Err`: what is wrong with the record).
+fn multi_inserted<'a>(
+    info: u8,
+    main: &'a [u8],
+    data: &'a [u8],
+    in_image: bool,
+) -> Result<Vec<LoggedTuple<'a>>, &'static str> {
+    // flags, (pad), ntuples, then offsets[ntuples] unless the page is new.
+    let mut m = Cursor::new(main);
+    let ntuples = (|| {
+        m.take(2)?;
+        m.u16()
+    })()
+    .ok_or("multi-insert record too short")?;
+    let init = info & XLOG_HEAP_INIT_PAGE != 0;
+    let mut out = Vec::with_capacity(usize::from(ntuples));
+    let mut c = Cursor::new(data);
+    for i in 0..ntuples {
+        let offnum = if init {
+            i.checked_add(1).ok_or("multi-insert offsets")?
+        } else {
+            m.u16().ok_or("multi-insert offsets missing")?
+        };
+        if in_image {
+            out.push(LoggedTuple {
+                offnum,
+                source: TupleSource::Image,
+            });
+            continue;
+        }
+        // Each xl_multi_insert_tuple is SHORTALIGNed from the start of the data.
+        if c.pos() % 2 == 1 {
+            c.take(1).ok_or("multi-insert tuple missing")?;
+        }
+        let (datalen, infomask, hoff) = c
+            .take(MULTI_INSERT_TUPLE_LEN)
+            .and_then(|h| {
+                let mut h = Cursor::new(h);
+                let datalen = usize::from(h.u16()?);
+                let _infomask2 = h.u16()?;
+                Some((datalen, h.u16()?, h.u8()?))
+            })
+            .ok_or("multi-insert tuple header too short")?;
+        let logged = c.take(datalen).ok_or("multi-insert tuple data too short")?;
+        out.push(LoggedTuple {
+            offnum,
+            source: TupleSource::Data {
+                infomask,
+                data: columns(logged, hoff).ok_or("multi-insert t_hoff out of range")?,
+            },
+        });
+    }
+    Ok(out)
 }
 
 /// `xl_heap_header`: (infomask2, infomask, t_hoff).
