@@ -16,6 +16,8 @@
 //! each record contributes), `classify` (what a transaction did to relation files),
 //! [`names`] (relation names), [`incidents`]; `report` holds the report types, `options` the
 //! range, `error` the errors, `image` and `shell` two helpers.
+//!
+//! [`CatalogTracker`]: pitr_pg::wal::CatalogTracker
 
 mod classify;
 mod collect;

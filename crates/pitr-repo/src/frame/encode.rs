@@ -125,7 +125,7 @@ pub(super) fn compress(data: &[u8], c: Compression) -> io::Result<Vec<u8>> {
 }
 
 /// Size of the pieces [`FrameEncoder`] compresses as separate zstd frames. A power of two (and a
-/// multiple of BLAKE3's 1 KiB chunk), so that [`decode_to`] can decompress and hash the pieces of
+/// multiple of BLAKE3's 1 KiB chunk), so that [`decode_to`](super::decode_to) can decompress and hash the pieces of
 /// a large file on several threads: each piece is a BLAKE3 subtree.
 pub const ZSTD_PIECE: usize = 8 << 20;
 

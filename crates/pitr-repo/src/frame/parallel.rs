@@ -24,8 +24,8 @@ pub trait WriteAt: Sync {
 
 /// Decodes a frame into `out` like [`decode_into`], verifying length and checksum, but on up to
 /// `threads` threads when the payload allows it: a zstd payload cut in frames that each record
-/// their size, all of the same power-of-two size but the last (what [`FrameEncoder`] and
-/// [`encode_file`] on two cores write). Each thread decompresses a piece, hashes it as a BLAKE3
+/// their size, all of the same power-of-two size but the last (what [`FrameEncoder`](super::FrameEncoder) and
+/// [`encode_file`](super::encode_file) on two cores write). Each thread decompresses a piece, hashes it as a BLAKE3
 /// subtree and writes it at its offset; the subtree hashes are then merged into the file's
 /// checksum. Other payloads are decoded in order on the calling thread. A failure of `out` is
 /// reported as [`FrameError::Write`]. On error, `out` may have received bytes.
