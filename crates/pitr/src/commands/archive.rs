@@ -13,7 +13,7 @@ use crate::error::{CliError, EXIT_NOT_FOUND};
 
 pub async fn push(g: &GlobalArgs, a: ArchivePushArgs) -> Result<u8, CliError> {
     let c = compression(g)?;
-    let cluster = open_cluster(g)?;
+    let cluster = open_cluster(g).await?;
     let report = archive::push(&cluster, &a.wal_path, c).await?;
     if g.json {
         print_json(&report);
@@ -43,7 +43,7 @@ fn default_spool(dest: &Path) -> PathBuf {
 }
 
 pub async fn get(g: &GlobalArgs, a: ArchiveGetArgs) -> Result<u8, CliError> {
-    let cluster = open_cluster(g)?;
+    let cluster = open_cluster(g).await?;
     let spool = (a.prefetch > 0)
         .then(|| Spool::new(a.spool.clone().unwrap_or_else(|| default_spool(&a.dest))));
     match archive::get(&cluster, &a.wal_name, &a.dest, spool.as_ref()).await? {
@@ -108,7 +108,7 @@ fn start_read_ahead(
 }
 
 pub async fn spool_fill(g: &GlobalArgs, a: SpoolFillArgs) -> Result<u8, CliError> {
-    let cluster = open_cluster(g)?;
+    let cluster = open_cluster(g).await?;
     let names: Vec<WalFileName> = a
         .names
         .iter()
