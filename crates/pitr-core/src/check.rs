@@ -104,54 +104,15 @@ pub async fn check(
     opts: &CheckOptions,
 ) -> Result<CheckReport, pitr_proto::ProtoError> {
     let info = client.server_info().await?;
-    let mut checks = vec![server_item(&info)];
-    checks.push(match info.wal_level {
-        WalLevel::Minimal => CheckItem::new(
-            "wal_level",
-            Status::Failed,
-            "minimal: WAL cannot be archived for recovery",
-        )
-        .hint("set wal_level = replica in postgresql.conf and restart PostgreSQL"),
-        level => CheckItem::new("wal_level", Status::Ok, level.to_string()),
-    });
-    let archiving_on = match info.archive_mode {
-        ArchiveMode::Off => {
-            checks.push(
-                CheckItem::new("archive_mode", Status::Failed, "off: no WAL is archived")
-                    .hint(format!(
-                        "set archive_mode = on and archive_command = '{}' in postgresql.conf and restart PostgreSQL",
-                        opts.archive_command_hint
-                    )),
-            );
-            false
-        }
-        ArchiveMode::Always => {
-            checks.push(CheckItem::new("archive_mode", Status::Ok, "always"));
-            true
-        }
-        ArchiveMode::On if info.in_recovery => {
-            checks.push(
-                CheckItem::new(
-                    "archive_mode",
-                    Status::Warning,
-                    "on, but this server is a standby: it archives nothing until promoted",
-                )
-                .hint("run pitr check against the primary, or set archive_mode = always here"),
-            );
-            false
-        }
-        ArchiveMode::On => {
-            checks.push(CheckItem::new("archive_mode", Status::Ok, "on"));
-            true
-        }
-    };
+    let mut checks = vec![server_item(&info), wal_level_item(&info)];
+    let (archive_mode, archiving_on) = archive_mode_item(&info, opts);
+    checks.push(archive_mode);
     checks.push(archive_command_item(&info, cluster, opts));
     checks.push(identity_item(cluster, &info).await);
     let archiver = client.archiver_status().await?;
     checks.push(archiver_item(&archiver, opts));
 
-    let mut archived_segment = None;
-    let mut archive_seconds = None;
+    let mut archived = None;
     let blocked = checks.iter().any(|c| c.status == Status::Failed);
     let round_trip = if opts.no_switch {
         CheckItem::new("archive round trip", Status::Skipped, "--no-switch given")
@@ -168,53 +129,13 @@ pub async fn check(
             "not attempted: fix the failures above first",
         )
     } else {
-        match round_trip(cluster, client, opts).await {
-            Ok((name, secs)) => {
-                archived_segment = Some(name.to_string());
-                archive_seconds = Some(secs);
-                CheckItem::new(
-                    "archive round trip",
-                    Status::Ok,
-                    format!("{name} reached the repository {secs:.1} s after pg_switch_wal()"),
-                )
-            }
-            Err(RoundTrip::Timeout(name)) => {
-                let failing = client
-                    .archiver_status()
-                    .await
-                    .ok()
-                    .filter(failing_now)
-                    .and_then(|a| a.last_failed_wal)
-                    .map(|w| format!("; pg_stat_archiver reports {w} failing"))
-                    .unwrap_or_default();
-                CheckItem::new(
-                    "archive round trip",
-                    Status::Failed,
-                    format!(
-                        "{name} did not reach the repository within {:?} after pg_switch_wal(){failing}",
-                        opts.archive_timeout
-                    ),
-                )
-                .hint(format!(
-                    "check that archive_command = '{}' works: the server log shows its errors; a larger --archive-timeout helps when the archiver is behind",
-                    opts.archive_command_hint
-                ))
-            }
-            Err(RoundTrip::Server(e)) => CheckItem::new(
-                "archive round trip",
-                Status::Failed,
-                format!("cannot switch WAL: {e}"),
-            )
-            .hint("pg_switch_wal() and pg_logical_emit_message() need a superuser, or: GRANT EXECUTE ON FUNCTION pg_switch_wal(), pg_logical_emit_message(boolean, text, text) TO <user>"),
-            Err(RoundTrip::Repo(e)) => CheckItem::new(
-                "archive round trip",
-                Status::Failed,
-                format!("cannot read the repository: {e}"),
-            ),
-        }
+        let (item, segment) = round_trip_item(cluster, client, opts).await;
+        archived = segment;
+        item
     };
     checks.push(round_trip);
     let ok = checks.iter().all(|c| c.status != Status::Failed);
+    let (archived_segment, archive_seconds) = archived.unzip();
     Ok(CheckReport {
         cluster: cluster.name().to_string(),
         repo: cluster.repo().location(),
@@ -223,6 +144,103 @@ pub async fn check(
         archive_seconds,
         ok,
     })
+}
+
+fn wal_level_item(info: &ServerInfo) -> CheckItem {
+    match info.wal_level {
+        WalLevel::Minimal => CheckItem::new(
+            "wal_level",
+            Status::Failed,
+            "minimal: WAL cannot be archived for recovery",
+        )
+        .hint("set wal_level = replica in postgresql.conf and restart PostgreSQL"),
+        level => CheckItem::new("wal_level", Status::Ok, level.to_string()),
+    }
+}
+
+/// The `archive_mode` line, and whether this server archives now.
+fn archive_mode_item(info: &ServerInfo, opts: &CheckOptions) -> (CheckItem, bool) {
+    match info.archive_mode {
+        ArchiveMode::Off => (
+            CheckItem::new("archive_mode", Status::Failed, "off: no WAL is archived").hint(
+                format!(
+                    "set archive_mode = on and archive_command = '{}' in postgresql.conf and restart PostgreSQL",
+                    opts.archive_command_hint
+                ),
+            ),
+            false,
+        ),
+        ArchiveMode::Always => (CheckItem::new("archive_mode", Status::Ok, "always"), true),
+        ArchiveMode::On if info.in_recovery => (
+            CheckItem::new(
+                "archive_mode",
+                Status::Warning,
+                "on, but this server is a standby: it archives nothing until promoted",
+            )
+            .hint("run pitr check against the primary, or set archive_mode = always here"),
+            false,
+        ),
+        ArchiveMode::On => (CheckItem::new("archive_mode", Status::Ok, "on"), true),
+    }
+}
+
+/// The `archive round trip` line after trying one, and the segment that reached the repository
+/// with how many seconds it took.
+async fn round_trip_item(
+    cluster: &ClusterRepo,
+    client: &PgClient,
+    opts: &CheckOptions,
+) -> (CheckItem, Option<(String, f64)>) {
+    match round_trip(cluster, client, opts).await {
+        Ok((name, secs)) => (
+            CheckItem::new(
+                "archive round trip",
+                Status::Ok,
+                format!("{name} reached the repository {secs:.1} s after pg_switch_wal()"),
+            ),
+            Some((name.to_string(), secs)),
+        ),
+        Err(RoundTrip::Timeout(name)) => {
+            let failing = client
+                .archiver_status()
+                .await
+                .ok()
+                .filter(failing_now)
+                .and_then(|a| a.last_failed_wal)
+                .map(|w| format!("; pg_stat_archiver reports {w} failing"))
+                .unwrap_or_default();
+            let item = CheckItem::new(
+                "archive round trip",
+                Status::Failed,
+                format!(
+                    "{name} did not reach the repository within {:?} after pg_switch_wal(){failing}",
+                    opts.archive_timeout
+                ),
+            )
+            .hint(format!(
+                "check that archive_command = '{}' works: the server log shows its errors; a larger --archive-timeout helps when the archiver is behind",
+                opts.archive_command_hint
+            ));
+            (item, None)
+        }
+        Err(RoundTrip::Server(e)) => (
+            CheckItem::new(
+                "archive round trip",
+                Status::Failed,
+                format!("cannot switch WAL: {e}"),
+            )
+            .hint("pg_switch_wal() and pg_logical_emit_message() need a superuser, or: GRANT EXECUTE ON FUNCTION pg_switch_wal(), pg_logical_emit_message(boolean, text, text) TO <user>"),
+            None,
+        ),
+        Err(RoundTrip::Repo(e)) => (
+            CheckItem::new(
+                "archive round trip",
+                Status::Failed,
+                format!("cannot read the repository: {e}"),
+            ),
+            None,
+        ),
+    }
 }
 
 fn server_item(info: &ServerInfo) -> CheckItem {

@@ -7,6 +7,5 @@ pub mod check;
 pub mod expire;
 pub mod info;
 pub mod restore;
-pub mod spool;
 pub mod verify;
 pub mod walscan;

@@ -4,177 +4,63 @@
 //! queries, and the typed errors for a wrong database, a wrong or missing password and an
 //! unreachable server.
 //!
-//! Servers come from `$PITR_PG_ROOT/<major>/bindir` (default `/opt/pitr-pg`, filled by
-//! `scripts/install-test-deps.sh`). The small helper below is local on purpose; the shared
-//! harness is `pitr-testkit`.
+//! Servers are `pitr-testkit` clusters, one test per major (`PITR_TEST_PG` narrows them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pitr_pg::{BackupFrom, BackupLabel, Lsn, TablespaceMap, TimelineId, WalLevel};
 use pitr_proto::{
     connect_with_env, ArchiveMode, BackupSession, ConnEnv, ConnParams, Host, ProtoError,
 };
+use pitr_testkit::{
+    create_postgres_dir, pg_test_matrix, scratch_dir, Cluster, ClusterOptions, PgInstall,
+};
 
-const PORT: u16 = 5432;
-
-/// A throwaway cluster listening only on a socket in its own directory; stopped and deleted
-/// when dropped.
+/// A started cluster with data checksums, archiving with `cp` into `archive`, where `pwuser`
+/// must authenticate with a password and every other role is trusted.
 struct Server {
-    bindir: PathBuf,
-    root: tempfile::TempDir,
-    data: PathBuf,
-    sock: PathBuf,
-}
-
-fn postgres_ids() -> (u32, u32) {
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (id("-u"), id("-g"))
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a server binary as the postgres OS user when we are root.
-fn as_postgres(program: &Path) -> Command {
-    let (uid, _) = postgres_ids();
-    let running_as_root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    if running_as_root && uid != 0 {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
+    cluster: Cluster,
+    archive: tempfile::TempDir,
 }
 
 impl Server {
-    fn start(major: u32) -> Server {
-        let root_dir = std::env::var("PITR_PG_ROOT").unwrap_or_else(|_| "/opt/pitr-pg".into());
-        let bindir_file = Path::new(&root_dir).join(major.to_string()).join("bindir");
-        let bindir = std::fs::read_to_string(&bindir_file).unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL {major} is not installed ({}: {e}); run scripts/install-test-deps.sh",
-                bindir_file.display()
-            )
-        });
-        let bindir = PathBuf::from(bindir.trim());
-        let root = tempfile::Builder::new()
-            .prefix(&format!("pitr-proto-pg{major}-"))
-            .tempdir_in("/tmp")
-            .unwrap();
-        let (uid, gid) = postgres_ids();
-        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        for d in ["sock", "archive", "ts dir"] {
-            std::fs::create_dir(root.path().join(d)).unwrap();
-            std::os::unix::fs::chown(root.path().join(d), Some(uid), Some(gid)).unwrap();
-        }
-        std::os::unix::fs::chown(root.path(), Some(uid), Some(gid)).unwrap();
-        let data = root.path().join("data");
-        let sock = root.path().join("sock");
-        run(as_postgres(&bindir.join("initdb"))
-            .args([
-                "-k",
-                "--locale=C",
-                "-E",
-                "UTF8",
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-D",
-            ])
-            .arg(&data));
-        let conf = format!(
-            "listen_addresses = ''\nport = {PORT}\nunix_socket_directories = '{}'\n\
-             wal_level = replica\narchive_mode = on\narchive_command = 'cp %p \"{}/%f\"'\n",
-            sock.display(),
-            root.path().join("archive").display()
+    fn start(pg: &PgInstall) -> Server {
+        let archive = scratch_dir();
+        let cluster = Cluster::init(
+            pg,
+            ClusterOptions {
+                data_checksums: true,
+                archive_command: Some(format!("cp %p \"{}/%f\"", archive.path().display())),
+                ..ClusterOptions::default()
+            }
+            .hba_line("local all pwuser scram-sha-256"),
         );
-        let append = |file: &str, text: &str| {
-            let path = data.join(file);
-            let old = std::fs::read_to_string(&path).unwrap();
-            std::fs::write(&path, format!("{old}\n{text}")).unwrap();
-        };
-        append("postgresql.conf", &conf);
-        // pwuser must authenticate with a password; everyone else is trusted.
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all pwuser scram-sha-256\nlocal all all trust\n",
-        )
-        .unwrap();
-        run(as_postgres(&bindir.join("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(root.path().join("server.log"))
-            .args(["-w", "start"]));
-        Server {
-            bindir,
-            root,
-            data,
-            sock,
-        }
+        cluster.start();
+        Server { cluster, archive }
+    }
+
+    fn root(&self) -> &Path {
+        self.cluster.base_dir()
     }
 
     fn psql(&self, sql: &str) -> String {
-        run(Command::new(self.bindir.join("psql"))
-            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.sock)
-            .args([
-                "-p",
-                &PORT.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ]))
-        .trim()
-        .to_string()
+        self.cluster.psql(sql)
     }
 
     fn controldata(&self) -> HashMap<String, String> {
-        run(Command::new(self.bindir.join("pg_controldata"))
-            .arg("-D")
-            .arg(&self.data))
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+        self.cluster.controldata().into_iter().collect()
     }
 
     /// Connection parameters for this server, as `user`.
     fn params(&self, user: &str) -> ConnParams {
         ConnParams {
-            host: Some(self.sock.display().to_string()),
-            port: Some(PORT),
+            host: Some(self.cluster.socket_dir().display().to_string()),
+            port: Some(self.cluster.port()),
             user: Some(user.into()),
             dbname: Some("postgres".into()),
             ..ConnParams::default()
@@ -189,29 +75,22 @@ impl Server {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
             os_user: Some("nobody-in-particular".into()),
-            home: Some(self.root.path().join("home")),
+            home: Some(self.root().join("home")),
         }
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = as_postgres(&self.bindir.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-    }
-}
-
-async fn sql_client_against_a_real_server(major: u32) {
-    let server = Server::start(major);
+async fn sql_client_against_a_real_server(pg: &PgInstall) {
+    let major = pg.major;
+    let server = Server::start(pg);
     let env = server.env(&[]);
     let client = connect_with_env(&server.params("postgres"), &env)
         .await
         .unwrap();
     assert_eq!(client.major().number(), major);
-    assert!(matches!(client.endpoint().host, Host::Socket(ref d) if d == &server.sock));
+    assert!(
+        matches!(client.endpoint().host, Host::Socket(ref d) if d == server.cluster.socket_dir())
+    );
 
     // server_info agrees with pg_controldata and SHOW.
     let info = client.server_info().await.unwrap();
@@ -222,7 +101,7 @@ async fn sql_client_against_a_real_server(major: u32) {
         server.psql("show server_version_num")
     );
     assert_eq!(info.system_id.to_string(), cd["Database system identifier"]);
-    assert_eq!(info.data_directory, server.data);
+    assert_eq!(info.data_directory, server.cluster.datadir());
     assert_eq!(
         info.wal_segment_size.bytes().to_string(),
         cd["Bytes per WAL segment"]
@@ -241,7 +120,7 @@ async fn sql_client_against_a_real_server(major: u32) {
     assert_eq!(info.archive_library.is_some(), major >= 15);
 
     // A tablespace whose path has a space, so the backup has a tablespace_map.
-    let ts_dir = server.root.path().join("ts dir");
+    let ts_dir = create_postgres_dir(&server.root().join("ts dir"));
     server.psql(&format!(
         "create tablespace proto_ts location '{}'",
         ts_dir.display()
@@ -308,12 +187,7 @@ async fn sql_client_against_a_real_server(major: u32) {
         assert!(Instant::now() < deadline, "{file} not archived: {status:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(server
-        .root
-        .path()
-        .join("archive")
-        .join(file.to_string())
-        .exists());
+    assert!(server.archive.path().join(file.to_string()).exists());
     assert!(client.current_wal_lsn().await.unwrap() >= switch_lsn);
 
     // A database that does not exist.
@@ -347,10 +221,14 @@ async fn sql_client_against_a_real_server(major: u32) {
     connect_with_env(&server.params("pwuser"), &with_env)
         .await
         .unwrap();
-    let passfile = server.root.path().join("pgpass");
+    let passfile = server.root().join("pgpass");
     std::fs::write(
         &passfile,
-        format!("{}:{PORT}:*:pwuser:right pw\n", server.sock.display()),
+        format!(
+            "{}:{}:*:pwuser:right pw\n",
+            server.cluster.socket_dir().display(),
+            server.cluster.port()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -369,18 +247,7 @@ async fn sql_client_against_a_real_server(major: u32) {
     );
 }
 
-macro_rules! per_major {
-    ($($name:ident => $major:literal),+) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                sql_client_against_a_real_server($major).await;
-            }
-        )+
-    };
-}
-
-per_major!(pg14 => 14, pg15 => 15, pg16 => 16, pg17 => 17, pg18 => 18);
+pg_test_matrix!(#[tokio::test] async sql_client_against_a_real_server);
 
 #[tokio::test]
 async fn unreachable_servers_give_a_typed_error_naming_the_target() {

@@ -64,6 +64,14 @@ pub enum RepoError {
         /// Format supported.
         supported: u32,
     },
+    /// The location holds something else than a repository: no marker, and not empty.
+    #[error("{location:?} is not a pitr repository: it has no pitr.repository marker and is not empty (it holds {example:?})\nhint: check --repo / PITR_REPO; to create a repository, run `pitr init --repo DIR` with a new or empty directory")]
+    NotARepository {
+        /// Repository location.
+        location: String,
+        /// One of its entries.
+        example: String,
+    },
     /// Local encoding failed (out of memory, etc.).
     #[error("cannot encode {what}: {source}")]
     Encode {

@@ -31,6 +31,9 @@ pub const REPO_FORMAT: u32 = 1;
 /// Key of the repository marker.
 pub const MARKER_KEY: &str = "pitr.repository";
 
+/// What `mkfs` leaves in a new file system's root: an empty file system may become a repository.
+const LOST_AND_FOUND: &str = "lost+found";
+
 /// Content of the repository marker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepoMarker {
@@ -91,9 +94,38 @@ pub struct WalEntry {
 }
 
 impl Repo {
-    /// A repository on `storage`.
+    /// A repository on `storage`, taken as it is (see [`Repo::open`] for a checked one).
     pub fn new(storage: Arc<dyn Storage>) -> Repo {
         Repo { storage }
+    }
+
+    /// A repository on `storage`, refusing a location that holds something else.
+    ///
+    /// What counts as a repository: a location with the marker ([`MARKER_KEY`]), or an empty
+    /// one, which becomes a repository on first use. An empty file system's `lost+found` is
+    /// nothing. Anything else (a data directory, a home directory, a mount point's parent…) is
+    /// somebody else's: [`RepoError::NotARepository`], rather than scatter pitr's objects in it.
+    /// A location that cannot be read is not judged here: the first real access reports it with
+    /// the path and the user.
+    pub async fn open(storage: Arc<dyn Storage>) -> RepoResult<Repo> {
+        let repo = Repo { storage };
+        if let Some(example) = repo.foreign_entry().await {
+            return Err(RepoError::NotARepository {
+                location: repo.location(),
+                example,
+            });
+        }
+        Ok(repo)
+    }
+
+    /// An entry showing the location is not (and cannot become) a repository, if there is one.
+    async fn foreign_entry(&self) -> Option<String> {
+        if !matches!(self.storage.head(MARKER_KEY).await, Ok(None)) {
+            return None; // the marker, or unreadable
+        }
+        // A location holds at most one lost+found: two entries are enough to find another.
+        let entries = self.storage.root_entries(2).await.ok()?;
+        entries.into_iter().find(|n| n != LOST_AND_FOUND)
     }
 
     /// The underlying storage.
@@ -389,5 +421,51 @@ impl ClusterRepo {
             .collect();
         out.sort_by_key(|e| (e.name.timeline(), e.name.to_string()));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use pitr_storage::LocalFs;
+
+    async fn open(dir: &std::path::Path) -> RepoResult<Repo> {
+        Repo::open(Arc::new(LocalFs::open(dir).unwrap())).await
+    }
+
+    #[tokio::test]
+    async fn empty_locations_and_marked_ones_are_repositories() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = open(dir.path()).await.unwrap();
+        repo.ensure_marker().await.unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+        open(dir.path()).await.unwrap();
+
+        // A fresh file system: only lost+found.
+        let fresh = tempfile::tempdir().unwrap();
+        std::fs::create_dir(fresh.path().join("lost+found")).unwrap();
+        open(fresh.path()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_location_holding_something_else_is_refused_naming_an_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("lost+found")).unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), b"17\n").unwrap();
+        let err = open(dir.path()).await.unwrap_err();
+        match &err {
+            RepoError::NotARepository { location, example } => {
+                assert_eq!(location, &dir.path().display().to_string());
+                assert_eq!(example, "PG_VERSION");
+            }
+            other => panic!("{other}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains("is not a pitr repository") && msg.contains("hint:"),
+            "{msg}"
+        );
     }
 }

@@ -102,6 +102,10 @@ impl Storage for FaultyStorage {
         self.trip(Fault::Reads, "list")?;
         self.inner.list(prefix).await
     }
+    async fn root_entries(&self, limit: usize) -> StorageResult<Vec<String>> {
+        self.trip(Fault::Reads, "root_entries")?;
+        self.inner.root_entries(limit).await
+    }
     async fn delete(&self, key: &str) -> StorageResult<()> {
         self.trip(Fault::Writes, "delete")?;
         self.inner.delete(key).await

@@ -74,6 +74,12 @@ pub trait Storage: Send + Sync + Debug {
     /// Every object whose key starts with `prefix` (recursively), sorted by key.
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>>;
 
+    /// Names of up to `limit` entries at the top of the storage root, in no set order: a
+    /// filesystem's files and directories (hidden and temporary ones included), the first key
+    /// segments of an object store. Tells an empty location from somebody else's without
+    /// listing everything.
+    async fn root_entries(&self, limit: usize) -> StorageResult<Vec<String>>;
+
     /// Removes an object; removing an absent object is not an error.
     async fn delete(&self, key: &str) -> StorageResult<()>;
 

@@ -364,6 +364,20 @@ impl Storage for LocalFs {
         .await
     }
 
+    async fn root_entries(&self, limit: usize) -> StorageResult<Vec<String>> {
+        let root = self.root.clone();
+        blocking(move || {
+            let entries = fs::read_dir(&root).map_err(|e| StorageError::io("list", &root, e))?;
+            let mut names = Vec::new();
+            for entry in entries.take(limit) {
+                let entry = entry.map_err(|e| StorageError::io("list", &root, e))?;
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+            Ok(names)
+        })
+        .await
+    }
+
     async fn prune(&self, prefix: &str) -> StorageResult<()> {
         let dir = self.path(prefix.trim_end_matches('/'))?;
         blocking(move || {

@@ -7,6 +7,9 @@ use bytes::Bytes;
 use pitr_storage::{Fault, FaultyStorage, LocalFs, PutMode, PutOutcome, Storage, StorageError};
 
 async fn conformance(s: &dyn Storage) {
+    // an empty root has no entries
+    assert!(s.root_entries(2).await.unwrap().is_empty());
+
     // absent objects are None, not errors
     assert!(s.get("a/b").await.unwrap().is_none());
     assert!(s.head("a/b").await.unwrap().is_none());
@@ -92,6 +95,12 @@ async fn conformance(s: &dyn Storage) {
         keys,
         vec!["a/b".to_string(), "a/c/d".to_string(), "ab".to_string()]
     );
+
+    // root entries are the top-level names, as many as asked
+    let mut top = s.root_entries(10).await.unwrap();
+    top.sort();
+    assert_eq!(top, vec!["a".to_string(), "ab".to_string()]);
+    assert_eq!(s.root_entries(1).await.unwrap().len(), 1);
 
     // delete is idempotent
     s.delete("a/b").await.unwrap();

@@ -35,12 +35,22 @@ pub struct ClusterOptions {
     /// Extra postgresql.conf settings as (name, raw value); the harness quotes the value, so
     /// write `("wal_keep_size", "64MB")`, not `"'64MB'"`. Later ones override the harness's own.
     pub conf: Vec<(String, String)>,
+    /// Lines put at the top of `pg_hba.conf` by [`Cluster::init`], before initdb's own
+    /// `trust` lines (the first matching line wins), e.g.
+    /// `"local all pwuser scram-sha-256"` for a role that must give a password.
+    pub hba: Vec<String>,
 }
 
 impl ClusterOptions {
     /// Adds one postgresql.conf setting (builder style).
     pub fn set(mut self, name: &str, value: &str) -> Self {
         self.conf.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds one line at the top of `pg_hba.conf` (builder style); see [`ClusterOptions::hba`].
+    pub fn hba_line(mut self, line: &str) -> Self {
+        self.hba.push(line.to_string());
         self
     }
 }
@@ -94,6 +104,7 @@ impl Cluster {
         }
         cluster.run_server_cmd(&mut cmd, "initdb");
         cluster.write_conf();
+        cluster.prepend_hba();
         cluster
     }
 
@@ -174,6 +185,25 @@ impl Cluster {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         self.append_conf(&pairs);
+    }
+
+    /// Puts [`ClusterOptions::hba`] at the top of initdb's `pg_hba.conf`.
+    fn prepend_hba(&self) {
+        if self.opts.hba.is_empty() {
+            return;
+        }
+        let path = self.datadir.join("pg_hba.conf");
+        let result = fs::read_to_string(&path).and_then(|initdb_lines| {
+            let mut text = String::from("# added by pitr-testkit\n");
+            for line in &self.opts.hba {
+                let _ = writeln!(text, "{line}");
+            }
+            text.push_str(&initdb_lines);
+            fs::write(&path, text)
+        });
+        if let Err(e) = result {
+            panic!("cannot write {}: {e}", path.display());
+        }
     }
 
     /// Appends settings to `postgresql.conf` (values are quoted for you); takes effect at the

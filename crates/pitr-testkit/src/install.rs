@@ -124,30 +124,50 @@ pub fn test_install(major: u32) -> Option<PgInstall> {
     }
 }
 
-/// Parses a `$PITR_TEST_PG` value: comma- or space-separated majors, e.g. `14,17`.
+/// Parses a `$PITR_TEST_PG` value: a comma-separated list of supported majors, e.g. `15,18`
+/// (blanks around a major are ignored), returned sorted and without duplicates.
 ///
-/// Panics on anything else, since a typo would otherwise silently skip every test.
-pub fn parse_majors(value: &str) -> Vec<u32> {
-    let mut majors: Vec<u32> = value
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(|s| match s.parse::<u32>() {
-            Ok(m) if SUPPORTED_MAJORS.contains(&m) => m,
-            _ => panic!(
-                "PITR_TEST_PG: {s:?} is not a supported PostgreSQL major \
-                 (hint: a comma-separated list among 14..=18, e.g. \"14,17\")"
-            ),
-        })
-        .collect();
+/// Anything else is an error naming the bad part: an empty part (`15,,18`, `15,`), a major
+/// outside 14..=18 (`19`), a prefix (`pg17`) or another separator (`"14 17"`). A typo must fail
+/// the run, never narrow it to nothing so that every test passes having run no server.
+pub fn parse_majors(value: &str) -> Result<Vec<u32>, String> {
+    let mut majors = Vec::new();
+    for part in value.split(',') {
+        let part = part.trim();
+        match part.parse::<u32>() {
+            Ok(m) if SUPPORTED_MAJORS.contains(&m) => majors.push(m),
+            _ => {
+                let what = if part.is_empty() {
+                    "an empty entry".to_string()
+                } else {
+                    format!("{part:?} is not a PostgreSQL major among 14..=18")
+                };
+                return Err(format!(
+                    "PITR_TEST_PG={value:?}: {what} (hint: a comma-separated list of majors, \
+                     e.g. PITR_TEST_PG=15,18; unset it to test every major)"
+                ));
+            }
+        }
+    }
     majors.sort_unstable();
     majors.dedup();
-    majors
+    Ok(majors)
 }
 
+/// The majors `$PITR_TEST_PG` asks for; `None` when it is unset or blank (every major).
+///
+/// Panics with [`parse_majors`]'s message on a bad value: every test asking fails with it.
 fn wanted_majors() -> Option<Vec<u32>> {
     match env::var("PITR_TEST_PG") {
-        Ok(v) if !v.trim().is_empty() => Some(parse_majors(&v)),
-        _ => None,
+        Ok(v) if !v.trim().is_empty() => match parse_majors(&v) {
+            Ok(majors) => Some(majors),
+            Err(msg) => panic!("{msg}"),
+        },
+        Ok(_) => None,
+        Err(env::VarError::NotPresent) => None,
+        Err(env::VarError::NotUnicode(v)) => {
+            panic!("PITR_TEST_PG={v:?} is not UTF-8 (hint: e.g. PITR_TEST_PG=15,18)")
+        }
     }
 }
 
@@ -190,21 +210,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parse_majors_accepts_commas_and_spaces_sorted_and_deduplicated() {
-        assert_eq!(parse_majors("17,14"), vec![14, 17]);
-        assert_eq!(parse_majors(" 15 16,15 "), vec![15, 16]);
-        assert_eq!(parse_majors(""), Vec::<u32>::new());
+    fn parse_majors_accepts_a_comma_separated_list_sorted_and_deduplicated() {
+        assert_eq!(parse_majors("17,14"), Ok(vec![14, 17]));
+        assert_eq!(parse_majors("15,18"), Ok(vec![15, 18]));
+        assert_eq!(parse_majors(" 16, 15 ,15"), Ok(vec![15, 16]));
+        assert_eq!(parse_majors("14"), Ok(vec![14]));
+    }
+
+    /// Each of these would run no server at all: the error names the bad part.
+    #[test]
+    fn parse_majors_rejects_what_is_not_a_supported_major() {
+        for value in ["14 17", "pg17", "19", "13", "-15", "15;18", "15,pg18"] {
+            let bad = value.rsplit(',').next().unwrap_or(value);
+            expect_rejected(
+                value,
+                &format!("{bad:?} is not a PostgreSQL major among 14..=18"),
+            );
+        }
     }
 
     #[test]
-    #[should_panic(expected = "not a supported PostgreSQL major")]
-    fn parse_majors_rejects_unsupported_major() {
-        parse_majors("13");
+    fn parse_majors_rejects_empty_entries() {
+        for value in ["15,,18", "15,", ",15", "", " , "] {
+            expect_rejected(value, "an empty entry");
+        }
     }
 
-    #[test]
-    #[should_panic(expected = "not a supported PostgreSQL major")]
-    fn parse_majors_rejects_garbage() {
-        parse_majors("pg17");
+    fn expect_rejected(value: &str, names: &str) {
+        let err = parse_majors(value).expect_err(value);
+        assert!(err.contains(names), "{value:?}: {err}");
+        assert!(err.starts_with("PITR_TEST_PG="), "{value:?}: {err}");
+        assert!(err.contains("hint: "), "{value:?}: {err}");
     }
 }

@@ -31,35 +31,63 @@ pub use os::{
 };
 
 /// Defines a module of tests, one per supported major (`pg14` … `pg18`), each calling
-/// `$body(&PgInstall)` with that major's installation.
+/// `$body(&PgInstall)` with that major's installation: the one way pitr's integration tests run
+/// something on every PostgreSQL version.
 ///
 /// A major excluded by `$PITR_TEST_PG` is skipped; a requested major that is not installed fails
-/// with an install hint (or is skipped with `PITR_TEST_ALLOW_NO_PG=1`); see [`test_install`].
+/// with an install hint (or is skipped with `PITR_TEST_ALLOW_NO_PG=1`), and a `$PITR_TEST_PG`
+/// that is not a list of supported majors fails every test; see [`test_install`].
+///
+/// Attributes written before a body are put on each of its tests, after `#[test]`. An `async`
+/// body is awaited by tests that carry the attributes given instead of `#[test]`, so it needs a
+/// runtime's test attribute such as `#[tokio::test]` (at least one attribute is required).
 ///
 /// ```ignore
 /// fn archive_round_trip(pg: &pitr_testkit::PgInstall) { /* ... */ }
-/// pitr_testkit::pg_test_matrix!(archive_round_trip);
-/// // => tests archive_round_trip::pg14, ..., archive_round_trip::pg18
+/// async fn sql_client(pg: &pitr_testkit::PgInstall) { /* ... */ }
+/// pitr_testkit::pg_test_matrix!(
+///     archive_round_trip,
+///     #[tokio::test] async sql_client,
+/// );
+/// // => tests archive_round_trip::pg14, ..., archive_round_trip::pg18, sql_client::pg14, ...
 /// ```
 #[macro_export]
 macro_rules! pg_test_matrix {
-    ($($body:ident),+ $(,)?) => {
-        $(
-            mod $body {
-                $crate::pg_test_matrix!(@one $body, pg14, 14);
-                $crate::pg_test_matrix!(@one $body, pg15, 15);
-                $crate::pg_test_matrix!(@one $body, pg16, 16);
-                $crate::pg_test_matrix!(@one $body, pg17, 17);
-                $crate::pg_test_matrix!(@one $body, pg18, 18);
-            }
-        )+
+    () => {};
+    (@majors $kind:ident $body:ident $attrs:tt) => {
+        $crate::pg_test_matrix!(@$kind $body $attrs pg14 14);
+        $crate::pg_test_matrix!(@$kind $body $attrs pg15 15);
+        $crate::pg_test_matrix!(@$kind $body $attrs pg16 16);
+        $crate::pg_test_matrix!(@$kind $body $attrs pg17 17);
+        $crate::pg_test_matrix!(@$kind $body $attrs pg18 18);
     };
-    (@one $body:ident, $name:ident, $major:literal) => {
+    (@sync $body:ident [$(#[$attr:meta])*] $name:ident $major:literal) => {
         #[test]
+        $(#[$attr])*
         fn $name() {
             if let Some(pg) = $crate::test_install($major) {
                 super::$body(&pg);
             }
         }
+    };
+    (@async $body:ident [$(#[$attr:meta])*] $name:ident $major:literal) => {
+        $(#[$attr])*
+        async fn $name() {
+            if let Some(pg) = $crate::test_install($major) {
+                super::$body(&pg).await;
+            }
+        }
+    };
+    ($(#[$attr:meta])+ async $body:ident $(, $($rest:tt)*)?) => {
+        mod $body {
+            $crate::pg_test_matrix!(@majors async $body [$(#[$attr])+]);
+        }
+        $($crate::pg_test_matrix!($($rest)*);)?
+    };
+    ($(#[$attr:meta])* $body:ident $(, $($rest:tt)*)?) => {
+        mod $body {
+            $crate::pg_test_matrix!(@majors sync $body [$(#[$attr])*]);
+        }
+        $($crate::pg_test_matrix!($($rest)*);)?
     };
 }

@@ -82,6 +82,7 @@ fn options_reach_initdb_and_config(pg: &PgInstall) {
         data_checksums: true,
         archive_command: Some(format!("cp %p '{}/%f'", archive.path().display())),
         conf: vec![("work_mem".into(), "3MB".into())],
+        hba: Vec::new(),
     }
     .set("cluster_name", "it's quoted");
     let cluster = Cluster::init(pg, opts);
@@ -263,4 +264,73 @@ fn start_failure_panics_with_pg_ctl_output_and_server_log() {
         "log tail names the bad setting: {msg}"
     );
     assert!(!cluster.is_running());
+}
+
+/// `ClusterOptions::hba` lines come before initdb's `trust` lines: a role listed there must give
+/// its password while every other role is still trusted.
+#[test]
+fn hba_lines_come_before_initdbs_own() {
+    let Some(pg) = pitr_testkit::test_installs().into_iter().next_back() else {
+        return;
+    };
+    let cluster = Cluster::init(
+        &pg,
+        ClusterOptions::default().hba_line("local all pwuser scram-sha-256"),
+    );
+    cluster.start();
+    cluster.psql("CREATE ROLE pwuser LOGIN PASSWORD 'right pw'");
+    let mut cmd = cluster.command("psql");
+    cmd.args([
+        "-X",
+        "-At",
+        "-w",
+        "-U",
+        "pwuser",
+        "-c",
+        "SELECT current_user",
+    ]);
+    let out = cmd.output().expect("run psql");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "pwuser got in without a password");
+    assert!(
+        stderr.contains("password"),
+        "psql asks for a password: {stderr}"
+    );
+    let mut cmd = cluster.command("psql");
+    cmd.args(["-X", "-At", "-U", "pwuser", "-c", "SELECT current_user"])
+        .env("PGPASSWORD", "right pw");
+    assert_eq!(run_ok(&mut cmd), "pwuser");
+    assert_eq!(
+        cluster.psql("SELECT current_user"),
+        "postgres",
+        "others trusted"
+    );
+}
+
+/// A `PITR_TEST_PG` that names no supported major fails the test that reads it, with the
+/// parser's message, instead of skipping every major.
+#[test]
+fn a_bad_pitr_test_pg_fails_the_tests_that_read_it() {
+    let exe = std::env::current_exe().expect("test binary path");
+    for value in ["pg17", "14 17", "19", "15,,18"] {
+        let out = Command::new(&exe)
+            .args([
+                "--exact",
+                "cluster_runs_sql_archives_wal_and_stops::pg15",
+                "--nocapture",
+            ])
+            .env("PITR_TEST_PG", value)
+            .env_remove("NEXTEST_RUN_ID")
+            .output()
+            .expect("run this test binary again");
+        let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "PITR_TEST_PG={value:?} passed:\n{text}"
+        );
+        assert!(
+            text.contains(&format!("PITR_TEST_PG={value:?}")) && text.contains("hint: "),
+            "PITR_TEST_PG={value:?}: {text}"
+        );
+    }
 }

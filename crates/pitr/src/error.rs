@@ -63,14 +63,6 @@ pub enum CliError {
     /// `pitr expire`.
     #[error(transparent)]
     Expire(#[from] pitr_core::expire::ExpireError),
-    /// `--repo` names a directory that holds something else than a repository.
-    #[error("{path:?} is not a pitr repository: it has no pitr.repository marker and is not empty (it holds {example:?})\nhint: check --repo / PITR_REPO; to create a repository, run `pitr init --repo DIR` with a new or empty directory")]
-    NotARepository {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// One of its entries.
-        example: String,
-    },
 }
 
 impl CliError {
@@ -78,9 +70,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
-            CliError::Archive(ArchiveError::Foreign { .. }) | CliError::NotARepository { .. } => {
-                EXIT_REFUSED
-            }
+            CliError::Archive(ArchiveError::Foreign { .. }) => EXIT_REFUSED,
             CliError::Archive(ArchiveError::Repo(r))
             | CliError::Repo(r)
             | CliError::Restore(RestoreError::Repo(r)) => repo_code(r),
@@ -104,7 +94,7 @@ impl CliError {
 
 fn repo_code(e: &RepoError) -> u8 {
     match e {
-        RepoError::WalConflict { .. } => EXIT_REFUSED,
+        RepoError::WalConflict { .. } | RepoError::NotARepository { .. } => EXIT_REFUSED,
         RepoError::Corrupt { source, .. } => match source {
             FrameError::Write(_) => EXIT_ERROR,
             _ => EXIT_CORRUPT,

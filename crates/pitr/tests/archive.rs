@@ -10,7 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use pitr_testkit::{postgres_uid_gid, scratch_dir, Cluster, ClusterOptions};
+use pitr_testkit::{
+    pg_test_matrix, postgres_uid_gid, scratch_dir, Cluster, ClusterOptions, PgInstall,
+};
 
 /// Segments PostgreSQL marked as archived (`archive_status/*.done`), sorted.
 fn archived_segments(c: &Cluster) -> Vec<String> {
@@ -34,14 +36,14 @@ fn init_repo(dir: &Path) -> PathBuf {
 
 /// PostgreSQL archives through `pitr archive-push` under write load; every completed segment
 /// lands; `archive-get` returns byte-identical files that pg_waldump accepts.
-fn archives_every_segment_under_load(major: u32) {
-    let install = pg(major);
+fn archives_every_segment_under_load(install: &PgInstall) {
+    let major = install.major;
     let scratch = scratch_dir();
     let repo = init_repo(scratch.path());
     // Alternate segment sizes across versions: nothing may assume 16 MB.
     let seg_mb = if major % 2 == 1 { 1 } else { 16 };
     let c = Cluster::init(
-        &install,
+        install,
         ClusterOptions {
             wal_segsize_mb: Some(seg_mb),
             archive_command: Some(archive_command(&repo, "")),
@@ -128,7 +130,7 @@ fn archives_every_segment_under_load(major: u32) {
     assert_eq!(tl["gaps"].as_array().unwrap().len(), 0, "{}", info.stdout);
     c.stop();
 }
-per_version!(archives_every_segment_under_load);
+pg_test_matrix!(archives_every_segment_under_load);
 
 /// System identifier of a (possibly stopped) cluster, from pg_controldata.
 fn controldata_system_id(c: &Cluster) -> u64 {
@@ -152,10 +154,7 @@ fn first_segment(c: &Cluster) -> PathBuf {
 
 #[test]
 fn duplicates_conflicts_and_foreign_clusters_are_handled() {
-    let install = pg(pitr_testkit::installs()
-        .last()
-        .expect("no PostgreSQL installed")
-        .major);
+    let install = newest_pg();
     let scratch = scratch_dir();
     let repo = init_repo(scratch.path());
     let a = Cluster::init(&install, ClusterOptions::default());
@@ -240,10 +239,7 @@ fn duplicates_conflicts_and_foreign_clusters_are_handled() {
 
 #[test]
 fn archive_get_tells_absence_from_corruption() {
-    let install = pg(pitr_testkit::installs()
-        .first()
-        .expect("no PostgreSQL installed")
-        .major);
+    let install = oldest_pg();
     let scratch = scratch_dir();
     let repo = init_repo(scratch.path());
     let a = Cluster::init(&install, ClusterOptions::default());
@@ -335,10 +331,7 @@ fn source_and_permission_errors_name_the_path_and_the_user() {
     if postgres_uid_gid().is_none() {
         return; // permission checks need to run as root, switching to the postgres user
     }
-    let install = pg(pitr_testkit::installs()
-        .first()
-        .expect("no PostgreSQL installed")
-        .major);
+    let install = oldest_pg();
     let a = Cluster::init(&install, ClusterOptions::default());
     let seg = first_segment(&a);
     // a repository the postgres user may not write
@@ -371,10 +364,7 @@ fn source_and_permission_errors_name_the_path_and_the_user() {
 #[test]
 fn a_directory_that_is_not_a_repository_is_refused() {
     let scratch = scratch_dir();
-    let install = pg(pitr_testkit::installs()
-        .first()
-        .expect("no PostgreSQL installed")
-        .major);
+    let install = oldest_pg();
     let a = Cluster::init(&install, ClusterOptions::default());
     let seg = first_segment(&a);
     let foreign = a.datadir();
@@ -413,10 +403,7 @@ fn no_space_left_is_reported_and_nothing_is_published() {
         eprintln!("not root: cannot mount a small tmpfs; this check runs in CI as root");
         return;
     }
-    let install = pg(pitr_testkit::installs()
-        .first()
-        .expect("no PostgreSQL installed")
-        .major);
+    let install = oldest_pg();
     let scratch = scratch_dir();
     let small = scratch.path().join("small");
     fs::create_dir(&small).unwrap();
@@ -468,10 +455,7 @@ fn no_space_left_is_reported_and_nothing_is_published() {
 /// kill -9 of archive-push at any instant leaves nothing half-archived, and a retry succeeds.
 #[test]
 fn kill_9_mid_push_leaves_nothing_visible_and_retry_succeeds() {
-    let install = pg(pitr_testkit::installs()
-        .last()
-        .expect("no PostgreSQL installed")
-        .major);
+    let install = newest_pg();
     let scratch = scratch_dir();
     let repo = init_repo(scratch.path());
     // 256 MB segments stored uncompressed make the write long enough to be interrupted.

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use pitr_testkit::{scratch_dir, Cluster, ClusterOptions};
+use pitr_testkit::{pg_test_matrix, scratch_dir, Cluster, ClusterOptions, PgInstall};
 
 struct Setup {
     _scratch: tempfile::TempDir,
@@ -17,12 +17,12 @@ struct Setup {
     c: Cluster,
 }
 
-fn setup(major: u32, checksums: bool) -> Setup {
+fn setup(install: &PgInstall, checksums: bool) -> Setup {
     let scratch = scratch_dir();
     let repo = scratch.path().join("repo");
     pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
     let c = Cluster::init(
-        &pg(major),
+        install,
         ClusterOptions {
             data_checksums: checksums,
             archive_command: Some(archive_command(&repo, "")),
@@ -53,8 +53,8 @@ fn info(repo: &Path) -> serde_json::Value {
 
 /// A full backup taken while pgbench writes, with data checksums on: every file is stored and
 /// verifiable, the WAL it needs is archived, and no page is reported corrupt.
-fn backup_under_write_load(major: u32) {
-    let st = setup(major, true);
+fn backup_under_write_load(install: &PgInstall) {
+    let st = setup(install, true);
     st.c.pgbench_init(5);
     let load = {
         let env = st.c.env();
@@ -113,15 +113,11 @@ fn backup_under_write_load(major: u32) {
         "{label_text}"
     );
 }
-per_version!(backup_under_write_load);
+pg_test_matrix!(backup_under_write_load);
 
 #[test]
 fn incremental_backup_copies_only_changed_files() {
-    let major = pitr_testkit::installs()
-        .last()
-        .expect("no PostgreSQL installed")
-        .major;
-    let st = setup(major, false);
+    let st = setup(&newest_pg(), false);
     st.c.psql(
         "CREATE TABLE big AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 200000) g",
     );
@@ -154,11 +150,7 @@ fn incremental_backup_copies_only_changed_files() {
 
 #[test]
 fn corrupt_data_pages_are_reported_in_the_backup() {
-    let major = pitr_testkit::installs()
-        .first()
-        .expect("no PostgreSQL installed")
-        .major;
-    let st = setup(major, true);
+    let st = setup(&oldest_pg(), true);
     st.c.psql(
         "CREATE TABLE victim AS SELECT g, repeat('v', 100) AS pad FROM generate_series(1, 10000) g",
     );
@@ -187,10 +179,7 @@ fn corrupt_data_pages_are_reported_in_the_backup() {
 
 #[test]
 fn backup_refuses_what_it_cannot_use() {
-    let install = pg(pitr_testkit::installs()
-        .first()
-        .expect("no PostgreSQL installed")
-        .major);
+    let install = oldest_pg();
     let scratch = scratch_dir();
     let repo = scratch.path().join("repo");
     pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);

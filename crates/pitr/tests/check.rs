@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use pitr_testkit::{scratch_dir, Cluster, ClusterOptions};
+use pitr_testkit::{pg_test_matrix, scratch_dir, Cluster, ClusterOptions, PgInstall};
 use serde_json::Value;
 
 struct Setup {
@@ -18,12 +18,12 @@ struct Setup {
 
 /// A running cluster and an initialised repository; `archive_command` gets the repository's
 /// path.
-fn setup(major: u32, archive_command: impl FnOnce(&Path) -> Option<String>) -> Setup {
+fn setup(install: &PgInstall, archive_command: impl FnOnce(&Path) -> Option<String>) -> Setup {
     let scratch = scratch_dir();
     let repo = scratch.path().join("repo");
     pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
     let c = Cluster::init(
-        &pg(major),
+        install,
         ClusterOptions {
             archive_command: archive_command(&repo),
             ..Default::default()
@@ -64,17 +64,11 @@ fn item<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no check {name:?} in {report}"))
 }
 
-fn newest() -> u32 {
-    pitr_testkit::installs()
-        .last()
-        .expect("no PostgreSQL installed")
-        .major
-}
-
 /// Archiving through pitr into the repository: every check passes and the switched segment is
 /// found in the repository; `--no-switch` reads only.
-fn a_working_setup_passes_with_a_real_round_trip(major: u32) {
-    let st = setup(major, |repo| Some(archive_command(repo, "")));
+fn a_working_setup_passes_with_a_real_round_trip(install: &PgInstall) {
+    let major = install.major;
+    let st = setup(install, |repo| Some(archive_command(repo, "")));
     let repo = st.repo.clone();
 
     let report = json(&check(&st, &repo, &["--json"]).expect_code(0));
@@ -114,15 +108,15 @@ fn a_working_setup_passes_with_a_real_round_trip(major: u32) {
         run.stdout
     );
 }
-per_version!(a_working_setup_passes_with_a_real_round_trip);
+pg_test_matrix!(a_working_setup_passes_with_a_real_round_trip);
 
 /// Broken setups, each failing (exit 3) on its own line with a hint, and never a silent pass.
 #[test]
 fn broken_setups_fail_on_the_right_line() {
-    let major = newest();
+    let install = newest_pg();
 
     // Archiving off.
-    let st = setup(major, |_| None);
+    let st = setup(&install, |_| None);
     let run = check(&st, &st.repo, &["--json"]).expect_code(3);
     let report = json(&run);
     assert_eq!(report["ok"], false);
@@ -134,7 +128,7 @@ fn broken_setups_fail_on_the_right_line() {
 
     // An archive_command that discards the WAL: a warning about the command, and the round
     // trip times out.
-    let st = setup(major, |_| Some("true".into()));
+    let st = setup(&install, |_| Some("true".into()));
     let report = json(&check(&st, &st.repo, &["--json", "--archive-timeout", "3"]).expect_code(3));
     expect_item(
         &report,
@@ -168,7 +162,7 @@ fn broken_setups_fail_on_the_right_line() {
     let scratch = scratch_dir();
     let elsewhere = scratch.path().join("elsewhere");
     pitr_as_postgres(&["init", "--repo", s(&elsewhere)]).expect_code(0);
-    let st = setup(major, |_| Some(archive_command(&elsewhere, "")));
+    let st = setup(&install, |_| Some(archive_command(&elsewhere, "")));
     let report = json(&check(&st, &st.repo, &["--json", "--archive-timeout", "3"]).expect_code(3));
     expect_item(
         &report,
@@ -179,7 +173,7 @@ fn broken_setups_fail_on_the_right_line() {
     assert_eq!(item(&report, "archive round trip")["status"], "failed");
 
     // The repository's cluster belongs to another server: refused before any switch.
-    let other = Cluster::init(&pg(major), ClusterOptions::default());
+    let other = Cluster::init(&install, ClusterOptions::default());
     let seg = other.datadir().join("pg_wal/000000010000000000000001");
     pitr_as_postgres(&["--repo", s(&st.repo), "archive-push", s(&seg)]).expect_code(0);
     let report = json(&check(&st, &st.repo, &["--json"]).expect_code(3));

@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
+use pitr_testkit::{pg_test_matrix, PgInstall};
 
 fn check_demo_output(run: &Run) {
     let out = &run.stdout;
@@ -34,8 +35,8 @@ fn check_demo_output(run: &Run) {
     );
 }
 
-fn demo_with_pg_bin(major: u32) {
-    let pg = pg(major);
+fn demo_with_pg_bin(pg: &PgInstall) {
+    let major = pg.major;
     let bindir = pg.bindir.display().to_string();
     let run = pitr(&["demo", "--pg-bin", &bindir]).expect_code(0);
     assert!(
@@ -45,7 +46,7 @@ fn demo_with_pg_bin(major: u32) {
     );
     check_demo_output(&run);
 }
-per_version!(demo_with_pg_bin);
+pg_test_matrix!(demo_with_pg_bin);
 
 /// The README's command exactly: no flags, binaries found on their own.
 #[test]

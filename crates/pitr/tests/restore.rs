@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pitr_testkit::{as_postgres, scratch_dir, Cluster, ClusterOptions, PgInstall};
+use pitr_testkit::{as_postgres, pg_test_matrix, scratch_dir, Cluster, ClusterOptions, PgInstall};
 use serde_json::Value;
 
 /// A cluster archiving into a fresh repository, and helpers to back it up and restore it.
@@ -29,13 +29,12 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(major: u32, opts: ClusterOptions) -> Lab {
-        let install = pg(major);
+    fn new(install: &PgInstall, opts: ClusterOptions) -> Lab {
         let scratch = scratch_dir();
         let repo = scratch.path().join("repo");
         pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
         let c = Cluster::init(
-            &install,
+            install,
             ClusterOptions {
                 archive_command: Some(archive_command(&repo, "")),
                 ..opts
@@ -46,7 +45,7 @@ impl Lab {
         Lab {
             scratch,
             repo,
-            install,
+            install: install.clone(),
             c,
             sock,
         }
@@ -202,9 +201,9 @@ fn insert(c: &Cluster, names: &[&str]) -> String {
 /// `--start` reports where recovery stopped. Unreachable targets and a non-empty directory are
 /// refused before anything is touched. Then a second timeline: following it (latest) or
 /// staying on timeline 1, and a backup on timeline 2 refused for timeline 1.
-fn seed_lab_restores_every_target_type(major: u32) {
+fn seed_lab_restores_every_target_type(pg: &PgInstall) {
     // No autovacuum: no transaction but the lab's may commit between the targets.
-    let lab = Lab::new(major, ClusterOptions::default().set("autovacuum", "off"));
+    let lab = Lab::new(pg, ClusterOptions::default().set("autovacuum", "off"));
     let c = &lab.c;
     let b1 = lab.backup();
     c.psql(
@@ -460,7 +459,7 @@ fn seed_lab_restores_every_target_type(major: u32) {
     );
     lab.stop(&again);
 }
-per_version!(seed_lab_restores_every_target_type);
+pg_test_matrix!(seed_lab_restores_every_target_type);
 
 /// pgbench's invariant: every balance change is in pgbench_history.
 const PGBENCH_BALANCED: &str = "SELECT (SELECT sum(abalance) FROM pgbench_accounts) \
@@ -472,8 +471,8 @@ const PGBENCH_BALANCED: &str = "SELECT (SELECT sum(abalance) FROM pgbench_accoun
 /// consistency point (`--target-immediate`) and at the end of WAL; then `--delta` over a
 /// damaged copy fetches only the damaged files, removes what the backup does not have, and
 /// the result starts and passes pg_amcheck.
-fn backup_under_pgbench_restores_consistently_and_delta_repairs(major: u32) {
-    let lab = Lab::new(major, ClusterOptions::default());
+fn backup_under_pgbench_restores_consistently_and_delta_repairs(pg: &PgInstall) {
+    let lab = Lab::new(pg, ClusterOptions::default());
     let c = &lab.c;
     c.pgbench_init(2);
     let load = {
@@ -574,13 +573,13 @@ fn backup_under_pgbench_restores_consistently_and_delta_repairs(major: u32) {
     }
     lab.stop(&dir);
 }
-per_version!(backup_under_pgbench_restores_consistently_and_delta_repairs);
+pg_test_matrix!(backup_under_pgbench_restores_consistently_and_delta_repairs);
 
 /// A tablespace is restored to its original location (refused while that is not empty) or
 /// to another with `--tablespace-map`; as root, `--owner` gives every file, tablespace
 /// included, to that user, and a root-owned parent without `--owner` is refused.
-fn restores_a_tablespace_where_asked(major: u32) {
-    let lab = Lab::new(major, ClusterOptions::default());
+fn restores_a_tablespace_where_asked(pg: &PgInstall) {
+    let lab = Lab::new(pg, ClusterOptions::default());
     let c = &lab.c;
     let ts = pitr_testkit::create_postgres_dir(&lab.dir("ts_original"));
     c.psql(&format!("CREATE TABLESPACE tsp LOCATION '{}'", s(&ts)));
@@ -656,7 +655,7 @@ fn restores_a_tablespace_where_asked(major: u32) {
         .is_dir());
     lab.stop(&dir);
 }
-per_version!(restores_a_tablespace_where_asked);
+pg_test_matrix!(restores_a_tablespace_where_asked);
 
 /// The manifest of backup `label`, as JSON.
 fn manifest(lab: &Lab, label: &str) -> Value {
@@ -673,8 +672,8 @@ const STABLE_SUM: &str =
 /// An incremental backup restores (chosen for a target after it, or named with `--backup`)
 /// with the files it reuses from its full parent written from the parent's copies, byte for
 /// byte; a target between the two backups restores from the full one.
-fn incremental_backup_restores_with_its_parents_files(major: u32) {
-    let lab = Lab::new(major, ClusterOptions::default().set("autovacuum", "off"));
+fn incremental_backup_restores_with_its_parents_files(pg: &PgInstall) {
+    let lab = Lab::new(pg, ClusterOptions::default().set("autovacuum", "off"));
     let c = &lab.c;
     c.psql("CREATE TABLE estable AS SELECT g, md5(g::text) AS h FROM generate_series(1, 50000) g");
     c.psql(LAB_TABLE);
@@ -877,7 +876,7 @@ fn incremental_backup_restores_with_its_parents_files(major: u32) {
         run.stderr
     );
 }
-per_version!(incremental_backup_restores_with_its_parents_files);
+pg_test_matrix!(incremental_backup_restores_with_its_parents_files);
 
 /// Entries below `dir` with their sizes, leaving out what an idle server may still rewrite.
 fn quiet_listing(dir: &Path) -> Vec<(PathBuf, u64)> {
@@ -896,8 +895,8 @@ fn quiet_listing(dir: &Path) -> Vec<(PathBuf, u64)> {
 /// `--force` over the directory of another cluster with stray files in it: refused while
 /// that cluster's server runs (exit 4, nothing touched); once it is stopped, everything in it
 /// is deleted (a stray tablespace link, not what it points to) and the backup restores cleanly.
-fn force_replaces_an_old_cluster_but_not_a_running_one(major: u32) {
-    let lab = Lab::new(major, ClusterOptions::default());
+fn force_replaces_an_old_cluster_but_not_a_running_one(pg: &PgInstall) {
+    let lab = Lab::new(pg, ClusterOptions::default());
     let c = &lab.c;
     c.psql(LAB_TABLE);
     insert(c, &["registro_1", "registro_2"]);
@@ -981,12 +980,12 @@ fn force_replaces_an_old_cluster_but_not_a_running_one(major: u32) {
     assert!(old_wal.is_empty(), "{old_wal:?}");
     lab.stop(&dir);
 }
-per_version!(force_replaces_an_old_cluster_but_not_a_running_one);
+pg_test_matrix!(force_replaces_an_old_cluster_but_not_a_running_one);
 
 /// `--standby` restores a hot standby: standby.signal (no recovery.signal), `--start` reports
 /// it consistent, and it keeps replaying WAL the primary archives afterwards.
-fn standby_keeps_replaying_archived_wal(major: u32) {
-    let lab = Lab::new(major, ClusterOptions::default());
+fn standby_keeps_replaying_archived_wal(pg: &PgInstall) {
+    let lab = Lab::new(pg, ClusterOptions::default());
     let c = &lab.c;
     c.psql(LAB_TABLE);
     insert(c, &["registro_1"]);
@@ -1079,13 +1078,13 @@ fn standby_keeps_replaying_archived_wal(major: u32) {
     assert_eq!(delayed_sql("SELECT pg_is_in_recovery()"), "t");
     lab.stop(&delayed);
 }
-per_version!(standby_keeps_replaying_archived_wal);
+pg_test_matrix!(standby_keeps_replaying_archived_wal);
 
 /// `--force` (or `--delta`) never empties a tablespace directory a running server uses: a
 /// restore elsewhere while the original runs, its tablespace left at the original location,
 /// is refused with exit 4 and nothing is touched.
-fn force_spares_the_tablespace_of_a_running_server(major: u32) {
-    let lab = Lab::new(major, ClusterOptions::default());
+fn force_spares_the_tablespace_of_a_running_server(pg: &PgInstall) {
+    let lab = Lab::new(pg, ClusterOptions::default());
     let c = &lab.c;
     let ts = pitr_testkit::create_postgres_dir(&lab.dir("ts_live"));
     c.psql(&format!("CREATE TABLESPACE tsp LOCATION '{}'", s(&ts)));
@@ -1109,16 +1108,16 @@ fn force_spares_the_tablespace_of_a_running_server(major: u32) {
     }
     assert_eq!(c.psql("SELECT count(*) FROM t_ts"), "100");
 }
-per_version!(force_spares_the_tablespace_of_a_running_server);
+pg_test_matrix!(force_spares_the_tablespace_of_a_running_server);
 
 /// The seeds' contingency plan: full backups, keep the newest two. `pitr expire` removes the
 /// oldest backup and the WAL only it needed (on a 1 MB WAL segment cluster: nothing assumes
 /// 16 MB); what stays restores to the end of WAL, a target only the removed backup could reach is
 /// refused, and `verify` passes. `--dry-run` removes nothing; the policy can come from the config
 /// file.
-fn expire_keeps_what_recovery_needs(major: u32) {
+fn expire_keeps_what_recovery_needs(pg: &PgInstall) {
     let lab = Lab::new(
-        major,
+        pg,
         ClusterOptions {
             wal_segsize_mb: Some(1),
             ..Default::default()
@@ -1224,4 +1223,4 @@ fn expire_keeps_what_recovery_needs(major: u32) {
     let run = pitr(&["--repo", lab.r(), "expire"]).expect_code(2);
     assert!(run.stderr.contains("--retain-full"), "{}", run.stderr);
 }
-per_version!(expire_keeps_what_recovery_needs);
+pg_test_matrix!(expire_keeps_what_recovery_needs);

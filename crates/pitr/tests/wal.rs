@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use pitr_testkit::{as_postgres, scratch_dir, Cluster, ClusterOptions};
+use pitr_testkit::{as_postgres, pg_test_matrix, scratch_dir, Cluster, ClusterOptions, PgInstall};
 
 /// The transactions of a `wal log --json` report.
 fn transactions(log: &serde_json::Value) -> Vec<&serde_json::Value> {
@@ -41,13 +41,12 @@ fn committed_xid(c: &Cluster, body: &str) -> u32 {
 /// checkpoint, named by the running server when given; the suggested `--target-xid …
 /// --target-exclusive` restore brings the table back with all its rows and keeps the writes
 /// made before the drop.
-fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
-    let install = pg(major);
+fn incident_names_dropped_table_and_restore_undoes_it(install: &PgInstall) {
     let scratch = scratch_dir();
     let repo = scratch.path().join("repo");
     pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
     let c = Cluster::init(
-        &install,
+        install,
         ClusterOptions {
             wal_segsize_mb: Some(1),
             archive_command: Some(archive_command(&repo, "")),
@@ -341,7 +340,7 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
 
     // Undo it: the suggested restore, into a fresh directory, started.
     c.stop();
-    let target = Cluster::empty(&install, ClusterOptions::default());
+    let target = Cluster::empty(install, ClusterOptions::default());
     let cmd = by_xid.replace("NEWDIR", s(target.datadir()));
     let mut args: Vec<&str> = cmd.split(' ').skip(1).collect();
     args.extend([
@@ -434,4 +433,4 @@ fn incident_names_dropped_table_and_restore_undoes_it(major: u32) {
     as_postgres(&mut stop);
     assert!(stop.output().unwrap().status.success());
 }
-per_version!(incident_names_dropped_table_and_restore_undoes_it);
+pg_test_matrix!(incident_names_dropped_table_and_restore_undoes_it);

@@ -1,9 +1,10 @@
 //! `pitr backup`: online, non-exclusive base backups read straight from PGDATA.
 //!
-//! The plan: check the server (archiving on, not a standby, same cluster as the repository),
-//! start a non-exclusive backup on one connection, copy PGDATA and tablespaces in parallel
-//! through checksum + compression, stop the backup, wait (bounded) until the WAL from the start to
-//! the consistency point is in the repository, and only then publish the manifest, which is what
+//! The plan (`plan`): check the server (archiving on, not a standby, same cluster as the
+//! repository) and choose an incremental backup's parent. The execution (`execute`): start a
+//! non-exclusive backup on one connection, copy PGDATA and tablespaces in parallel through
+//! checksum + compression, stop the backup, wait (bounded) until the WAL from the start to the
+//! consistency point is in the repository. Only then is the manifest published, which is what
 //! makes a backup exist.
 
 pub mod copy;
@@ -27,7 +28,7 @@ pub use copy::{PageVerifier, Progress};
 
 use pitr_pg::control::ControlFile;
 use pitr_pg::page_checksum::{verify_page, PageCheck};
-use pitr_proto::{ArchiveMode, BackupSession, PgClient};
+use pitr_proto::{ArchiveMode, BackupSession, BackupStopInfo, PgClient};
 
 /// A failed backup.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +172,9 @@ fn read_control(pgdata: &Path) -> Result<ControlFile, String> {
     ControlFile::parse(&bytes).map_err(|e| e.to_string())
 }
 
-/// Takes a backup of the server `client` is connected to.
+/// Takes a backup of the server `client` is connected to: plan it (checks that change nothing
+/// on the server), execute it (copy between the server's start and stop of the backup, then
+/// wait for its WAL), and publish its manifest, which is what makes it exist.
 pub async fn backup(
     cluster: &ClusterRepo,
     client: &PgClient,
@@ -179,6 +182,38 @@ pub async fn backup(
     progress: Arc<Progress>,
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
+    let plan = plan(cluster, client, opts).await?;
+    let taken = execute(cluster, client, &plan, opts, progress).await?;
+    let copied = taken.copied;
+    let manifest = plan.manifest(taken, opts);
+    cluster.put_manifest(&manifest).await?;
+    Ok(report(&manifest, copied, started))
+}
+
+/// What a backup will be, decided before the server is asked to start one.
+#[derive(Debug)]
+struct Plan {
+    /// The data directory to copy.
+    pgdata: PathBuf,
+    /// Its `pg_control`, checked to be the server's.
+    control: ControlFile,
+    /// The cluster, as the repository records it.
+    identity: ClusterIdentity,
+    /// Whether data page checksums are on (and verified while copying).
+    data_checksums: bool,
+    /// The server's tablespaces.
+    tablespaces: Vec<ManifestTablespace>,
+    /// The backup an incremental one builds on.
+    parent: Option<BackupManifest>,
+}
+
+/// Checks the server (a primary, archiving), its data directory and the repository's cluster,
+/// and chooses the parent of an incremental backup.
+async fn plan(
+    cluster: &ClusterRepo,
+    client: &PgClient,
+    opts: &BackupOptions,
+) -> Result<Plan, BackupError> {
     let info = client.server_info().await?;
     if info.in_recovery {
         return Err(BackupError::Standby);
@@ -193,34 +228,13 @@ pub async fn backup(
         .pgdata
         .clone()
         .unwrap_or_else(|| info.data_directory.clone());
-    let control = read_control(&pgdata).map_err(|reason| BackupError::WrongPgdata {
-        path: pgdata.clone(),
-        reason,
-    })?;
-    if control.system_id != info.system_id {
-        return Err(BackupError::WrongPgdata {
-            path: pgdata,
-            reason: format!(
-                "its pg_control has system identifier {}, the server {}",
-                control.system_id, info.system_id
-            ),
-        });
-    }
+    let control = server_control(&pgdata, info.system_id)?;
     let identity = ClusterIdentity {
         system_id: info.system_id,
         pg_major: info.major.number(),
         wal_seg_size: info.wal_segment_size.bytes(),
     };
-    let stored = cluster.register(&identity).await?;
-    if stored.system_id != identity.system_id || stored.pg_major != identity.pg_major {
-        return Err(BackupError::Foreign {
-            cluster: cluster.name().to_string(),
-            found: identity.system_id,
-            found_major: identity.pg_major,
-            stored: stored.system_id,
-            stored_major: stored.pg_major,
-        });
-    }
+    register(cluster, &identity).await?;
     let tablespaces: Vec<ManifestTablespace> = client
         .tablespaces()
         .await?
@@ -243,41 +257,91 @@ pub async fn backup(
                 .ok_or_else(|| BackupError::NoParent(cluster.name().to_string()))?,
         ),
     };
+    Ok(Plan {
+        pgdata,
+        control,
+        identity,
+        data_checksums: info.data_checksums,
+        tablespaces,
+        parent,
+    })
+}
 
-    // Labels are unique to the second: if another backup already used (or is using) this
-    // second's label, take the next second's rather than mixing files under one label.
-    let (start_time, label) = loop {
-        let now = Timestamp::now();
-        let label = new_label(now, opts.kind);
-        // Any object under the label's prefix (its manifest included) means it is taken.
-        let taken = !cluster
-            .repo()
-            .storage()
-            .list(&cluster.backup_prefix(&label))
-            .await
-            .map_err(RepoError::from)?
-            .is_empty();
-        if !taken {
-            break (now, label);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    };
+/// `pgdata`'s `pg_control`, refused unless it is the server's (`system_id`).
+fn server_control(pgdata: &Path, system_id: u64) -> Result<ControlFile, BackupError> {
+    let control = read_control(pgdata).map_err(|reason| BackupError::WrongPgdata {
+        path: pgdata.to_path_buf(),
+        reason,
+    })?;
+    if control.system_id != system_id {
+        return Err(BackupError::WrongPgdata {
+            path: pgdata.to_path_buf(),
+            reason: format!(
+                "its pg_control has system identifier {}, the server {}",
+                control.system_id, system_id
+            ),
+        });
+    }
+    Ok(control)
+}
+
+/// Records the server as the repository's cluster, or refuses another cluster's server.
+async fn register(cluster: &ClusterRepo, identity: &ClusterIdentity) -> Result<(), BackupError> {
+    let stored = cluster.register(identity).await?;
+    if stored.system_id != identity.system_id || stored.pg_major != identity.pg_major {
+        return Err(BackupError::Foreign {
+            cluster: cluster.name().to_string(),
+            found: identity.system_id,
+            found_major: identity.pg_major,
+            stored: stored.system_id,
+            stored_major: stored.pg_major,
+        });
+    }
+    Ok(())
+}
+
+/// What the server and the copy produced.
+#[derive(Debug)]
+struct Taken {
+    label: String,
+    start_time: Timestamp,
+    stop_time: Timestamp,
+    timeline: u32,
+    start_lsn: Lsn,
+    stop: BackupStopInfo,
+    /// Every file, sorted by path.
+    files: Vec<ManifestFile>,
+    dirs: Vec<pitr_repo::ManifestDir>,
+    /// Files copied now (the others are the parent's).
+    copied: usize,
+}
+
+/// Starts the backup on the server, copies the files, stops it (even when copying failed) and
+/// waits until its WAL is in the repository.
+async fn execute(
+    cluster: &ClusterRepo,
+    client: &PgClient,
+    plan: &Plan,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<Taken, BackupError> {
+    let (start_time, label) = claim_label(cluster, opts.kind).await?;
     let session = BackupSession::start(client, &label, opts.fast).await?;
     let (start_lsn, timeline) = (session.start_lsn(), session.timeline().0);
     tracing::info!("backup {label} started at {start_lsn} on timeline {timeline}");
-    let verifier: Option<Arc<dyn PageVerifier>> = info.data_checksums.then(|| {
+    let verifier: Option<Arc<dyn PageVerifier>> = plan.data_checksums.then(|| {
         Arc::new(ChecksumVerifier {
             start_lsn,
-            block_size: control.block_size as usize,
-            relseg_size: control.relseg_size,
+            block_size: plan.control.block_size as usize,
+            relseg_size: plan.control.relseg_size,
         }) as Arc<dyn PageVerifier>
     });
 
     let result = copy_phase(
         cluster,
         &label,
-        &pgdata,
-        parent.as_ref(),
+        &plan.pgdata,
+        plan.parent.as_ref(),
         opts,
         verifier,
         progress,
@@ -297,37 +361,82 @@ pub async fn backup(
         timeline,
         start_lsn,
         stop.stop_lsn,
-        identity.wal_seg_size,
+        plan.identity.wal_seg_size,
         opts,
     )
     .await?;
-
-    let manifest = BackupManifest {
-        label: label.clone(),
-        kind: opts.kind,
-        parent: parent.as_ref().map(|p| p.label.clone()),
-        pg_major: identity.pg_major,
-        system_id: identity.system_id,
-        wal_seg_size: identity.wal_seg_size,
-        timeline,
-        start_lsn: start_lsn.to_string(),
-        stop_lsn: stop.stop_lsn.to_string(),
+    Ok(Taken {
+        label,
         start_time,
         stop_time,
-        backup_label: stop.backup_label,
-        tablespace_map: stop.tablespace_map.filter(|m| !m.trim().is_empty()),
-        tablespaces,
-        data_checksums: info.data_checksums,
-        dirs,
-        files,
-        pitr_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    cluster.put_manifest(&manifest).await?;
-    Ok(BackupReport {
-        label,
-        kind: opts.kind.to_string(),
-        parent: manifest.parent.clone(),
         timeline,
+        start_lsn,
+        stop,
+        files,
+        dirs,
+        copied,
+    })
+}
+
+/// A label no other backup uses, and the time it stands for.
+///
+/// Labels are unique to the second: if another backup already used (or is using) this second's
+/// label, take the next second's rather than mixing files under one label.
+async fn claim_label(
+    cluster: &ClusterRepo,
+    kind: BackupKind,
+) -> Result<(Timestamp, String), BackupError> {
+    loop {
+        let now = Timestamp::now();
+        let label = new_label(now, kind);
+        // Any object under the label's prefix (its manifest included) means it is taken.
+        let taken = !cluster
+            .repo()
+            .storage()
+            .list(&cluster.backup_prefix(&label))
+            .await
+            .map_err(RepoError::from)?
+            .is_empty();
+        if !taken {
+            return Ok((now, label));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+impl Plan {
+    /// The manifest of the backup `taken` according to this plan.
+    fn manifest(self, taken: Taken, opts: &BackupOptions) -> BackupManifest {
+        BackupManifest {
+            label: taken.label,
+            kind: opts.kind,
+            parent: self.parent.as_ref().map(|p| p.label.clone()),
+            pg_major: self.identity.pg_major,
+            system_id: self.identity.system_id,
+            wal_seg_size: self.identity.wal_seg_size,
+            timeline: taken.timeline,
+            start_lsn: taken.start_lsn.to_string(),
+            stop_lsn: taken.stop.stop_lsn.to_string(),
+            start_time: taken.start_time,
+            stop_time: taken.stop_time,
+            backup_label: taken.stop.backup_label,
+            tablespace_map: taken.stop.tablespace_map.filter(|m| !m.trim().is_empty()),
+            tablespaces: self.tablespaces,
+            data_checksums: self.data_checksums,
+            dirs: taken.dirs,
+            files: taken.files,
+            pitr_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// The report of a published backup.
+fn report(manifest: &BackupManifest, copied: usize, started: Instant) -> BackupReport {
+    BackupReport {
+        label: manifest.label.clone(),
+        kind: manifest.kind.to_string(),
+        parent: manifest.parent.clone(),
+        timeline: manifest.timeline,
         start_lsn: manifest.start_lsn.clone(),
         stop_lsn: manifest.stop_lsn.clone(),
         files: manifest.files.len(),
@@ -346,7 +455,7 @@ pub async fn backup(
             .filter(|f| !f.checksum_failures.is_empty())
             .map(|f| (f.path.clone(), f.checksum_failures.clone()))
             .collect(),
-    })
+    }
 }
 
 type CopyPhase = (Vec<ManifestFile>, Vec<pitr_repo::ManifestDir>, usize);

@@ -1,10 +1,10 @@
 //! `archive-push` and `archive-get` (with read-ahead).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use pitr_core::archive::Spool;
 use pitr_core::archive::{self, GetOutcome, PushOutcome};
-use pitr_core::spool::Spool;
 use pitr_pg::WalFileName;
 
 use super::{compression, open_cluster, print_json, DEFAULT_CLUSTER};
@@ -13,7 +13,7 @@ use crate::error::{CliError, EXIT_NOT_FOUND};
 
 pub async fn push(g: &GlobalArgs, a: ArchivePushArgs) -> Result<u8, CliError> {
     let c = compression(g)?;
-    let cluster = open_cluster(g)?;
+    let cluster = open_cluster(g).await?;
     let report = archive::push(&cluster, &a.wal_path, c).await?;
     if g.json {
         print_json(&report);
@@ -35,17 +35,13 @@ pub async fn push(g: &GlobalArgs, a: ArchivePushArgs) -> Result<u8, CliError> {
     Ok(0)
 }
 
-fn default_spool(dest: &Path) -> PathBuf {
-    dest.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join("pitr-spool")
-}
-
 pub async fn get(g: &GlobalArgs, a: ArchiveGetArgs) -> Result<u8, CliError> {
-    let cluster = open_cluster(g)?;
-    let spool = (a.prefetch > 0)
-        .then(|| Spool::new(a.spool.clone().unwrap_or_else(|| default_spool(&a.dest))));
+    let cluster = open_cluster(g).await?;
+    let spool = (a.prefetch > 0).then(|| {
+        a.spool
+            .clone()
+            .map_or_else(|| Spool::beside(&a.dest), Spool::new)
+    });
     match archive::get(&cluster, &a.wal_name, &a.dest, spool.as_ref()).await? {
         GetOutcome::Restored { bytes, from_spool } => {
             tracing::info!(
@@ -68,8 +64,9 @@ pub async fn get(g: &GlobalArgs, a: ArchiveGetArgs) -> Result<u8, CliError> {
     }
 }
 
-/// Starts a detached `pitr spool-fill` for the segments after `name` unless enough of them are
-/// spooled already. Read-ahead is an optimisation: failing to start it is only logged.
+/// Starts a detached `pitr spool-fill` for the segments the read-ahead policy
+/// ([`Spool::read_ahead`]) names after `name`. Read-ahead is an optimisation: failing to start
+/// it is only logged.
 fn start_read_ahead(
     g: &GlobalArgs,
     spool: &Spool,
@@ -77,13 +74,8 @@ fn start_read_ahead(
     served: &Path,
     prefetch: u32,
 ) {
-    let ahead = Spool::ahead(name, served, prefetch);
-    let missing: Vec<String> = ahead
-        .iter()
-        .map(|n| n.to_string())
-        .filter(|n| !spool.dir().join(n).exists())
-        .collect();
-    if missing.is_empty() || (missing.len() as u32) < prefetch / 2 {
+    let ahead = spool.read_ahead(name, served, prefetch);
+    if ahead.is_empty() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -108,7 +100,7 @@ fn start_read_ahead(
 }
 
 pub async fn spool_fill(g: &GlobalArgs, a: SpoolFillArgs) -> Result<u8, CliError> {
-    let cluster = open_cluster(g)?;
+    let cluster = open_cluster(g).await?;
     let names: Vec<WalFileName> = a
         .names
         .iter()

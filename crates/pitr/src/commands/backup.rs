@@ -13,7 +13,7 @@ use crate::cli::{BackupArgs, GlobalArgs};
 use crate::error::CliError;
 
 pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
-    let cluster = open_cluster(g)?;
+    let cluster = open_cluster(g).await?;
     let client = pitr_proto::connect(&conn_params(g)).await?;
     let opts = BackupOptions {
         pgdata: g.pgdata.clone(),

@@ -9,7 +9,7 @@ use crate::cli::{CheckArgs, GlobalArgs};
 use crate::error::{CliError, EXIT_ERROR};
 
 pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<u8, CliError> {
-    let cluster = open_cluster(g)?;
+    let cluster = open_cluster(g).await?;
     let client = pitr_proto::connect(&conn_params(g)).await?;
     let opts = CheckOptions {
         archive_timeout: Duration::from_secs(a.archive_timeout),

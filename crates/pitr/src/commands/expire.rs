@@ -8,7 +8,7 @@ use crate::cli::{ExpireArgs, GlobalArgs};
 use crate::error::CliError;
 
 pub async fn run(g: &GlobalArgs, a: ExpireArgs) -> Result<u8, CliError> {
-    let cluster = open_cluster(g)?;
+    let cluster = open_cluster(g).await?;
     let policy = Policy {
         retain_full: a.retain_full.or(g.retain_full),
         retain_days: a.retain_days.or(g.retain_days),

@@ -7,7 +7,7 @@ use crate::cli::{GlobalArgs, InfoArgs};
 use crate::error::CliError;
 
 pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
-    let repo = open_repo(g)?;
+    let repo = open_repo(g).await?;
     let report = info::info(&repo).await?;
     if g.json {
         print_json(&report);

@@ -1,13 +1,12 @@
 //! `pitr init`: create a repository.
 
-use super::{print_json, repo_location, storage};
+use super::{print_json, repo_at, repo_location};
 use crate::cli::{GlobalArgs, InitArgs};
 use crate::error::CliError;
-use pitr_repo::Repo;
 
 pub async fn run(g: &GlobalArgs, _a: InitArgs) -> Result<u8, CliError> {
     let location = repo_location(g)?;
-    let repo = Repo::new(storage(location, true)?);
+    let repo = repo_at(location, true).await?;
     let marker = repo.ensure_marker().await?;
     if g.json {
         print_json(&serde_json::json!({

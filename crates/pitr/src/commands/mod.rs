@@ -50,7 +50,9 @@ fn repo_location(g: &GlobalArgs) -> Result<&str, CliError> {
     })
 }
 
-fn storage(location: &str, create: bool) -> Result<Arc<dyn Storage>, CliError> {
+/// The repository at `location`, created (as an empty directory) when `create`; a location
+/// that holds something else is refused ([`Repo::open`]).
+async fn repo_at(location: &str, create: bool) -> Result<Repo, CliError> {
     if location.starts_with("s3://") {
         return Err(CliError::Usage(format!(
             "repository {location:?}: S3 repositories are not supported by this build yet\nhint: use a local directory"
@@ -61,43 +63,20 @@ fn storage(location: &str, create: bool) -> Result<Arc<dyn Storage>, CliError> {
     } else {
         LocalFs::open(location)?
     };
-    check_local_repository(fs.root())?;
-    Ok(Arc::new(fs))
-}
-
-/// A directory with entries but no repository marker is somebody else's (a data directory, a
-/// home directory, a mount point's parent…): refuse it rather than scatter pitr's files in it.
-/// An empty directory (or one with only `lost+found`, a fresh file system) becomes a
-/// repository on first use.
-fn check_local_repository(root: &std::path::Path) -> Result<(), CliError> {
-    if root.join(pitr_repo::MARKER_KEY).exists() {
-        return Ok(());
-    }
-    let Ok(entries) = std::fs::read_dir(root) else {
-        // Unreadable: the first real access reports it with the path and the user.
-        return Ok(());
-    };
-    let example = entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n != "lost+found");
-    match example {
-        Some(example) => Err(CliError::NotARepository {
-            path: root.to_path_buf(),
-            example,
-        }),
-        None => Ok(()),
-    }
+    let storage: Arc<dyn Storage> = Arc::new(fs);
+    Ok(Repo::open(storage).await?)
 }
 
 /// Opens the repository named by the options (it must exist).
-pub fn open_repo(g: &GlobalArgs) -> Result<Repo, CliError> {
-    Ok(Repo::new(storage(repo_location(g)?, false)?))
+pub async fn open_repo(g: &GlobalArgs) -> Result<Repo, CliError> {
+    repo_at(repo_location(g)?, false).await
 }
 
 /// The cluster named by the options in the repository.
-pub fn open_cluster(g: &GlobalArgs) -> Result<ClusterRepo, CliError> {
-    Ok(open_repo(g)?.cluster(g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER))?)
+pub async fn open_cluster(g: &GlobalArgs) -> Result<ClusterRepo, CliError> {
+    Ok(open_repo(g)
+        .await?
+        .cluster(g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER))?)
 }
 
 /// The compression chosen by the options.

@@ -84,7 +84,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
         )
     })?;
     let spec = target_spec(&a)?;
-    let cluster = open_cluster(g)?;
+    let cluster = open_cluster(g).await?;
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Usage(format!("cannot find the path of this pitr binary: {e}")))?;
     let restore_command = conf::restore_command(

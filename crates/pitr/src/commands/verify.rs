@@ -7,7 +7,7 @@ use crate::cli::{GlobalArgs, VerifyArgs};
 use crate::error::{CliError, EXIT_CORRUPT};
 
 pub async fn run(g: &GlobalArgs, a: VerifyArgs) -> Result<u8, CliError> {
-    let cluster = open_cluster(g)?;
+    let cluster = open_cluster(g).await?;
     let report = verify::verify(&cluster, a.jobs).await?;
     if g.json {
         print_json(&report);

@@ -12,7 +12,7 @@ use crate::error::CliError;
 pub async fn run(g: &GlobalArgs, cmd: WalCommand) -> Result<u8, CliError> {
     match cmd {
         WalCommand::Log(a) => {
-            let cluster = open_cluster(g)?;
+            let cluster = open_cluster(g).await?;
             let opts = options(&a.range, None)?;
             let plan = walscan::plan(&cluster, &opts).await?;
             let mut namer = Namer::new(&cluster, &plan, live_params(g, &a.range)).await;
@@ -57,7 +57,7 @@ pub async fn run(g: &GlobalArgs, cmd: WalCommand) -> Result<u8, CliError> {
             warn(g, &scan);
         }
         WalCommand::Incidents(a) => {
-            let cluster = open_cluster(g)?;
+            let cluster = open_cluster(g).await?;
             let opts = options(&a.range, Some(a.threshold))?;
             let plan = walscan::plan(&cluster, &opts).await?;
             let mut namer = Namer::new(&cluster, &plan, live_params(g, &a.range)).await;

@@ -5,28 +5,25 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pitr_testkit::{as_postgres, install, PgInstall};
+use pitr_testkit::{as_postgres, installs, PgInstall};
 
 /// The binary under test.
 pub fn pitr_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pitr"))
 }
 
-/// The PostgreSQL install of `major`, or a failure that says how to get it.
-pub fn pg(major: u32) -> PgInstall {
-    install(major).unwrap_or_else(|| {
-        panic!("PostgreSQL {major} is not installed: run scripts/install-test-deps.sh (or set PITR_TEST_PG to the versions you have)")
-    })
+/// The newest PostgreSQL under test, for a test that needs one server of any version (per-major
+/// tests use `pitr_testkit::pg_test_matrix!`).
+pub fn newest_pg() -> PgInstall {
+    installs().pop().expect("no PostgreSQL installed")
 }
 
-/// True when the PITR_TEST_PG filter excludes `major`.
-pub fn skipped(major: u32) -> bool {
-    match std::env::var("PITR_TEST_PG") {
-        Ok(list) if !list.trim().is_empty() => {
-            !list.split(',').any(|v| v.trim() == major.to_string())
-        }
-        _ => false,
-    }
+/// The oldest PostgreSQL under test, for a test that needs one server of any version.
+pub fn oldest_pg() -> PgInstall {
+    installs()
+        .into_iter()
+        .next()
+        .expect("no PostgreSQL installed")
 }
 
 /// A finished pitr run.
@@ -109,45 +106,6 @@ pub fn archive_command(repo: &Path, extra: &str) -> String {
 /// Path as &str.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// Generates one `#[test]` per supported PostgreSQL major version, calling `$body(major)`.
-#[macro_export]
-macro_rules! per_version {
-    ($name:ident) => {
-        mod $name {
-            #[test]
-            fn pg14() {
-                if !$crate::common::skipped(14) {
-                    super::$name(14)
-                }
-            }
-            #[test]
-            fn pg15() {
-                if !$crate::common::skipped(15) {
-                    super::$name(15)
-                }
-            }
-            #[test]
-            fn pg16() {
-                if !$crate::common::skipped(16) {
-                    super::$name(16)
-                }
-            }
-            #[test]
-            fn pg17() {
-                if !$crate::common::skipped(17) {
-                    super::$name(17)
-                }
-            }
-            #[test]
-            fn pg18() {
-                if !$crate::common::skipped(18) {
-                    super::$name(18)
-                }
-            }
-        }
-    };
 }
 
 /// The JSON a `--json` run printed.

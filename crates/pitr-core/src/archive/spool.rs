@@ -15,7 +15,8 @@ use pitr_pg::page::LongPageHeader;
 use pitr_pg::WalFileName;
 use pitr_repo::ClusterRepo;
 
-use crate::archive::ArchiveError;
+use super::fetch::fetch_to;
+use super::ArchiveError;
 
 /// Name of the lock file a filler holds while it works.
 const LOCK: &str = ".filling";
@@ -36,9 +37,35 @@ impl Spool {
         Spool { dir: dir.into() }
     }
 
+    /// The default spool for files restored to `dest`: `pitr-spool` beside it (in `pg_wal`,
+    /// where PostgreSQL asks for them), so that it is on the same file system.
+    pub fn beside(dest: &Path) -> Spool {
+        let dir = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Spool::new(dir.join("pitr-spool"))
+    }
+
     /// Its directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The read-ahead policy: after serving `name` (whose copy is at `served`), the segments
+    /// worth fetching into the spool, the `window` that follow it on its timeline; none when at
+    /// least half of them are spooled already (a filler is at work, or just was), when `name`
+    /// is not a segment, or when `served` does not tell the segment size.
+    pub fn read_ahead(&self, name: &WalFileName, served: &Path, window: u32) -> Vec<WalFileName> {
+        let ahead = Spool::ahead(name, served, window);
+        let missing = ahead
+            .iter()
+            .filter(|n| !self.dir.join(n.to_string()).exists())
+            .count();
+        if missing == 0 || (missing as u32) < window / 2 {
+            return Vec::new();
+        }
+        ahead
     }
 
     /// Moves a spooled copy of `name` to `dest` if there is one. Also drops spooled segments of
@@ -108,9 +135,9 @@ impl Spool {
         let _ = fs::remove_dir(&self.dir);
     }
 
-    /// Segments after `name` worth fetching ahead (`count` of them, same timeline), given the
-    /// segment just served (to learn the segment size from its header).
-    pub fn ahead(name: &WalFileName, served: &Path, count: u32) -> Vec<WalFileName> {
+    /// The `count` segments after `name` on its timeline, given the segment just served (to
+    /// learn the segment size from its header).
+    fn ahead(name: &WalFileName, served: &Path, count: u32) -> Vec<WalFileName> {
         if count == 0 || !matches!(name, WalFileName::Segment { .. }) {
             return Vec::new();
         }
@@ -172,7 +199,7 @@ impl Spool {
                 }
                 let cluster = cluster.clone();
                 let name = *name;
-                tasks.spawn(async move { crate::archive::fetch_to(&cluster, &name, &path).await });
+                tasks.spawn(async move { fetch_to(&cluster, &name, &path).await });
             }
             let mut missing = false;
             while let Some(r) = tasks.join_next().await {
@@ -261,5 +288,65 @@ mod tests {
         // Clearing a spool that does not exist is a no-op.
         spool.clear_within(Duration::from_millis(100));
         assert!(!dir.exists());
+    }
+
+    /// A served segment's start: a long page header (PostgreSQL 17's magic) saying 1 MB
+    /// segments, for the segment `name` of timeline 1.
+    fn served_segment(dir: &Path, name: &str, segno: u64) -> PathBuf {
+        let mut head = vec![0u8; pitr_pg::page::LONG_HEADER_LEN];
+        head[0..2].copy_from_slice(&0xD116u16.to_le_bytes());
+        head[2..4].copy_from_slice(&pitr_pg::page::XLP_LONG_HEADER.to_le_bytes());
+        head[4..8].copy_from_slice(&1u32.to_le_bytes());
+        head[8..16].copy_from_slice(&(segno << 20).to_le_bytes());
+        head[24..32].copy_from_slice(&42u64.to_le_bytes());
+        head[32..36].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        head[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        let path = dir.join(name);
+        fs::write(&path, head).unwrap();
+        path
+    }
+
+    #[test]
+    fn read_ahead_names_the_next_segments_until_half_of_them_are_spooled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::beside(&tmp.path().join("pg_wal/RECOVERYXLOG"));
+        assert_eq!(spool.dir(), tmp.path().join("pg_wal/pitr-spool"));
+        fs::create_dir_all(spool.dir()).unwrap();
+        // 1 MB segments: 000000010000000000000FFF is followed by 000000010000000100000000.
+        let served = served_segment(tmp.path(), "served", 0xFFF);
+        let name = WalFileName::parse("000000010000000000000FFF").unwrap();
+        let names = |v: Vec<WalFileName>| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let all = names(spool.read_ahead(&name, &served, 4));
+        assert_eq!(
+            all,
+            [
+                "000000010000000100000000",
+                "000000010000000100000001",
+                "000000010000000100000002",
+                "000000010000000100000003",
+            ]
+        );
+        // Two of four spooled: half are still missing, so the whole window is asked for.
+        for n in &all[..2] {
+            fs::write(spool.dir().join(n), b"x").unwrap();
+        }
+        assert_eq!(names(spool.read_ahead(&name, &served, 4)), all);
+        // Three of four spooled: not worth a filler.
+        fs::write(spool.dir().join(&all[2]), b"x").unwrap();
+        assert!(spool.read_ahead(&name, &served, 4).is_empty());
+        // No window, not a segment, or a served file without a header: nothing.
+        assert!(spool.read_ahead(&name, &served, 0).is_empty());
+        let history = WalFileName::parse("00000002.history").unwrap();
+        assert!(spool.read_ahead(&history, &served, 4).is_empty());
+        fs::write(&served, b"not WAL").unwrap();
+        assert!(spool.read_ahead(&name, &served, 4).is_empty());
+    }
+
+    #[test]
+    fn the_default_spool_of_a_bare_file_name_is_in_the_working_directory() {
+        assert_eq!(
+            Spool::beside(Path::new("RECOVERYXLOG")).dir(),
+            Path::new("./pitr-spool")
+        );
     }
 }

@@ -1,0 +1,212 @@
+//! `archive-push`: a WAL file checked against the repository's cluster, then stored durably.
+
+use std::io;
+use std::path::Path;
+
+use pitr_pg::history::TimelineHistory;
+use pitr_pg::page::LongPageHeader;
+use pitr_pg::{WalFileName, WalSegSize};
+use pitr_repo::{Checksum, ClusterIdentity, ClusterRepo, Compression, WalPut};
+use pitr_storage::current_os_user;
+use serde::Serialize;
+
+use super::{parse_name, ArchiveError};
+
+/// What `archive-push` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    /// The WAL file name.
+    pub name: String,
+    /// `stored` or `already-archived`.
+    pub outcome: PushOutcome,
+    /// Original size.
+    pub original_bytes: u64,
+    /// Size in the repository (when stored now).
+    pub stored_bytes: Option<u64>,
+    /// BLAKE3 of the original bytes.
+    pub blake3: String,
+}
+
+/// Whether a push stored something new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PushOutcome {
+    /// Newly stored.
+    Stored,
+    /// An identical copy was already archived.
+    AlreadyArchived,
+}
+
+/// Checks a segment's long page header and size against its name, and returns the identity of
+/// the cluster that wrote it.
+///
+/// `head` is the start of the file (at least its long page header) and `file_len` its size.
+pub fn segment_identity(
+    name: &WalFileName,
+    head: &[u8],
+    file_len: u64,
+) -> Result<ClusterIdentity, ArchiveError> {
+    let bad = |reason: String| ArchiveError::BadContent {
+        name: *name,
+        reason,
+    };
+    let header = LongPageHeader::parse(head).map_err(|e| bad(e.to_string()))?;
+    if file_len != header.seg_size.bytes() {
+        return Err(bad(format!(
+            "file is {} bytes but its header says segments are {} bytes (truncated or padded copy?)",
+            file_len,
+            header.seg_size.bytes()
+        )));
+    }
+    let segno = name.segno(header.seg_size).ok_or_else(|| {
+        bad(format!(
+            "the name is impossible with {} segments",
+            header.seg_size
+        ))
+    })?;
+    let expected = header.seg_size.start_of(segno);
+    if expected != Some(header.short.page_addr) {
+        return Err(bad(format!(
+            "its first page is at LSN {} but the name says {}",
+            header.short.page_addr,
+            expected.map(|l| l.to_string()).unwrap_or_default()
+        )));
+    }
+    Ok(ClusterIdentity {
+        system_id: header.system_id,
+        pg_major: header.short.version.number(),
+        wal_seg_size: header.seg_size.bytes(),
+    })
+}
+
+fn check_identity(
+    cluster: &ClusterRepo,
+    name: &WalFileName,
+    found: &ClusterIdentity,
+    stored: &ClusterIdentity,
+) -> Result<(), ArchiveError> {
+    let foreign = |what, found: String, stored: String| ArchiveError::Foreign {
+        name: *name,
+        what,
+        found,
+        stored,
+        cluster: cluster.name().to_string(),
+        repo: cluster.repo().location(),
+    };
+    if found.system_id != stored.system_id {
+        return Err(foreign(
+            "system identifier",
+            found.system_id.to_string(),
+            stored.system_id.to_string(),
+        ));
+    }
+    if found.pg_major != stored.pg_major {
+        return Err(foreign(
+            "PostgreSQL major version",
+            found.pg_major.to_string(),
+            stored.pg_major.to_string(),
+        ));
+    }
+    if found.wal_seg_size != stored.wal_seg_size {
+        let show = |b: u64| {
+            WalSegSize::new(b)
+                .map(|s| s.to_string())
+                .unwrap_or_else(|_| format!("{b} bytes"))
+        };
+        return Err(foreign(
+            "WAL segment size",
+            show(found.wal_seg_size),
+            show(stored.wal_seg_size),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores the WAL file at `path` durably: `Ok` only once it is safe in the repository.
+pub async fn push(
+    cluster: &ClusterRepo,
+    path: &Path,
+    compression: Compression,
+) -> Result<PushReport, ArchiveError> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = parse_name(&file_name)?;
+    let read_err = |e: io::Error| {
+        if e.kind() == io::ErrorKind::NotFound {
+            ArchiveError::SourceMissing {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ArchiveError::SourceUnreadable {
+                path: path.to_path_buf(),
+                user: current_os_user(),
+                source: e,
+            }
+        }
+    };
+    let report = |outcome, original_bytes, stored_bytes, blake3: Checksum| PushReport {
+        name: name.to_string(),
+        outcome,
+        original_bytes,
+        stored_bytes,
+        blake3: blake3.to_string(),
+    };
+    let put = if name.holds_wal() {
+        // Segments (and .partial segments) are large: check the header, then read, hash and
+        // compress the file in parallel ranges without a whole-file copy first.
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let len = file.metadata().map_err(read_err)?.len();
+        let mut head = vec![0u8; usize::try_from(len.min(HEAD_LEN)).unwrap_or(0)];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).map_err(read_err)?;
+        let found = segment_identity(&name, &head, len)?;
+        let stored = cluster.register(&found).await?;
+        check_identity(cluster, &name, &found, &stored)?;
+        let (obj, summary) = tokio::task::spawn_blocking(move || {
+            pitr_repo::frame::encode_file(&file, len, compression)
+        })
+        .await
+        .map_err(|e| read_err(io::Error::other(e)))?
+        .map_err(read_err)?;
+        (len, cluster.put_wal_frame(&name, obj, summary).await?)
+    } else {
+        let data = tokio::fs::read(path).await.map_err(read_err)?;
+        match name {
+            WalFileName::History { tli } => {
+                TimelineHistory::parse(tli, &data).map_err(|e| ArchiveError::BadContent {
+                    name,
+                    reason: e.to_string(),
+                })?;
+            }
+            _ => {
+                if std::str::from_utf8(&data).is_err() {
+                    return Err(ArchiveError::BadContent {
+                        name,
+                        reason: "a backup history file must be text".into(),
+                    });
+                }
+            }
+        }
+        cluster.repo().ensure_marker().await?;
+        (
+            data.len() as u64,
+            cluster.put_wal(&name, &data, compression).await?,
+        )
+    };
+    Ok(match put {
+        (
+            len,
+            WalPut::Stored {
+                summary,
+                stored_len,
+            },
+        ) => report(PushOutcome::Stored, len, Some(stored_len), summary.checksum),
+        (len, WalPut::Duplicate { summary }) => {
+            report(PushOutcome::AlreadyArchived, len, None, summary.checksum)
+        }
+    })
+}
+
+/// How much of a segment [`push`] reads to check its long page header.
+pub(super) const HEAD_LEN: u64 = 8192;
