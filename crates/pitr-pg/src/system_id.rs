@@ -35,7 +35,10 @@ impl FromStr for SystemId {
             input: s.to_string(),
         };
         if t.starts_with('-') {
-            return t.parse::<i64>().map(|v| SystemId(v as u64)).map_err(|_| err());
+            return t
+                .parse::<i64>()
+                .map(|v| SystemId(v as u64))
+                .map_err(|_| err());
         }
         t.parse::<u64>().map(SystemId).map_err(|_| err())
     }

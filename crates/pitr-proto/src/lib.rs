@@ -1,5 +1,6 @@
-//! pitr's PostgreSQL clients: SQL sessions through tokio-postgres (the replication protocol
-//! will live here too).
+//! pitr's PostgreSQL clients: SQL sessions through tokio-postgres, and the physical
+//! replication protocol ([`repl`]: `IDENTIFY_SYSTEM`, slots, `START_REPLICATION`,
+//! `BASE_BACKUP`) with a streaming tar reader ([`tar`]) for base backups.
 //!
 //! - [`ConnParams`] resolves connection settings like psql does (flags, then `PGHOST`,
 //!   `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, the password file, then libpq's
@@ -13,6 +14,9 @@
 mod client;
 mod error;
 pub mod params;
+pub mod repl;
+pub mod tar;
+pub mod tls;
 
 pub use client::{
     connect, connect_resolved, connect_with_env, ArchiveMode, ArchiverStatus, BackupSession,
@@ -20,3 +24,5 @@ pub use client::{
 };
 pub use error::{Endpoints, ProtoError, ServerMessage};
 pub use params::{ConnEnv, ConnParams, Endpoint, Host, ResolvedConn};
+pub use repl::{connect_replication, connect_replication_with_env, ReplConnection};
+pub use tls::{SslMode, TlsSettings};
