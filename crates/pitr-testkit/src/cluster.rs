@@ -198,6 +198,24 @@ impl Cluster {
         }
     }
 
+    /// Puts `lines` at the top of `pg_hba.conf` (first match wins, so they take precedence over
+    /// initdb's `trust` entries), e.g. `"local replication alice scram-sha-256"`. Takes effect at
+    /// the next start, or after `SELECT pg_reload_conf()`.
+    pub fn prepend_hba(&self, lines: &[&str]) {
+        let path = self.datadir.join("pg_hba.conf");
+        let old = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let mut text = String::from("# added by pitr-testkit\n");
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push_str(&old);
+        if let Err(e) = fs::write(&path, text) {
+            panic!("cannot write {}: {e}", path.display());
+        }
+    }
+
     /// Starts the server (`pg_ctl -w start`); panics with pg_ctl's output and the server log tail
     /// when it does not come up.
     pub fn start(&self) {
