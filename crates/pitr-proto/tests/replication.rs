@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use pitr_pg::{Lsn, TimelineId};
 use pitr_proto::repl::{
-    BackupEvent, BackupTablespace, BaseBackupOptions, SlotOptions, StandbyStatus,
-    StartReplication, StreamEnd, WalEvent,
+    BackupEvent, BackupTablespace, BaseBackupOptions, SlotOptions, StandbyStatus, StartReplication,
+    StreamEnd, WalEvent,
 };
 use pitr_proto::tar::{EntryKind, TarEvent, TarParser};
 use pitr_proto::{
@@ -97,7 +97,10 @@ fn wait_for(c: &Cluster, sql: &str, want: &str) {
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "{sql} gave {got:?}, want {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{sql} gave {got:?}, want {want:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -118,7 +121,11 @@ fn identify_system_matches_pg_controldata(pg: &PgInstall) {
         assert_eq!(id.timeline, TimelineId(1));
         assert_eq!(id.dbname, None, "physical replication has no database");
         let current = lsn(&c, "SELECT pg_current_wal_flush_lsn()");
-        assert!(id.xlogpos <= current && id.xlogpos > Lsn(0), "{} vs {current}", id.xlogpos);
+        assert!(
+            id.xlogpos <= current && id.xlogpos > Lsn(0),
+            "{} vs {current}",
+            id.xlogpos
+        );
         // The connection takes further commands.
         let again = conn.identify_system().await.unwrap();
         assert_eq!(again.system_id, id.system_id);
@@ -134,7 +141,10 @@ fn physical_slots_are_created_read_and_dropped(pg: &PgInstall) {
             reserve_wal: true,
             ..SlotOptions::default()
         };
-        let created = conn.create_physical_slot("pitr_keep", reserve).await.unwrap();
+        let created = conn
+            .create_physical_slot("pitr_keep", reserve)
+            .await
+            .unwrap();
         assert_eq!(created.name, "pitr_keep");
         let row = c.psql(
             "SELECT slot_type, temporary, restart_lsn IS NOT NULL FROM pg_replication_slots \
@@ -153,7 +163,10 @@ fn physical_slots_are_created_read_and_dropped(pg: &PgInstall) {
             assert_eq!(conn.read_slot("pitr_none").await.unwrap(), None);
         } else {
             let err = conn.read_slot("pitr_keep").await.unwrap_err();
-            assert!(matches!(err, ProtoError::NotSupported { needs: 15, .. }), "{err}");
+            assert!(
+                matches!(err, ProtoError::NotSupported { needs: 15, .. }),
+                "{err}"
+            );
         }
 
         // Without RESERVE_WAL nothing is retained yet; a temporary slot lives with the session.
@@ -207,7 +220,9 @@ fn streamed_wal_matches_the_segment_file_and_status_advances_the_slot(pg: &PgIns
             reserve_wal: true,
             ..SlotOptions::default()
         };
-        conn.create_physical_slot("pitr_stream", reserve).await.unwrap();
+        conn.create_physical_slot("pitr_stream", reserve)
+            .await
+            .unwrap();
         let l0 = lsn(&c, "SELECT pg_current_wal_insert_lsn()");
         let seg_start = l0.0 - l0.0 % seg;
         c.psql("INSERT INTO t SELECT g, repeat('p', 100) FROM generate_series(1, 3000) g");
@@ -231,7 +246,11 @@ fn streamed_wal_matches_the_segment_file_and_status_advances_the_slot(pg: &PgIns
         let mut got: Vec<u8> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while (got.len() as u64) < seg {
-            assert!(Instant::now() < deadline, "only {} bytes streamed", got.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} bytes streamed",
+                got.len()
+            );
             match stream.next_event().await.unwrap() {
                 Some(WalEvent::Data(d)) => {
                     assert_eq!(d.start.0, seg_start + got.len() as u64, "contiguous chunks");
@@ -356,7 +375,10 @@ fn timeline_history_and_timeline_end_after_promotion(pg: &PgInstall) {
 
         // Timeline 1 streamed from its last segment's start ends at the switch point.
         let seg_start = switch.0 - switch.0 % seg;
-        assert!(seg_start < switch.0, "switch point {switch} is on a segment boundary");
+        assert!(
+            seg_start < switch.0,
+            "switch point {switch} is on a segment boundary"
+        );
         let mut stream = conn
             .start_replication(&StartReplication {
                 slot: None,
@@ -388,8 +410,12 @@ fn timeline_history_and_timeline_end_after_promotion(pg: &PgInstall) {
         drop(stream);
         assert_eq!(got.len() as u64, switch.0 - seg_start);
         // Timeline 2's first segment starts with a copy of timeline 1 up to the switch.
-        let tl2 = fs::read(b.datadir().join("pg_wal").join(wal_name(2, seg_start / seg, seg)))
-            .unwrap();
+        let tl2 = fs::read(
+            b.datadir()
+                .join("pg_wal")
+                .join(wal_name(2, seg_start / seg, seg)),
+        )
+        .unwrap();
         assert!(got[..] == tl2[..got.len()], "timeline 1 WAL differs");
 
         // Asking for timeline 1 exactly at its end: no COPY, just the next timeline.
@@ -409,7 +435,10 @@ fn timeline_history_and_timeline_end_after_promotion(pg: &PgInstall) {
             }))
         );
         drop(stream);
-        assert_eq!(conn.identify_system().await.unwrap().timeline, TimelineId(2));
+        assert_eq!(
+            conn.identify_system().await.unwrap().timeline,
+            TimelineId(2)
+        );
     });
 }
 
@@ -433,7 +462,11 @@ struct Extracted {
 
 /// Runs BASE_BACKUP and extracts it under `dest` as it streams (tablespace archives into
 /// `pg_tblspc/<oid>/`), writing the manifest to `dest/backup_manifest`.
-async fn take_backup(conn: &mut ReplConnection, opts: &BaseBackupOptions, dest: &Path) -> Extracted {
+async fn take_backup(
+    conn: &mut ReplConnection,
+    opts: &BaseBackupOptions,
+    dest: &Path,
+) -> Extracted {
     let mut out = Extracted::default();
     let mut bb = conn.base_backup(opts).await.unwrap();
     out.start = bb.start_lsn();
@@ -473,11 +506,10 @@ async fn take_backup(conn: &mut ReplConnection, opts: &BaseBackupOptions, dest: 
                                     let f = fs::File::create(&path).unwrap();
                                     file = Some((f, format!("{prefix}{}", e.path), e.size));
                                 }
-                                EntryKind::Symlink => std::os::unix::fs::symlink(
-                                    e.link_target.unwrap(),
-                                    &path,
-                                )
-                                .unwrap(),
+                                EntryKind::Symlink => {
+                                    std::os::unix::fs::symlink(e.link_target.unwrap(), &path)
+                                        .unwrap()
+                                }
                                 other => panic!("unexpected entry kind {other:?}"),
                             }
                         }
@@ -565,7 +597,10 @@ fn base_backup_is_complete_verifiable_and_restorable(pg: &PgInstall) {
     c.start();
     let scratch = scratch_dir();
     let ts_dir = create_postgres_dir(&scratch.path().join("ts"));
-    c.psql(&format!("CREATE TABLESPACE ts LOCATION '{}'", ts_dir.display()));
+    c.psql(&format!(
+        "CREATE TABLESPACE ts LOCATION '{}'",
+        ts_dir.display()
+    ));
     c.psql("CREATE TABLE big (x int, pad text) TABLESPACE ts");
     c.psql("INSERT INTO big SELECT g, repeat('b', 200) FROM generate_series(1, 20000) g");
     c.psql("CREATE TABLE main_t AS SELECT generate_series(1, 1000) AS x");
@@ -593,10 +628,17 @@ fn base_backup_is_complete_verifiable_and_restorable(pg: &PgInstall) {
 
     // The tablespace list: the tablespace and the main directory, with size estimates.
     assert_eq!(got.tablespaces.len(), 2, "{:?}", got.tablespaces);
-    let ts = got.tablespaces.iter().find(|t| t.oid == Some(ts_oid)).unwrap();
+    let ts = got
+        .tablespaces
+        .iter()
+        .find(|t| t.oid == Some(ts_oid))
+        .unwrap();
     assert_eq!(ts.location.as_deref(), Some(ts_dir.as_path()));
     assert!(ts.size_kb.unwrap() > 1000, "{ts:?}");
-    assert!(got.tablespaces.iter().any(|t| t.oid.is_none() && t.location.is_none()));
+    assert!(got
+        .tablespaces
+        .iter()
+        .any(|t| t.oid.is_none() && t.location.is_none()));
     let mut names = got.archives.clone();
     names.sort();
     assert_eq!(names, vec![format!("{ts_oid}.tar"), "base.tar".to_string()]);
@@ -621,19 +663,24 @@ fn base_backup_is_complete_verifiable_and_restorable(pg: &PgInstall) {
     let range = &manifest["WAL-Ranges"][0];
     assert_eq!(range["Start-LSN"].as_str().unwrap(), got.start.to_string());
     assert_eq!(range["End-LSN"].as_str().unwrap(), got.end.to_string());
-    assert!(got.files.keys().any(|p| is_wal_file(p)), "WAL was asked for");
+    assert!(
+        got.files.keys().any(|p| is_wal_file(p)),
+        "WAL was asked for"
+    );
 
     // Oracle 2: pg_verifybackup checks every file's checksum and parses the included WAL.
     run_ok(Command::new(pg.bin("pg_verifybackup")).arg(restore.datadir()));
 
     // Oracle 3: pg_basebackup -Ft gets the same entries from the same server.
     let pgbb = scratch.path().join("pg_basebackup");
-    run_ok(
-        c.command("pg_basebackup")
-            .arg("-D")
-            .arg(&pgbb)
-            .args(["-Ft", "-X", "fetch", "-c", "fast", "--no-sync"]),
-    );
+    run_ok(c.command("pg_basebackup").arg("-D").arg(&pgbb).args([
+        "-Ft",
+        "-X",
+        "fetch",
+        "-c",
+        "fast",
+        "--no-sync",
+    ]));
     for archive in &got.archives {
         let theirs: BTreeSet<String> = tar_list(&pgbb.join(archive))
             .into_iter()
@@ -694,7 +741,10 @@ fn incremental_backup_combines_with_its_full_backup(pg: &PgInstall) {
         let mut conn = connect(&c).await;
         if pg.major < 17 {
             let err = conn.upload_manifest(b"{}").await.unwrap_err();
-            assert!(matches!(err, ProtoError::NotSupported { needs: 17, .. }), "{err}");
+            assert!(
+                matches!(err, ProtoError::NotSupported { needs: 17, .. }),
+                "{err}"
+            );
             let err = conn
                 .base_backup(&BaseBackupOptions {
                     incremental: true,
@@ -702,7 +752,10 @@ fn incremental_backup_combines_with_its_full_backup(pg: &PgInstall) {
                 })
                 .await
                 .unwrap_err();
-            assert!(matches!(err, ProtoError::NotSupported { needs: 17, .. }), "{err}");
+            assert!(
+                matches!(err, ProtoError::NotSupported { needs: 17, .. }),
+                "{err}"
+            );
             return;
         }
         let base = BaseBackupOptions {
@@ -772,8 +825,10 @@ fn make_certs(dir: &Path) {
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    sh("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile ext.cnf -out server.crt 2>/dev/null");
+    sh(
+        "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile ext.cnf -out server.crt 2>/dev/null",
+    );
 }
 
 /// A port below 32768 that nothing listens on now.
@@ -793,17 +848,8 @@ fn password_and_tls_authentication(pg: &PgInstall) {
         pg,
         ClusterOptions::default()
             .set("listen_addresses", "127.0.0.1")
-            .set("port", &port.to_string())
-            .set("ssl", "on")
-            .set("ssl_cert_file", "server.crt")
-            .set("ssl_key_file", "server.key"),
+            .set("port", &port.to_string()),
     );
-    for f in ["server.crt", "server.key"] {
-        let to = c.datadir().join(f);
-        fs::copy(certs.path().join(f), &to).unwrap();
-        fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
-        chown_to_postgres(&to);
-    }
     c.prepend_hba(&[
         "local replication scram_user scram-sha-256",
         "local replication md5_user md5",
@@ -811,6 +857,22 @@ fn password_and_tls_authentication(pg: &PgInstall) {
         "hostnossl replication scram_user 127.0.0.1/32 reject",
     ]);
     c.start();
+    // Some PostgreSQL builds used here have no SSL support (the PyPI wheels of 14, 16, 18).
+    let ssl_build = !c.psql("SHOW ssl_library").is_empty();
+    if ssl_build {
+        for f in ["server.crt", "server.key"] {
+            let to = c.datadir().join(f);
+            fs::copy(certs.path().join(f), &to).unwrap();
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
+            chown_to_postgres(&to);
+        }
+        c.append_conf(&[
+            ("ssl", "on"),
+            ("ssl_cert_file", "server.crt"),
+            ("ssl_key_file", "server.key"),
+        ]);
+        c.restart();
+    }
     c.psql_script(
         "SET password_encryption = 'scram-sha-256';
          CREATE ROLE scram_user LOGIN REPLICATION PASSWORD 'scram-pw';
@@ -834,25 +896,32 @@ fn password_and_tls_authentication(pg: &PgInstall) {
     let system_id = c.system_id();
     rt().block_on(async {
         // SCRAM over the socket: right, wrong and missing password.
-        let mut conn = connect_replication_with_env(&socket("scram_user", Some("scram-pw")), &env(&[]))
-            .await
-            .unwrap();
+        let mut conn =
+            connect_replication_with_env(&socket("scram_user", Some("scram-pw")), &env(&[]))
+                .await
+                .unwrap();
         assert_eq!(conn.identify_system().await.unwrap().system_id.0, system_id);
         let err = connect_replication_with_env(&socket("scram_user", Some("nope")), &env(&[]))
             .await
             .unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, ProtoError::AuthFailed { .. }), "{msg}");
-        assert!(msg.contains("\"scram_user\"") && msg.contains("password authentication failed"), "{msg}");
+        assert!(
+            msg.contains("\"scram_user\"") && msg.contains("password authentication failed"),
+            "{msg}"
+        );
         assert!(msg.contains("hint:"), "{msg}");
         let err = connect_replication_with_env(&socket("scram_user", None), &env(&[]))
             .await
             .unwrap_err();
         assert!(matches!(err, ProtoError::PasswordRequired { .. }), "{err}");
         // PGPASSWORD works like the flag.
-        connect_replication_with_env(&socket("scram_user", None), &env(&[("PGPASSWORD", "scram-pw")]))
-            .await
-            .unwrap();
+        connect_replication_with_env(
+            &socket("scram_user", None),
+            &env(&[("PGPASSWORD", "scram-pw")]),
+        )
+        .await
+        .unwrap();
 
         // MD5 with the password from a password file: the line for database `replication`.
         let pgpass = certs.path().join("pgpass");
@@ -868,6 +937,30 @@ fn password_and_tls_authentication(pg: &PgInstall) {
             .unwrap();
         conn.identify_system().await.unwrap();
 
+        if !ssl_build {
+            // The server answers the SSL request with 'N': require is refused by name, prefer
+            // goes on in the clear (and pg_hba's hostnossl line rejects it).
+            let err = connect_replication_with_env(&tcp("127.0.0.1", SslMode::Require), &env(&[]))
+                .await
+                .unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, ProtoError::TlsUnavailable { .. }) && msg.contains("hint:"),
+                "{msg}"
+            );
+            let err = connect_replication_with_env(&tcp("127.0.0.1", SslMode::Prefer), &env(&[]))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, ProtoError::AuthFailed { server, .. } if server.code == "28000"),
+                "{err}"
+            );
+            eprintln!(
+                "PostgreSQL {} is built without SSL: TLS handshakes not tested",
+                pg.major
+            );
+            return;
+        }
         // TLS over TCP: require encrypts without checking the certificate.
         let mut conn = connect_replication_with_env(&tcp("127.0.0.1", SslMode::Require), &env(&[]))
             .await
@@ -917,12 +1010,18 @@ fn password_and_tls_authentication(pg: &PgInstall) {
             .await
             .unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, ProtoError::Tls { .. }) && msg.contains("PGSSLROOTCERT"), "{msg}");
+        assert!(
+            matches!(err, ProtoError::Tls { .. }) && msg.contains("PGSSLROOTCERT"),
+            "{msg}"
+        );
         // verify-ca without any root certificate is a clear error before connecting.
         let err = connect_replication_with_env(&tcp("127.0.0.1", SslMode::VerifyCa), &env(&[]))
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("needs a root certificate"), "{err}");
+        assert!(
+            err.to_string().contains("needs a root certificate"),
+            "{err}"
+        );
     });
 }
 
