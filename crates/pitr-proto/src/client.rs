@@ -9,9 +9,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::error::{describe, query_error, Endpoints, ServerMessage};
-use crate::params::{
-    pgpass_lookup, read_pgpass, ConnEnv, ConnParams, Endpoint, Pgpass, ResolvedConn,
-};
+use crate::params::{pgpass_lookup, ConnEnv, ConnParams, Endpoint, ResolvedConn};
 use crate::ProtoError;
 
 /// An open SQL session with a supported server (14–18), its version already known.
@@ -89,17 +87,7 @@ fn classify(e: &tokio_postgres::Error, endpoint: &Endpoint, r: &ResolvedConn) ->
 /// Connects to the first endpoint of `r` that accepts connections (as libpq does with the
 /// default socket directories), using the password file when no password was given.
 pub async fn connect_resolved(r: &ResolvedConn) -> Result<PgClient, ProtoError> {
-    let pgpass = match (&r.password, &r.passfile) {
-        (None, Some(path)) => match read_pgpass(path) {
-            Pgpass::Contents(s) => Some(s),
-            Pgpass::Ignored(why) => {
-                tracing::warn!("{why}");
-                None
-            }
-            Pgpass::Missing => None,
-        },
-        _ => None,
-    };
+    let pgpass = crate::repl::pgpass_contents(r);
     let mut last = String::from("no address to try");
     for endpoint in &r.endpoints {
         let password = r.password.clone().or_else(|| {

@@ -489,8 +489,11 @@ mod tests {
         a
     }
 
-    /// Feeds `input` in chunks of `chunk` bytes and returns (entries, data per entry, ended).
-    fn read(input: &[u8], chunk: usize) -> Result<(Vec<TarEntry>, Vec<Vec<u8>>, bool), TarError> {
+    /// Entries, data per entry, and whether the end marker was seen.
+    type Read = (Vec<TarEntry>, Vec<Vec<u8>>, bool);
+
+    /// Feeds `input` in chunks of `chunk` bytes.
+    fn read(input: &[u8], chunk: usize) -> Result<Read, TarError> {
         let mut p = TarParser::new();
         let (mut entries, mut data, mut ended) = (Vec::new(), Vec::<Vec<u8>>::new(), false);
         let mut open = false;

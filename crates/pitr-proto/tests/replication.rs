@@ -407,7 +407,6 @@ fn timeline_history_and_timeline_end_after_promotion(pg: &PgInstall) {
             }
         );
         assert!(stream.next_event().await.unwrap().is_none());
-        drop(stream);
         assert_eq!(got.len() as u64, switch.0 - seg_start);
         // Timeline 2's first segment starts with a copy of timeline 1 up to the switch.
         let tl2 = fs::read(
@@ -434,7 +433,6 @@ fn timeline_history_and_timeline_end_after_promotion(pg: &PgInstall) {
                 next_start: switch
             }))
         );
-        drop(stream);
         assert_eq!(
             conn.identify_system().await.unwrap().timeline,
             TimelineId(2)

@@ -409,7 +409,9 @@ impl BaseBackupStream<'_> {
                     .tablespaces
                     .iter()
                     .find(|t| match &t.location {
-                        Some(loc) => !path.is_empty() && *loc == PathBuf::from(&path),
+                        Some(loc) => {
+                            !path.is_empty() && loc.as_path() == std::path::Path::new(&path)
+                        }
                         None => path.is_empty(),
                     })
                     .cloned()

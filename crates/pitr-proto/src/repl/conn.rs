@@ -303,7 +303,7 @@ impl ReplConnection {
         loop {
             match self.recv("startup").await.map_err(fatal)? {
                 Backend::ReadyForQuery => return Ok(()),
-                Backend::BackendKeyData => {}
+                Backend::KeyData => {}
                 Backend::Error(server) => {
                     return Err(fatal(startup_error(server, &self.endpoint, r)))
                 }

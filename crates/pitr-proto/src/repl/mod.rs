@@ -37,6 +37,7 @@ pub use base_backup::{
 pub use commands::{
     validate_slot_name, CreatedSlot, SlotInfo, SlotOptions, SystemIdentity, TimelineHistoryFile,
 };
+pub(crate) use conn::pgpass_contents;
 pub use conn::{
     connect_replication, connect_replication_resolved, connect_replication_with_env,
     ReplConnection, PGPASS_REPLICATION_DBNAME,

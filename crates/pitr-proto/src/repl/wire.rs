@@ -21,7 +21,7 @@ pub(crate) enum Backend {
     /// `S`: a run-time parameter's value (not needed: the version is asked for).
     ParameterStatus,
     /// `K`: cancellation key (unused).
-    BackendKeyData,
+    KeyData,
     /// `Z`: ready for the next command.
     ReadyForQuery,
     /// `T`: a result set begins (column names are not needed: positions are documented).
@@ -149,7 +149,7 @@ fn decode(tag: u8, body: Bytes) -> Result<Backend, &'static str> {
             r.cstr()?;
             Backend::ParameterStatus
         }
-        b'K' => Backend::BackendKeyData,
+        b'K' => Backend::KeyData,
         b'Z' => Backend::ReadyForQuery,
         b'T' => {
             let n = r.i16()?;
