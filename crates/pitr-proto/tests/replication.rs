@@ -126,9 +126,14 @@ fn identify_system_matches_pg_controldata(pg: &PgInstall) {
             "{} vs {current}",
             id.xlogpos
         );
-        // The connection takes further commands.
+        // The connection takes further commands, and closes without the server seeing an
+        // unexpected end.
         let again = conn.identify_system().await.unwrap();
         assert_eq!(again.system_id, id.system_id);
+        conn.close().await.unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let log = fs::read_to_string(c.log_path()).unwrap();
+        assert!(!log.contains("unexpected EOF"), "{log}");
     });
 }
 

@@ -354,6 +354,14 @@ impl ReplConnection {
         self.features
     }
 
+    /// Ends the session politely (`Terminate`), so the server logs no lost connection.
+    pub async fn close(mut self) -> Result<(), ProtoError> {
+        frontend::terminate(&mut self.wbuf);
+        self.flush().await?;
+        let _ = self.io.shutdown().await;
+        Ok(())
+    }
+
     /// Sends what is buffered.
     pub(crate) async fn flush(&mut self) -> Result<(), ProtoError> {
         let res = async {

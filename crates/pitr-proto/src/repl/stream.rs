@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use pitr_pg::wal::PgTimestamp;
 use pitr_pg::{Lsn, TimelineId};
 use postgres_protocol::message::frontend;
 use tokio::time::Instant;
@@ -17,9 +18,6 @@ use crate::ProtoError;
 /// `wal_receiver_status_interval` default. The server drops a receiver silent for
 /// `wal_sender_timeout` (60 s by default).
 pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Seconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
-const PG_EPOCH_UNIX_SECS: u64 = 946_684_800;
 
 /// What to stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +39,7 @@ pub struct XLogData {
     /// The server's current end of WAL when it sent this.
     pub wal_end: Lsn,
     /// The server's clock when it sent this.
-    pub server_time: SystemTime,
+    pub server_time: PgTimestamp,
     /// The WAL bytes, `start` to [`XLogData::end`].
     pub data: Bytes,
 }
@@ -59,7 +57,7 @@ pub struct Keepalive {
     /// The server's current end of WAL.
     pub wal_end: Lsn,
     /// The server's clock.
-    pub server_time: SystemTime,
+    pub server_time: PgTimestamp,
     /// The server asked for an immediate status update (already sent by the stream, with the
     /// positions last given to [`WalStream::send_status`]).
     pub reply_requested: bool,
@@ -123,20 +121,12 @@ enum State {
     Done,
 }
 
-fn pg_time(micros: i64) -> SystemTime {
-    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(PG_EPOCH_UNIX_SECS);
-    if micros >= 0 {
-        base + Duration::from_micros(micros as u64)
-    } else {
-        base - Duration::from_micros(micros.unsigned_abs())
-    }
-}
-
-fn pg_now_micros() -> i64 {
+/// The local clock as PostgreSQL counts time (sent in status updates).
+fn pg_now() -> PgTimestamp {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    now.as_micros() as i64 - (PG_EPOCH_UNIX_SECS as i64) * 1_000_000
+    PgTimestamp::from_unix_micros(i64::try_from(now.as_micros()).unwrap_or(i64::MAX))
 }
 
 impl ReplConnection {
@@ -277,7 +267,7 @@ impl WalStream<'_> {
                 Ok(WalEvent::Data(XLogData {
                     start: Lsn(start),
                     wal_end: Lsn(end),
-                    server_time: pg_time(time as i64),
+                    server_time: PgTimestamp(time as i64),
                     data: payload.slice(25..),
                 }))
             }
@@ -293,7 +283,7 @@ impl WalStream<'_> {
                 }
                 Ok(WalEvent::Keepalive(Keepalive {
                     wal_end: Lsn(end),
-                    server_time: pg_time(time as i64),
+                    server_time: PgTimestamp(time as i64),
                     reply_requested,
                 }))
             }
@@ -337,7 +327,7 @@ impl WalStream<'_> {
         msg.put_u64(self.status.write.0);
         msg.put_u64(self.status.flush.0);
         msg.put_u64(self.status.apply.0);
-        msg.put_i64(pg_now_micros());
+        msg.put_i64(pg_now().0);
         msg.put_u8(u8::from(reply_requested));
         let copy = frontend::CopyData::new(&msg[..])
             .map_err(|e| self.conn.connection_error("standby status update", &e))?;
@@ -391,16 +381,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn postgres_timestamps_convert_both_ways() {
-        assert_eq!(
-            pg_time(0),
-            SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800)
-        );
-        let now = pg_now_micros();
-        let back = pg_time(now)
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        assert!(back < Duration::from_secs(5));
-        assert!(pg_time(-1) < pg_time(0));
+    fn status_updates_carry_the_local_clock_in_postgres_time() {
+        let before = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let now = pg_now().to_unix_micros();
+        assert!((now - before).abs() < 5_000_000, "{now} vs {before}");
+        // 2000-01-01 is PostgreSQL's zero.
+        assert_eq!(PgTimestamp(0).to_unix_micros(), 946_684_800_000_000);
     }
 }
