@@ -229,6 +229,77 @@ fn webpki(
         .map_err(|e| cannot(&e))
 }
 
+/// The `tls-server-end-point` channel binding data of a server certificate (RFC 5929): its
+/// hash with the certificate signature's hash function, SHA-256 for MD5 and SHA-1. `None`
+/// when the signature algorithm names no hash (Ed25519, RSASSA-PSS): SCRAM then goes on
+/// without channel binding, as libpq does when it cannot bind.
+pub(crate) fn tls_server_end_point(cert_der: &[u8]) -> Option<Vec<u8>> {
+    use ring::digest::{digest, SHA256, SHA384, SHA512};
+    let oid = signature_algorithm_oid(cert_der)?;
+    // Dotted forms in comments; bytes are the DER contents of the OID.
+    let algorithm = match oid {
+        // 1.2.840.113549.1.1.{4,5,11,12,13}: md5/sha1/sha256/sha384/sha512 WithRSAEncryption
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, n] => match n {
+            4 | 5 | 11 => &SHA256,
+            12 => &SHA384,
+            13 => &SHA512,
+            _ => return None,
+        },
+        // 1.2.840.10045.4.1: ecdsa-with-SHA1
+        [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01] => &SHA256,
+        // 1.2.840.10045.4.3.{2,3,4}: ecdsa-with-SHA256/384/512
+        [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, n] => match n {
+            2 => &SHA256,
+            3 => &SHA384,
+            4 => &SHA512,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(digest(algorithm, cert_der).as_ref().to_vec())
+}
+
+/// One DER element at the start of `input`: (tag, contents, rest).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// The OID of `Certificate.signatureAlgorithm` (after `tbsCertificate`).
+fn signature_algorithm_oid(cert_der: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    const OID: u8 = 0x06;
+    let (SEQUENCE, cert, _) = der_element(cert_der)? else {
+        return None;
+    };
+    let (SEQUENCE, _tbs, rest) = der_element(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, algorithm, _) = der_element(rest)? else {
+        return None;
+    };
+    match der_element(algorithm)? {
+        (OID, oid, _) => Some(oid),
+        _ => None,
+    }
+}
+
 /// `sslmode=require`/`prefer`: encryption without authentication of the server, as libpq.
 /// Handshake signatures are still verified (against the certificate presented).
 #[derive(Debug)]
@@ -338,6 +409,31 @@ mod tests {
                 .collect(),
             os_user: Some("alice".into()),
             home: Some("/home/alice".into()),
+        }
+    }
+
+    #[test]
+    fn channel_binding_hashes_with_the_signature_hash() {
+        // A DER skeleton: SEQUENCE { SEQUENCE {} (tbs), SEQUENCE { OID ecdsa-with-SHA384 } }.
+        let cert = [
+            0x30, 0x0e, 0x30, 0x00, 0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04,
+            0x03, 0x03,
+        ];
+        let hash = tls_server_end_point(&cert).unwrap();
+        assert_eq!(
+            hash,
+            ring::digest::digest(&ring::digest::SHA384, &cert).as_ref()
+        );
+        let mut ed25519 = cert;
+        ed25519[4..].copy_from_slice(&[0x30, 0x0a, 0x06, 0x03, 0x2b, 0x65, 0x70, 0, 0, 0, 0, 0]);
+        assert_eq!(tls_server_end_point(&ed25519), None);
+        for junk in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x85, 1, 1, 1, 1, 1],
+            &[0x30, 0x05, 0x30],
+        ] {
+            assert_eq!(tls_server_end_point(junk), None);
         }
     }
 

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use pitr_pg::{Lsn, TimelineId};
 use pitr_proto::repl::{
-    BackupEvent, BackupTablespace, BaseBackupOptions, SlotOptions, StandbyStatus, StartReplication,
-    StreamEnd, WalEvent,
+    AuthMethod, BackupEvent, BackupTablespace, BaseBackupOptions, SlotOptions, StandbyStatus,
+    StartReplication, StreamEnd, WalEvent,
 };
 use pitr_proto::tar::{EntryKind, TarEvent, TarParser};
 use pitr_proto::{
@@ -113,6 +113,7 @@ fn identify_system_matches_pg_controldata(pg: &PgInstall) {
         assert_eq!(conn.version_num() / 10_000, pg.major);
         assert_eq!(conn.features().major, pg.major);
         assert!(!conn.is_tls(), "no TLS over a Unix socket");
+        assert_eq!(conn.auth_method(), AuthMethod::None, "trust");
         let id = conn.identify_system().await.unwrap();
         assert_eq!(
             id.system_id.to_string(),
@@ -903,6 +904,7 @@ fn password_and_tls_authentication(pg: &PgInstall) {
             connect_replication_with_env(&socket("scram_user", Some("scram-pw")), &env(&[]))
                 .await
                 .unwrap();
+        assert_eq!(conn.auth_method(), AuthMethod::ScramSha256);
         assert_eq!(conn.identify_system().await.unwrap().system_id.0, system_id);
         let err = connect_replication_with_env(&socket("scram_user", Some("nope")), &env(&[]))
             .await
@@ -938,6 +940,7 @@ fn password_and_tls_authentication(pg: &PgInstall) {
         let mut conn = connect_replication_with_env(&socket("md5_user", None), &pgpass_env)
             .await
             .unwrap();
+        assert_eq!(conn.auth_method(), AuthMethod::Md5);
         conn.identify_system().await.unwrap();
 
         if !ssl_build {
@@ -969,6 +972,9 @@ fn password_and_tls_authentication(pg: &PgInstall) {
             .await
             .unwrap();
         assert!(conn.is_tls());
+        // Over TLS the server offers SCRAM-SHA-256-PLUS: the exchange is bound to its
+        // certificate (a wrong binding would fail authentication).
+        assert_eq!(conn.auth_method(), AuthMethod::ScramSha256Plus);
         assert_eq!(conn.identify_system().await.unwrap().system_id.0, system_id);
         assert_eq!(
             c.psql(

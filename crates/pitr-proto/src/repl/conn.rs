@@ -3,7 +3,9 @@
 
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::authentication::md5_hash;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::authentication::sasl::{
+    ChannelBinding, ScramSha256, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
@@ -12,12 +14,28 @@ use super::version::{features_for, ReplFeatures};
 use super::wire::{self, AuthRequest, Backend};
 use crate::error::Endpoints;
 use crate::params::{pgpass_lookup, read_pgpass, ConnEnv, ConnParams, Pgpass, ResolvedConn};
-use crate::tls::{client_config, server_name, SslMode};
+use crate::tls::{client_config, server_name, tls_server_end_point, SslMode};
 use crate::{Endpoint, Host, ProtoError, ServerMessage};
 
 /// The database name `.pgpass` lines are matched against for replication connections, as
 /// `pg_basebackup` and `pg_receivewal` do (they connect with `dbname=replication`).
 pub const PGPASS_REPLICATION_DBNAME: &str = "replication";
+
+/// How the server authenticated us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// No password asked (`trust`, `peer`, ...).
+    None,
+    /// Cleartext password.
+    Password,
+    /// MD5.
+    Md5,
+    /// SCRAM-SHA-256 without channel binding.
+    ScramSha256,
+    /// SCRAM-SHA-256-PLUS: bound to the TLS server certificate (`tls-server-end-point`), so a
+    /// man in the middle cannot relay the exchange even when the certificate is not checked.
+    ScramSha256Plus,
+}
 
 /// Anything a connection can run over.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -34,6 +52,7 @@ pub struct ReplConnection {
     endpoint: Endpoint,
     user: String,
     tls: bool,
+    auth: AuthMethod,
     version_num: u32,
     features: &'static ReplFeatures,
     /// Set while a COPY is in progress; a stream dropped before its end leaves it set, and the
@@ -47,6 +66,7 @@ impl std::fmt::Debug for ReplConnection {
             .field("endpoint", &self.endpoint)
             .field("user", &self.user)
             .field("tls", &self.tls)
+            .field("auth", &self.auth)
             .field("version_num", &self.version_num)
             .finish_non_exhaustive()
     }
@@ -170,12 +190,13 @@ impl ReplConnection {
         want_tls: bool,
     ) -> Result<ReplConnection, Failure> {
         let unreachable = |e: std::io::Error| Failure::Unreachable(e.to_string());
-        let (io, tls): (Box<dyn Io>, bool) = match &endpoint.host {
+        let (io, tls, binding): (Box<dyn Io>, bool, Option<Vec<u8>>) = match &endpoint.host {
             Host::Socket(dir) => {
                 let path = dir.join(format!(".s.PGSQL.{}", endpoint.port));
                 (
                     Box::new(UnixStream::connect(path).await.map_err(unreachable)?),
                     false,
+                    None,
                 )
             }
             Host::Tcp(host) => {
@@ -187,7 +208,7 @@ impl ReplConnection {
                 if want_tls {
                     negotiate_tls(tcp, host, r, endpoint).await?
                 } else {
-                    (Box::new(tcp), false)
+                    (Box::new(tcp), false, None)
                 }
             }
         };
@@ -198,17 +219,24 @@ impl ReplConnection {
             endpoint: endpoint.clone(),
             user: r.user.clone(),
             tls,
+            auth: AuthMethod::None,
             version_num: 0,
             features: &super::version::REPL_FEATURES[0],
             in_copy: false,
         };
-        conn.startup(r, password).await?;
+        conn.startup(r, password, binding).await?;
         conn.read_version().await.map_err(Failure::Fatal)?;
         tracing::debug!(endpoint = %conn.endpoint, version = conn.version_num, tls, "replication connection open");
         Ok(conn)
     }
 
-    async fn startup(&mut self, r: &ResolvedConn, password: Option<&str>) -> Result<(), Failure> {
+    /// Startup and authentication; `binding` is the TLS channel binding data, if any.
+    async fn startup(
+        &mut self,
+        r: &ResolvedConn,
+        password: Option<&str>,
+        binding: Option<Vec<u8>>,
+    ) -> Result<(), Failure> {
         let fatal = Failure::Fatal;
         let params = [
             ("user", r.user.as_str()),
@@ -240,9 +268,11 @@ impl ReplConnection {
             let written = match request {
                 AuthRequest::Ok => break,
                 AuthRequest::Cleartext => {
+                    self.auth = AuthMethod::Password;
                     frontend::password_message(need_password()?.as_bytes(), &mut self.wbuf)
                 }
                 AuthRequest::Md5(salt) => {
+                    self.auth = AuthMethod::Md5;
                     let hash = md5_hash(r.user.as_bytes(), need_password()?.as_bytes(), salt);
                     frontend::password_message(hash.as_bytes(), &mut self.wbuf)
                 }
@@ -253,14 +283,23 @@ impl ReplConnection {
                             method: format!("SASL ({})", mechanisms.join(", ")),
                         }));
                     }
-                    // Channel binding (SCRAM-SHA-256-PLUS) is not offered: as libpq with
-                    // channel_binding=disable, which every server accepts.
-                    let s = ScramSha256::new(
-                        need_password()?.as_bytes(),
-                        ChannelBinding::unsupported(),
-                    );
-                    let w =
-                        frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.wbuf);
+                    // Channel binding when the server offers it over TLS (libpq's default,
+                    // channel_binding=prefer); otherwise "n": the client does not bind.
+                    let plus = mechanisms.iter().any(|m| m == SCRAM_SHA_256_PLUS);
+                    let (mechanism, cb) = match (&binding, plus) {
+                        (Some(data), true) => (
+                            SCRAM_SHA_256_PLUS,
+                            ChannelBinding::tls_server_end_point(data.clone()),
+                        ),
+                        _ => (SCRAM_SHA_256, ChannelBinding::unsupported()),
+                    };
+                    self.auth = if mechanism == SCRAM_SHA_256_PLUS {
+                        AuthMethod::ScramSha256Plus
+                    } else {
+                        AuthMethod::ScramSha256
+                    };
+                    let s = ScramSha256::new(need_password()?.as_bytes(), cb);
+                    let w = frontend::sasl_initial_response(mechanism, s.message(), &mut self.wbuf);
                     scram = Some(s);
                     w
                 }
@@ -342,6 +381,11 @@ impl ReplConnection {
     /// Whether the connection is encrypted (TLS).
     pub fn is_tls(&self) -> bool {
         self.tls
+    }
+
+    /// How the server authenticated this connection.
+    pub fn auth_method(&self) -> AuthMethod {
+        self.auth
     }
 
     /// `server_version_num`, e.g. 170010.
@@ -610,12 +654,14 @@ fn describe(m: &Backend) -> String {
     }
 }
 
+/// The SSL request and, when the server agrees, the TLS handshake: the stream, whether it is
+/// TLS, and the channel binding data of the server's certificate.
 async fn negotiate_tls(
     mut tcp: TcpStream,
     host: &str,
     r: &ResolvedConn,
     endpoint: &Endpoint,
-) -> Result<(Box<dyn Io>, bool), Failure> {
+) -> Result<(Box<dyn Io>, bool, Option<Vec<u8>>), Failure> {
     let io_err = |e: std::io::Error| {
         Failure::Fatal(ProtoError::Connection {
             endpoint: endpoint.clone(),
@@ -640,13 +686,19 @@ async fn negotiate_tls(
                         detail: format!("{e}; hint: check that PGSSLROOTCERT names the CA that signed the server's certificate and, for sslmode=verify-full, that the certificate names the host"),
                     })
                 })?;
-            Ok((Box::new(stream), true))
+            let binding = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| tls_server_end_point(cert));
+            Ok((Box::new(stream), true, binding))
         }
         b'N' if r.tls.mode.requires_tls() => Err(Failure::Fatal(ProtoError::TlsUnavailable {
             endpoint: endpoint.clone(),
             mode: r.tls.mode,
         })),
-        b'N' => Ok((Box::new(tcp), false)),
+        b'N' => Ok((Box::new(tcp), false, None)),
         other => Err(Failure::Fatal(ProtoError::Protocol {
             endpoint: endpoint.clone(),
             what: "SSL request",

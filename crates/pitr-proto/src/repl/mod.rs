@@ -39,7 +39,7 @@ pub use commands::{
 };
 pub(crate) use conn::pgpass_contents;
 pub use conn::{
-    connect_replication, connect_replication_resolved, connect_replication_with_env,
+    connect_replication, connect_replication_resolved, connect_replication_with_env, AuthMethod,
     ReplConnection, PGPASS_REPLICATION_DBNAME,
 };
 pub use stream::{
