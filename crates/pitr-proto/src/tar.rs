@@ -601,6 +601,50 @@ mod tests {
     }
 
     #[test]
+    fn mutated_archives_never_panic_or_overrun_entries() {
+        let base = archive(true);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3000 {
+            let mut a = base.clone();
+            for _ in 0..(next() % 8 + 1) {
+                let i = (next() % a.len() as u64) as usize;
+                a[i] = next() as u8;
+            }
+            a.truncate((next() % (a.len() as u64 + 1)) as usize);
+            let chunk = (next() % 700 + 1) as usize;
+            let mut p = TarParser::new();
+            let mut left: u64 = 0;
+            'feed: for piece in a.chunks(chunk) {
+                let mut rest = piece;
+                loop {
+                    let Ok((n, ev)) = p.parse(rest) else {
+                        break 'feed;
+                    };
+                    rest = &rest[n..];
+                    match ev {
+                        Some(TarEvent::Entry(e)) => left = e.size,
+                        Some(TarEvent::Data(d)) => {
+                            assert!(d.len() as u64 <= left);
+                            left -= d.len() as u64;
+                        }
+                        Some(TarEvent::EntryEnd) => assert_eq!(left, 0),
+                        Some(TarEvent::End) => {}
+                        None if rest.is_empty() => break,
+                        None => {}
+                    }
+                }
+            }
+            let _ = p.finish();
+        }
+    }
+
+    #[test]
     fn long_names_and_base_256_sizes() {
         let long = format!("base/{}", "x".repeat(200));
         let mut a = header("././@LongLink", b'L', long.len() as u64 + 1, "");
