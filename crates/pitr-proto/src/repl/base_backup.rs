@@ -8,6 +8,7 @@
 //! buffered whole.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 use pitr_pg::{Lsn, TimelineId};
@@ -20,6 +21,9 @@ use super::wire::{be_u64, Backend};
 use crate::ProtoError;
 
 const WHAT: &str = "BASE_BACKUP";
+
+/// How often progress is reported on 14, as the server does on 15+.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Checksum algorithm of the backup manifest's file entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -131,10 +135,14 @@ pub enum BackupEvent {
     ArchiveEnd,
     /// The next bytes of the backup manifest (after all archives).
     ManifestData(Bytes),
-    /// Bytes the server has sent so far (15+ only; on 14 count the data yourself).
+    /// Bytes done so far: as the server reports them (15+: at most once a second and at the
+    /// end of each archive), or on 14 (whose server sends no progress) the archive bytes
+    /// received, at the same moments, as pg_basebackup counts them.
     Progress(u64),
     /// The backup is complete; the connection accepts commands again.
     End {
+        /// Where the backup starts (as [`BaseBackupStream::start_lsn`]).
+        start_lsn: Lsn,
         /// The backup's end: recovery must replay WAL at least to here.
         end_lsn: Lsn,
         /// Timeline of `end_lsn`.
@@ -157,8 +165,12 @@ pub struct BaseBackupStream<'c> {
     state: State,
     in_archive: bool,
     in_manifest: bool,
-    /// 15+: an archive start that follows the `ArchiveEnd` just returned.
-    pending: Option<BackupArchive>,
+    /// An event that follows the one just returned (15+: the start of the next archive after
+    /// an `ArchiveEnd`; 14: a progress report).
+    pending: Option<BackupEvent>,
+    /// 14: archive bytes received, and when progress was last reported.
+    received: u64,
+    last_progress: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +276,8 @@ impl ReplConnection {
             in_archive: false,
             in_manifest: false,
             pending: None,
+            received: 0,
+            last_progress: Instant::now(),
         })
     }
 
@@ -316,9 +330,11 @@ impl BaseBackupStream<'_> {
 
     /// The next event; `Ok(None)` after [`BackupEvent::End`].
     pub async fn next_event(&mut self) -> Result<Option<BackupEvent>, ProtoError> {
-        if let Some(archive) = self.pending.take() {
-            self.in_archive = true;
-            return Ok(Some(BackupEvent::ArchiveStart(archive)));
+        if let Some(event) = self.pending.take() {
+            if matches!(event, BackupEvent::ArchiveStart(_)) {
+                self.in_archive = true;
+            }
+            return Ok(Some(event));
         }
         loop {
             let msg = match self.state {
@@ -349,13 +365,27 @@ impl BaseBackupStream<'_> {
                 }
                 (State::BetweenCopies, Backend::RowDescription) => Some(self.end(true).await?),
                 (State::InCopy, Backend::CopyData(payload)) => match self.dialect {
-                    BaseBackupDialect::Keywords => Some(self.data(payload)?),
+                    BaseBackupDialect::Keywords => {
+                        let event = self.data(payload)?;
+                        if let BackupEvent::ArchiveData(d) = &event {
+                            self.received += d.len() as u64;
+                            if self.last_progress.elapsed() >= PROGRESS_INTERVAL {
+                                self.report_progress();
+                            }
+                        }
+                        Some(event)
+                    }
                     BaseBackupDialect::OptionList => self.copy_message(payload)?,
                 },
                 (State::InCopy, Backend::CopyDone) => {
                     let was_archive = std::mem::take(&mut self.in_archive);
                     match self.dialect {
-                        BaseBackupDialect::Keywords => self.state = State::BetweenCopies,
+                        BaseBackupDialect::Keywords => {
+                            self.state = State::BetweenCopies;
+                            if was_archive {
+                                self.report_progress();
+                            }
+                        }
                         BaseBackupDialect::OptionList => {
                             if !was_archive {
                                 return self.end(false).await.map(Some);
@@ -372,6 +402,12 @@ impl BaseBackupStream<'_> {
                 return Ok(Some(e));
             }
         }
+    }
+
+    /// 14: queues a progress report of the bytes received.
+    fn report_progress(&mut self) {
+        self.pending = Some(BackupEvent::Progress(self.received));
+        self.last_progress = Instant::now();
     }
 
     /// A data chunk of the current archive or of the manifest.
@@ -422,7 +458,7 @@ impl BaseBackupStream<'_> {
                     });
                 let archive = BackupArchive { name, tablespace };
                 if std::mem::take(&mut self.in_archive) {
-                    self.pending = Some(archive);
+                    self.pending = Some(BackupEvent::ArchiveStart(archive));
                     return Ok(Some(BackupEvent::ArchiveEnd));
                 }
                 self.in_archive = true;
@@ -458,7 +494,11 @@ impl BaseBackupStream<'_> {
         let end_lsn: Lsn = self.conn.parse_req(row, 0, WHAT)?;
         let timeline = TimelineId(self.conn.parse_req(row, 1, WHAT)?);
         tracing::info!(endpoint = %self.conn.endpoint(), %end_lsn, %timeline, "base backup complete");
-        Ok(BackupEvent::End { end_lsn, timeline })
+        Ok(BackupEvent::End {
+            start_lsn: self.start_lsn,
+            end_lsn,
+            timeline,
+        })
     }
 }
 
