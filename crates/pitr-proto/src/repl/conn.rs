@@ -277,28 +277,13 @@ impl ReplConnection {
                     frontend::password_message(hash.as_bytes(), &mut self.wbuf)
                 }
                 AuthRequest::Sasl(mechanisms) => {
-                    if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
-                        return Err(fatal(ProtoError::AuthMethod {
-                            endpoint: self.endpoint.clone(),
-                            method: format!("SASL ({})", mechanisms.join(", ")),
-                        }));
-                    }
-                    // Channel binding when the server offers it over TLS (libpq's default,
-                    // channel_binding=prefer); otherwise "n": the client does not bind.
-                    let plus = mechanisms.iter().any(|m| m == SCRAM_SHA_256_PLUS);
-                    let (mechanism, cb) = match (&binding, plus) {
-                        (Some(data), true) => (
-                            SCRAM_SHA_256_PLUS,
-                            ChannelBinding::tls_server_end_point(data.clone()),
-                        ),
-                        _ => (SCRAM_SHA_256, ChannelBinding::unsupported()),
+                    let s = self
+                        .scram_start(&mechanisms, need_password()?, binding.as_deref())
+                        .map_err(fatal)?;
+                    let mechanism = match self.auth {
+                        AuthMethod::ScramSha256Plus => SCRAM_SHA_256_PLUS,
+                        _ => SCRAM_SHA_256,
                     };
-                    self.auth = if mechanism == SCRAM_SHA_256_PLUS {
-                        AuthMethod::ScramSha256Plus
-                    } else {
-                        AuthMethod::ScramSha256
-                    };
-                    let s = ScramSha256::new(need_password()?.as_bytes(), cb);
                     let w = frontend::sasl_initial_response(mechanism, s.message(), &mut self.wbuf);
                     scram = Some(s);
                     w
@@ -349,6 +334,34 @@ impl ReplConnection {
                 other => return Err(fatal(self.unexpected("startup", &other))),
             }
         }
+    }
+
+    /// Picks the SCRAM mechanism: with channel binding when the server offers it over TLS
+    /// (libpq's default, channel_binding=prefer), otherwise "n" (the client does not bind).
+    fn scram_start(
+        &mut self,
+        mechanisms: &[String],
+        password: &str,
+        binding: Option<&[u8]>,
+    ) -> Result<ScramSha256, ProtoError> {
+        if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
+            return Err(ProtoError::AuthMethod {
+                endpoint: self.endpoint.clone(),
+                method: format!("SASL ({})", mechanisms.join(", ")),
+            });
+        }
+        let plus = mechanisms.iter().any(|m| m == SCRAM_SHA_256_PLUS);
+        let cb = match (binding, plus) {
+            (Some(data), true) => {
+                self.auth = AuthMethod::ScramSha256Plus;
+                ChannelBinding::tls_server_end_point(data.to_vec())
+            }
+            _ => {
+                self.auth = AuthMethod::ScramSha256;
+                ChannelBinding::unsupported()
+            }
+        };
+        Ok(ScramSha256::new(password.as_bytes(), cb))
     }
 
     /// `SHOW server_version_num` (walsenders accept `SHOW` since 10) and the table row.
