@@ -5,7 +5,8 @@
 //! - [`ConnParams`] resolves connection settings like psql does (flags, then `PGHOST`,
 //!   `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`, the password file, then libpq's
 //!   defaults); the resolution is pure and takes the environment as a value.
-//! - [`connect`] opens a [`PgClient`] and refuses servers outside 14–18; failures are typed
+//! - [`connect`] opens a [`PgClient`] (over TLS per `sslmode`, as the replication client) and
+//!   refuses servers outside 14–18; failures are typed
 //!   ([`ProtoError`]) and name the server (`host:port` or the socket path).
 //! - [`PgClient`] runs the queries the engines need, choosing function names by version
 //!   (`pg_start_backup`/`pg_stop_backup` on 14, `pg_backup_start`/`pg_backup_stop` on 15+);
@@ -15,6 +16,7 @@ mod client;
 mod error;
 pub mod params;
 pub mod repl;
+mod sql_tls;
 pub mod tar;
 pub mod tls;
 

@@ -334,11 +334,13 @@ impl ResolvedConn {
         if let Some(p) = password {
             c.password(p);
         }
-        // The SQL session has no TLS connector: a mode that demands TLS fails there instead
-        // of silently connecting in the clear.
-        c.ssl_mode(match self.tls.mode {
-            SslMode::Disable | SslMode::Allow => tokio_postgres::config::SslMode::Disable,
-            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        // As libpq: no TLS on Unix sockets. tokio-postgres has no `allow` (plain first, TLS
+        // on refusal): it stays plain.
+        c.ssl_mode(match (&endpoint.host, self.tls.mode) {
+            (Host::Socket(_), _) | (_, SslMode::Disable | SslMode::Allow) => {
+                tokio_postgres::config::SslMode::Disable
+            }
+            (_, SslMode::Prefer) => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
         c

@@ -22,7 +22,8 @@ use pitr_proto::repl::{
 };
 use pitr_proto::tar::{EntryKind, TarEvent, TarParser};
 use pitr_proto::{
-    connect_replication_with_env, ConnEnv, ConnParams, ProtoError, ReplConnection, SslMode,
+    connect_replication_with_env, connect_with_env, ConnEnv, ConnParams, ProtoError,
+    ReplConnection, SslMode,
 };
 use pitr_testkit::{
     as_postgres, chown_to_postgres, create_postgres_dir, pg_test_matrix, run_ok, scratch_dir,
@@ -950,7 +951,35 @@ fn password_and_tls_authentication(pg: &PgInstall) {
         assert_eq!(conn.auth_method(), AuthMethod::Md5);
         conn.identify_system().await.unwrap();
 
+        // The SQL client follows the same sslmode: never TLS on a Unix socket (as libpq), so
+        // PGSSLMODE=require still connects there.
+        let sql_params = |host: &str, mode: SslMode| ConnParams {
+            host: Some(host.into()),
+            port: Some(port),
+            user: Some("postgres".into()),
+            dbname: Some("postgres".into()),
+            sslmode: Some(mode),
+            ..ConnParams::default()
+        };
+        let socket_dir = c.socket_dir().display().to_string();
+        let sql = connect_with_env(&sql_params(&socket_dir, SslMode::Require), &env(&[]))
+            .await
+            .unwrap();
+        let ssl: bool = sql
+            .inner()
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!ssl);
         if !ssl_build {
+            let err = connect_with_env(&sql_params("127.0.0.1", SslMode::Require), &env(&[]))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ProtoError::Tls { .. }), "{err}");
             // The server answers the SSL request with 'N': require is refused by name, prefer
             // goes on in the clear (and pg_hba's hostnossl line rejects it).
             let err = connect_replication_with_env(&tcp("127.0.0.1", SslMode::Require), &env(&[]))
@@ -1028,6 +1057,33 @@ fn password_and_tls_authentication(pg: &PgInstall) {
         let msg = err.to_string();
         assert!(
             matches!(err, ProtoError::Tls { .. }) && msg.contains("PGSSLROOTCERT"),
+            "{msg}"
+        );
+        // SQL sessions over TLS: encrypted, verified against the CA, refused with another CA.
+        for (mode, env) in [
+            (SslMode::Require, env(&[])),
+            (SslMode::VerifyFull, ca_env.clone()),
+        ] {
+            let sql = connect_with_env(&sql_params("127.0.0.1", mode), &env)
+                .await
+                .unwrap_or_else(|e| panic!("{mode}: {e}"));
+            let ssl: bool = sql
+                .inner()
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(ssl, "{mode}");
+        }
+        let err = connect_with_env(&sql_params("127.0.0.1", SslMode::VerifyCa), &other_env)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ProtoError::Tls { .. }) && msg.contains("hint:"),
             "{msg}"
         );
         // verify-ca without any root certificate is a clear error before connecting.
