@@ -456,6 +456,8 @@ struct Extracted {
     entries: BTreeSet<(String, String)>,
     /// Regular files by path relative to the data directory, with their size.
     files: BTreeMap<String, u64>,
+    /// Symbolic links and their targets.
+    symlinks: BTreeMap<String, String>,
     manifest: Vec<u8>,
     tablespaces: Vec<BackupTablespace>,
     start: Lsn,
@@ -511,9 +513,10 @@ async fn take_backup(
                                     let f = fs::File::create(&path).unwrap();
                                     file = Some((f, format!("{prefix}{}", e.path), e.size));
                                 }
+                                // Recorded, not created: the tablespace's own archive is
+                                // extracted at that place.
                                 EntryKind::Symlink => {
-                                    std::os::unix::fs::symlink(e.link_target.unwrap(), &path)
-                                        .unwrap()
+                                    out.symlinks.insert(e.path.clone(), e.link_target.unwrap());
                                 }
                                 other => panic!("unexpected entry kind {other:?}"),
                             }
@@ -620,7 +623,7 @@ fn base_backup_is_complete_verifiable_and_restorable(pg: &PgInstall) {
         .unwrap();
 
     let restore = Cluster::empty(pg, ClusterOptions::default());
-    let got = rt().block_on(async {
+    let (got, plain_symlinks) = rt().block_on(async {
         let mut conn = connect(&c).await;
         let opts = BaseBackupOptions {
             label: "pitr 'test' backup".into(),
@@ -631,9 +634,28 @@ fn base_backup_is_complete_verifiable_and_restorable(pg: &PgInstall) {
             ..BaseBackupOptions::default()
         };
         let got = take_backup(&mut conn, &opts, restore.datadir()).await;
-        // The connection is usable after the backup.
-        conn.identify_system().await.unwrap();
-        got
+        // The connection is usable after the backup: a second one, without manifest.
+        let bare = scratch_dir();
+        let plain = take_backup(
+            &mut conn,
+            &BaseBackupOptions {
+                manifest: false,
+                tablespace_map: false,
+                fast_checkpoint: true,
+                wait_for_archive: false,
+                ..BaseBackupOptions::default()
+            },
+            bare.path(),
+        )
+        .await;
+        assert!(plain.manifest.is_empty());
+        assert!(plain.files.contains_key("backup_label") && plain.end >= got.end);
+        assert!(!plain.files.contains_key("tablespace_map"));
+        got.symlinks
+            .is_empty()
+            .then_some(())
+            .expect("a tablespace map, no symlinks");
+        (got, plain.symlinks)
     });
 
     // The tablespace list: the tablespace and the main directory, with size estimates.
@@ -644,6 +666,11 @@ fn base_backup_is_complete_verifiable_and_restorable(pg: &PgInstall) {
         .find(|t| t.oid == Some(ts_oid))
         .unwrap();
     assert_eq!(ts.location.as_deref(), Some(ts_dir.as_path()));
+    // Without a tablespace map the main archive links pg_tblspc/<oid> to the location.
+    assert_eq!(
+        plain_symlinks,
+        BTreeMap::from([(format!("pg_tblspc/{ts_oid}"), ts_dir.display().to_string())])
+    );
     assert!(ts.size_kb.unwrap() > 1000, "{ts:?}");
     assert!(got
         .tablespaces

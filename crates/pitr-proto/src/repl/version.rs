@@ -116,7 +116,7 @@ pub(crate) struct BaseBackupSpec {
     pub max_rate_kb: Option<u32>,
     pub tablespace_map: bool,
     pub verify_checksums: bool,
-    /// `yes` or `no`.
+    /// `yes`, or `no` (then no manifest option is sent: the default).
     pub manifest: &'static str,
     /// `CRC32C`, `SHA256`, … (quoted by the builder).
     pub manifest_checksums: &'static str,
@@ -144,10 +144,13 @@ pub(crate) fn base_backup_sql(f: &ReplFeatures, o: &BaseBackupSpec) -> String {
             if let Some(rate) = o.max_rate_kb {
                 sql.push_str(&format!(" MAX_RATE {rate}"));
             }
-            sql.push_str(&format!(
-                " MANIFEST '{}' MANIFEST_CHECKSUMS '{}'",
-                o.manifest, o.manifest_checksums
-            ));
+            // Checksums without a manifest are an error on the server.
+            if o.manifest == "yes" {
+                sql.push_str(&format!(
+                    " MANIFEST 'yes' MANIFEST_CHECKSUMS '{}'",
+                    o.manifest_checksums
+                ));
+            }
             sql
         }
         BaseBackupDialect::OptionList => {
@@ -167,8 +170,10 @@ pub(crate) fn base_backup_sql(f: &ReplFeatures, o: &BaseBackupSpec) -> String {
             if let Some(rate) = o.max_rate_kb {
                 opts.push(format!("MAX_RATE {rate}"));
             }
-            opts.push(format!("MANIFEST '{}'", o.manifest));
-            opts.push(format!("MANIFEST_CHECKSUMS '{}'", o.manifest_checksums));
+            if o.manifest == "yes" {
+                opts.push("MANIFEST 'yes'".to_string());
+                opts.push(format!("MANIFEST_CHECKSUMS '{}'", o.manifest_checksums));
+            }
             format!("BASE_BACKUP ({})", opts.join(", "))
         }
     }
@@ -235,5 +240,14 @@ mod tests {
             base_backup_sql(f15, &spec),
             "BASE_BACKUP (LABEL 'l', CHECKPOINT 'fast', WAIT 0, TABLESPACE_MAP, MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C')"
         );
+        let bare = BaseBackupSpec {
+            manifest: "no",
+            fast: false,
+            wait: true,
+            tablespace_map: false,
+            ..spec
+        };
+        assert_eq!(base_backup_sql(f14, &bare), "BASE_BACKUP LABEL 'l'");
+        assert_eq!(base_backup_sql(f15, &bare), "BASE_BACKUP (LABEL 'l')");
     }
 }
