@@ -6,12 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use pitr_pg::{Lsn, PgMajor, TimelineId, WalFileName, WalLevel, WalSegSize};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use crate::error::{describe, query_error, Endpoints, ServerMessage};
-use crate::params::{
-    pgpass_lookup, read_pgpass, ConnEnv, ConnParams, Endpoint, Pgpass, ResolvedConn,
-};
+use crate::params::{pgpass_lookup, ConnEnv, ConnParams, Endpoint, ResolvedConn};
+use crate::sql_tls::MakeSqlTls;
 use crate::ProtoError;
 
 /// An open SQL session with a supported server (14–18), its version already known.
@@ -76,6 +75,15 @@ fn classify(e: &tokio_postgres::Error, endpoint: &Endpoint, r: &ResolvedConn) ->
         });
     }
     let text = e.to_string();
+    if text.starts_with("error performing TLS handshake") {
+        return Failure::Fatal(ProtoError::Tls {
+            endpoint: endpoint.clone(),
+            detail: format!(
+                "{}; hint: check sslmode (PGSSLMODE) and that PGSSLROOTCERT names the CA that signed the server's certificate",
+                causes.join(": ")
+            ),
+        });
+    }
     if text.starts_with("error connecting to server") || text.starts_with("timeout") {
         return Failure::Unreachable(causes.first().cloned().unwrap_or(text));
     }
@@ -89,17 +97,7 @@ fn classify(e: &tokio_postgres::Error, endpoint: &Endpoint, r: &ResolvedConn) ->
 /// Connects to the first endpoint of `r` that accepts connections (as libpq does with the
 /// default socket directories), using the password file when no password was given.
 pub async fn connect_resolved(r: &ResolvedConn) -> Result<PgClient, ProtoError> {
-    let pgpass = match (&r.password, &r.passfile) {
-        (None, Some(path)) => match read_pgpass(path) {
-            Pgpass::Contents(s) => Some(s),
-            Pgpass::Ignored(why) => {
-                tracing::warn!("{why}");
-                None
-            }
-            Pgpass::Missing => None,
-        },
-        _ => None,
-    };
+    let pgpass = crate::repl::pgpass_contents(r);
     let mut last = String::from("no address to try");
     for endpoint in &r.endpoints {
         let password = r.password.clone().or_else(|| {
@@ -109,7 +107,7 @@ pub async fn connect_resolved(r: &ResolvedConn) -> Result<PgClient, ProtoError> 
         });
         let config = r.config(endpoint, password.as_deref());
         tracing::debug!(%endpoint, user = %r.user, dbname = %r.dbname, "connecting");
-        let attempt = config.connect(NoTls);
+        let attempt = config.connect(MakeSqlTls::new(r.tls.clone(), endpoint.clone()));
         let result = match r.connect_timeout {
             Some(t) => match tokio::time::timeout(t, attempt).await {
                 Ok(res) => res,

@@ -158,6 +158,76 @@ pub enum ProtoError {
         /// The value received.
         value: String,
     },
+    /// `sslmode` / `PGSSLMODE` is not a mode libpq knows.
+    #[error("invalid sslmode {value:?} (from {origin}): expected one of disable, allow, prefer, require, verify-ca, verify-full")]
+    InvalidSslMode {
+        /// The rejected value.
+        value: String,
+        /// Where it came from (`PGSSLMODE`, `--sslmode`).
+        origin: &'static str,
+    },
+    /// The TLS handshake or the certificate check failed, or TLS cannot be set up.
+    #[error("TLS with the server at {endpoint} failed: {detail}")]
+    Tls {
+        /// The server.
+        endpoint: Endpoint,
+        /// What went wrong (rustls' description, or the setting that is missing).
+        detail: String,
+    },
+    /// `sslmode` requires TLS and the server does not offer it.
+    #[error("the server at {endpoint} does not accept TLS connections and sslmode is {mode}; hint: enable ssl on the server, or use sslmode=prefer (PGSSLMODE)")]
+    TlsUnavailable {
+        /// The server.
+        endpoint: Endpoint,
+        /// The mode asked for.
+        mode: crate::SslMode,
+    },
+    /// The server asks for an authentication method pitr does not implement.
+    #[error("the server at {endpoint} asks for {method} authentication, which pitr does not support; hint: use password, md5 or scram-sha-256 in pg_hba.conf for this connection")]
+    AuthMethod {
+        /// The server.
+        endpoint: Endpoint,
+        /// The method's name (e.g. `GSSAPI`).
+        method: String,
+    },
+    /// The server sent something the replication protocol does not allow at that point.
+    #[error("protocol error during {what} with the server at {endpoint}: {detail}")]
+    Protocol {
+        /// The server.
+        endpoint: Endpoint,
+        /// The command or phase.
+        what: &'static str,
+        /// What was received instead of what was expected.
+        detail: String,
+    },
+    /// The server's major version lacks a replication command or option.
+    #[error("{what} needs PostgreSQL {needs} or later; the server at {endpoint} runs {major}")]
+    NotSupported {
+        /// The server.
+        endpoint: Endpoint,
+        /// The command or option.
+        what: &'static str,
+        /// The first major that has it.
+        needs: u32,
+        /// The server's major.
+        major: u32,
+    },
+    /// A replication slot name PostgreSQL would refuse.
+    #[error("invalid replication slot name {name:?}: use 1 to 63 lower-case letters, digits and underscores")]
+    InvalidSlotName {
+        /// The rejected name.
+        name: String,
+    },
+    /// A value that cannot be sent in a replication command (e.g. a NUL byte in a label).
+    #[error("invalid {what} {value:?}: {why}")]
+    InvalidArgument {
+        /// Which argument.
+        what: &'static str,
+        /// The rejected value.
+        value: String,
+        /// Why.
+        why: &'static str,
+    },
 }
 
 /// The client library's error and its causes, as one line.

@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::tls::{SslMode, TlsSettings};
 use crate::ProtoError;
 
 /// PostgreSQL's default port.
@@ -88,6 +89,8 @@ pub struct ConnParams {
     pub application_name: Option<String>,
     /// Overrides the connect timeout (otherwise `PGCONNECT_TIMEOUT`, then 30 s).
     pub connect_timeout: Option<Duration>,
+    /// Overrides `sslmode` (otherwise `PGSSLMODE`, then `prefer`).
+    pub sslmode: Option<SslMode>,
 }
 
 impl fmt::Debug for ConnParams {
@@ -100,6 +103,7 @@ impl fmt::Debug for ConnParams {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
+            .field("sslmode", &self.sslmode)
             .finish()
     }
 }
@@ -195,6 +199,8 @@ pub struct ResolvedConn {
     pub application_name: String,
     /// Timeout per connection attempt; `None` waits forever (`PGCONNECT_TIMEOUT=0`).
     pub connect_timeout: Option<Duration>,
+    /// `sslmode` and the root certificate (used over TCP only).
+    pub tls: TlsSettings,
 }
 
 impl fmt::Debug for ResolvedConn {
@@ -207,6 +213,7 @@ impl fmt::Debug for ResolvedConn {
             .field("passfile", &self.passfile)
             .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -304,6 +311,7 @@ impl ConnParams {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_APPLICATION_NAME.to_string()),
             connect_timeout,
+            tls: TlsSettings::resolve(self.sslmode, env)?,
         })
     }
 }
@@ -326,6 +334,15 @@ impl ResolvedConn {
         if let Some(p) = password {
             c.password(p);
         }
+        // As libpq: no TLS on Unix sockets. tokio-postgres has no `allow` (plain first, TLS
+        // on refusal): it stays plain.
+        c.ssl_mode(match (&endpoint.host, self.tls.mode) {
+            (Host::Socket(_), _) | (_, SslMode::Disable | SslMode::Allow) => {
+                tokio_postgres::config::SslMode::Disable
+            }
+            (_, SslMode::Prefer) => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
         c
     }
 }

@@ -104,7 +104,10 @@ impl Cluster {
         }
         cluster.run_server_cmd(&mut cmd, "initdb");
         cluster.write_conf();
-        cluster.prepend_hba();
+        if !cluster.opts.hba.is_empty() {
+            let lines: Vec<&str> = cluster.opts.hba.iter().map(String::as_str).collect();
+            cluster.prepend_hba(&lines);
+        }
         cluster
     }
 
@@ -187,25 +190,6 @@ impl Cluster {
         self.append_conf(&pairs);
     }
 
-    /// Puts [`ClusterOptions::hba`] at the top of initdb's `pg_hba.conf`.
-    fn prepend_hba(&self) {
-        if self.opts.hba.is_empty() {
-            return;
-        }
-        let path = self.datadir.join("pg_hba.conf");
-        let result = fs::read_to_string(&path).and_then(|initdb_lines| {
-            let mut text = String::from("# added by pitr-testkit\n");
-            for line in &self.opts.hba {
-                let _ = writeln!(text, "{line}");
-            }
-            text.push_str(&initdb_lines);
-            fs::write(&path, text)
-        });
-        if let Err(e) = result {
-            panic!("cannot write {}: {e}", path.display());
-        }
-    }
-
     /// Appends settings to `postgresql.conf` (values are quoted for you); takes effect at the
     /// next start, or after `SELECT pg_reload_conf()` for reloadable ones.
     pub fn append_conf(&self, settings: &[(&str, &str)]) {
@@ -225,6 +209,24 @@ impl Cluster {
         }
         if !existed {
             chown_to_postgres(&path);
+        }
+    }
+
+    /// Puts `lines` at the top of `pg_hba.conf` (first match wins, so they take precedence over
+    /// initdb's `trust` entries), e.g. `"local replication alice scram-sha-256"`. Takes effect at
+    /// the next start, or after `SELECT pg_reload_conf()`.
+    pub fn prepend_hba(&self, lines: &[&str]) {
+        let path = self.datadir.join("pg_hba.conf");
+        let old = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let mut text = String::from("# added by pitr-testkit\n");
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push_str(&old);
+        if let Err(e) = fs::write(&path, text) {
+            panic!("cannot write {}: {e}", path.display());
         }
     }
 
