@@ -126,7 +126,10 @@ mod tests {
         assert_eq!(running_postmaster(d.path()), None, "no pid file");
         // A process that is alive for the whole test.
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
-        pid_file(d.path(), &format!("{}\n{}\n", child.id(), d.path().display()));
+        pid_file(
+            d.path(),
+            &format!("{}\n{}\n", child.id(), d.path().display()),
+        );
         let seen = running_postmaster(d.path());
         child.kill().unwrap();
         child.wait().unwrap();

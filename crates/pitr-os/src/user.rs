@@ -101,7 +101,8 @@ mod tests {
         let uid = effective_uid();
         assert_eq!(is_root(), uid == 0);
         // /proc/self belongs to the effective user.
-        let proc_uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+        let proc_uid =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
         assert_eq!(uid, proc_uid);
         let name = effective_user_name();
         match effective_user().unwrap() {

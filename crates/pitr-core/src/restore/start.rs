@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::os::OsUser;
+use super::OsUser;
 
 /// How to start.
 #[derive(Debug, Clone)]
@@ -449,7 +449,7 @@ fn read_new(path: &Path, offset: &mut u64) -> io::Result<String> {
 
 /// The postmaster's pid when it runs on `pgdata`.
 fn postmaster_alive(pgdata: &Path) -> bool {
-    super::files::running_postmaster(pgdata).is_some()
+    pitr_os::running_postmaster(pgdata).is_some()
 }
 
 fn tail(path: &Path, n: usize) -> String {

@@ -7,7 +7,7 @@
 //! at the end (unless --keep).
 
 use std::fs;
-use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -23,20 +23,12 @@ fn fail(msg: impl Into<String>) -> CliError {
     CliError::Demo(msg.into())
 }
 
-/// uid/gid of a user from /etc/passwd.
+/// uid/gid of an OS user (through NSS).
 fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let passwd = fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name))
-            .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
-    })
-}
-
-fn running_as_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    pitr_os::user_by_name(name)
+        .ok()
+        .flatten()
+        .map(|u| (u.uid, u.gid))
 }
 
 /// Where PostgreSQL's binaries are: --pg-bin, `pg_config --bindir`, PATH, then the newest
@@ -207,7 +199,7 @@ fn tail(path: &Path, n: usize) -> String {
 /// Runs the lab.
 pub async fn run(g: &GlobalArgs, a: DemoArgs) -> Result<u8, CliError> {
     let bin = find_pg_bin(a.pg_bin.as_deref())?;
-    let ids = if running_as_root() {
+    let ids = if pitr_os::is_root() {
         Some(user_ids(PG_OS_USER).ok_or_else(|| {
             fail("running as root, but there is no `postgres` OS user to run PostgreSQL as\nhint: create it (useradd -r postgres) or run the demo as a normal user")
         })?)
