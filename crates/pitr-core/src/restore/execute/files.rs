@@ -211,3 +211,166 @@ async fn restore_file(job: FileJob) -> Result<Outcome, RestoreError> {
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use pitr_repo::frame::{self, Compression, FrameEncoder};
+    use pitr_repo::{BackupKind, Repo};
+    use pitr_storage::{LocalFs, PutMode};
+
+    use super::*;
+
+    /// Records what a restore tells its progress reporter.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        started: Mutex<Vec<(u64, u64)>>,
+        advances: AtomicU64,
+        bytes: AtomicU64,
+        files: AtomicU64,
+        finished: AtomicU64,
+    }
+
+    impl Progress for Recorder {
+        fn start(&self, files: u64, bytes: u64) {
+            self.started.lock().unwrap().push((files, bytes));
+        }
+        fn advance(&self, bytes: u64) {
+            self.advances.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        fn file_done(&self) {
+            self.files.fetch_add(1, Ordering::Relaxed);
+        }
+        fn finish(&self) {
+            self.finished.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A backup of `files` (path, content) stored in a fresh local repository, as pitr backup
+    /// stores them: large files in zstd pieces that decode on several threads.
+    async fn stored_backup(
+        root: &std::path::Path,
+        files: &[(&str, Vec<u8>)],
+    ) -> (ClusterRepo, BackupManifest) {
+        std::fs::create_dir_all(root.join("repo")).unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(LocalFs::open(root.join("repo")).unwrap());
+        let cluster = Repo::new(storage.clone()).cluster("main").unwrap();
+        let label = "20261202T000000F";
+        let mut m = BackupManifest {
+            label: label.into(),
+            kind: BackupKind::Full,
+            parent: None,
+            pg_major: 17,
+            system_id: 7,
+            wal_seg_size: 16 << 20,
+            timeline: 1,
+            start_lsn: "0/2000028".into(),
+            stop_lsn: "0/2000100".into(),
+            start_time: "2026-12-02T00:00:00Z".parse().unwrap(),
+            stop_time: "2026-12-02T00:00:01Z".parse().unwrap(),
+            backup_label: String::new(),
+            tablespace_map: None,
+            tablespaces: Vec::new(),
+            data_checksums: true,
+            dirs: Vec::new(),
+            files: Vec::new(),
+            pitr_version: "test".into(),
+        };
+        for (path, content) in files {
+            let (obj, summary) = if content.len() > frame::ZSTD_PIECE {
+                let mut enc = FrameEncoder::new(Compression::Zstd(1)).unwrap();
+                enc.write(content).unwrap();
+                enc.finish().unwrap()
+            } else {
+                frame::encode(content, Compression::Zstd(1)).unwrap()
+            };
+            if !content.is_empty() {
+                let key = cluster.backup_file_key(label, path);
+                storage
+                    .put(&key, Bytes::from(obj.clone()), PutMode::Create)
+                    .await
+                    .unwrap();
+            }
+            m.files.push(ManifestFile {
+                path: path.to_string(),
+                size: content.len() as u64,
+                mode: 0o600,
+                mtime: 1_700_000_000,
+                blake3: if content.is_empty() {
+                    String::new()
+                } else {
+                    summary.checksum.to_string()
+                },
+                stored_size: if content.is_empty() {
+                    0
+                } else {
+                    obj.len() as u64
+                },
+                stored_in: None,
+                checksum_failures: vec![],
+            });
+        }
+        (cluster, m)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn progress_hears_every_byte_and_file_once() {
+        let d = tempfile::tempdir().unwrap();
+        // A relation segment in several zstd pieces, small files, and an empty one.
+        let big: Vec<u8> = (0..(frame::ZSTD_PIECE * 2 + 12345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let files = vec![
+            ("base/1/16384", big),
+            ("base/1/1259", b"relation bytes".repeat(700)),
+            ("PG_VERSION", b"17\n".to_vec()),
+            ("pg_logical/replorigin_checkpoint", Vec::new()),
+        ];
+        let (cluster, m) = stored_backup(d.path(), &files).await;
+        let total: u64 = files.iter().map(|(_, c)| c.len() as u64).sum();
+        assert_eq!(m.total_size(), total);
+        let pgdata = d.path().join("data");
+        for dir in ["base/1", "pg_logical"] {
+            std::fs::create_dir_all(pgdata.join(dir)).unwrap();
+        }
+        let layout = Layout {
+            pgdata: pgdata.clone(),
+            tablespaces: Default::default(),
+        };
+
+        let rec = Arc::new(Recorder::default());
+        let tally = restore_files(&cluster, &m, &layout, false, 2, Some(rec.clone()))
+            .await
+            .unwrap();
+        assert_eq!(*rec.started.lock().unwrap(), vec![(4, total)]);
+        assert_eq!(rec.bytes.load(Ordering::Relaxed), total);
+        assert_eq!(rec.files.load(Ordering::Relaxed), 4);
+        assert_eq!(rec.finished.load(Ordering::Relaxed), 1);
+        // The large file was reported piece by piece, not once at its end.
+        assert!(rec.advances.load(Ordering::Relaxed) >= 3 + 2);
+        assert_eq!(tally.files_restored, 4);
+        assert_eq!(tally.bytes_written, total);
+        for (path, content) in &files {
+            assert_eq!(
+                &std::fs::read(pgdata.join(path)).unwrap(),
+                content,
+                "{path}"
+            );
+        }
+
+        // --delta over the restored files: everything is kept, and still adds up.
+        let rec = Arc::new(Recorder::default());
+        let tally = restore_files(&cluster, &m, &layout, true, 2, Some(rec.clone()))
+            .await
+            .unwrap();
+        assert_eq!(rec.bytes.load(Ordering::Relaxed), total);
+        assert_eq!(rec.files.load(Ordering::Relaxed), 4);
+        assert_eq!((tally.files_reused, tally.bytes_reused), (4, total));
+    }
+}
