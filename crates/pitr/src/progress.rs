@@ -131,8 +131,8 @@ impl Progress for RestoreProgress {
         *lock(&self.started) = Some(Instant::now());
         match &self.out {
             Output::Bar(pb) => {
-                pb.set_length(bytes);
                 pb.set_message(self.files_message());
+                pb.set_length(bytes);
                 pb.enable_steady_tick(Duration::from_millis(120));
             }
             Output::Log { last, .. } => {
