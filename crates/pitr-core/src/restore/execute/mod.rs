@@ -3,7 +3,7 @@
 //!
 //! 1. check again what may have changed since the plan (a server started, a tablespace taken);
 //! 2. [`prepare`] the directories;
-//! 3. restore the [`files`] (each written by [`write`]), in parallel, verified;
+//! 3. restore the [`files`] (each written by [`write`](mod@write)), in parallel, verified;
 //! 4. write the [`recovery`] settings;
 //! 5. [`finish`]: ownership, then durability, before success is reported.
 

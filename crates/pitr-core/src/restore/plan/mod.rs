@@ -1,7 +1,7 @@
 //! The first half of a restore: decide everything without changing anything.
 //!
 //! [`plan`] reads the repository and the target directories, in this order: the options
-//! ([`check_options`]), the backup that reaches the target ([`backup`]), that the backup's
+//! (`check_options`), the backup that reaches the target ([`backup`]), that the backup's
 //! manifest and objects are usable ([`objects`]), the directories it will be written to
 //! ([`dirs`]) and the OS user who will own them ([`owner`]). Anything refused is refused here,
 //! before a single file is touched; `--dry-run` prints the resulting [`RestorePlan`].
