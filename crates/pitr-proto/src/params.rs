@@ -166,20 +166,12 @@ impl ConnEnv {
     }
 }
 
-/// The effective user's name and home from `/etc/passwd` (uid taken from `/proc/self`).
+/// The effective user's name and home from the password database (NSS).
 fn current_passwd_entry() -> Option<(String, PathBuf)> {
-    use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").ok()?.uid();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        match f.as_slice() {
-            [name, _, id, _, _, home, ..] if id.parse::<u32>().ok() == Some(uid) => {
-                Some((name.to_string(), PathBuf::from(home)))
-            }
-            _ => None,
-        }
-    })
+    pitr_os::effective_user()
+        .ok()
+        .flatten()
+        .map(|u| (u.name, u.home))
 }
 
 /// Connection settings after flags, environment and defaults were applied.

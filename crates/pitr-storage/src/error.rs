@@ -59,9 +59,11 @@ impl StorageError {
                 user: crate::current_os_user(),
             };
         }
-        if source.raw_os_error() == Some(libc::ENOSPC)
-            || source.raw_os_error() == Some(libc::EDQUOT)
-        {
+        // ENOSPC and EDQUOT.
+        if matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        ) {
             return StorageError::NoSpace {
                 path: path.to_path_buf(),
             };

@@ -10,7 +10,6 @@
 mod error;
 mod fault;
 mod local;
-mod osuser;
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -21,7 +20,9 @@ use bytes::Bytes;
 pub use error::{StorageError, StorageResult};
 pub use fault::{Fault, FaultyStorage};
 pub use local::LocalFs;
-pub use osuser::current_os_user;
+/// The effective OS user's name (or `uid N` when it has none), e.g. `postgres`, for
+/// permission messages.
+pub use pitr_os::effective_user_name as current_os_user;
 
 /// How `put` treats an existing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 /// socket paths are limited to ~100 bytes) and traversable by every user.
 pub const DEFAULT_TMP_BASE: &str = "/tmp/pitr-tests";
 
-/// The `postgres` OS user, as `getent passwd postgres` reports it.
+/// The `postgres` OS user, as the password database (NSS) reports it.
 #[derive(Debug, Clone)]
 struct PgUser {
     uid: u32,
@@ -24,50 +24,23 @@ struct PgUser {
     home: PathBuf,
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
-    #[allow(unsafe_code)]
-    let euid = unsafe { libc::geteuid() };
-    euid == 0
-}
-
 /// The `postgres` user when we run as root; `None` when we are not root (then nothing changes
 /// user). Panics when we are root and there is no `postgres` user, with a hint.
 fn pg_user() -> Option<&'static PgUser> {
     static USER: OnceLock<Option<PgUser>> = OnceLock::new();
     USER.get_or_init(|| {
-        if !is_root() {
+        if !pitr_os::is_root() {
             return None;
         }
-        let out = Command::new("getent").args(["passwd", "postgres"]).output();
-        let line = match out {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-            _ => fs::read_to_string("/etc/passwd")
-                .unwrap_or_default()
-                .lines()
-                .find(|l| l.starts_with("postgres:"))
-                .unwrap_or_default()
-                .to_string(),
-        };
-        let fields: Vec<&str> = line.trim().split(':').collect();
-        let user = match fields.as_slice() {
-            [_, _, uid, gid, _, home, ..] => {
-                uid.parse()
-                    .ok()
-                    .zip(gid.parse().ok())
-                    .map(|(uid, gid)| PgUser {
-                        uid,
-                        gid,
-                        home: PathBuf::from(home),
-                    })
-            }
-            _ => None,
-        };
-        match user {
-            Some(u) => Some(u),
-            None => panic!(
+        match pitr_os::user_by_name("postgres") {
+            Ok(Some(u)) => Some(PgUser {
+                uid: u.uid,
+                gid: u.gid,
+                home: u.home,
+            }),
+            found => panic!(
                 "running as root but there is no usable \"postgres\" OS user \
-                 (initdb and postgres refuse to run as root)\n{}",
+                 (initdb and postgres refuse to run as root; lookup: {found:?})\n{}",
                 crate::INSTALL_HINT
             ),
         }
@@ -150,16 +123,8 @@ pub fn chown_to_postgres(path: &Path) {
     let Some((uid, gid)) = postgres_uid_gid() else {
         return;
     };
-    if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
-        panic!("cannot chown {} to postgres: {e}", path.display());
-    }
-    let is_dir = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
-    if is_dir {
-        let entries = fs::read_dir(path)
-            .unwrap_or_else(|e| panic!("cannot list {} to chown it: {e}", path.display()));
-        for entry in entries.flatten() {
-            chown_to_postgres(&entry.path());
-        }
+    if let Err(e) = pitr_os::chown_tree(path, uid, gid) {
+        panic!("cannot give {} to postgres: {e}", path.display());
     }
 }
 

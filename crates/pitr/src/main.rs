@@ -4,7 +4,9 @@ mod cli;
 mod commands;
 mod config;
 mod error;
+mod progress;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
@@ -52,6 +54,26 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
+    let terminal = std::io::stderr().is_terminal();
+    let _ = log_subscriber(verbose, quiet, terminal, std::io::stderr).try_init();
+}
+
+/// pitr's log set-up: level from `-v`/`-q` (or `PITR_LOG`), no module names, and colours only
+/// on a terminal (never when `NO_COLOR` is set), so logs and pipes get plain text.
+fn log_subscriber<W>(
+    verbose: u8,
+    quiet: bool,
+    terminal: bool,
+    writer: W,
+) -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::DefaultFields,
+    tracing_subscriber::fmt::format::Format,
+    EnvFilter,
+    W,
+>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -63,9 +85,10 @@ fn init_logging(verbose: u8, quiet: bool) {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(format!("{level},tokio_postgres=warn")));
-    let _ = tracing_subscriber::fmt()
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
-        .try_init();
+        .with_ansi(terminal && !no_color)
 }

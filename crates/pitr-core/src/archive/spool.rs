@@ -88,7 +88,7 @@ impl Spool {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             // Spool on another filesystem than dest: copy instead.
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
                 fs::copy(self.dir.join(&wanted), dest)?;
                 let _ = fs::remove_file(self.dir.join(&wanted));
                 Ok(true)

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::os::OsUser;
+use super::OsUser;
+use crate::pgbin::{find_pg_bin, PgBinError};
 
 /// How to start.
 #[derive(Debug, Clone)]
@@ -186,68 +187,24 @@ pub fn hint_for(fatal: &str) -> String {
     }
 }
 
-/// The major version `bindir/postgres --version` reports.
-fn bin_major(bindir: &Path) -> Option<(u32, String)> {
-    let out = Command::new(bindir.join("postgres"))
-        .arg("--version")
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let version = text.rsplit(' ').next()?.to_string();
-    let major: u32 = version
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()?;
-    Some((major, text))
-}
-
-/// Finds PostgreSQL `major`'s bin directory: `explicit` (`--pg-bin`), else `pg_config
-/// --bindir` on PATH, else `/usr/lib/postgresql/<major>/bin`, else PATH.
-pub fn find_pg_bin(explicit: Option<&Path>, major: u32) -> Result<PathBuf, StartError> {
-    if let Some(dir) = explicit {
-        return match bin_major(dir) {
-            Some((m, _)) if m == major => Ok(dir.to_path_buf()),
-            Some((_, text)) => Err(StartError::WrongVersion {
-                bindir: dir.to_path_buf(),
-                found: text,
-                expected: major,
-            }),
-            None => Err(StartError::NoBinaries {
-                major,
-                tried: dir.display().to_string(),
-            }),
-        };
-    }
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        if out.status.success() {
-            candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+impl From<PgBinError> for StartError {
+    fn from(e: PgBinError) -> StartError {
+        match e {
+            PgBinError::NotFound { major, tried, .. } => StartError::NoBinaries {
+                major: major.unwrap_or_default(),
+                tried,
+            },
+            PgBinError::WrongVersion {
+                bindir,
+                found,
+                expected,
+            } => StartError::WrongVersion {
+                bindir,
+                found,
+                expected,
+            },
         }
     }
-    candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")));
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path));
-    }
-    let mut tried = Vec::new();
-    for dir in candidates {
-        if !dir.join("pg_ctl").is_file() || !dir.join("postgres").is_file() {
-            continue;
-        }
-        if let Some((m, text)) = bin_major(&dir) {
-            if m == major {
-                return Ok(dir);
-            }
-            tried.push(format!("{} ({text})", dir.display()));
-        }
-    }
-    if tried.is_empty() {
-        tried.push("pg_config --bindir, /usr/lib/postgresql/<major>/bin, PATH".to_string());
-    }
-    Err(StartError::NoBinaries {
-        major,
-        tried: tried.join(", "),
-    })
 }
 
 /// What the server log says about recovery so far.
@@ -449,7 +406,7 @@ fn read_new(path: &Path, offset: &mut u64) -> io::Result<String> {
 
 /// The postmaster's pid when it runs on `pgdata`.
 fn postmaster_alive(pgdata: &Path) -> bool {
-    super::files::running_postmaster(pgdata).is_some()
+    pitr_os::running_postmaster(pgdata).is_some()
 }
 
 fn tail(path: &Path, n: usize) -> String {
@@ -471,27 +428,48 @@ fn as_owner<'a>(cmd: &'a mut Command, owner: Option<&OsUser>) -> &'a mut Command
 
 /// Starts the server on a restored data directory and waits until recovery ends.
 pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartError> {
-    let bindir = find_pg_bin(opts.pg_bin.as_deref(), opts.pg_major)?;
+    let bindir = find_pg_bin(
+        opts.pg_bin.as_deref(),
+        Some(opts.pg_major),
+        &["pg_ctl", "postgres"],
+    )?;
     let log = opts
         .log_file
         .clone()
         .unwrap_or_else(|| opts.pgdata.join("log").join("pitr-start.log"));
-    let io_err = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StartError::Io { op, path, source }
-    };
-    if let Some(dir) = log.parent() {
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-            fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .map_err(io_err("set the mode of", dir))?;
-            if let Some(u) = &opts.owner {
-                std::os::unix::fs::lchown(dir, Some(u.uid), Some(u.gid))
-                    .map_err(io_err("chown", dir))?;
-            }
-        }
-    }
+    prepare_log_dir(&log, opts.owner.as_ref())?;
+    // Only what this start logs: the log may hold earlier runs.
     let mut offset = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let started = Instant::now();
+    pg_ctl_start(&bindir, opts, &log)?;
+    let (outcome, state) = wait_for_recovery(opts, &log, &mut offset, started).await?;
+    Ok(report(bindir, log, opts, outcome, state, started).await)
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StartError {
+    let path = path.to_path_buf();
+    move |source| StartError::Io { op, path, source }
+}
+
+/// Creates the log's directory (mode 0700, given to the owner) when it does not exist.
+fn prepare_log_dir(log: &Path, owner: Option<&OsUser>) -> Result<(), StartError> {
+    let Some(dir) = log.parent() else {
+        return Ok(());
+    };
+    if dir.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(io_err("set the mode of", dir))?;
+    if let Some(u) = owner {
+        std::os::unix::fs::lchown(dir, Some(u.uid), Some(u.gid)).map_err(io_err("chown", dir))?;
+    }
+    Ok(())
+}
+
+/// `pg_ctl start` as the owner, with the log settings this run needs (see the module doc).
+fn pg_ctl_start(bindir: &Path, opts: &StartOptions, log: &Path) -> Result<(), StartError> {
     let mut server_opts =
         String::from("-c logging_collector=off -c log_destination=stderr -c lc_messages=C");
     if let Some(p) = opts.port {
@@ -502,14 +480,13 @@ pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartErr
     cmd.arg("-D")
         .arg(&opts.pgdata)
         .arg("-l")
-        .arg(&log)
+        .arg(log)
         .arg("-o")
         .arg(&server_opts)
         .args(["-W", "start"])
         .current_dir(&opts.pgdata)
         .env("LC_ALL", "C");
     as_owner(&mut cmd, opts.owner.as_ref());
-    let started = Instant::now();
     let out = cmd.output().map_err(|source| StartError::Spawn {
         program: pg_ctl.clone(),
         source,
@@ -524,100 +501,59 @@ pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartErr
             )
             .trim()
             .to_string(),
-            log,
+            log: log.to_path_buf(),
         });
     }
+    Ok(())
+}
+
+/// Feeds the log lines written since `offset` to `state`.
+fn follow(log: &Path, offset: &mut u64, state: &mut LogState) -> io::Result<()> {
+    for line in read_new(log, offset)?.lines() {
+        state.feed(line);
+    }
+    Ok(())
+}
+
+/// Follows the log until recovery ends (the outcome, with what the log said) or fails.
+async fn wait_for_recovery(
+    opts: &StartOptions,
+    log: &Path,
+    offset: &mut u64,
+    started: Instant,
+) -> Result<(RecoveryOutcome, LogState), StartError> {
+    let failed = |state: &LogState, fatal: &str| StartError::RecoveryFailed {
+        hint: hint_for(fatal),
+        message: fatal.to_string(),
+        lines: state.relevant.join("\n"),
+        log: log.to_path_buf(),
+    };
     let mut state = LogState::default();
     let mut seen_running = false;
     loop {
-        let text = read_new(&log, &mut offset).map_err(io_err("read", &log))?;
-        for line in text.lines() {
-            state.feed(line);
-        }
+        follow(log, offset, &mut state).map_err(io_err("read", log))?;
         let running = postmaster_alive(&opts.pgdata);
         seen_running |= running;
         if let Some(fatal) = state.fatal.clone() {
             // Give the postmaster a moment to log the rest (startup process exit, shutdown).
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let more = read_new(&log, &mut offset).unwrap_or_default();
-            for line in more.lines() {
-                state.feed(line);
-            }
-            return Err(StartError::RecoveryFailed {
-                hint: hint_for(&fatal),
-                message: fatal,
-                lines: state.relevant.join("\n"),
-                log,
-            });
+            let _ = follow(log, offset, &mut state);
+            return Err(failed(&state, &fatal));
         }
         if let Some(outcome) = state.outcome(running, opts.standby) {
-            let still = postmaster_alive(&opts.pgdata);
-            // A paused server has not logged where replay is (that comes when recovery ends):
-            // ask it.
-            let mut replayed_to = None;
-            if still && (state.last_transaction_time.is_none() || state.redo_done_at.is_none()) {
-                match replay_position(&opts.pgdata, opts.owner.as_ref()).await {
-                    Ok((lsn, time)) => {
-                        replayed_to = lsn;
-                        if state.last_transaction_time.is_none() {
-                            state.last_transaction_time = time;
-                        }
-                    }
-                    Err(e) => tracing::warn!("cannot ask the restored server where replay is: {e}"),
-                }
-            }
-            let timeline = state.new_timeline.or(state.replay_timeline);
-            let next_step = match outcome {
-                RecoveryOutcome::Paused => Some(
-                    "inspect the data (read-only), then SELECT pg_wal_replay_resume(); to end recovery and open for writes (or SELECT pg_promote();). To go further instead, stop the server, change the target in postgresql.auto.conf and start it again".to_string(),
-                ),
-                RecoveryOutcome::ShutDown => Some(format!(
-                    "the server stopped at the target; to open it for writes set recovery_target_action = 'promote' in postgresql.auto.conf and start it: pg_ctl -D {} start",
-                    opts.pgdata.display()
-                )),
-                RecoveryOutcome::Promoted => None,
-                RecoveryOutcome::Standby => None,
-            };
-            return Ok(StartReport {
-                bindir,
-                log_file: log,
-                outcome,
-                stopped: state.stopping.clone(),
-                stop_lsn: state
-                    .stop_lsn
-                    .clone()
-                    .or_else(|| state.redo_done_at.clone())
-                    .or(replayed_to),
-                stop_time: state.stop_time.clone(),
-                stop_xid: state.stop_xid,
-                redo_done_at: state.redo_done_at.clone(),
-                last_transaction_time: state.last_transaction_time.clone(),
-                consistent_at: state.consistent_at.clone(),
-                timeline,
-                server_running: still,
-                next_step,
-                seconds: started.elapsed().as_secs_f64(),
-            });
+            return Ok((outcome, state));
         }
         if !running && (seen_running || started.elapsed() > Duration::from_secs(30)) {
             // Let a late FATAL line arrive before deciding.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let more = read_new(&log, &mut offset).unwrap_or_default();
-            for line in more.lines() {
-                state.feed(line);
-            }
+            let _ = follow(log, offset, &mut state);
             if let Some(fatal) = &state.fatal {
-                return Err(StartError::RecoveryFailed {
-                    hint: hint_for(fatal),
-                    message: fatal.clone(),
-                    lines: state.relevant.join("\n"),
-                    log,
-                });
+                return Err(failed(&state, fatal));
             }
             if state.outcome(false, opts.standby).is_none() {
                 return Err(StartError::ServerExited {
-                    tail: tail(&log, 30),
-                    log,
+                    tail: tail(log, 30),
+                    log: log.to_path_buf(),
                 });
             }
             continue;
@@ -627,12 +563,68 @@ pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartErr
                 return Err(StartError::Timeout {
                     secs: limit.as_secs(),
                     pgdata: opts.pgdata.clone(),
-                    tail: tail(&log, 30),
-                    log,
+                    tail: tail(log, 30),
+                    log: log.to_path_buf(),
                 });
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The report once recovery ended: what the log said, completed by asking a paused server
+/// where replay is (that is logged only when recovery ends).
+async fn report(
+    bindir: PathBuf,
+    log: PathBuf,
+    opts: &StartOptions,
+    outcome: RecoveryOutcome,
+    mut state: LogState,
+    started: Instant,
+) -> StartReport {
+    let still = postmaster_alive(&opts.pgdata);
+    let mut replayed_to = None;
+    if still && (state.last_transaction_time.is_none() || state.redo_done_at.is_none()) {
+        match replay_position(&opts.pgdata, opts.owner.as_ref()).await {
+            Ok((lsn, time)) => {
+                replayed_to = lsn;
+                if state.last_transaction_time.is_none() {
+                    state.last_transaction_time = time;
+                }
+            }
+            Err(e) => tracing::warn!("cannot ask the restored server where replay is: {e}"),
+        }
+    }
+    let next_step = match outcome {
+        RecoveryOutcome::Paused => Some(
+            "inspect the data (read-only), then SELECT pg_wal_replay_resume(); to end recovery and open for writes (or SELECT pg_promote();). To go further instead, stop the server, change the target in postgresql.auto.conf and start it again".to_string(),
+        ),
+        RecoveryOutcome::ShutDown => Some(format!(
+            "the server stopped at the target; to open it for writes set recovery_target_action = 'promote' in postgresql.auto.conf and start it: pg_ctl -D {} start",
+            opts.pgdata.display()
+        )),
+        RecoveryOutcome::Promoted => None,
+        RecoveryOutcome::Standby => None,
+    };
+    StartReport {
+        bindir,
+        log_file: log,
+        outcome,
+        stopped: state.stopping.clone(),
+        stop_lsn: state
+            .stop_lsn
+            .clone()
+            .or_else(|| state.redo_done_at.clone())
+            .or(replayed_to),
+        stop_time: state.stop_time.clone(),
+        stop_xid: state.stop_xid,
+        redo_done_at: state.redo_done_at.clone(),
+        last_transaction_time: state.last_transaction_time.clone(),
+        consistent_at: state.consistent_at.clone(),
+        timeline: state.new_timeline.or(state.replay_timeline),
+        server_running: still,
+        next_step,
+        seconds: started.elapsed().as_secs_f64(),
     }
 }
 
@@ -643,17 +635,13 @@ async fn replay_position(
     owner: Option<&OsUser>,
 ) -> Result<(Option<String>, Option<String>), String> {
     let pid_file = pgdata.join("postmaster.pid");
-    let text = fs::read_to_string(&pid_file).map_err(|e| format!("{}: {e}", pid_file.display()))?;
-    let lines: Vec<&str> = text.lines().collect();
-    let port = lines.get(3).and_then(|p| p.trim().parse::<u16>().ok());
-    let socket_dir = lines
-        .get(4)
-        .map(|d| d.trim())
-        .filter(|d| d.starts_with('/'))
+    let pf = pitr_os::PidFile::read(pgdata).map_err(|e| format!("{}: {e}", pid_file.display()))?;
+    let socket_dir = pf
+        .socket_dir
         .ok_or_else(|| format!("{} names no Unix socket directory", pid_file.display()))?;
     let params = pitr_proto::ConnParams {
-        host: Some(socket_dir.to_string()),
-        port,
+        host: Some(socket_dir.to_string_lossy().into_owned()),
+        port: pf.port,
         user: owner.map(|u| u.name.clone()),
         dbname: Some("postgres".to_string()),
         ..Default::default()

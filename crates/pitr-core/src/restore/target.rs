@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use jiff::civil::{Date, DateTime};
+use jiff::fmt::temporal::Pieces;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Unit};
 use pitr_pg::{Lsn, TimelineId};
@@ -381,11 +382,13 @@ fn parse_instant(input: &str, local: &TimeZone) -> Result<(Timestamp, TimeZone),
             return Ok((z.timestamp(), z.time_zone().clone()));
         }
     }
-    // With an offset or Z: 2025-07-10 12:36:52.242927-07, 2025-07-10T19:36:52Z.
+    // With an offset (±HH, ±HHMM, ±HH:MM, ±HH:MM:SS) or Z: 2025-07-10 12:36:52.242927-07,
+    // 2025-07-10T19:36:52Z. Shown with that offset (Z as +00:00).
     if let Ok(ts) = input.parse::<Timestamp>() {
-        let zone = parse_trailing_offset(input)
-            .map(TimeZone::fixed)
-            .unwrap_or(TimeZone::UTC);
+        let zone = Pieces::parse(input)
+            .ok()
+            .and_then(|p| p.to_numeric_offset())
+            .map_or(TimeZone::UTC, TimeZone::fixed);
         return Ok((ts, zone));
     }
     // Without a zone: local time.
@@ -398,32 +401,6 @@ fn parse_instant(input: &str, local: &TimeZone) -> Result<(Timestamp, TimeZone),
     };
     let z = dt.to_zoned(local.clone()).map_err(|e| e.to_string())?;
     Ok((z.timestamp(), z.time_zone().clone()))
-}
-
-/// The offset `±HH`, `±HHMM` or `±HH:MM` at the end of `input` (`None` for `Z`).
-fn parse_trailing_offset(input: &str) -> Option<jiff::tz::Offset> {
-    let pos = input.rfind(['+', '-'])?;
-    let tail = &input[pos..];
-    // A '-' inside the date (2025-07-10) is not an offset.
-    if !input[..pos].contains(':') {
-        return None;
-    }
-    let sign: i32 = if tail.starts_with('-') { -1 } else { 1 };
-    let digits: String = tail[1..].chars().filter(|c| *c != ':').collect();
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (h, m, sec) = match digits.len() {
-        2 => (digits.parse::<i32>().ok()?, 0, 0),
-        4 => (digits[..2].parse().ok()?, digits[2..].parse().ok()?, 0),
-        6 => (
-            digits[..2].parse().ok()?,
-            digits[2..4].parse().ok()?,
-            digits[4..].parse().ok()?,
-        ),
-        _ => return None,
-    };
-    jiff::tz::Offset::from_seconds(sign * (h * 3600 + m * 60 + sec)).ok()
 }
 
 #[cfg(test)]
@@ -460,6 +437,23 @@ mod tests {
         assert_eq!(named.setting, "2025-07-10 21:36:52+02:00");
         let bracket = parse_time_in("2025-07-10T21:36:52[Europe/Paris]", &la()).unwrap();
         assert_eq!(bracket.at, z.at);
+    }
+
+    #[test]
+    fn keeps_the_offset_given_in_every_form_postgres_prints_or_accepts() {
+        let at = "2025-07-10T07:06:52Z".parse::<Timestamp>().unwrap();
+        for (input, setting) in [
+            ("2025-07-10 12:36:52+05:30", "2025-07-10 12:36:52+05:30"),
+            ("2025-07-10 12:36:52+0530", "2025-07-10 12:36:52+05:30"),
+            ("2025-07-10T12:36:52+05:30", "2025-07-10 12:36:52+05:30"),
+            ("2025-07-10 00:06:52-07", "2025-07-10 00:06:52-07:00"),
+            ("2025-07-10 09:06:52+02", "2025-07-10 09:06:52+02:00"),
+            ("2025-07-10 07:06:52Z", "2025-07-10 07:06:52+00:00"),
+            ("2025-07-10 07:06:52+00", "2025-07-10 07:06:52+00:00"),
+        ] {
+            let t = parse_time_in(input, &la()).unwrap();
+            assert_eq!((t.at, t.setting.as_str()), (at, setting), "{input}");
+        }
     }
 
     #[test]

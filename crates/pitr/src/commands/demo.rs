@@ -7,11 +7,13 @@
 //! at the end (unless --keep).
 
 use std::fs;
-use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use pitr_core::pgbin;
 
 use crate::cli::{DemoArgs, GlobalArgs};
 use crate::error::CliError;
@@ -23,66 +25,20 @@ fn fail(msg: impl Into<String>) -> CliError {
     CliError::Demo(msg.into())
 }
 
-/// uid/gid of a user from /etc/passwd.
+/// uid/gid of an OS user (through NSS).
 fn user_ids(name: &str) -> Option<(u32, u32)> {
-    let passwd = fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name))
-            .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
-    })
+    pitr_os::user_by_name(name)
+        .ok()
+        .flatten()
+        .map(|u| (u.uid, u.gid))
 }
 
-fn running_as_root() -> bool {
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
-}
-
-/// Where PostgreSQL's binaries are: --pg-bin, `pg_config --bindir`, PATH, then the newest
-/// `/usr/lib/postgresql/*/bin`.
+/// Where PostgreSQL's binaries are (any version): --pg-bin, else searched (see
+/// [`pitr_core::pgbin::find_pg_bin`]).
 pub fn find_pg_bin(explicit: Option<&Path>) -> Result<PathBuf, CliError> {
-    let ok = |d: &Path| {
-        d.join("initdb").is_file() && d.join("pg_ctl").is_file() && d.join("postgres").is_file()
-    };
-    if let Some(d) = explicit {
-        return if ok(d) {
-            Ok(d.to_path_buf())
-        } else {
-            Err(fail(format!("{} has no initdb/pg_ctl/postgres\nhint: --pg-bin must name PostgreSQL's bin directory", d.display())))
-        };
-    }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if out.status.success() && ok(&d) {
-            return Ok(d);
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            if dir.join("pg_ctl").is_file() {
-                // Resolve symlinks (Debian links /usr/local/bin/pg_ctl into the version's bin dir).
-                if let Some(real) = fs::canonicalize(dir.join("pg_ctl"))
-                    .ok()
-                    .and_then(|p| p.parent().map(Path::to_path_buf))
-                {
-                    if ok(&real) {
-                        return Ok(real);
-                    }
-                }
-            }
-        }
-    }
-    let mut candidates: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, d)| ok(d))
-        .collect();
-    candidates.sort();
-    candidates.pop().map(|(_, d)| d).ok_or_else(|| {
-        fail("no PostgreSQL binaries found (initdb, pg_ctl, postgres)\nhint: install PostgreSQL 14-18 (e.g. apt-get install postgresql) or pass --pg-bin DIR")
+    pgbin::find_pg_bin(explicit, None, &["initdb", "pg_ctl", "postgres"]).map_err(|e| match (e, explicit) {
+        (_, Some(d)) => fail(format!("{} has no initdb/pg_ctl/postgres\nhint: --pg-bin must name PostgreSQL's bin directory", d.display())),
+        (_, None) => fail("no PostgreSQL binaries found (initdb, pg_ctl, postgres)\nhint: install PostgreSQL 14-18 (e.g. apt-get install postgresql) or pass --pg-bin DIR"),
     })
 }
 
@@ -207,7 +163,7 @@ fn tail(path: &Path, n: usize) -> String {
 /// Runs the lab.
 pub async fn run(g: &GlobalArgs, a: DemoArgs) -> Result<u8, CliError> {
     let bin = find_pg_bin(a.pg_bin.as_deref())?;
-    let ids = if running_as_root() {
+    let ids = if pitr_os::is_root() {
         Some(user_ids(PG_OS_USER).ok_or_else(|| {
             fail("running as root, but there is no `postgres` OS user to run PostgreSQL as\nhint: create it (useradd -r postgres) or run the demo as a normal user")
         })?)
@@ -259,8 +215,25 @@ fn tempfile_dir(base: &Path) -> Result<PathBuf, CliError> {
     Ok(dir)
 }
 
+/// The lab, step by step: each step prints what it does and the command a DBA would type.
 async fn lab_steps(lab: &Lab) -> Result<(), CliError> {
     let pgdata = lab.dir.join("pgdata");
+    introduce(lab)?;
+    archiving_cluster(lab, &pgdata)?;
+    table_and_backup(lab)?;
+    let marks = note_marks(lab)?;
+    disaster(lab, &pgdata)?;
+    for (i, case) in restore_cases(&marks).iter().enumerate() {
+        restore_case(lab, 7 + i, case)?;
+    }
+    println!(
+        "\ndemo complete: three recoveries from one base backup and the archived WAL, each exact."
+    );
+    Ok(())
+}
+
+/// What the demo is, with which PostgreSQL, where.
+fn introduce(lab: &Lab) -> Result<(), CliError> {
     let version = lab.run(
         Command::new(lab.bin.join("postgres")).arg("--version"),
         "postgres --version",
@@ -272,12 +245,16 @@ async fn lab_steps(lab: &Lab) -> Result<(), CliError> {
         lab.bin.display()
     );
     println!("  work dir:   {}", lab.dir.display());
+    Ok(())
+}
 
+/// [1] A repository, and a cluster that archives its WAL into it through `pitr archive-push`.
+fn archiving_cluster(lab: &Lab, pgdata: &Path) -> Result<(), CliError> {
     println!("\n[1] a cluster that archives its WAL through pitr");
     lab.pitr(&["init"])?;
     lab.show(&format!("pitr init --repo {}", lab.repo.display()));
     lab.run(
-        lab.pg("initdb").arg("-D").arg(&pgdata).args([
+        lab.pg("initdb").arg("-D").arg(pgdata).args([
             "-U",
             "postgres",
             "--auth=trust",
@@ -308,8 +285,11 @@ async fn lab_steps(lab: &Lab) -> Result<(), CliError> {
         "    archive_command = '{}'",
         archive_command.replace('\'', "''")
     );
-    lab.start(&pgdata)?;
+    lab.start(pgdata)
+}
 
+/// [2] A table with valuable data, then a base backup.
+fn table_and_backup(lab: &Lab) -> Result<(), CliError> {
     println!("\n[2] a table with valuable data, then a base backup");
     lab.psql("CREATE TABLE lab (id int PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp())")?;
     lab.psql("INSERT INTO lab (id, note) VALUES (1, 'datos valiosos'), (2, 'more'), (3, 'more')")?;
@@ -317,13 +297,25 @@ async fn lab_steps(lab: &Lab) -> Result<(), CliError> {
     let out = lab.pitr(&["backup"])?;
     lab.show("pitr backup");
     println!("    {}", out.lines().last().unwrap_or(""));
+    Ok(())
+}
 
+/// The points a DBA notes before disaster strikes.
+struct Marks {
+    /// A time (`now()`) between rows 6 and 7.
+    time: String,
+    /// An LSN after row 9.
+    lsn: String,
+}
+
+/// [3]-[5] More rows, noting a time, a named restore point and an LSN in between.
+fn note_marks(lab: &Lab) -> Result<Marks, CliError> {
     println!("\n[3] more rows; note the time (as the seeds tell DBAs to)");
     lab.psql("INSERT INTO lab (id, note) VALUES (4, 'after backup'), (5, 'after backup'), (6, 'after backup')")?;
     std::thread::sleep(Duration::from_millis(1100));
-    let t = lab.psql("SELECT now()")?;
+    let time = lab.psql("SELECT now()")?;
     std::thread::sleep(Duration::from_millis(1100));
-    println!("    rows: {}   noted time T = {t}", lab.rows()?);
+    println!("    rows: {}   noted time T = {time}", lab.rows()?);
 
     println!("\n[4] a named restore point, then a WAL switch");
     lab.psql("INSERT INTO lab (id, note) VALUES (7, 'before the restore point')")?;
@@ -338,84 +330,97 @@ async fn lab_steps(lab: &Lab) -> Result<(), CliError> {
     lab.psql("INSERT INTO lab (id, note) VALUES (8, 'last good'), (9, 'last good')")?;
     let lsn = lab.psql("SELECT pg_current_wal_lsn()")?;
     println!("    rows: {}   noted LSN L = {lsn}", lab.rows()?);
+    Ok(Marks { time, lsn })
+}
 
+/// [6] The table is dropped; the WAL that did it is archived and the primary stopped.
+fn disaster(lab: &Lab, pgdata: &Path) -> Result<(), CliError> {
     println!("\n[6] disaster");
     lab.psql("INSERT INTO lab (id, note) VALUES (10, 'doomed')")?;
     lab.psql("DROP TABLE lab")?;
     let last = lab.psql("SELECT pg_walfile_name(pg_switch_wal())")?;
     lab.show("psql -c 'DROP TABLE lab'");
     wait_archived(lab, &last)?;
-    lab.stop(&pgdata);
+    lab.stop(pgdata);
     println!("    the table is gone; the primary is stopped; WAL up to {last} is archived");
+    Ok(())
+}
 
-    let cases: [(&str, Vec<String>, &str, &str); 3] = [
-        (
-            "restore-time",
-            vec!["--target-time".into(), t.clone()],
-            "1,2,3,4,5,6",
-            "rows committed before T are back; the backup alone had only 1-3, so WAL was replayed up to T and no further",
-        ),
-        (
-            "restore-name",
-            vec!["--target-name".into(), "punto_laboratorio".into()],
-            "1,2,3,4,5,6,7",
-            "recovery stopped exactly at the named restore point: row 7 (written before it) is there, 8-9 are not",
-        ),
-        (
-            "restore-lsn",
-            vec!["--target-lsn".into(), lsn.clone()],
-            "1,2,3,4,5,6,7,8,9",
-            "every row committed before L is back, and the DROP TABLE (after L) was never replayed",
-        ),
-    ];
-    for (i, (dirname, target, expected, proof)) in cases.iter().enumerate() {
-        let dest = lab.dir.join(dirname);
-        println!(
-            "\n[{}] restore to {} {}",
-            7 + i,
-            target[0].trim_start_matches("--target-"),
-            target[1]
-        );
-        let dest_s = dest.display().to_string();
-        let mut args: Vec<&str> = vec!["restore", "--pgdata", &dest_s];
-        args.extend(target.iter().map(String::as_str));
-        let pg_bin = lab.bin.display().to_string();
-        args.extend(["--start", "--pg-bin", &pg_bin]);
-        lab.show(&format!(
-            "pitr restore --pgdata {dest_s} {} {} --start",
-            target[0], target[1]
-        ));
-        let report = lab.pitr(&args)?;
-        // The chosen backup, then pitr's account of where recovery stopped.
-        let keep = [
-            "backup:",
-            "restored ",
-            "recovery ",
-            "stopped:",
-            "at LSN:",
-            "last transaction",
-            "timeline:",
-        ];
-        for line in report
-            .lines()
-            .filter(|l| keep.iter().any(|k| l.trim_start().starts_with(k)))
-        {
-            println!("      {}", line.trim_start());
-        }
-        let rows = lab.rows()?;
-        println!("    rows back: {rows}");
-        if rows != *expected {
-            return Err(fail(format!(
-                "restore to {} {}: expected rows {expected}, got {rows}",
-                target[0], target[1]
-            )));
-        }
-        println!("    what this proves: {proof}");
-        lab.stop(&dest);
-    }
+/// One recovery of the lab: where to, the rows it must bring back, and what that proves.
+struct RestoreCase {
+    dirname: &'static str,
+    target: [String; 2],
+    expected: &'static str,
+    proof: &'static str,
+}
+
+/// [7]-[9] The three recoveries: to the time, to the restore point, to the LSN.
+fn restore_cases(marks: &Marks) -> [RestoreCase; 3] {
+    [
+        RestoreCase {
+            dirname: "restore-time",
+            target: ["--target-time".into(), marks.time.clone()],
+            expected: "1,2,3,4,5,6",
+            proof: "rows committed before T are back; the backup alone had only 1-3, so WAL was replayed up to T and no further",
+        },
+        RestoreCase {
+            dirname: "restore-name",
+            target: ["--target-name".into(), "punto_laboratorio".into()],
+            expected: "1,2,3,4,5,6,7",
+            proof: "recovery stopped exactly at the named restore point: row 7 (written before it) is there, 8-9 are not",
+        },
+        RestoreCase {
+            dirname: "restore-lsn",
+            target: ["--target-lsn".into(), marks.lsn.clone()],
+            expected: "1,2,3,4,5,6,7,8,9",
+            proof: "every row committed before L is back, and the DROP TABLE (after L) was never replayed",
+        },
+    ]
+}
+
+/// Step `n`: `pitr restore --start` to the case's target, then check the rows that came back.
+fn restore_case(lab: &Lab, n: usize, case: &RestoreCase) -> Result<(), CliError> {
+    let [flag, value] = &case.target;
+    let dest = lab.dir.join(case.dirname);
     println!(
-        "\ndemo complete: three recoveries from one base backup and the archived WAL, each exact."
+        "\n[{n}] restore to {} {value}",
+        flag.trim_start_matches("--target-")
     );
+    let dest_s = dest.display().to_string();
+    let pg_bin = lab.bin.display().to_string();
+    let args = [
+        "restore", "--pgdata", &dest_s, flag, value, "--start", "--pg-bin", &pg_bin,
+    ];
+    lab.show(&format!(
+        "pitr restore --pgdata {dest_s} {flag} {value} --start"
+    ));
+    let report = lab.pitr(&args)?;
+    // The chosen backup, then pitr's account of where recovery stopped.
+    let keep = [
+        "backup:",
+        "restored ",
+        "recovery ",
+        "stopped:",
+        "at LSN:",
+        "last transaction",
+        "timeline:",
+    ];
+    for line in report
+        .lines()
+        .filter(|l| keep.iter().any(|k| l.trim_start().starts_with(k)))
+    {
+        println!("      {}", line.trim_start());
+    }
+    let rows = lab.rows()?;
+    println!("    rows back: {rows}");
+    if rows != case.expected {
+        return Err(fail(format!(
+            "restore to {flag} {value}: expected rows {}, got {rows}",
+            case.expected
+        )));
+    }
+    println!("    what this proves: {}", case.proof);
+    lab.stop(&dest);
     Ok(())
 }
 

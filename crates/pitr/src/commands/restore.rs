@@ -1,7 +1,9 @@
 //! `pitr restore`: options → [`pitr_core::restore`] plan/execute (and `--start`), rendered.
 
 use super::info::human_bytes;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pitr_core::restore::choose::show_time;
@@ -15,6 +17,7 @@ use pitr_core::restore::{
 use super::{open_cluster, print_json, repo_location, DEFAULT_CLUSTER};
 use crate::cli::{GlobalArgs, RestoreArgs};
 use crate::error::CliError;
+use crate::progress::{RestoreProgress, LOG_EVERY};
 
 fn target_spec(a: &RestoreArgs) -> Result<TargetSpec, CliError> {
     let target = if let Some(t) = &a.target_time {
@@ -136,7 +139,13 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
     // for read-only connections.
     let endless_standby =
         a.standby && opts.spec.target == pitr_core::restore::target::RecoveryTarget::EndOfWal;
-    let report = restore::execute(&cluster, plan, None).await?;
+    let progress: Arc<dyn restore::Progress> =
+        if !g.quiet && !g.json && std::io::stderr().is_terminal() {
+            Arc::new(RestoreProgress::bar())
+        } else {
+            Arc::new(RestoreProgress::log(LOG_EVERY))
+        };
+    let report = restore::execute(&cluster, plan, Some(progress)).await?;
     let start_report = if a.start {
         let opts = StartOptions {
             pgdata: report.plan.pgdata.clone(),

@@ -1,0 +1,116 @@
+//! Object checks: the chosen backup's manifest is usable, and every object its files need is in
+//! the repository with the size the manifest records, before anything is written.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use pitr_pg::PgMajor;
+use pitr_repo::{BackupManifest, ClusterRepo, ManifestFile, RepoError};
+
+use crate::restore::layout::is_safe_rel;
+use crate::restore::RestoreError;
+
+/// Refuses a manifest that cannot be trusted: unknown version, bad LSNs, unsafe or duplicate
+/// paths, files without an object or checksum, relative tablespace locations.
+pub fn validate_manifest(m: &BackupManifest) -> Result<(), RestoreError> {
+    let bad = |reason: String| RestoreError::BadManifest {
+        label: m.label.clone(),
+        reason,
+    };
+    PgMajor::new(m.pg_major).map_err(|e| bad(e.to_string()))?;
+    if m.start_lsn.parse::<pitr_pg::Lsn>().is_err() || m.stop_lsn.parse::<pitr_pg::Lsn>().is_err() {
+        return Err(bad(format!(
+            "start/stop LSN {:?}/{:?} are not LSNs",
+            m.start_lsn, m.stop_lsn
+        )));
+    }
+    for d in &m.dirs {
+        if !is_safe_rel(&d.path) {
+            return Err(bad(format!(
+                "directory path {:?} is not a safe relative path",
+                d.path
+            )));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for f in &m.files {
+        if !is_safe_rel(&f.path) {
+            return Err(bad(format!(
+                "file path {:?} is not a safe relative path",
+                f.path
+            )));
+        }
+        if !seen.insert(f.path.as_str()) {
+            return Err(bad(format!("file {:?} is listed twice", f.path)));
+        }
+        if f.size > 0 && (f.blake3.is_empty() || f.stored_size == 0) {
+            return Err(bad(format!(
+                "file {:?} has {} bytes but no stored object or checksum",
+                f.path, f.size
+            )));
+        }
+        if let Some(src) = &f.stored_in {
+            if src.is_empty() || src.contains('/') {
+                return Err(bad(format!("file {:?} is stored in {src:?}", f.path)));
+            }
+        }
+    }
+    for t in &m.tablespaces {
+        if !Path::new(&t.location).is_absolute() {
+            return Err(bad(format!(
+                "tablespace {} location {:?} is not absolute",
+                t.oid, t.location
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks, before anything is written, that every object the backup's files need is in the
+/// repository with the size the manifest records (one listing per backup that holds them: the
+/// backup itself and, for an incremental, the backups it reuses files from).
+pub async fn check_objects(
+    cluster: &ClusterRepo,
+    m: &BackupManifest,
+    labels: &BTreeSet<String>,
+) -> Result<(), RestoreError> {
+    let mut by_holder: BTreeMap<&str, Vec<&ManifestFile>> = BTreeMap::new();
+    for f in m.files.iter().filter(|f| f.size > 0) {
+        by_holder
+            .entry(f.stored_in.as_deref().unwrap_or(&m.label))
+            .or_default()
+            .push(f);
+    }
+    let storage = cluster.repo().storage();
+    for (holder, files) in by_holder {
+        let present: HashMap<String, u64> = storage
+            .list(&cluster.backup_file_key(holder, ""))
+            .await
+            .map_err(RepoError::Storage)?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
+        let missing: Vec<(&ManifestFile, String)> = files
+            .iter()
+            .map(|f| (*f, cluster.backup_file_key(holder, &f.path)))
+            .filter(|(f, key)| present.get(key) != Some(&f.stored_size))
+            .collect();
+        if let Some((f, key)) = missing.first() {
+            return Err(RestoreError::MissingObjects {
+                label: m.label.clone(),
+                holder: holder.to_string(),
+                repo: cluster.repo().location(),
+                count: missing.len(),
+                needed: files.len(),
+                key: key.clone(),
+                path: f.path.clone(),
+                gone: if labels.contains(holder) {
+                    String::new()
+                } else {
+                    format!(": backup {holder} is gone from the repository")
+                },
+            });
+        }
+    }
+    Ok(())
+}
