@@ -2,10 +2,18 @@
 //!
 //! [`Storage`] is deliberately small: whole-object `put` (with an atomic "create only if absent"
 //! mode, the primitive duplicate-WAL detection relies on), streamed uploads for large files,
-//! `get`, ranged `get`, `head`, `list`, `delete`. Nothing half-written is ever visible under its
-//! final key: the local driver writes a temporary file, fsyncs it and links/renames it into place
-//! (then fsyncs the directory); an object-store driver would use a conditional PUT. Wrappers
-//! (fault injection, later encryption) implement the same trait.
+//! `get`, ranged `get`, `head`, `list`, `list_dirs` (one level, for finding clusters and
+//! backups without listing everything), `delete`, `delete_many` (batched). Nothing half-written
+//! is ever visible under its final key. `None` means absent and nothing else: trouble is an
+//! error, classified by [`RemoteFailure`] for object stores. Wrappers (fault injection, later
+//! encryption) implement the same trait.
+//!
+//! - [`LocalFs`]: a temporary file, fsynced, then linked (create) or renamed (overwrite) into
+//!   place, and the directory fsynced.
+//! - [`S3Storage`]: any S3-compatible store through `object_store`: conditional PUT for create,
+//!   multipart uploads with bounded memory, ranged GETs, paginated and delimiter listings, bulk
+//!   deletes, bounded retries. Its guarantees, their limits on SeaweedFS and the permissions it
+//!   needs are in the crate README.
 
 mod error;
 mod fault;
