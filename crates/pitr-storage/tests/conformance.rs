@@ -341,8 +341,8 @@ async fn racing_large_upload_creates_have_one_winner_locally() {
 
 /// On S3, `finish(Create)` of a multipart upload is a `CompleteMultipartUpload` with
 /// `If-None-Match: *`: exclusive on AWS S3, but SeaweedFS 4.48 checks the condition outside
-/// its per-object lock, so two racing completions can both succeed (seen in about one run in
-/// three). What must hold anyway: no torn or mixed object, and no racer told `AlreadyExists`
+/// its per-object lock, so two racing completions can both succeed (4 of 16 four-way races
+/// had two winners). What must hold anyway: no torn or mixed object, and no racer told `AlreadyExists`
 /// is what got stored. (Exclusive creation on every store is `put(Create)`: see the
 /// crate docs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -747,6 +747,60 @@ async fn s3_repositories_under_different_prefixes_do_not_see_each_other() {
     assert!(b.list_dirs("").await.unwrap().is_empty());
     assert_eq!(keys(a.list("").await.unwrap()), vec!["x/1"]);
     assert!(a.location().starts_with("s3://pitr-test/t/iso-"));
+}
+
+/// The multipart uploads in progress in the server's bucket, from the filer's listing of
+/// `.uploads/` (one entry per upload).
+fn uploads_in_progress(server: &SeaweedFs) -> usize {
+    use std::io::{Read, Write};
+    let addr = server.filer_endpoint().replace("http://", "");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "GET /buckets/{}/.uploads/ HTTP/1.0\r\nAccept: application/json\r\n\r\n",
+        server.bucket()
+    );
+    conn.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    reply.matches("\"FullPath\"").count()
+}
+
+/// Waits up to 10 s for the bucket to have no multipart upload in progress.
+async fn assert_uploads_aborted(server: &SeaweedFs, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while uploads_in_progress(server) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: multipart upload not aborted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_dropped_failed_or_refused_uploads_abort_their_parts() {
+    let server = SeaweedFs::start();
+    let s = S3Storage::open(s3_config(&server, "abort")).await.unwrap();
+    // in progress: parts are stored, as an upload (the oracle sees it)
+    let mut up = s.upload("big").await.unwrap();
+    up.write(payload(1, 12 << 20)).await.unwrap();
+    assert_eq!(uploads_in_progress(&server), 1);
+    drop(up);
+    assert_uploads_aborted(&server, "dropped upload").await;
+    // refused by finish(Create): the parts go too
+    s.put("big", Bytes::from_static(b"first"), PutMode::Create)
+        .await
+        .unwrap();
+    let out = upload_in_chunks(&s, "big", &payload(2, 12 << 20), PutMode::Create).await;
+    assert_eq!(out, PutOutcome::AlreadyExists);
+    assert_uploads_aborted(&server, "refused upload").await;
+    assert_eq!(
+        s.get("big").await.unwrap().unwrap(),
+        Bytes::from_static(b"first")
+    );
+    // completed: nothing left in progress either
+    upload_in_chunks(&s, "big", &payload(3, 12 << 20), PutMode::Overwrite).await;
+    assert_uploads_aborted(&server, "completed upload").await;
 }
 
 fn walkdir(p: &std::path::Path) -> Vec<String> {

@@ -147,6 +147,13 @@ impl SeaweedFs {
         format!("http://127.0.0.1:{}", self.ports.s3)
     }
 
+    /// `http://127.0.0.1:PORT`, the filer's HTTP API (no authentication): an oracle for what
+    /// the S3 API does not show, such as the multipart uploads in progress under
+    /// `/buckets/<bucket>/.uploads/`.
+    pub fn filer_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.filer)
+    }
+
     /// `https://127.0.0.1:PORT` when started with `https`.
     pub fn https_endpoint(&self) -> Option<String> {
         self.opts

@@ -172,7 +172,7 @@ impl Drop for S3Upload {
 /// lock). object_store only completes unconditionally, so this request is presigned by
 /// object_store and sent through its HTTP client.
 ///
-/// Retried like object_store's own requests (5xx, 429, connection errors, timeouts) within
+/// Retried like object_store's own requests (5xx, 429, 409, connection errors, timeouts) within
 /// the retry budget. When a retry finds the upload already completed (`412`, or `404
 /// NoSuchUpload` once the first attempt may have succeeded), the outcome is `AlreadyExists` if
 /// an object is there: the caller compares contents, as for any duplicate.
@@ -223,7 +223,9 @@ async fn complete_if_absent(
                 if lost_response && s3.exists(key, path).await? {
                     return Ok(PutOutcome::AlreadyExists);
                 }
+                // 409: AWS's ConditionalRequestConflict, "retry the request".
                 let retryable = failed_in_body
+                    || status == StatusCode::CONFLICT
                     || status.is_server_error()
                     || status == StatusCode::TOO_MANY_REQUESTS
                     || status == StatusCode::REQUEST_TIMEOUT;
