@@ -297,7 +297,14 @@ fn holds_object(dir: &Path) -> StorageResult<bool> {
 fn dirs_with_objects(dir: &Path) -> StorageResult<Vec<String>> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new())
+        }
         Err(e) => return Err(StorageError::io("list", dir, e)),
     };
     let mut out = Vec::new();

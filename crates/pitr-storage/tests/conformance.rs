@@ -440,6 +440,8 @@ async fn list_dirs_gives_immediate_subdirectories(s: &dyn Storage) {
     );
     assert!(s.list_dirs("c2/").await.unwrap().is_empty());
     assert!(s.list_dirs("nothing/").await.unwrap().is_empty());
+    // an object is not a directory
+    assert!(s.list_dirs("top-level-file/").await.unwrap().is_empty());
     // a directory whose objects are all gone may linger a while (SeaweedFS), holding nothing
     s.delete("c1/wal/00000001/000000010000000000000001")
         .await
