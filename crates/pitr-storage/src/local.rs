@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    validate_key, ObjectMeta, PutMode, PutOutcome, Storage, StorageError, StorageResult, Upload,
+    validate_key, validate_prefix, ObjectMeta, PutMode, PutOutcome, Storage, StorageError,
+    StorageResult, Upload,
 };
 
 /// Marker in temporary file names; such files are never listed and never read as objects.
@@ -261,6 +262,65 @@ fn prune_dir(dir: &Path) {
     }
 }
 
+/// Whether `dir` holds an object somewhere below it (stops at the first one found).
+fn holds_object(dir: &Path) -> StorageResult<bool> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StorageError::io("list", dir, e)),
+    };
+    let mut subdirs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+        if entry.file_name().to_string_lossy().contains(TMP_MARK) {
+            continue;
+        }
+        let ft = entry
+            .file_type()
+            .map_err(|e| StorageError::io("stat", &entry.path(), e))?;
+        if ft.is_file() {
+            return Ok(true);
+        }
+        if ft.is_dir() {
+            subdirs.push(entry.path());
+        }
+    }
+    for sub in subdirs {
+        if holds_object(&sub)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The subdirectories of `dir` that hold an object, by name, sorted.
+fn dirs_with_objects(dir: &Path) -> StorageResult<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(StorageError::io("list", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+        let ft = entry
+            .file_type()
+            .map_err(|e| StorageError::io("stat", &entry.path(), e))?;
+        if ft.is_dir() && holds_object(&entry.path())? {
+            out.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> StorageResult<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -374,6 +434,37 @@ impl Storage for LocalFs {
                 names.push(entry.file_name().to_string_lossy().into_owned());
             }
             Ok(names)
+        })
+        .await
+    }
+
+    async fn list_dirs(&self, prefix: &str) -> StorageResult<Vec<String>> {
+        validate_prefix(prefix)?;
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        blocking(move || dirs_with_objects(&dir)).await
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> StorageResult<()> {
+        let paths = keys
+            .iter()
+            .map(|k| self.path(k))
+            .collect::<StorageResult<Vec<PathBuf>>>()?;
+        blocking(move || {
+            // One fsync per directory that lost an entry, not one per file.
+            let mut touched: Vec<PathBuf> = Vec::new();
+            for path in &paths {
+                match fs::remove_file(path) {
+                    Ok(()) => touched.extend(path.parent().map(Path::to_path_buf)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io("delete", path, e)),
+                }
+            }
+            touched.sort();
+            touched.dedup();
+            for dir in &touched {
+                fsync_dir(dir)?;
+            }
+            Ok(())
         })
         .await
     }

@@ -19,6 +19,7 @@
 mod cluster;
 mod install;
 mod os;
+mod seaweed;
 
 pub use cluster::{ArchiverStats, Cluster, ClusterOptions, DEFAULT_PORT};
 pub use install::{
@@ -28,6 +29,9 @@ pub use install::{
 pub use os::{
     as_postgres, chown_to_postgres, create_postgres_dir, postgres_uid_gid, run_ok, scratch_dir,
     DEFAULT_TMP_BASE,
+};
+pub use seaweed::{
+    weed_binary, SeaweedFs, SeaweedOptions, DEFAULT_SEAWEEDFS_ROOT, SEAWEEDFS_INSTALL_HINT,
 };
 
 /// Defines a module of tests, one per supported major (`pg14` … `pg18`), each calling
