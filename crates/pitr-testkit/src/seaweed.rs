@@ -289,7 +289,16 @@ impl SeaweedFs {
         loop {
             let text = read_log(&log_path);
             if text.contains(READY_LINE) {
-                return Ok(());
+                // "Running" is not "writable": the bucket's first volume is grown on the first
+                // write, which a loaded machine can make slow. Ready means a write, a read and
+                // a delete in the bucket succeeded.
+                return match self.probe_round_trip(deadline) {
+                    Ok(()) => Ok(()),
+                    Err(why) => {
+                        self.stop();
+                        Err(format!("{why}\n{}", tail(&read_log(&log_path), 40)))
+                    }
+                };
             }
             if !self.is_running() || Instant::now() > deadline {
                 self.stop();
@@ -297,6 +306,70 @@ impl SeaweedFs {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Writes, reads back and deletes a small object in the bucket through the filer (no
+    /// credentials needed), retrying until `deadline`.
+    fn probe_round_trip(&mut self, deadline: Instant) -> Result<(), String> {
+        let path = format!("/buckets/{}/.pitr-ready-{}", self.bucket, unique_token());
+        let body = b"pitr readiness probe";
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return Err("SeaweedFS stopped during its readiness probe".into());
+            }
+            let step = (|| -> Result<(), String> {
+                expect_status(self.filer_request("PUT", &path, body), 201, "PUT")?;
+                let got = expect_status(self.filer_request("GET", &path, b""), 200, "GET")?;
+                if got != body {
+                    return Err(format!("GET {path} returned {} other bytes", got.len()));
+                }
+                expect_status(self.filer_request("DELETE", &path, b""), 204, "DELETE")?;
+                Ok(())
+            })();
+            match step {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(format!(
+            "SeaweedFS announced it was running but a write to bucket {} did not succeed within \
+             {START_TIMEOUT:?}: {last}",
+            self.bucket
+        ))
+    }
+
+    /// One HTTP/1.0 request to the filer: the status and the body.
+    fn filer_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        use std::io::Write as _;
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.ports.filer))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        conn.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let head = format!(
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes())?;
+        conn.write_all(body)?;
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply)?;
+        let split = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(reply.len(), |i| i + 4);
+        let status = std::str::from_utf8(reply.get(..split).unwrap_or_default())
+            .ok()
+            .and_then(|h| h.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok((status, reply.get(split..).unwrap_or_default().to_vec()))
     }
 
     fn weed_args(&self, data: &Path) -> Vec<String> {
@@ -464,6 +537,22 @@ fn make_certificate(dir: &Path) {
         "-out",
         "cert.pem",
     ]);
+}
+
+/// The body of a reply with the `want`ed status, else what went wrong.
+fn expect_status(
+    reply: std::io::Result<(u16, Vec<u8>)>,
+    want: u16,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    match reply {
+        Ok((status, body)) if status == want => Ok(body),
+        Ok((status, body)) => Err(format!(
+            "{what}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        )),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
 }
 
 fn read_log(path: &Path) -> String {
