@@ -1,7 +1,7 @@
 //! Backup choice, rule by rule, on hand-built WAL indexes and backups.
 
 use super::*;
-use crate::restore::target::{parse_time_in, TargetAction};
+use crate::restore::target::{parse_time_in, TargetAction, TimelineGoal};
 
 const MB16: u64 = 16 << 20;
 
