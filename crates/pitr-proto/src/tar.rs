@@ -321,32 +321,7 @@ impl TarParser {
             return Ok((n, None));
         }
         self.zero_blocks = 0;
-        let stored = number(&h[148..156], at, "checksum")?;
-        let unsigned: u64 = h
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u64::from(b)
-                }
-            })
-            .sum();
-        let signed: i64 = h
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    i64::from(b as i8)
-                }
-            })
-            .sum();
-        if stored != unsigned && stored as i64 != signed {
-            return Err(TarError::Checksum { offset: at });
-        }
+        verify_checksum(h, at)?;
         let size = number(&h[124..136], at, "size")?;
         let typeflag = h[156];
         match typeflag {
@@ -383,23 +358,7 @@ impl TarParser {
             b'1' => EntryKind::HardLink,
             other => EntryKind::Other(other),
         };
-        let ustar = &h[257..262] == b"ustar";
-        let mut path = match self.long_name.take() {
-            Some(p) => p,
-            None => {
-                let name = field_str(&h[0..100]);
-                let prefix = if ustar {
-                    field_str(&h[345..500])
-                } else {
-                    String::new()
-                };
-                if prefix.is_empty() {
-                    name
-                } else {
-                    format!("{prefix}/{name}")
-                }
-            }
-        };
+        let mut path = self.long_name.take().unwrap_or_else(|| header_path(h));
         while path.len() > 1 && path.ends_with('/') {
             path.pop();
         }
@@ -448,6 +407,42 @@ impl TarParser {
             State::Padding => truncated("inside the padding after an entry"),
             State::LongName => truncated("inside a long name"),
         }
+    }
+}
+
+/// Checks a header block's checksum (the sum of its bytes with the checksum field read as
+/// spaces; some writers summed signed bytes).
+fn verify_checksum(h: &[u8; BLOCK], at: u64) -> Result<(), TarError> {
+    let stored = number(&h[148..156], at, "checksum")?;
+    let byte = |i: usize, b: u8| -> (u64, i64) {
+        if (148..156).contains(&i) {
+            (32, 32)
+        } else {
+            (u64::from(b), i64::from(b as i8))
+        }
+    };
+    let (unsigned, signed) = h.iter().enumerate().fold((0u64, 0i64), |(u, s), (i, &b)| {
+        let (bu, bs) = byte(i, b);
+        (u + bu, s + bs)
+    });
+    if stored != unsigned && stored as i64 != signed {
+        return Err(TarError::Checksum { offset: at });
+    }
+    Ok(())
+}
+
+/// The path a header names itself: `name`, after ustar's `prefix` when there is one.
+fn header_path(h: &[u8; BLOCK]) -> String {
+    let name = field_str(&h[0..100]);
+    let prefix = if &h[257..262] == b"ustar" {
+        field_str(&h[345..500])
+    } else {
+        String::new()
+    };
+    if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}/{name}")
     }
 }
 
