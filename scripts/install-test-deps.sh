@@ -77,6 +77,8 @@ fi
 apt_install postgresql-15 postgresql-client-15
 # PostgreSQL's own TAP tests run with pitr (scripts/pg-tap.sh; its sources are fetched there)
 apt_install libipc-run-perl
+# the Debian package's test (scripts/test-deb.sh): man -w, systemd-analyze verify
+apt_install man-db systemd
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 record 15 /usr/lib/postgresql/15/bin
 

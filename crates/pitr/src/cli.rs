@@ -107,6 +107,9 @@ pub enum Command {
     /// (internal) fetch WAL segments ahead into an archive-get spool
     #[command(name = "spool-fill", hide = true)]
     SpoolFill(SpoolFillArgs),
+    /// (internal) write the man pages and shell completions into a directory (packaging)
+    #[command(name = "generate-assets", hide = true)]
+    GenerateAssets(GenerateAssetsArgs),
     /// Restore a base backup into --pgdata and configure recovery to a target
     Restore(RestoreArgs),
     /// Read archived WAL: transactions, restore points, dropped or truncated tables
@@ -185,6 +188,14 @@ pub struct ArchiveGetArgs {
     /// Read-ahead directory [default: pitr-spool next to DEST, i.e. inside pg_wal]
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
+}
+
+/// `pitr generate-assets` (internal, used by scripts/build-deb.sh).
+#[derive(Debug, Args)]
+pub struct GenerateAssetsArgs {
+    /// Directory to write into: man/ (section 1 pages) and completions/ (bash, zsh, fish)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// `pitr spool-fill` (internal, started by archive-get).

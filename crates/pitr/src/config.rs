@@ -85,3 +85,27 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
     g.retain_days = g.retain_days.or(file.retain_days);
     Ok(g)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example the Debian package installs as /etc/pitr/pitr.toml is a valid config file
+    /// with the values its comments describe.
+    #[test]
+    fn the_packaged_example_config_is_valid() {
+        let text = include_str!("../../../packaging/pitr.toml");
+        let file: ConfigFile = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(file.repo.as_deref(), Some("/var/lib/pitr/repo"));
+        assert_eq!(file.cluster.as_deref(), Some("main"));
+        assert_eq!(file.port, Some(5432));
+        assert_eq!(file.retain_full, Some(2));
+        assert_eq!(file.retain_days, None);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<ConfigFile>("repo = \"/r\"\nretain = 2\n").unwrap_err();
+        assert!(err.message().contains("unknown field `retain`"), "{err}");
+    }
+}

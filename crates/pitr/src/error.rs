@@ -63,6 +63,14 @@ pub enum CliError {
     /// `pitr expire`.
     #[error(transparent)]
     Expire(#[from] pitr_core::expire::ExpireError),
+    /// A file pitr writes for the user (not in the repository) could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
