@@ -215,6 +215,12 @@ pub struct BackupArgs {
     /// Seconds to wait for the backup's WAL to reach the repository
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub archive_timeout: u64,
+    /// copy: read the data directory here (on the database host); replication: BASE_BACKUP
+    /// over a replication connection to -h/-p/-U (from any host); auto: copy when the data
+    /// directory (--pgdata, or the server's data_directory) is readable here and is the
+    /// server's, else replication
+    #[arg(long, default_value = "auto", value_parser = ["auto", "copy", "replication"])]
+    pub method: String,
 }
 
 /// `pitr check`.
