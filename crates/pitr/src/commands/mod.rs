@@ -8,6 +8,7 @@ mod expire;
 mod info;
 mod init;
 mod restore;
+mod status;
 mod verify;
 mod wal;
 
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::SpoolFill(a) => archive::spool_fill(&g, a).await,
         Command::Restore(a) => restore::run(&g, a).await,
         Command::Wal(a) => wal::run(&g, a).await,
+        Command::Status(a) => status::run(&g, a).await,
     }
 }
 
