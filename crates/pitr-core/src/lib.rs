@@ -8,5 +8,6 @@ pub mod expire;
 pub mod info;
 pub mod pgbin;
 pub mod restore;
+pub mod status;
 pub mod verify;
 pub mod walscan;

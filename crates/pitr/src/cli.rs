@@ -115,6 +115,9 @@ pub enum Command {
     /// Read archived WAL: transactions, restore points, dropped or truncated tables
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Replication and archiving status of the server: standbys and their lag, slots and the
+    /// WAL they hold, archiver backlog and failures (a check with --max-lag/--max-archive-age)
+    Status(StatusArgs),
 }
 
 /// `pitr wal …`.
@@ -226,6 +229,30 @@ pub struct BackupArgs {
     /// Seconds to wait for the backup's WAL to reach the repository
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub archive_timeout: u64,
+    /// copy: read the data directory here (on the database host); replication: BASE_BACKUP
+    /// over a replication connection to -h/-p/-U (from any host); auto: copy when the data
+    /// directory (--pgdata, or the server's data_directory) is readable here and is the
+    /// server's, else replication
+    #[arg(long, default_value = "auto", value_parser = ["auto", "copy", "replication"])]
+    pub method: String,
+}
+
+/// `pitr status`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Needs no repository. On a primary: pg_stat_replication, pg_replication_slots, \
+pg_stat_archiver and the .ready backlog (pg_ls_archive_statusdir: superuser or pg_monitor); on a \
+standby: received and replayed positions and the WAL receiver. Exit status (Nagios-style): 0 ok; \
+2 a threshold is exceeded (or bad options); 3 the server cannot be queried."
+)]
+pub struct StatusArgs {
+    /// Fail when a standby's replay lag (or, on a standby, its own) exceeds this: a size
+    /// (16MB, 1048576) or a duration (30s, 5min, 1h); repeat to give both
+    #[arg(long, value_name = "SIZE|DURATION")]
+    pub max_lag: Vec<String>,
+    /// Fail when the last successful archiving is older than this duration (e.g. 10min)
+    #[arg(long, value_name = "DURATION")]
+    pub max_archive_age: Option<String>,
 }
 
 /// `pitr check`.

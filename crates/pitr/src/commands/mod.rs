@@ -9,6 +9,7 @@ mod expire;
 mod info;
 mod init;
 mod restore;
+mod status;
 mod verify;
 mod wal;
 
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::GenerateAssets(a) => assets::run(a),
         Command::Restore(a) => restore::run(&g, a).await,
         Command::Wal(a) => wal::run(&g, a).await,
+        Command::Status(a) => status::run(&g, a).await,
     }
 }
 
