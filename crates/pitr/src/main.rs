@@ -1,6 +1,8 @@
 //! The `pitr` binary: parses arguments, calls the engines in `pitr-core`, renders reports.
 
 mod cli;
+#[macro_use]
+mod out;
 mod commands;
 mod config;
 mod error;
