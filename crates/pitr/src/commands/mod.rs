@@ -95,10 +95,10 @@ pub fn compression(g: &GlobalArgs) -> Result<Compression, CliError> {
     }
 }
 
-/// Prints a value as pretty JSON on stdout.
+/// Prints a value as pretty JSON on stdout (a closed pipe ends the output, not the process).
 pub fn print_json<T: serde::Serialize>(v: &T) {
     match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("pitr: error: cannot render JSON: {e}"),
     }
 }
