@@ -112,6 +112,8 @@ pub enum Command {
     /// Read archived WAL: transactions, restore points, dropped or truncated tables
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Prometheus metrics: backups, archived WAL, the recovery window (text, or served over HTTP)
+    Metrics(MetricsArgs),
 }
 
 /// `pitr wal …`.
@@ -274,6 +276,14 @@ pub struct VerifyArgs {
 /// `pitr info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {}
+
+/// `pitr metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve the metrics over HTTP at http://ADDR/metrics instead of printing them once
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
 
 /// `pitr restore`.
 #[derive(Debug, Args)]

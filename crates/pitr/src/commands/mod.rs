@@ -7,6 +7,7 @@ mod demo;
 mod expire;
 mod info;
 mod init;
+mod metrics;
 mod restore;
 mod verify;
 mod wal;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::SpoolFill(a) => archive::spool_fill(&g, a).await,
         Command::Restore(a) => restore::run(&g, a).await,
         Command::Wal(a) => wal::run(&g, a).await,
+        Command::Metrics(a) => metrics::run(&g, a).await,
     }
 }
 
