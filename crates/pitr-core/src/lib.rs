@@ -6,6 +6,7 @@ pub mod backup;
 pub mod check;
 pub mod expire;
 pub mod info;
+pub mod metrics;
 pub mod pgbin;
 pub mod restore;
 pub mod status;

@@ -100,6 +100,10 @@ impl Storage for FaultyStorage {
         self.trip(Fault::Reads, "head")?;
         self.inner.head(key).await
     }
+    async fn modified(&self, key: &str) -> StorageResult<Option<std::time::SystemTime>> {
+        self.trip(Fault::Reads, "head")?;
+        self.inner.modified(key).await
+    }
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
         self.trip(Fault::Reads, "list")?;
         self.inner.list(prefix).await

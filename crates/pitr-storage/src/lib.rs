@@ -85,6 +85,12 @@ pub trait Storage: Send + Sync + Debug {
     /// Metadata, or `None` when the object does not exist.
     async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>>;
 
+    /// When the object was last written (archived, for a WAL segment), or `None` when it does
+    /// not exist or the driver cannot tell.
+    async fn modified(&self, _key: &str) -> StorageResult<Option<std::time::SystemTime>> {
+        Ok(None)
+    }
+
     /// Every object whose key starts with `prefix` (recursively), sorted by key.
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>>;
 

@@ -401,6 +401,20 @@ impl Storage for LocalFs {
         .await
     }
 
+    async fn modified(&self, key: &str) -> StorageResult<Option<std::time::SystemTime>> {
+        let path = self.path(key)?;
+        blocking(move || match fs::metadata(&path) {
+            Ok(m) if m.is_file() => m
+                .modified()
+                .map(Some)
+                .map_err(|e| StorageError::io("stat", &path, e)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io("stat", &path, e)),
+        })
+        .await
+    }
+
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
         let root = self.root.clone();
         let prefix = prefix.to_string();

@@ -118,6 +118,8 @@ pub enum Command {
     /// Replication and archiving status of the server: standbys and their lag, slots and the
     /// WAL they hold, archiver backlog and failures (a check with --max-lag/--max-archive-age)
     Status(StatusArgs),
+    /// Prometheus metrics: backups, archived WAL, the recovery window (text, or served over HTTP)
+    Metrics(MetricsArgs),
 }
 
 /// `pitr wal …`.
@@ -312,6 +314,14 @@ pub struct VerifyArgs {
 /// `pitr info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {}
+
+/// `pitr metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve the metrics over HTTP at http://ADDR/metrics instead of printing them once
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
 
 /// `pitr restore`.
 #[derive(Debug, Args)]

@@ -376,6 +376,18 @@ impl Storage for S3Storage {
         }
     }
 
+    async fn modified(&self, key: &str) -> StorageResult<Option<std::time::SystemTime>> {
+        let s3 = &self.inner;
+        let path = s3.path(key)?;
+        match s3.store.head(&path).await {
+            Ok(m) => Ok(Some(std::time::SystemTime::from(m.last_modified))),
+            Err(e) => match classify(&e) {
+                Class::Absent => Ok(None),
+                _ => Err(s3.fail("stat", key, &e)),
+            },
+        }
+    }
+
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
         let s3 = &self.inner;
         let full = format!("{}{prefix}", s3.root);

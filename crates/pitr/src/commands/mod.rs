@@ -8,6 +8,7 @@ mod demo;
 mod expire;
 mod info;
 mod init;
+mod metrics;
 mod restore;
 mod status;
 mod verify;
@@ -43,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Restore(a) => restore::run(&g, a).await,
         Command::Wal(a) => wal::run(&g, a).await,
         Command::Status(a) => status::run(&g, a).await,
+        Command::Metrics(a) => metrics::run(&g, a).await,
     }
 }
 

@@ -1,0 +1,276 @@
+//! `pitr metrics` (printed and served over HTTP) and `pitr report` (the recovery-window page,
+//! rendered by a real headless Chromium) against a repository filled by real PostgreSQL 14–18.
+//! One server per major serves every assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use pitr_testkit::{pg_test_matrix, scratch_dir, Cluster, ClusterOptions, PgInstall};
+
+/// Samples of a text exposition: `name{labels}` -> value.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (key, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.insert(key.to_string(), v);
+    }
+    out
+}
+
+fn metric(m: &BTreeMap<String, f64>, key: &str) -> f64 {
+    *m.get(key).unwrap_or_else(|| {
+        panic!(
+            "no sample {key}; have:\n{:#?}",
+            m.keys().collect::<Vec<_>>()
+        )
+    })
+}
+
+fn lsn(s: &str) -> u64 {
+    let (hi, lo) = s.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+fn unix(rfc3339: &str) -> f64 {
+    let t: jiff::Timestamp = rfc3339.parse().unwrap_or_else(|e| panic!("{rfc3339}: {e}"));
+    t.as_microsecond() as f64 / 1e6
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Fills a repository: a full backup, writes, an incremental one, a restore point, a dropped
+/// table, and the WAL switched and archived. Returns the backup labels.
+fn fill(c: &Cluster, repo: &Path) -> (String, String) {
+    c.psql("CREATE TABLE t (id int, note text)");
+    c.psql("INSERT INTO t SELECT g, 'before' FROM generate_series(1, 2000) g");
+    let full = pitr_on(c, repo, "backup", &[])
+        .expect_code(0)
+        .stdout
+        .trim()
+        .to_string();
+    c.psql("INSERT INTO t SELECT g, 'between' FROM generate_series(1, 2000) g");
+    c.psql("CREATE TABLE doomed (id int)");
+    c.psql("INSERT INTO doomed SELECT g FROM generate_series(1, 100) g");
+    let incr = pitr_on(c, repo, "backup", &["--type", "incr"])
+        .expect_code(0)
+        .stdout
+        .trim()
+        .to_string();
+    c.psql("SELECT pg_create_restore_point('before_drop')");
+    c.psql("DROP TABLE doomed");
+    c.psql("INSERT INTO t VALUES (0, 'after')");
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)), "{last}");
+    (full, incr)
+}
+
+/// The metrics match `pitr info --json` (backup sizes and times, the window's LSNs), the last
+/// archived segment holds the last switch and is young, the window ends at the last commit,
+/// no gaps; with `-h -p` the archiver counters are the server's; `--listen` serves the same
+/// over HTTP; a segment removed from the repository shows as one gap of one segment.
+fn metrics_describe_the_repository(install: &PgInstall) {
+    let started = now();
+    let scratch = scratch_dir();
+    let repo = scratch.path().join("repo");
+    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
+    let c = Cluster::init(
+        install,
+        ClusterOptions {
+            wal_segsize_mb: Some(1),
+            archive_command: Some(archive_command(&repo, "")),
+            ..Default::default()
+        },
+    );
+    c.start();
+    let (full, incr) = fill(&c, &repo);
+    let switch_lsn = lsn(&c.psql("SELECT pg_current_wal_lsn()"));
+    let info = json(&pitr(&["--repo", s(&repo), "info", "--json"]).expect_code(0));
+    let ci = &info["clusters"][0];
+    let text = pitr(&["--repo", s(&repo), "metrics"]).expect_code(0).stdout;
+    let m = parse_metrics(&text);
+    let sysid = c.system_id();
+    assert_eq!(
+        metric(
+            &m,
+            &format!(
+                "pitr_cluster_info{{cluster=\"main\",system_id=\"{sysid}\",pg_major=\"{}\"}}",
+                install.major
+            )
+        ),
+        1.0,
+        "{text}"
+    );
+    for (kind, label) in [("full", &full), ("incr", &incr)] {
+        let l = format!("{{cluster=\"main\",type=\"{kind}\"}}");
+        let b = ci["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["label"] == **label)
+            .unwrap();
+        assert_eq!(b["kind"], kind);
+        assert_eq!(metric(&m, &format!("pitr_backups{l}")), 1.0);
+        assert_eq!(
+            metric(&m, &format!("pitr_backup_last_size_bytes{l}")),
+            b["size"].as_u64().unwrap() as f64
+        );
+        assert_eq!(
+            metric(&m, &format!("pitr_backup_last_stored_bytes{l}")),
+            b["stored_size"].as_u64().unwrap() as f64
+        );
+        let stop = unix(b["stop_time"].as_str().unwrap());
+        assert!((metric(&m, &format!("pitr_backup_last_time_seconds{l}")) - stop).abs() < 0.001);
+        let took = metric(&m, &format!("pitr_backup_last_duration_seconds{l}"));
+        assert!((0.0..120.0).contains(&took), "duration {took}");
+    }
+    // The segment closed by the last switch is the newest: its end is past the switch.
+    let tl = "{cluster=\"main\",timeline=\"1\"}";
+    let end = metric(&m, &format!("pitr_wal_last_archived_lsn_bytes{tl}")) as u64;
+    assert!(
+        end >= switch_lsn && end - switch_lsn <= 1 << 20,
+        "end {end:X} switch {switch_lsn:X}"
+    );
+    let age = metric(&m, &format!("pitr_wal_last_archived_age_seconds{tl}"));
+    assert!((0.0..120.0).contains(&age), "age {age}");
+    let archived = metric(&m, &format!("pitr_wal_last_archived_time_seconds{tl}"));
+    assert!(
+        archived >= started - 1.0 && archived <= now(),
+        "archived at {archived}"
+    );
+    let w = &ci["window"];
+    assert_eq!(
+        metric(&m, "pitr_recovery_window_start_lsn_bytes{cluster=\"main\"}"),
+        lsn(w["from"]["lsn"].as_str().unwrap()) as f64
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "pitr_recovery_window_start_time_seconds{cluster=\"main\"}"
+        ),
+        unix(w["from"]["time"].as_str().unwrap())
+    );
+    assert_eq!(
+        metric(&m, &format!("pitr_recovery_window_end_lsn_bytes{tl}")),
+        lsn(w["to"]["lsn"].as_str().unwrap()) as f64
+    );
+    let end_time = metric(&m, &format!("pitr_recovery_window_end_time_seconds{tl}"));
+    assert!(
+        end_time >= started - 1.0 && end_time <= now(),
+        "window end {end_time}, started {started}"
+    );
+    assert!(metric(&m, "pitr_recovery_window_length_seconds{cluster=\"main\"}") > 0.0);
+    assert_eq!(metric(&m, "pitr_wal_gaps{cluster=\"main\"}"), 0.0);
+    assert_eq!(
+        metric(&m, "pitr_wal_missing_segments{cluster=\"main\"}"),
+        0.0
+    );
+    let segs = ci["timelines"][0]["segments"].as_u64().unwrap();
+    assert_eq!(
+        metric(&m, "pitr_wal_segments{cluster=\"main\"}"),
+        segs as f64
+    );
+    assert!(
+        text.contains("# TYPE pitr_backups gauge")
+            && text.contains("# UNIT pitr_backup_last_size_bytes bytes"),
+        "{text}"
+    );
+
+    // With a server: pg_stat_archiver's counters.
+    let m = parse_metrics(&pitr_on(&c, &repo, "metrics", &[]).expect_code(0).stdout);
+    let a = c.archiver();
+    assert_eq!(
+        metric(&m, "pitr_archiver_archived_total{cluster=\"main\"}"),
+        a.archived_count as f64
+    );
+    assert_eq!(
+        metric(&m, "pitr_archiver_failed_total{cluster=\"main\"}"),
+        a.failed_count as f64
+    );
+
+    listen_serves_metrics(&repo, &full);
+
+    // A segment lost from the repository: one gap of one segment.
+    let tli_dir = repo.join("main/wal/00000001");
+    let mut names: Vec<String> = std::fs::read_dir(&tli_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.len() == 24)
+        .collect();
+    names.sort();
+    assert!(names.len() >= 3, "{names:?}");
+    std::fs::remove_file(tli_dir.join(&names[names.len() - 2])).unwrap();
+    let m = parse_metrics(&pitr(&["--repo", s(&repo), "metrics"]).expect_code(0).stdout);
+    assert_eq!(metric(&m, "pitr_wal_gaps{cluster=\"main\"}"), 1.0);
+    assert_eq!(
+        metric(&m, "pitr_wal_missing_segments{cluster=\"main\"}"),
+        1.0
+    );
+    c.stop();
+}
+
+/// `pitr metrics --listen 127.0.0.1:0`-style serving: a GET /metrics answers 200 with the
+/// exposition (the full backup's size present), an unknown path 404.
+fn listen_serves_metrics(repo: &Path, _full: &str) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(pitr_bin())
+        .args(["--repo", s(repo), "metrics", "--listen", &addr])
+        .env_remove("PITR_REPO")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| -> Option<String> {
+        let mut sock = std::net::TcpStream::connect(&addr).ok()?;
+        sock.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        write!(sock, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
+        let mut resp = String::new();
+        sock.read_to_string(&mut resp).ok()?;
+        Some(resp)
+    };
+    let mut resp = None;
+    for _ in 0..100 {
+        resp = get("/metrics");
+        if resp.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let missing = get("/nope");
+    let _ = child.kill();
+    let _ = child.wait();
+    let resp = resp.expect("pitr metrics --listen never answered");
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    let m = parse_metrics(body);
+    assert_eq!(
+        metric(&m, "pitr_backups{cluster=\"main\",type=\"full\"}"),
+        1.0
+    );
+    assert!(missing.unwrap().starts_with("HTTP/1.1 404"));
+}
+
+pg_test_matrix!(metrics_describe_the_repository);
