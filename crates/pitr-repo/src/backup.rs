@@ -189,30 +189,31 @@ impl ClusterRepo {
             .await
     }
 
-    /// Labels of complete backups, oldest first.
+    /// Labels of complete backups, oldest first: one delimiter listing of the backups (never
+    /// their files), then each one's manifest looked for.
     pub async fn backup_labels(&self) -> RepoResult<Vec<String>> {
-        let prefix = format!("{}/backup/", self.name());
-        let mut labels: Vec<String> = self
-            .repo()
-            .storage()
-            .list(&prefix)
-            .await?
-            .into_iter()
-            .filter_map(|o| {
-                let rest = o.key.strip_prefix(&prefix)?;
-                let (label, file) = rest.split_once('/')?;
-                (file == "backup.json").then(|| label.to_string())
-            })
-            .collect();
-        labels.sort();
-        labels.dedup();
+        let mut labels = Vec::new();
+        for label in self.backup_dirs().await? {
+            let key = self.manifest_key(&label);
+            if self.repo().storage().head(&key).await?.is_some() {
+                labels.push(label);
+            }
+        }
         Ok(labels)
+    }
+
+    /// Every label with a directory under `backup/`, complete or not (a backup in progress, one
+    /// left by an interrupted expire, or one emptied moments ago on an object store that lists
+    /// emptied folders for a while), sorted.
+    pub async fn backup_dirs(&self) -> RepoResult<Vec<String>> {
+        let prefix = format!("{}/backup/", self.name());
+        Ok(self.repo().storage().list_dirs(&prefix).await?)
     }
 
     /// Every complete backup's manifest, oldest first.
     pub async fn backups(&self) -> RepoResult<Vec<BackupManifest>> {
         let mut out = Vec::new();
-        for label in self.backup_labels().await? {
+        for label in self.backup_dirs().await? {
             if let Some(m) = self.manifest(&label).await? {
                 out.push(m);
             }

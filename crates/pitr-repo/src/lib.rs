@@ -187,17 +187,21 @@ impl Repo {
         })
     }
 
-    /// Clusters present in the repository.
+    /// Clusters present in the repository: one delimiter listing of the top level (never every
+    /// object), then each candidate's identity object.
     pub async fn clusters(&self) -> RepoResult<Vec<String>> {
-        let mut out: Vec<String> = self
-            .storage
-            .list("")
-            .await?
-            .into_iter()
-            .filter_map(|o| o.key.strip_suffix("/cluster.json").map(str::to_string))
-            .filter(|k| !k.contains('/'))
-            .collect();
-        out.dedup();
+        let mut out = Vec::new();
+        for name in self.storage.list_dirs("").await? {
+            // A directory emptied moments ago may still be listed: the identity decides.
+            if self
+                .storage
+                .head(&format!("{name}/cluster.json"))
+                .await?
+                .is_some()
+            {
+                out.push(name);
+            }
+        }
         Ok(out)
     }
 

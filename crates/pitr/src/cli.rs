@@ -61,6 +61,18 @@ pub struct GlobalArgs {
     /// Compression for new objects: zstd, zstd:LEVEL, lz4 or none [default: zstd]
     #[arg(long, global = true, env = "PITR_COMPRESS", value_name = "ALGO")]
     pub compress: Option<String>,
+    /// S3 endpoint URL, e.g. https://minio.example:9000 (path-style addressing) [default: AWS]
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: us-east-1]
+    #[arg(long, global = true, env = "AWS_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// PEM file of CA certificates trusted besides the system's, for an S3 endpoint with a private CA
+    #[arg(long, global = true, env = "PITR_S3_CA_FILE", value_name = "FILE")]
+    pub s3_ca_file: Option<PathBuf>,
+    /// Seconds a failing S3 request (5xx, 429, timeout, connection error) is retried [default: 60]
+    #[arg(long, global = true, env = "PITR_S3_RETRY_TIMEOUT", value_name = "SECONDS")]
+    pub s3_retry_timeout: Option<u64>,
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
@@ -79,6 +91,9 @@ pub struct GlobalArgs {
     /// `retain_days` from the config file (the `expire` flag wins).
     #[arg(skip)]
     pub retain_days: Option<u32>,
+    /// S3 credentials from the config file (`AWS_ACCESS_KEY_ID` in the environment wins).
+    #[arg(skip)]
+    pub s3_credentials: Option<pitr_storage::S3Credentials>,
 }
 
 /// The commands.

@@ -9,9 +9,22 @@
 //! port = 5432
 //! retain_full = 2            # pitr expire: keep the newest 2 full backups
 //! ```
+//!
+//! An S3 repository (credentials may also come from the environment, which wins):
+//!
+//! ```toml
+//! repo = "s3://backups/pitr"
+//! s3_endpoint = "https://minio.example:9000"
+//! s3_region = "eu-west-1"
+//! s3_ca_file = "/etc/pitr/ca.pem"
+//! s3_retry_timeout = 60
+//! s3_access_key_id = "AKIA…"
+//! s3_secret_access_key = "…"
+//! ```
 
 use std::path::{Path, PathBuf};
 
+use pitr_storage::S3Credentials;
 use serde::Deserialize;
 
 use crate::cli::GlobalArgs;
@@ -33,6 +46,13 @@ pub struct ConfigFile {
     dbname: Option<String>,
     retain_full: Option<u32>,
     retain_days: Option<u32>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_ca_file: Option<PathBuf>,
+    s3_retry_timeout: Option<u64>,
+    s3_access_key_id: Option<String>,
+    s3_secret_access_key: Option<String>,
+    s3_session_token: Option<String>,
 }
 
 /// A config file that cannot be used.
@@ -83,6 +103,24 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
     g.dbname = g.dbname.or(file.dbname);
     g.retain_full = g.retain_full.or(file.retain_full);
     g.retain_days = g.retain_days.or(file.retain_days);
+    g.s3_endpoint = g.s3_endpoint.or(file.s3_endpoint);
+    g.s3_region = g.s3_region.or(file.s3_region);
+    g.s3_ca_file = g.s3_ca_file.or(file.s3_ca_file);
+    g.s3_retry_timeout = g.s3_retry_timeout.or(file.s3_retry_timeout);
+    g.s3_credentials = match (file.s3_access_key_id, file.s3_secret_access_key) {
+        (Some(access_key_id), Some(secret_access_key)) => Some(S3Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token: file.s3_session_token,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Parse {
+                path,
+                message: "s3_access_key_id and s3_secret_access_key go together: set both or neither".into(),
+            })
+        }
+    };
     Ok(g)
 }
 

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod error;
 mod progress;
+mod s3;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

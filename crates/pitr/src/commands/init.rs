@@ -6,7 +6,7 @@ use crate::error::CliError;
 
 pub async fn run(g: &GlobalArgs, _a: InitArgs) -> Result<u8, CliError> {
     let location = repo_location(g)?;
-    let repo = repo_at(location, true).await?;
+    let repo = repo_at(g, location, true).await?;
     let marker = repo.ensure_marker().await?;
     if g.json {
         print_json(&serde_json::json!({

@@ -17,10 +17,11 @@ mod wal;
 use std::sync::Arc;
 
 use pitr_repo::{ClusterRepo, Compression, Repo};
-use pitr_storage::{LocalFs, Storage};
+use pitr_storage::{LocalFs, S3Storage, Storage};
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config;
+use crate::s3;
 use crate::error::CliError;
 
 /// Default cluster name.
@@ -56,26 +57,28 @@ fn repo_location(g: &GlobalArgs) -> Result<&str, CliError> {
     })
 }
 
-/// The repository at `location`, created (as an empty directory) when `create`; a location
-/// that holds something else is refused ([`Repo::open`]).
-async fn repo_at(location: &str, create: bool) -> Result<Repo, CliError> {
-    if location.starts_with("s3://") {
+/// The repository at `location` (a directory, or `s3://bucket/prefix` reached with the S3
+/// options of `g`), created (as an empty directory) when `create`; a location that holds
+/// something else is refused ([`Repo::open`]). An S3 bucket must exist: opening checks that it
+/// does and that the credentials may list it.
+async fn repo_at(g: &GlobalArgs, location: &str, create: bool) -> Result<Repo, CliError> {
+    let storage: Arc<dyn Storage> = if s3::is_s3(location) {
+        Arc::new(S3Storage::open(s3::config(g, location)?).await?)
+    } else if location.contains("://") {
         return Err(CliError::Usage(format!(
-            "repository {location:?}: S3 repositories are not supported by this build yet\nhint: use a local directory"
+            "repository {location:?}: unknown URL scheme\nhint: use a directory or s3://bucket/prefix"
         )));
-    }
-    let fs = if create {
-        LocalFs::create(location)?
+    } else if create {
+        Arc::new(LocalFs::create(location)?)
     } else {
-        LocalFs::open(location)?
+        Arc::new(LocalFs::open(location)?)
     };
-    let storage: Arc<dyn Storage> = Arc::new(fs);
     Ok(Repo::open(storage).await?)
 }
 
 /// Opens the repository named by the options (it must exist).
 pub async fn open_repo(g: &GlobalArgs) -> Result<Repo, CliError> {
-    repo_at(repo_location(g)?, false).await
+    repo_at(g, repo_location(g)?, false).await
 }
 
 /// The cluster named by the options in the repository.
@@ -117,14 +120,20 @@ pub fn conn_params(g: &GlobalArgs) -> pitr_proto::ConnParams {
     }
 }
 
-/// The archive_command that archives into the repository named by the options.
+/// The archive_command that archives into the repository named by the options, with the
+/// options it needs to reach it ([`s3::command_args`]; never credentials).
 pub fn archive_command_for(g: &GlobalArgs) -> String {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "pitr".into());
-    let mut cmd = format!("{exe} --repo {}", g.repo.as_deref().unwrap_or("REPO"));
+    let word = |s: &str| pitr_core::restore::conf::shell_quote(s).replace('%', "%%");
+    let mut cmd = format!("{} --repo {}", word(&exe), word(g.repo.as_deref().unwrap_or("REPO")));
     if let Some(c) = g.cluster.as_deref().filter(|c| *c != DEFAULT_CLUSTER) {
-        cmd.push_str(&format!(" --cluster {c}"));
+        cmd.push_str(&format!(" --cluster {}", word(c)));
+    }
+    for a in s3::command_args(g) {
+        cmd.push(' ');
+        cmd.push_str(&word(&a));
     }
     cmd.push_str(" archive-push %p");
     cmd

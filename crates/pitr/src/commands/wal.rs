@@ -67,7 +67,7 @@ pub async fn run(g: &GlobalArgs, cmd: WalCommand) -> Result<u8, CliError> {
                 program: "pitr".into(),
                 repo: g.repo.clone().unwrap_or_default(),
                 cluster: g.cluster.clone().filter(|c| c != DEFAULT_CLUSTER),
-                extra: Vec::new(),
+                extra: crate::s3::command_args(g),
             };
             let report = walscan::incidents(log, a.threshold, &ctx);
             if g.json {
