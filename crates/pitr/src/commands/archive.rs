@@ -85,6 +85,7 @@ fn start_read_ahead(
     if let Some(repo) = &g.repo {
         cmd.args(["--repo", repo]);
     }
+    cmd.args(super::key_file_args(g));
     cmd.args(["--cluster", g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER)])
         .arg("spool-fill")
         .arg("--spool")

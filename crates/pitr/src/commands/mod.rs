@@ -13,7 +13,7 @@ mod wal;
 
 use std::sync::Arc;
 
-use pitr_repo::{ClusterRepo, Compression, Repo};
+use pitr_repo::{ClusterRepo, Compression, KeyFile, Repo};
 use pitr_storage::{LocalFs, Storage};
 
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -52,7 +52,7 @@ fn repo_location(g: &GlobalArgs) -> Result<&str, CliError> {
 
 /// The repository at `location`, created (as an empty directory) when `create`; a location
 /// that holds something else is refused ([`Repo::open`]).
-async fn repo_at(location: &str, create: bool) -> Result<Repo, CliError> {
+async fn repo_at(location: &str, create: bool, key: Option<&KeyFile>) -> Result<Repo, CliError> {
     if location.starts_with("s3://") {
         return Err(CliError::Usage(format!(
             "repository {location:?}: S3 repositories are not supported by this build yet\nhint: use a local directory"
@@ -64,12 +64,33 @@ async fn repo_at(location: &str, create: bool) -> Result<Repo, CliError> {
         LocalFs::open(location)?
     };
     let storage: Arc<dyn Storage> = Arc::new(fs);
-    Ok(Repo::open(storage).await?)
+    Ok(Repo::open_with_key(storage, key).await?)
+}
+
+/// The key file named by the options (`--encryption-key-file`, `PITR_ENCRYPTION_KEY`), read.
+fn key_file(g: &GlobalArgs) -> Result<Option<KeyFile>, CliError> {
+    g.encryption_key_file
+        .as_deref()
+        .map(KeyFile::read)
+        .transpose()
+        .map_err(|e| CliError::Repo(e.into()))
+}
+
+/// The key file option as a command line that runs elsewhere (archive_command,
+/// restore_command, read-ahead) must give it: an absolute path.
+pub fn key_file_args(g: &GlobalArgs) -> Vec<String> {
+    g.encryption_key_file
+        .as_deref()
+        .map(|p| {
+            let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            vec!["--encryption-key-file".into(), abs.display().to_string()]
+        })
+        .unwrap_or_default()
 }
 
 /// Opens the repository named by the options (it must exist).
 pub async fn open_repo(g: &GlobalArgs) -> Result<Repo, CliError> {
-    repo_at(repo_location(g)?, false).await
+    repo_at(repo_location(g)?, false, key_file(g)?.as_ref()).await
 }
 
 /// The cluster named by the options in the repository.
@@ -119,6 +140,10 @@ pub fn archive_command_for(g: &GlobalArgs) -> String {
     let mut cmd = format!("{exe} --repo {}", g.repo.as_deref().unwrap_or("REPO"));
     if let Some(c) = g.cluster.as_deref().filter(|c| *c != DEFAULT_CLUSTER) {
         cmd.push_str(&format!(" --cluster {c}"));
+    }
+    for arg in key_file_args(g) {
+        cmd.push(' ');
+        cmd.push_str(&arg);
     }
     cmd.push_str(" archive-push %p");
     cmd
