@@ -58,6 +58,10 @@ pub struct GlobalArgs {
         value_name = "DBNAME"
     )]
     pub dbname: Option<String>,
+    /// Key file of an encrypted repository (64 hex digits, or a passphrase); given to `init`,
+    /// it makes the new repository encrypted
+    #[arg(long, global = true, env = "PITR_ENCRYPTION_KEY", value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
     /// Compression for new objects: zstd, zstd:LEVEL, lz4 or none [default: zstd]
     #[arg(long, global = true, env = "PITR_COMPRESS", value_name = "ALGO")]
     pub compress: Option<String>,

@@ -4,6 +4,7 @@
 //! repo = "/var/lib/pitr/repo"
 //! cluster = "main"
 //! compress = "zstd"
+//! encryption_key_file = "/etc/pitr/repo.key"   # an encrypted repository's key
 //! pgdata = "/var/lib/postgresql/17/main"
 //! host = "/var/run/postgresql"
 //! port = 5432
@@ -39,6 +40,7 @@ pub struct ConfigFile {
     repo: Option<String>,
     cluster: Option<String>,
     compress: Option<String>,
+    encryption_key_file: Option<PathBuf>,
     pgdata: Option<PathBuf>,
     host: Option<String>,
     port: Option<u16>,
@@ -96,6 +98,7 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
     g.repo = g.repo.or(file.repo);
     g.cluster = g.cluster.or(file.cluster);
     g.compress = g.compress.or(file.compress);
+    g.encryption_key_file = g.encryption_key_file.or(file.encryption_key_file);
     g.pgdata = g.pgdata.or(file.pgdata);
     g.host = g.host.or(file.host);
     g.port = g.port.or(file.port);

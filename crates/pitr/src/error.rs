@@ -4,7 +4,7 @@ use pitr_core::archive::ArchiveError;
 use pitr_core::restore::start::StartError;
 use pitr_core::restore::{ErrorClass, RestoreError};
 use pitr_repo::frame::FrameError;
-use pitr_repo::RepoError;
+use pitr_repo::{CryptError, RepoError};
 use pitr_storage::StorageError;
 
 use crate::config::ConfigError;
@@ -108,6 +108,12 @@ fn repo_code(e: &RepoError) -> u8 {
             _ => EXIT_CORRUPT,
         },
         RepoError::BadMeta { .. } => EXIT_CORRUPT,
+        RepoError::Storage(StorageError::Unauthentic { .. }) => EXIT_CORRUPT,
+        RepoError::Crypt(
+            CryptError::MissingKey { .. }
+            | CryptError::WrongKey { .. }
+            | CryptError::UnexpectedKey { .. },
+        ) => EXIT_REFUSED,
         _ => EXIT_ERROR,
     }
 }

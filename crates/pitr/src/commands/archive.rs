@@ -86,6 +86,7 @@ fn start_read_ahead(
         cmd.args(["--repo", repo]);
     }
     cmd.args(crate::s3::command_args(g))
+        .args(super::key_file_args(g))
         .args(["--cluster", g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER)])
         .arg("spool-fill")
         .arg("--spool")

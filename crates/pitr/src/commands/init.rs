@@ -13,12 +13,14 @@ pub async fn run(g: &GlobalArgs, _a: InitArgs) -> Result<u8, CliError> {
             "repository": repo.location(),
             "repo_format": marker.repo_format,
             "created_at": marker.created_at.to_string(),
+            "encrypted": repo.encrypted(),
         }));
     } else if !g.quiet {
         println!(
-            "repository {} is ready (format {})",
+            "repository {} is ready (format {}{})",
             repo.location(),
-            marker.repo_format
+            marker.repo_format,
+            if repo.encrypted() { ", encrypted" } else { "" }
         );
     }
     Ok(0)

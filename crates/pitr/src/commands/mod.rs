@@ -16,7 +16,7 @@ mod wal;
 
 use std::sync::Arc;
 
-use pitr_repo::{ClusterRepo, Compression, Repo};
+use pitr_repo::{ClusterRepo, Compression, KeyFile, Repo};
 use pitr_storage::{LocalFs, S3Storage, Storage};
 
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -73,7 +73,29 @@ async fn repo_at(g: &GlobalArgs, location: &str, create: bool) -> Result<Repo, C
     } else {
         Arc::new(LocalFs::open(location)?)
     };
-    Ok(Repo::open(storage).await?)
+    let key = key_file(g)?;
+    Ok(Repo::open_with_key(storage, key.as_ref()).await?)
+}
+
+/// The key file named by the options (`--encryption-key-file`, `PITR_ENCRYPTION_KEY`), read.
+fn key_file(g: &GlobalArgs) -> Result<Option<KeyFile>, CliError> {
+    g.encryption_key_file
+        .as_deref()
+        .map(KeyFile::read)
+        .transpose()
+        .map_err(|e| CliError::Repo(e.into()))
+}
+
+/// The key file option as a command line that runs elsewhere (archive_command,
+/// restore_command, read-ahead) must give it: an absolute path.
+pub fn key_file_args(g: &GlobalArgs) -> Vec<String> {
+    g.encryption_key_file
+        .as_deref()
+        .map(|p| {
+            let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            vec!["--encryption-key-file".into(), abs.display().to_string()]
+        })
+        .unwrap_or_default()
 }
 
 /// Opens the repository named by the options (it must exist).
@@ -134,6 +156,10 @@ pub fn archive_command_for(g: &GlobalArgs) -> String {
     for a in s3::command_args(g) {
         cmd.push(' ');
         cmd.push_str(&word(&a));
+    }
+    for arg in key_file_args(g) {
+        cmd.push(' ');
+        cmd.push_str(&word(&arg));
     }
     cmd.push_str(" archive-push %p");
     cmd

@@ -94,7 +94,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
         &exe,
         &repo_for_command(repo_location(g)?),
         g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER),
-        &crate::s3::command_args(g),
+        &[crate::s3::command_args(g), super::key_file_args(g)].concat(),
     );
     let jobs = match a.jobs {
         Some(0) => return Err(CliError::Usage("--jobs must be at least 1".into())),
