@@ -4,7 +4,9 @@
 pub mod archive;
 pub mod backup;
 pub mod check;
+pub mod drill;
 pub mod expire;
+pub mod history;
 pub mod info;
 pub mod metrics;
 pub mod pgbin;

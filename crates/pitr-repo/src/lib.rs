@@ -15,6 +15,7 @@ pub mod backup;
 pub mod crypt;
 pub mod error;
 pub mod frame;
+pub mod history;
 pub mod meta;
 
 use std::sync::Arc;

@@ -139,6 +139,11 @@ pub enum Command {
     /// Read archived WAL: transactions, restore points, dropped or truncated tables
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Restore drill: restore into a scratch directory, start it apart from production, check,
+    /// stop, and record the measured recovery time in the repository's history
+    Drill(DrillArgs),
+    /// The restores and drills recorded in the repository
+    History,
     /// Replication and archiving status of the server: standbys and their lag, slots and the
     /// WAL they hold, archiver backlog and failures (a check with --max-lag/--max-archive-age)
     Status(StatusArgs),
@@ -360,27 +365,9 @@ Exit status: 2 bad options; 4 refused (target outside the reachable window, DIR 
 5 repository data damaged; 3 other failures, including a failed --start."
 )]
 pub struct RestoreArgs {
-    /// Stop at this time: '2025-07-10 12:36:52.242927-07', ISO 8601, or without zone = local time
-    #[arg(long, value_name = "TIME")]
-    pub target_time: Option<String>,
-    /// Stop at this WAL position, e.g. 0/4031F10
-    #[arg(long, value_name = "LSN")]
-    pub target_lsn: Option<String>,
-    /// Stop at this restore point (pg_create_restore_point)
-    #[arg(long, value_name = "NAME")]
-    pub target_name: Option<String>,
-    /// Stop at this transaction
-    #[arg(long, value_name = "XID")]
-    pub target_xid: Option<String>,
-    /// Stop as soon as the backup is consistent
-    #[arg(long)]
-    pub target_immediate: bool,
-    /// Stop just before the target instead of just after it (time, LSN and xid targets)
-    #[arg(long)]
-    pub target_exclusive: bool,
-    /// Timeline to recover along: latest, current or a number [default: latest]
-    #[arg(long, value_name = "latest|current|N")]
-    pub target_timeline: Option<String>,
+    /// The recovery target.
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// What PostgreSQL does at the target: pause, promote or shutdown [default: pause]
     #[arg(long, value_name = "ACTION")]
     pub target_action: Option<String>,
@@ -420,6 +407,66 @@ pub struct RestoreArgs {
     /// Print the plan (backup, target, WAL, directories, settings) and change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// The recovery target options shared by `restore` and `drill` (at most one target).
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetArgs {
+    /// Stop at this time: '2025-07-10 12:36:52.242927-07', ISO 8601, or without zone = local time
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Stop at this WAL position, e.g. 0/4031F10
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Stop at this restore point (pg_create_restore_point)
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Stop at this transaction
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long)]
+    pub target_immediate: bool,
+    /// Stop just before the target instead of just after it (time, LSN and xid targets)
+    #[arg(long)]
+    pub target_exclusive: bool,
+    /// Timeline to recover along: latest, current or a number [default: latest]
+    #[arg(long, value_name = "latest|current|N")]
+    pub target_timeline: Option<String>,
+}
+
+/// `pitr drill`.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The recovery target [default: the end of archived WAL]
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Restore this backup (checked against the target) instead of choosing one
+    #[arg(long, value_name = "LABEL")]
+    pub backup: Option<String>,
+    /// Directory in which a fresh scratch directory is made for the restore [default: the
+    /// system's temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// A query run once recovery ended; the drill fails if it errors or returns a single
+    /// `false` (repeatable) [default: connect and list the databases]
+    #[arg(long = "check-sql", value_name = "SQL")]
+    pub check_sql: Vec<String>,
+    /// Keep the scratch directory (the server is stopped anyway)
+    #[arg(long)]
+    pub keep: bool,
+    /// OS user that owns the scratch cluster when run as root [default: owner of the scratch directory's parent, else postgres]
+    #[arg(long, value_name = "USER")]
+    pub owner: Option<String>,
+    /// Files restored in parallel [default: number of CPUs]
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Directory with pg_ctl and postgres [default: pg_config --bindir, /usr/lib/postgresql/<major>/bin, PATH]
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// Give up waiting for recovery after this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub wait_timeout: u64,
 }
 
 /// Parses the process arguments; `-h` means host, so help is `--help` only (as in psql's `-?`).

@@ -5,6 +5,7 @@ mod assets;
 mod backup;
 mod check;
 mod demo;
+mod drill;
 mod expire;
 mod info;
 mod init;
@@ -44,6 +45,8 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::GenerateAssets(a) => assets::run(a),
         Command::Restore(a) => restore::run(&g, a).await,
         Command::Wal(a) => wal::run(&g, a).await,
+        Command::Drill(a) => drill::run(&g, a).await,
+        Command::History => drill::history(&g).await,
         Command::Status(a) => status::run(&g, a).await,
         Command::Metrics(a) => metrics::run(&g, a).await,
     }
