@@ -71,7 +71,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "PITR_S3_CA_FILE", value_name = "FILE")]
     pub s3_ca_file: Option<PathBuf>,
     /// Seconds a failing S3 request (5xx, 429, timeout, connection error) is retried [default: 60]
-    #[arg(long, global = true, env = "PITR_S3_RETRY_TIMEOUT", value_name = "SECONDS")]
+    #[arg(
+        long,
+        global = true,
+        env = "PITR_S3_RETRY_TIMEOUT",
+        value_name = "SECONDS"
+    )]
     pub s3_retry_timeout: Option<u64>,
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]

@@ -117,7 +117,9 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
         _ => {
             return Err(ConfigError::Parse {
                 path,
-                message: "s3_access_key_id and s3_secret_access_key go together: set both or neither".into(),
+                message:
+                    "s3_access_key_id and s3_secret_access_key go together: set both or neither"
+                        .into(),
             })
         }
     };

@@ -18,8 +18,8 @@ use pitr_storage::{LocalFs, S3Storage, Storage};
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config;
-use crate::s3;
 use crate::error::CliError;
+use crate::s3;
 
 /// Default cluster name.
 pub const DEFAULT_CLUSTER: &str = "main";
@@ -121,7 +121,11 @@ pub fn archive_command_for(g: &GlobalArgs) -> String {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "pitr".into());
     let word = |s: &str| pitr_core::restore::conf::shell_quote(s).replace('%', "%%");
-    let mut cmd = format!("{} --repo {}", word(&exe), word(g.repo.as_deref().unwrap_or("REPO")));
+    let mut cmd = format!(
+        "{} --repo {}",
+        word(&exe),
+        word(g.repo.as_deref().unwrap_or("REPO"))
+    );
     if let Some(c) = g.cluster.as_deref().filter(|c| *c != DEFAULT_CLUSTER) {
         cmd.push_str(&format!(" --cluster {}", word(c)));
     }
