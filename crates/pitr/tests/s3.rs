@@ -523,7 +523,24 @@ fn archive_get_tells_absence_from_trouble_on_s3() {
     );
 }
 
-/// Bytes process `pid` has read so far (`rchar` of /proc/PID/io).
+/// The pid of the `weed` process serving `server`'s S3 port.
+fn weed_pid(server: &SeaweedFs) -> u32 {
+    let port = server.endpoint().rsplit(':').next().unwrap().to_string();
+    let wanted = format!("-s3.port={port}");
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.first().is_some_and(|a| a.ends_with(b"weed"))
+                    && args.iter().any(|a| *a == wanted.as_bytes())
+            })
+        })
+        .expect("the weed process")
+}
+
+/// Bytes process `pid` has read so far, files and sockets (`rchar` of /proc/PID/io).
 fn bytes_read(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/io"))
         .ok()
@@ -535,27 +552,29 @@ fn bytes_read(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// SeaweedFS stopped while archive-push sends a large segment (the whole segment read, its
-/// PUT under way): the push fails within 1–125, nothing of the segment is visible
+/// SeaweedFS stopped while archive-push sends a large segment (the server has received part of
+/// the PUT's body): the push fails within 1–125, nothing of the segment is visible
 /// (archive-get: 1), and the push after the restart stores it whole.
 #[test]
 fn server_stopped_mid_push_leaves_nothing_and_the_retry_succeeds() {
     let mut server = SeaweedFs::start();
     let pg = oldest_pg();
-    // 256 MB, uncompressed: a PUT that takes a while.
-    let (_c, seg) = initdb_segment(&pg, 256);
+    // 64 MB, uncompressed: a PUT long enough to be cut.
+    let (_c, seg) = initdb_segment(&pg, 64);
     let seg_len = fs::metadata(&seg).unwrap().len();
     let name = seg.file_name().unwrap().to_str().unwrap().to_string();
     let url = format!("s3://{}/stop/{}", server.bucket(), unique_prefix("stop"));
     let env = server.env();
-    let args = |cmd: &[&str]| -> Vec<String> {
+    // The interrupted push gives up 2 s after the stop; after the restart, the default budget
+    // rides out the few seconds of 500s a freshly restarted SeaweedFS answers.
+    let args = |retry: &str, cmd: &[&str]| -> Vec<String> {
         let mut all: Vec<String> = [
             "--repo",
             url.as_str(),
             "--compress",
             "none",
             "--s3-retry-timeout",
-            "2",
+            retry,
         ]
         .map(String::from)
         .to_vec();
@@ -563,7 +582,7 @@ fn server_stopped_mid_push_leaves_nothing_and_the_retry_succeeds() {
         all
     };
     pitr_env(&env, &["init", "--repo", &url]).expect_code(0);
-    let push = args(&["archive-push", s(&seg)]);
+    let push = args("2", &["archive-push", s(&seg)]);
     let mut child = Command::new(pitr_bin());
     child
         .args(&push)
@@ -571,11 +590,22 @@ fn server_stopped_mid_push_leaves_nothing_and_the_retry_succeeds() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     as_postgres(&mut child);
-    let child = child.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let weed = weed_pid(&server);
+    let mut child = child.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
     while bytes_read(child.id()) < seg_len {
         assert!(Instant::now() < deadline, "the push never read its segment");
         std::thread::sleep(Duration::from_millis(2));
+    }
+    // The segment is read and being encoded; stop once the server has read a quarter of it.
+    let base = bytes_read(weed);
+    while bytes_read(weed) < base + seg_len / 4 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the push ended before the server was stopped"
+        );
+        assert!(Instant::now() < deadline, "the PUT never started");
+        std::thread::sleep(Duration::from_millis(1));
     }
     server.stop();
     let o = child.wait_with_output().unwrap();
@@ -586,9 +616,10 @@ fn server_stopped_mid_push_leaves_nothing_and_the_retry_succeeds() {
 
     let out = scratch_dir();
     let target = dest(out.path(), "seg");
-    let get: Vec<String> = args(&["archive-get", &name, &target, "--prefetch", "0"]);
+    let get: Vec<String> = args("60", &["archive-get", &name, &target, "--prefetch", "0"]);
     let get: Vec<&str> = get.iter().map(String::as_str).collect();
     pitr_env(&env, &get).expect_code(1);
+    let push = args("60", &["archive-push", s(&seg)]);
     let push: Vec<&str> = push.iter().map(String::as_str).collect();
     pitr_env(&env, &push).expect_code(0);
     pitr_env(&env, &get).expect_code(0);
