@@ -448,7 +448,15 @@ fn archive_get_tells_absence_from_trouble_on_s3() {
             *v = https.https_endpoint().unwrap();
         }
     }
-    let cases: Vec<(&str, &str, Vec<(String, String)>, Vec<&str>, &str)> = vec![
+    // (what, repository, environment, extra options, phrase of the error)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(String, String)>,
+        Vec<&'a str>,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "wrong secret",
             url.as_str(),
@@ -534,7 +542,7 @@ fn weed_pid(server: &SeaweedFs) -> u32 {
             fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
                 let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
                 args.first().is_some_and(|a| a.ends_with(b"weed"))
-                    && args.iter().any(|a| *a == wanted.as_bytes())
+                    && args.contains(&wanted.as_bytes())
             })
         })
         .expect("the weed process")
