@@ -39,12 +39,22 @@ pub struct ClusterOptions {
     /// `trust` lines (the first matching line wins), e.g.
     /// `"local all pwuser scram-sha-256"` for a role that must give a password.
     pub hba: Vec<String>,
+    /// Environment variables the server (and so its archive_command and restore_command) runs
+    /// with, set on `pg_ctl start`, e.g. the AWS variables of an S3 repository
+    /// ([`crate::SeaweedFs::env`]).
+    pub env: Vec<(String, String)>,
 }
 
 impl ClusterOptions {
     /// Adds one postgresql.conf setting (builder style).
     pub fn set(mut self, name: &str, value: &str) -> Self {
         self.conf.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds environment variables for the server (builder style); see [`ClusterOptions::env`].
+    pub fn envs(mut self, vars: &[(String, String)]) -> Self {
+        self.env.extend(vars.iter().cloned());
         self
     }
 
@@ -238,7 +248,8 @@ impl Cluster {
             .arg(&self.datadir)
             .arg("-l")
             .arg(&self.log_file)
-            .args(["-w", "-t", PG_CTL_TIMEOUT_SECS, "start"]);
+            .args(["-w", "-t", PG_CTL_TIMEOUT_SECS, "start"])
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)));
         self.run_server_cmd(&mut cmd, "pg_ctl start");
     }
 

@@ -83,6 +83,7 @@ fn options_reach_initdb_and_config(pg: &PgInstall) {
         archive_command: Some(format!("cp %p '{}/%f'", archive.path().display())),
         conf: vec![("work_mem".into(), "3MB".into())],
         hba: Vec::new(),
+        env: Vec::new(),
     }
     .set("cluster_name", "it's quoted");
     let cluster = Cluster::init(pg, opts);

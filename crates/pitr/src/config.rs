@@ -131,7 +131,47 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    fn with_file(text: &str, g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pitr.toml");
+        std::fs::write(&path, text).unwrap();
+        apply(GlobalArgs {
+            config: Some(path),
+            ..g
+        })
+    }
+
+    #[test]
+    fn s3_keys_fill_what_flags_and_environment_left_unset() {
+        let text = "repo = \"s3://bkt/p\"\ns3_endpoint = \"http://127.0.0.1:9000\"\n\
+                    s3_region = \"eu-west-3\"\ns3_ca_file = \"/etc/pitr/ca.pem\"\n\
+                    s3_retry_timeout = 7\ns3_access_key_id = \"AKID\"\n\
+                    s3_secret_access_key = \"secret\"\n";
+        let flag = GlobalArgs {
+            s3_region: Some("us-west-2".into()),
+            ..Default::default()
+        };
+        let g = with_file(text, flag).unwrap();
+        assert_eq!(g.repo.as_deref(), Some("s3://bkt/p"));
+        assert_eq!(g.s3_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(g.s3_region.as_deref(), Some("us-west-2"), "the flag wins");
+        assert_eq!(g.s3_ca_file, Some(PathBuf::from("/etc/pitr/ca.pem")));
+        assert_eq!(g.s3_retry_timeout, Some(7));
+        let creds = g.s3_credentials.unwrap();
+        assert_eq!(creds.access_key_id, "AKID");
+        assert_eq!(creds.secret_access_key, "secret");
+        assert_eq!(creds.session_token, None);
+    }
+
+    #[test]
+    fn a_key_id_without_its_secret_is_refused() {
+        let e = with_file("s3_access_key_id = \"AKID\"\n", GlobalArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("s3_secret_access_key"), "{e}");
+    }
 
     /// The example the Debian package installs as /etc/pitr/pitr.toml is a valid config file
     /// with the values its comments describe.
