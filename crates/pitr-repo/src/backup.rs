@@ -243,7 +243,11 @@ mod tests {
             serde_json::from_value(manifest("0/2000028", "0/2000100")).unwrap();
         assert_eq!(good.start().to_string(), "0/2000028");
         assert_eq!(good.stop().to_string(), "0/2000100");
-        for (start, stop) in [("garbage", "0/2000100"), ("0/2000028", ""), ("0/2000028", "1/2/3")] {
+        for (start, stop) in [
+            ("garbage", "0/2000100"),
+            ("0/2000028", ""),
+            ("0/2000028", "1/2/3"),
+        ] {
             let e = serde_json::from_value::<BackupManifest>(manifest(start, stop)).unwrap_err();
             assert!(e.to_string().contains("is not an LSN"), "{e}");
         }

@@ -101,7 +101,14 @@ fn archive_get_exits_1_only_for_absence() {
     pitr(&["init", "--repo", s(&repo)]).expect_code(0);
     let dest = scratch.path().join("dest");
     pitr(&["--repo", s(&repo), "archive-get", SEGMENT, s(&dest)]).expect_code(1);
-    pitr(&["--repo", s(&repo), "archive-get", "00000002.history", s(&dest)]).expect_code(1);
+    pitr(&[
+        "--repo",
+        s(&repo),
+        "archive-get",
+        "00000002.history",
+        s(&dest),
+    ])
+    .expect_code(1);
     // no repository given, a repository that does not exist: fatal
     pitr(&["archive-get", SEGMENT, s(&dest)]).expect_code(255);
     let gone = scratch.path().join("gone");

@@ -59,7 +59,15 @@ fn closed_pipes_and_server_logs_get_clean_output() {
         vec!["--repo", r, "info"],
         vec!["--repo", r, "--json", "verify"],
         vec!["--repo", r, "verify"],
-        vec!["--repo", r, "--json", "expire", "--retain-full", "1", "--dry-run"],
+        vec![
+            "--repo",
+            r,
+            "--json",
+            "expire",
+            "--retain-full",
+            "1",
+            "--dry-run",
+        ],
         vec!["--repo", r, "expire", "--retain-full", "1", "--dry-run"],
         vec!["--repo", r, "--json", "wal", "incidents"],
         vec!["--repo", r, "wal", "incidents"],
@@ -74,6 +82,12 @@ fn closed_pipes_and_server_logs_get_clean_output() {
 
     // The server log holds pitr's lines from archive_command, in plain text.
     let log = std::fs::read_to_string(c.log_path()).unwrap();
-    assert!(log.contains("archived"), "no pitr log line in the server log:\n{log}");
-    assert!(!log.contains('\x1b'), "ANSI codes in the server log:\n{log:?}");
+    assert!(
+        log.contains("archived"),
+        "no pitr log line in the server log:\n{log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI codes in the server log:\n{log:?}"
+    );
 }

@@ -120,7 +120,10 @@ impl Lab {
         }
         assert!(pitr_os_running(dir).is_none(), "{what}: a server runs");
         if dir.join("PG_VERSION").exists() && dir.join("postgresql.conf").exists() {
-            assert!(text.contains("pg_control"), "{what}: refused, but why?\n{text}");
+            assert!(
+                text.contains("pg_control"),
+                "{what}: refused, but why?\n{text}"
+            );
         }
     }
 
@@ -134,7 +137,12 @@ impl Lab {
             fs::read_to_string(&log).unwrap_or_default()
         );
         let deadline = Instant::now() + Duration::from_secs(120);
-        while psql_port(&self.install, &self.sock, self.port, "SELECT pg_is_in_recovery()") != "f"
+        while psql_port(
+            &self.install,
+            &self.sock,
+            self.port,
+            "SELECT pg_is_in_recovery()",
+        ) != "f"
         {
             assert!(Instant::now() < deadline, "recovery did not end");
             std::thread::sleep(Duration::from_millis(100));
@@ -162,7 +170,12 @@ const PROBE: &str = "SELECT (SELECT count(*) FROM after_backup) || ' ' || \
 
 /// Copies a directory tree as the postgres user would own it.
 fn copy_tree(from: &Path, to: &Path) {
-    let out = Command::new("cp").arg("-a").arg(from).arg(to).output().unwrap();
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
 
@@ -221,7 +234,10 @@ fn killed_restores_never_start_and_reruns_finish_them(pg: &PgInstall) {
             return;
         }
         killed += 1;
-        let what = format!("killed at {at:?}{}", if delta { " over --delta" } else { "" });
+        let what = format!(
+            "killed at {at:?}{}",
+            if delta { " over --delta" } else { "" }
+        );
         assert!(
             !dir.join("global/pg_control").exists(),
             "{what}: the control file is in place"

@@ -35,7 +35,11 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
         }
         outln!(
             "  {:<9} {:>8}  {:<24}  {:<24}  {:>10}  gaps",
-            "timeline", "segments", "first", "last", "stored"
+            "timeline",
+            "segments",
+            "first",
+            "last",
+            "stored"
         );
         for t in &c.timelines {
             outln!(
@@ -61,7 +65,14 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
         } else {
             outln!(
                 "  {:<18} {:<5} {:>3}  {:<12} {:<12} {:<26} {:>10} {:>10}",
-                "backup", "type", "tli", "start lsn", "stop lsn", "consistent at", "size", "stored"
+                "backup",
+                "type",
+                "tli",
+                "start lsn",
+                "stop lsn",
+                "consistent at",
+                "size",
+                "stored"
             );
             for b in &c.backups {
                 outln!(

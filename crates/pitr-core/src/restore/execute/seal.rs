@@ -2,7 +2,7 @@
 //! start, and running it again finishes it.
 //!
 //! PostgreSQL cannot start without `global/pg_control`. So the very first change a restore
-//! makes is to remove the control file already there ([`open`]), and the last is to rename the
+//! makes is to move the control file already there out of the way ([`open`]), and the last is to rename the
 //! restored one into place ([`seal`]), once every other file, `backup_label` and the recovery
 //! settings are durable. In between, [`RESTORE_MARKER`] says that the directory is a restore in
 //! progress, which the next run resumes as `--delta`.
@@ -17,16 +17,17 @@ use crate::restore::layout::{PG_CONTROL, PG_CONTROL_PENDING, RESTORE_MARKER};
 use crate::restore::RestoreError;
 
 /// Makes `pgdata` (existing) unstartable and marks it as a restore in progress of `label`:
-/// removes `global/pg_control` durably, then writes the marker.
+/// moves `global/pg_control` to its temporary name durably (where `--delta` may still keep it
+/// if it matches the backup's), then writes the marker.
 pub fn open(pgdata: &Path, label: &str) -> Result<(), RestoreError> {
     let control = pgdata.join(PG_CONTROL);
-    match fs::remove_file(&control) {
+    match fs::rename(&control, pgdata.join(PG_CONTROL_PENDING)) {
         Ok(()) => {
             let global = pgdata.join("global");
             fsync_dir(&global).map_err(RestoreError::io("fsync", &global))?;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(RestoreError::io("remove", &control)(e)),
+        Err(e) => return Err(RestoreError::io("rename", &control)(e)),
     }
     let marker = pgdata.join(RESTORE_MARKER);
     (|| {
