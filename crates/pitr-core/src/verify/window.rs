@@ -71,7 +71,7 @@ fn hole(
         .iter()
         .map(|m| m.stop_time)
         .max()
-        .map(|t| format!(", written after {}", show_time(t)))
+        .map(|t| format!(" (after {})", show_time(t)))
         .unwrap_or_default();
     let until = match after {
         Some(m) => format!(
@@ -95,13 +95,20 @@ fn hole(
                 .join(", ")
         )
     };
+    let missing = if a == b {
+        format!("{} is not archived", a.file_name(tli, size))
+    } else {
+        format!(
+            "{} .. {} are not archived",
+            a.file_name(tli, size),
+            b.file_name(tli, size)
+        )
+    };
     Problem {
         object: format!("WAL timeline {}", tli.0),
         problem: format!(
-            "no WAL between {from} and {to} on timeline {} ({} .. {} not archived): targets from {from}{since} {until}{from_backups}",
+            "no WAL between {from} and {to} on timeline {} ({missing}): targets from {from}{since} {until}{from_backups}",
             tli.0,
-            a.file_name(tli, size),
-            b.file_name(tli, size),
         ),
     }
 }
