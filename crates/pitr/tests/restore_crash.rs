@@ -127,7 +127,7 @@ impl Lab {
         }
     }
 
-    /// Starts `dir`, waits for the end of recovery, returns `probe`'s result and stops it.
+    /// Starts `dir`, waits for the end of recovery, returns [`PROBE`]'s result and stops it.
     fn rows(&self, dir: &Path) -> String {
         let log = dir.join("startup.log");
         let out = self.pg_ctl(dir, &["-l", s(&log), "-w", "-t", "120", "start"]);
@@ -148,7 +148,8 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(100));
         }
         let r = psql_port(&self.install, &self.sock, self.port, PROBE);
-        let out = self.pg_ctl(dir, &["-m", "fast", "-w", "stop"]);
+        // Immediate: quicker, and the --delta target is then a crashed cluster with WAL to replay.
+        let out = self.pg_ctl(dir, &["-m", "immediate", "-w", "stop"]);
         assert!(out.status.success(), "{out:?}");
         r
     }
