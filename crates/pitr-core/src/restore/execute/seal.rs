@@ -69,3 +69,48 @@ pub fn seal(pgdata: &Path) -> Result<(), RestoreError> {
 pub fn interrupted(pgdata: &Path) -> bool {
     pgdata.join(RESTORE_MARKER).is_file()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::restore::execute::prepare::wipe_contents;
+
+    #[test]
+    fn the_control_file_is_away_from_open_to_seal_and_the_marker_survives_a_wipe() {
+        let d = tempfile::tempdir().unwrap();
+        let pgdata = d.path();
+        fs::create_dir_all(pgdata.join("global")).unwrap();
+        fs::write(pgdata.join(PG_CONTROL), b"old control").unwrap();
+        fs::write(pgdata.join("PG_VERSION"), b"17\n").unwrap();
+
+        open(pgdata, "20261203T000000F").unwrap();
+        assert!(!pgdata.join(PG_CONTROL).exists());
+        // Kept under the temporary name, where --delta may reuse it.
+        assert_eq!(
+            fs::read(pgdata.join(PG_CONTROL_PENDING)).unwrap(),
+            b"old control"
+        );
+        assert!(interrupted(pgdata));
+        assert!(fs::read_to_string(pgdata.join(RESTORE_MARKER))
+            .unwrap()
+            .contains("20261203T000000F"));
+
+        // --force empties the directory, but not of the marker.
+        assert_eq!(wipe_contents(pgdata).unwrap(), 2);
+        assert!(interrupted(pgdata));
+        // Opening again (a rerun) with no control file is fine.
+        open(pgdata, "20261203T000000F").unwrap();
+
+        fs::create_dir_all(pgdata.join("global")).unwrap();
+        fs::write(pgdata.join(PG_CONTROL_PENDING), b"restored control").unwrap();
+        seal(pgdata).unwrap();
+        assert_eq!(
+            fs::read(pgdata.join(PG_CONTROL)).unwrap(),
+            b"restored control"
+        );
+        assert!(!pgdata.join(PG_CONTROL_PENDING).exists());
+        assert!(!interrupted(pgdata));
+    }
+}
