@@ -170,3 +170,108 @@ pub fn broken_chains(backups: &[BackupManifest]) -> Vec<Problem> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn wal(names: &[&str]) -> Vec<WalEntry> {
+        names
+            .iter()
+            .map(|n| WalEntry {
+                name: WalFileName::parse(n).unwrap(),
+                stored_len: 1,
+            })
+            .collect()
+    }
+
+    fn backup(label: &str, tli: u32, start: &str, stop: &str) -> BackupManifest {
+        BackupManifest {
+            label: label.into(),
+            kind: BackupKind::Full,
+            parent: None,
+            pg_major: 17,
+            system_id: 7,
+            wal_seg_size: 16 << 20,
+            timeline: tli,
+            start_lsn: start.into(),
+            stop_lsn: stop.into(),
+            start_time: "2026-12-02T12:00:00Z".parse().unwrap(),
+            stop_time: "2026-12-02T12:01:00Z".parse().unwrap(),
+            backup_label: String::new(),
+            tablespace_map: None,
+            tablespaces: Vec::new(),
+            data_checksums: true,
+            dirs: Vec::new(),
+            files: Vec::new(),
+            pitr_version: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_hole_after_the_oldest_backup_is_reported_with_the_unreachable_targets() {
+        let b1 = backup("20261202T120000F", 1, "0/3000028", "0/3000100");
+        let mut b2 = backup("20261202T130000F", 1, "0/7000028", "0/7000100");
+        b2.stop_time = "2026-12-02T13:01:00Z".parse().unwrap();
+        // 1 is before the oldest backup (not a hole); 5 is missing; 9 is the end.
+        let w = wal(&[
+            "000000010000000000000001",
+            "000000010000000000000003",
+            "000000010000000000000004",
+            "000000010000000000000006",
+            "000000010000000000000007",
+            "000000010000000000000008",
+            "000000010000000000000009",
+        ]);
+        let p = wal_holes(&w, &[b1.clone(), b2.clone()]);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert_eq!(p[0].object, "WAL timeline 1");
+        assert_eq!(
+            p[0].problem,
+            "no WAL between 0/5000000 and 0/6000000 on timeline 1 (000000010000000000000005 is not \
+             archived): targets from 0/5000000 (after 2026-12-02 12:01:00+00) up to 0/7000100 \
+             (backup 20261202T130000F, consistent at 2026-12-02 13:01:00+00) cannot be reached \
+             from backup 20261202T120000F"
+        );
+        // Without the later backup, nothing after the hole can be reached.
+        let p = wal_holes(&w, &[b1]);
+        assert!(
+            p[0].problem.contains("up to the end of the archived WAL"),
+            "{p:#?}"
+        );
+        // The first segments of a backup missing: a hole from its start.
+        let p = wal_holes(&w[3..], &[b2]);
+        assert!(p.is_empty(), "{p:#?}");
+        let b3 = backup("20261202T140000F", 1, "0/4000028", "0/4000100");
+        let p = wal_holes(&w[3..], &[b3]);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0]
+            .problem
+            .contains("000000010000000000000004 .. 000000010000000000000005"));
+    }
+
+    #[test]
+    fn histories_and_incremental_chains() {
+        let w = wal(&["000000010000000000000003", "000000020000000000000004"]);
+        let b1 = backup("20261202T120000F", 1, "0/3000028", "0/3000100");
+        let p = missing_histories(&w, std::slice::from_ref(&b1));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].problem.starts_with("00000002.history is not archived"));
+        let w = wal(&[
+            "000000010000000000000003",
+            "00000002.history",
+            "000000020000000000000004",
+        ]);
+        assert!(missing_histories(&w, std::slice::from_ref(&b1)).is_empty());
+
+        let mut incr = backup("20261202T130000I", 1, "0/5000028", "0/5000100");
+        incr.kind = BackupKind::Incr;
+        incr.parent = Some(b1.label.clone());
+        assert!(broken_chains(&[b1.clone(), incr.clone()]).is_empty());
+        let p = broken_chains(std::slice::from_ref(&incr));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].problem.contains("20261202T120000F"), "{p:#?}");
+    }
+}
