@@ -17,6 +17,18 @@ pub fn is_safe_rel(rel: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
+/// PostgreSQL's control file: it is written last (see [`PG_CONTROL_PENDING`]).
+pub const PG_CONTROL: &str = "global/pg_control";
+/// Where `global/pg_control` is restored until every other file is durable; only then is it
+/// renamed into place. Without a control file PostgreSQL refuses to start, so a restore
+/// interrupted at any instant never leaves a directory that starts a crash recovery over
+/// half-restored files.
+pub const PG_CONTROL_PENDING: &str = "global/pg_control.pitr-pending";
+/// Left in the data directory from the first change a restore makes until the control file is
+/// in place: running the same restore again resumes it (as `--delta`) instead of refusing a
+/// non-empty directory.
+pub const RESTORE_MARKER: &str = "pitr-restore-in-progress";
+
 /// Where manifest paths land: PGDATA, except `pg_tblspc/<oid>/…` of tablespaces, which go to
 /// the tablespace's (possibly remapped) location.
 #[derive(Debug, Clone)]
@@ -34,8 +46,12 @@ impl Layout {
         self.tablespaces.contains_key(&oid).then_some(oid)
     }
 
-    /// The destination of manifest path `rel` (already checked with [`is_safe_rel`]).
+    /// The destination of manifest path `rel` (already checked with [`is_safe_rel`]) during the
+    /// restore: `global/pg_control` goes to [`PG_CONTROL_PENDING`].
     pub fn dest(&self, rel: &str) -> PathBuf {
+        if rel == PG_CONTROL {
+            return self.pgdata.join(PG_CONTROL_PENDING);
+        }
         if let Some(rest) = rel.strip_prefix("pg_tblspc/") {
             if let Some((oid, inner)) = rest.split_once('/') {
                 if let Some(dir) = oid
@@ -92,6 +108,10 @@ mod tests {
             tablespaces: BTreeMap::from([(16390, PathBuf::from("/ts/fast"))]),
         };
         assert_eq!(l.dest("base/1/1259"), PathBuf::from("/data/base/1/1259"));
+        assert_eq!(
+            l.dest("global/pg_control"),
+            PathBuf::from("/data/global/pg_control.pitr-pending")
+        );
         assert_eq!(
             l.dest("pg_tblspc/16390/PG_17_1/5/16391"),
             PathBuf::from("/ts/fast/PG_17_1/5/16391")

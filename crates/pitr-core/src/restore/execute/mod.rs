@@ -2,15 +2,21 @@
 //! (each step in its own module):
 //!
 //! 1. check again what may have changed since the plan (a server started, a tablespace taken);
-//! 2. [`prepare`] the directories;
-//! 3. restore the [`files`] (each written by [`write`](mod@write)), in parallel, verified;
-//! 4. write the [`recovery`] settings;
-//! 5. [`finish`]: ownership, then durability, before success is reported.
+//! 2. [`prepare`] the directories, the data directory first made unstartable ([`seal`]);
+//! 3. restore the [`files`] (each written by [`write`](mod@write)), in parallel, verified,
+//!    `global/pg_control` under a temporary name;
+//! 4. write the [`recovery`] settings, the signal file last;
+//! 5. [`finish`]: ownership, then durability;
+//! 6. [`seal`]: the control file renamed into place, durably, before success is reported.
+//!
+//! Interrupted anywhere, the data directory has no control file (PostgreSQL refuses to start)
+//! and holds a marker with which the next run of the same restore resumes it.
 
 pub mod files;
 pub mod finish;
 pub mod prepare;
 pub mod recovery;
+pub mod seal;
 pub mod write;
 
 use std::sync::Arc;
@@ -72,6 +78,8 @@ pub async fn execute(
     let (written, commented) =
         blocking(move || recovery::write_recovery_files(&plan2, &layout2)).await?;
     finish::own_and_sync(&plan, &layout, prepared.dirs, prepared.created_roots).await?;
+    let pgdata = plan.pgdata.clone();
+    blocking(move || seal::seal(&pgdata)).await?;
     Ok(RestoreReport {
         plan,
         files_restored: tally.files_restored,

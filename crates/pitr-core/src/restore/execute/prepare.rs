@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use pitr_repo::{BackupManifest, ManifestDir};
 
-use super::blocking;
-use crate::restore::layout::Layout;
+use super::{blocking, seal};
+use crate::restore::layout::{Layout, RESTORE_MARKER};
 use crate::restore::plan::dirs::check_dir;
 use crate::restore::{RestoreError, RestorePlan};
 
@@ -26,15 +26,21 @@ pub struct Prepared {
     pub dirs: Vec<PathBuf>,
 }
 
-/// Prepares every directory the plan writes to.
+/// Prepares every directory the plan writes to. The data directory is made unstartable and
+/// marked as a restore in progress ([`seal::open`]) before anything else in it changes.
 pub async fn directories(plan: &RestorePlan, layout: &Layout) -> Result<Prepared, RestoreError> {
     let mut prepared = Prepared::default();
-    for root in layout.roots() {
-        // The directory may have changed since the plan: check again.
-        check_dir(&root, plan.delta, plan.force)?;
+    let roots = layout.roots();
+    // The directories may have changed since the plan: check them all again, before any change.
+    for root in &roots {
+        check_dir(root, plan.delta, plan.force)?;
+    }
+    let label = plan.manifest().label.clone();
+    for (i, root) in roots.into_iter().enumerate() {
         let root2 = root.clone();
         let force = plan.force;
-        let (n, created) = blocking(move || prepare_root(&root2, force)).await?;
+        let label = (i == 0).then(|| label.clone());
+        let (n, created) = blocking(move || prepare_root(&root2, force, label.as_deref())).await?;
         prepared.removed += n;
         if created {
             prepared.created_roots.push(root);
@@ -52,11 +58,20 @@ pub async fn directories(plan: &RestorePlan, layout: &Layout) -> Result<Prepared
     Ok(prepared)
 }
 
-/// Creates `root` (mode 0700), emptied first with `force`; returns (entries removed, created).
-fn prepare_root(root: &Path, force: bool) -> Result<(u64, bool), RestoreError> {
+/// Creates `root` (mode 0700); for the data directory (`label` given) removes the control file
+/// and writes the restore marker first; then empties it with `force` (sparing the marker);
+/// returns (entries removed, created).
+fn prepare_root(
+    root: &Path,
+    force: bool,
+    label: Option<&str>,
+) -> Result<(u64, bool), RestoreError> {
     let created = !root.exists();
     fs::create_dir_all(root).map_err(RestoreError::io("create", root))?;
     make_dir(root, 0o700).map_err(RestoreError::io("set the mode of", root))?;
+    if let Some(label) = label {
+        seal::open(root, label)?;
+    }
     let n = if force {
         wipe_contents(root).map_err(RestoreError::io("empty", root))?
     } else {
@@ -100,6 +115,7 @@ fn remove_extraneous(layout: &Layout, m: &BackupManifest) -> Result<u64, Restore
             expected[i].files.insert(dest);
         }
     }
+    expected[0].files.insert(layout.pgdata.join(RESTORE_MARKER));
     let mut n = 0;
     for (root, exp) in roots.iter().zip(&expected) {
         for p in extraneous(root, exp).map_err(RestoreError::io("list", root))? {
@@ -203,11 +219,16 @@ pub fn remove_path(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Removes everything inside `dir` (not `dir` itself); returns how many entries it held.
+/// Removes everything inside `dir` (not `dir` itself, nor a restore marker); returns how many
+/// entries it held.
 pub fn wipe_contents(dir: &Path) -> io::Result<u64> {
     let mut n = 0;
     for e in fs::read_dir(dir)? {
-        remove_path(&e?.path())?;
+        let e = e?;
+        if e.file_name() == RESTORE_MARKER {
+            continue;
+        }
+        remove_path(&e.path())?;
         n += 1;
     }
     Ok(n)

@@ -15,8 +15,8 @@ use crate::restore::conf::{comment_out_targets, rewrite_auto_conf};
 use crate::restore::layout::Layout;
 use crate::restore::{RestoreError, RestorePlan};
 
-/// Writes `backup_label`, `tablespace_map`, the signal file and the recovery settings (earlier
-/// recovery targets in `postgresql.conf` commented out); returns (files written, lines
+/// Writes `backup_label`, `tablespace_map`, the recovery settings (earlier recovery targets in
+/// `postgresql.conf` commented out), then the signal file; returns (files written, lines
 /// commented out).
 pub fn write_recovery_files(
     plan: &RestorePlan,
@@ -57,9 +57,6 @@ pub fn write_recovery_files(
         write("tablespace_map", map.as_bytes())?;
         written.push("tablespace_map".to_string());
     }
-    write(&plan.signal_file, b"")?;
-    written.push(plan.signal_file.clone());
-
     let mut commented = Vec::new();
     let auto = dir.join("postgresql.auto.conf");
     let original = match std::fs::read_to_string(&auto) {
@@ -105,6 +102,10 @@ pub fn write_recovery_files(
             written.push("postgresql.conf (recovery targets commented out)".to_string());
         }
     }
+    // The signal file last: it only takes effect with the settings above in place.
+    fsync_dir(dir).map_err(RestoreError::io("fsync", dir))?;
+    write(&plan.signal_file, b"")?;
+    written.push(plan.signal_file.clone());
     fsync_dir(dir).map_err(RestoreError::io("fsync", dir))?;
     Ok((written, commented))
 }

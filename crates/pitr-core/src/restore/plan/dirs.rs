@@ -65,6 +65,8 @@ pub struct Dirs {
     pub pgdata_state: DirState,
     /// Where each tablespace goes, and what is there.
     pub tablespaces: Vec<TablespacePlan>,
+    /// The data directory holds an interrupted restore: it is resumed as `--delta`.
+    pub resume: bool,
 }
 
 /// Checks the data directory `pgdata` and the tablespace directories of `manifest` (original
@@ -92,7 +94,10 @@ pub fn check(
             });
         }
     }
-    let pgdata_state = check_dir(pgdata, opts.delta, opts.force)?;
+    // An interrupted restore (its marker, no control file) is resumed, as with --delta.
+    let resume = !opts.force && crate::restore::execute::seal::interrupted(pgdata);
+    let delta = opts.delta || resume;
+    let pgdata_state = check_dir(pgdata, delta, opts.force)?;
     let mut tablespaces = Vec::new();
     let mut claimed: Vec<PathBuf> = vec![pgdata.to_path_buf()];
     for t in &manifest.tablespaces {
@@ -118,12 +123,12 @@ pub fn check(
         }
         claimed.push(restore_to.clone());
         check_tablespace_free(t.oid, &restore_to)?;
-        let state = check_dir(&restore_to, opts.delta, opts.force)?;
+        let state = check_dir(&restore_to, delta, opts.force)?;
         tablespaces.push(TablespacePlan {
             oid: t.oid,
             name: t.name.clone(),
             original: t.location.clone(),
-            action: dir_action(&state, opts.delta),
+            action: dir_action(&state, delta),
             restore_to,
             state,
         });
@@ -131,6 +136,7 @@ pub fn check(
     Ok(Dirs {
         pgdata_state,
         tablespaces,
+        resume,
     })
 }
 

@@ -170,17 +170,26 @@ pub async fn plan(
     objects::check_objects(cluster, &manifest, &chosen.labels).await?;
     let dirs = dirs::check(&pgdata, &repository, &manifest, opts)?;
     let owner = owner::resolve_owner(&pgdata, opts.owner.as_deref())?;
+    let delta = opts.delta || dirs.resume;
+    let mut choice = chosen.choice;
+    if dirs.resume {
+        choice.notes.push(format!(
+            "{} holds an interrupted restore ({}): it is resumed, files already restored are kept once verified",
+            pgdata.display(),
+            crate::restore::layout::RESTORE_MARKER
+        ));
+    }
     let writes_backup_label = !manifest.backup_label.trim().is_empty();
     let writes_tablespace_map = writes_backup_label
         && (manifest.tablespace_map.is_some() || !manifest.tablespaces.is_empty());
     Ok(RestorePlan {
         repository,
         cluster: cluster.name().to_string(),
-        pgdata_action: dirs::dir_action(&dirs.pgdata_state, opts.delta),
+        pgdata_action: dirs::dir_action(&dirs.pgdata_state, delta),
         pgdata,
         pgdata_state: dirs.pgdata_state,
         backup: BackupSummary::of(&manifest),
-        choice: chosen.choice,
+        choice,
         target: opts.spec.target.to_string(),
         located: chosen.located,
         signal_file: if opts.standby {
@@ -195,7 +204,7 @@ pub async fn plan(
         tablespaces: dirs.tablespaces,
         owner,
         jobs: opts.jobs,
-        delta: opts.delta,
+        delta,
         force: opts.force,
         manifest,
     })

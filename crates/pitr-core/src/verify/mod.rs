@@ -1,5 +1,9 @@
 //! `pitr verify`: re-reads every object of a cluster and checks it against its checksum, and
-//! checks that each backup's WAL (start to consistency point) is archived.
+//! checks that the whole recovery window can be replayed ([`window`]): each backup's WAL (start
+//! to consistency point), every timeline's WAL to its end with no hole, the history files and
+//! the incremental chains. A check that cannot run is a problem, never "verified".
+
+mod window;
 
 use std::sync::Arc;
 
@@ -109,23 +113,48 @@ pub async fn verify(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyRepo
             }
         }
     }
+    report.problems.extend(window::wal_holes(&wal, &backups));
+    report
+        .problems
+        .extend(window::missing_histories(&wal, &backups));
+    report.problems.extend(window::broken_chains(&backups));
     let sem = Arc::new(Semaphore::new(jobs.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut keys = std::collections::HashMap::new();
     for (key, expect) in work {
-        let Ok(permit) = sem.clone().acquire_owned().await else {
-            break;
+        let permit = match sem.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(e) => {
+                report.problems.push(Problem {
+                    object: key,
+                    problem: format!("not checked: {e}"),
+                });
+                continue;
+            }
         };
         let cluster = cluster.clone();
-        tasks.spawn(async move {
-            let r = check_object(&cluster, key, expect).await;
+        let k = key.clone();
+        let handle = tasks.spawn(async move {
+            let r = check_object(&cluster, k, expect).await;
             drop(permit);
             r
         });
+        keys.insert(handle.id(), key);
     }
-    while let Some(r) = tasks.join_next().await {
-        if let Ok((bytes, problem)) = r {
-            report.bytes_checked += bytes;
-            report.problems.extend(problem);
+    while let Some(r) = tasks.join_next_with_id().await {
+        match r {
+            Ok((_, (bytes, problem))) => {
+                report.bytes_checked += bytes;
+                report.problems.extend(problem);
+            }
+            // A check that failed or panicked verified nothing: its object is not "verified".
+            Err(e) => report.problems.push(Problem {
+                object: keys
+                    .get(&e.id())
+                    .cloned()
+                    .unwrap_or_else(|| "an object".into()),
+                problem: format!("the check did not complete: {e}"),
+            }),
         }
     }
     report.problems.sort_by(|a, b| a.object.cmp(&b.object));
