@@ -9,5 +9,6 @@ pub mod info;
 pub mod pgbin;
 pub mod restore;
 pub mod status;
+pub mod stream;
 pub mod verify;
 pub mod walscan;

@@ -63,6 +63,9 @@ pub enum CliError {
     /// `pitr expire`.
     #[error(transparent)]
     Expire(#[from] pitr_core::expire::ExpireError),
+    /// `pitr stream`.
+    #[error(transparent)]
+    Stream(#[from] pitr_core::stream::StreamError),
 }
 
 impl CliError {

@@ -9,6 +9,7 @@ mod info;
 mod init;
 mod restore;
 mod status;
+mod stream;
 mod verify;
 mod wal;
 
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Restore(a) => restore::run(&g, a).await,
         Command::Wal(a) => wal::run(&g, a).await,
         Command::Status(a) => status::run(&g, a).await,
+        Command::Stream(a) => stream::run(&g, a).await,
     }
 }
 

@@ -1,0 +1,145 @@
+//! `pitr stream` against real PostgreSQL 14–18: completed segments become the objects
+//! archive-push makes, on a slot that follows what is stored, across a server restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pitr_testkit::{pg_test_matrix, scratch_dir, Cluster, ClusterOptions, PgInstall};
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn object(repo: &Path, segment: &str) -> PathBuf {
+    repo.join("main/wal").join(&segment[..8]).join(segment)
+}
+
+/// Writes a little and switches segments; returns the segment switched away from.
+fn fill_segment(c: &Cluster, n: u32) -> String {
+    c.psql(&format!("INSERT INTO t VALUES ({n})"));
+    c.switch_wal()
+}
+
+struct Streamer(Child);
+
+impl Drop for Streamer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The server archives into repository A while `pitr stream` stores into repository B on a slot
+/// it creates: every completed segment is in B, byte for byte the object archive-push made in
+/// A; the slot's restart position follows what B holds; after a server restart the stream
+/// reconnects and goes on; SIGTERM stops it cleanly with its report.
+fn stream_stores_segments_as_archive_push_does(install: &PgInstall) {
+    let scratch = scratch_dir();
+    let archived = scratch.path().join("archived");
+    let streamed = scratch.path().join("streamed");
+    pitr_as_postgres(&["init", "--repo", s(&archived)]).expect_code(0);
+    pitr(&["init", "--repo", s(&streamed)]).expect_code(0);
+    let c = Cluster::init(
+        install,
+        ClusterOptions {
+            archive_command: Some(archive_command(&archived, "")),
+            ..Default::default()
+        },
+    );
+    c.start();
+    c.psql("CREATE TABLE t (id int)");
+    let port = c.port().to_string();
+    let log = fs::File::create(scratch.path().join("stream.log")).unwrap();
+    let child = Command::new(pitr_bin())
+        .args(["--repo", s(&streamed), "--json", "stream", "-h"])
+        .arg(c.socket_dir())
+        .args([
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "--slot",
+            "pitr_s",
+            "--create-slot",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut streamer = Streamer(child);
+    let slot_active = || {
+        c.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pitr_s' AND active")
+            == "1"
+    };
+    wait_until("the stream to use its slot", 30, slot_active);
+
+    let mut segments = Vec::new();
+    for n in 0..2 {
+        segments.push(fill_segment(&c, n));
+    }
+    for seg in &segments {
+        wait_until(&format!("{seg} to be streamed"), 30, || {
+            object(&streamed, seg).is_file()
+        });
+        assert!(c.wait_archived(seg, Duration::from_secs(30)));
+        assert_eq!(
+            fs::read(object(&streamed, seg)).unwrap(),
+            fs::read(object(&archived, seg)).unwrap(),
+            "{seg}: streamed and archived objects differ"
+        );
+    }
+    // The slot keeps only what is not stored yet.
+    let last = segments.last().unwrap();
+    wait_until("the slot to follow the stored segments", 30, || {
+        c.psql(&format!(
+            // pg_walfile_name names the segment that ends at a boundary.
+            "SELECT pg_walfile_name(restart_lsn) >= '{last}' FROM pg_replication_slots \
+             WHERE slot_name = 'pitr_s'"
+        )) == "t"
+    });
+
+    // A restart of the server: the stream comes back by itself.
+    c.restart();
+    wait_until("the stream to reconnect", 60, slot_active);
+    let after = fill_segment(&c, 10);
+    wait_until(
+        &format!("{after} to be streamed after the restart"),
+        30,
+        || object(&streamed, &after).is_file(),
+    );
+    pitr(&["--repo", s(&streamed), "verify"]).expect_code(0);
+
+    // SIGTERM: a clean stop with the report.
+    let pid = streamer.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = streamer.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "pitr stream ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(streamer.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let log = fs::read_to_string(scratch.path().join("stream.log")).unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    let rep: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{log}"));
+    assert!(rep["segments"].as_u64().unwrap() >= 3, "{rep}");
+    assert!(rep["connections"].as_u64().unwrap() >= 2, "{rep}");
+    wait_until("the slot to be released", 10, || {
+        c.psql("SELECT count(*) FROM pg_replication_slots WHERE active") == "0"
+    });
+}
+pg_test_matrix!(stream_stores_segments_as_archive_push_does);
