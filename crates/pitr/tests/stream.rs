@@ -108,6 +108,37 @@ fn stream_stores_segments_as_archive_push_does(install: &PgInstall) {
         )) == "t"
     });
 
+    // pitr status sees the stream and its slot.
+    let port_s = c.port().to_string();
+    let st = json(
+        &pitr(&[
+            "--json",
+            "status",
+            "-h",
+            s(c.socket_dir()),
+            "-p",
+            &port_s,
+            "-U",
+            "postgres",
+        ])
+        .expect_code(0),
+    );
+    let links = st["standbys"].as_array().unwrap();
+    assert!(
+        links
+            .iter()
+            .any(|l| l["pitr_stream"] == true && l["application_name"] == "pitr"),
+        "{st}"
+    );
+    assert!(
+        st["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "pitr_s" && l["active"] == true),
+        "{st}"
+    );
+
     // A restart of the server: the stream comes back by itself.
     c.restart();
     wait_until("the stream to reconnect", 60, slot_active);
