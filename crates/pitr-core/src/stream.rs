@@ -11,9 +11,10 @@
 //! that is not complete (`pg_stat_replication.flush_lsn` is then NULL).
 //!
 //! After a lost connection (a server restart), it reconnects with backoff (1 s doubling to
-//! 30 s) and resumes at the first segment not yet stored. Not done yet: keeping the segment in
-//! progress as a `.partial` object, `--synchronous` (RPO 0) and following a timeline switch
-//! (the stream stops with an error naming the new timeline).
+//! 30 s) and resumes at the first segment not yet stored. When the timeline it streams ends
+//! (the server, a standby, was promoted), it stores the new timeline's history file and goes on
+//! from the first segment of the new timeline that holds its start. Not done yet: keeping the
+//! segment in progress as a `.partial` object, and `--synchronous` (RPO 0).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,12 +53,14 @@ pub enum StreamError {
     /// The server answered something pitr does not understand.
     #[error("{0}")]
     Unexpected(String),
-    /// The timeline changed (a promotion); following it is not supported yet.
-    #[error("the server switched to timeline {next} at {at}: pitr stream does not follow timeline switches yet\nhint: restart pitr stream (it starts on the server's current timeline)")]
-    TimelineSwitch {
-        /// The new timeline.
-        next: u32,
-        /// Where it starts.
+    /// The server is on an older timeline than the stream already reached.
+    #[error("the server is on timeline {server}, but this stream already reached timeline {reached} at {at}\nhint: connect to the server that was promoted (-h/-p), or restart pitr stream to start over on this server's timeline")]
+    TimelineBehind {
+        /// The server's timeline.
+        server: u32,
+        /// The stream's.
+        reached: u32,
+        /// Where the stream resumes.
         at: Lsn,
     },
 }
@@ -88,6 +91,8 @@ pub struct StreamReport {
     pub received_bytes: u64,
     /// Connections made (more than 1 after reconnections).
     pub connections: u32,
+    /// Timeline switches followed.
+    pub timeline_switches: u32,
     /// End of the last stored segment: where streaming resumes.
     pub flushed: Option<String>,
 }
@@ -112,7 +117,9 @@ pub async fn stream(
     loop {
         let connections = pos.report.connections;
         match session(cluster, opts, &mut pos, &mut stop).await {
-            Ok(()) => return Ok(pos.report),
+            Ok(SessionEnd::Stopped) => return Ok(pos.report),
+            // A new timeline: reconnect at once, from its first segment.
+            Ok(SessionEnd::NextTimeline) => continue,
             Err(StreamError::Server(e)) if pos.report.connections > 0 => {
                 if pos.report.connections > connections {
                     backoff = Duration::from_secs(1);
@@ -164,6 +171,15 @@ async fn ensure_slot(conn: &mut ReplConnection, name: &str) -> Result<(), ProtoE
     }
 }
 
+/// Why a session ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+enum SessionEnd {
+    /// `stop` turned true.
+    Stopped,
+    /// The timeline ended; the resume point is on the next one.
+    NextTimeline,
+}
+
 /// One connection: from the resume point (or the slot's, or the server's position) until
 /// stopped or broken.
 async fn session(
@@ -171,7 +187,7 @@ async fn session(
     opts: &StreamOptions,
     pos: &mut Position,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(), StreamError> {
+) -> Result<SessionEnd, StreamError> {
     let mut conn = pitr_proto::connect_replication(&opts.conn).await?;
     let ident = conn.identify_system().await?;
     let seg_text = conn.show("wal_segment_size").await?;
@@ -195,9 +211,10 @@ async fn session(
             (tli, seg.start_of(seg.segno_of(lsn)).unwrap_or(lsn))
         }
     };
-    if tli != ident.timeline {
-        return Err(StreamError::TimelineSwitch {
-            next: ident.timeline.0,
+    if tli > ident.timeline {
+        return Err(StreamError::TimelineBehind {
+            server: ident.timeline.0,
+            reached: tli.0,
             at: start,
         });
     }
@@ -216,7 +233,7 @@ async fn session(
     loop {
         let event = tokio::select! {
             ev = stream.next_event() => ev?,
-            _ = stop.changed() => return Ok(()),
+            _ = stop.changed() => return Ok(SessionEnd::Stopped),
         };
         match event {
             Some(WalEvent::Data(x)) => {
@@ -265,10 +282,17 @@ async fn session(
                 next_timeline,
                 next_start,
             })) => {
-                return Err(StreamError::TimelineSwitch {
-                    next: next_timeline.0,
-                    at: next_start,
-                })
+                // The old timeline's last segment is incomplete: the server archives it as
+                // `.partial`; the new timeline's copy of that segment is streamed from its start.
+                let history = conn.timeline_history(next_timeline).await?;
+                store_file(cluster, opts, &history.file_name, &history.content).await?;
+                let next_seg = seg.start_of(seg.segno_of(next_start)).unwrap_or(next_start);
+                tracing::info!(
+                    "timeline {tli} ends at {next_start}; following timeline {next_timeline}"
+                );
+                pos.resume = Some((next_timeline, next_seg));
+                pos.report.timeline_switches += 1;
+                return Ok(SessionEnd::NextTimeline);
             }
             Some(WalEvent::End(StreamEnd::Stopped)) | None => {
                 return Err(StreamError::Server(ProtoError::Connection {
@@ -291,8 +315,21 @@ async fn store(
     data: &[u8],
     report: &mut StreamReport,
 ) -> Result<(), StreamError> {
-    let name = WalFileName::segment(tli, seg.segno_of(start), seg);
-    let path = opts.spool.join(name.to_string());
+    let name = WalFileName::segment(tli, seg.segno_of(start), seg).to_string();
+    store_file(cluster, opts, &name, data).await?;
+    report.segments += 1;
+    report.last_segment = Some(name);
+    Ok(())
+}
+
+/// Writes `data` to the spool as `name` and stores it with `archive-push`'s function.
+async fn store_file(
+    cluster: &ClusterRepo,
+    opts: &StreamOptions,
+    name: &str,
+    data: &[u8],
+) -> Result<(), StreamError> {
+    let path = opts.spool.join(name);
     let spool_err = |source| StreamError::Spool {
         path: path.clone(),
         source,
@@ -307,8 +344,6 @@ async fn store(
     }
     let pushed = pushed?;
     tracing::info!("stored {} ({:?})", pushed.name, pushed.outcome);
-    report.segments += 1;
-    report.last_segment = Some(pushed.name);
     Ok(())
 }
 

@@ -236,8 +236,8 @@ pub struct BackupArgs {
 the slot's restart position (15+), else at the start of the server's current segment, and stores \
 each completed segment exactly as archive-push does, so a segment both streamed and archived is one \
 object. Only stored segments are reported as flushed, so the slot keeps what is not stored yet. \
-Reconnects with backoff after the server restarts. Not yet: the segment in progress (.partial), \
---synchronous (RPO 0), following a timeline switch (the stream stops with an error)."
+Reconnects with backoff after the server restarts; follows a timeline switch (a promoted standby) \
+with the new history file. Not yet: the segment in progress (.partial), --synchronous (RPO 0)."
 )]
 pub struct StreamArgs {
     /// Physical replication slot to stream from (recommended: the server keeps WAL until it

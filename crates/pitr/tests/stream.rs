@@ -174,3 +174,68 @@ fn stream_stores_segments_as_archive_push_does(install: &PgInstall) {
     });
 }
 pg_test_matrix!(stream_stores_segments_as_archive_push_does);
+
+/// Streaming from a standby that is then promoted: the stream follows the new timeline, stores
+/// its history file and its segments, and a segment of the old timeline stays as it was.
+fn stream_follows_a_promotion(install: &PgInstall) {
+    let scratch = scratch_dir();
+    let streamed = scratch.path().join("streamed");
+    pitr(&["init", "--repo", s(&streamed)]).expect_code(0);
+    let primary = Cluster::init(install, ClusterOptions::default());
+    primary.start();
+    primary.psql("CREATE TABLE t (id int)");
+    let standby = Cluster::empty(install, ClusterOptions::default());
+    let mut bb = primary.command("pg_basebackup");
+    bb.arg("-D")
+        .arg(standby.datadir())
+        .args(["-R", "-X", "stream", "-c", "fast"]);
+    pitr_testkit::as_postgres(&mut bb);
+    pitr_testkit::run_ok(&mut bb);
+    standby.write_conf();
+    standby.start();
+
+    let port = standby.port().to_string();
+    let log = fs::File::create(scratch.path().join("stream.log")).unwrap();
+    let child = Command::new(pitr_bin())
+        .args(["--repo", s(&streamed), "--json", "stream", "-h"])
+        .arg(standby.socket_dir())
+        .args(["-p", &port, "-U", "postgres"])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut streamer = Streamer(child);
+    wait_until("the stream to start", 30, || {
+        standby.psql("SELECT count(*) FROM pg_stat_replication") == "1"
+    });
+    let old = fill_segment(&primary, 1);
+    wait_until(&format!("{old} to be streamed"), 30, || {
+        object(&streamed, &old).is_file()
+    });
+
+    standby.psql("SELECT pg_promote()");
+    assert_eq!(standby.psql("SELECT pg_is_in_recovery()"), "f");
+    let new = fill_segment(&standby, 2);
+    assert!(new.starts_with("00000002"), "{new}");
+    wait_until(&format!("{new} to be streamed"), 30, || {
+        object(&streamed, &new).is_file()
+    });
+    assert!(streamed
+        .join("main/wal/00000002/00000002.history")
+        .is_file());
+    // The segment holding the switch exists on both timelines, each its own object.
+    let verify = pitr(&["--repo", s(&streamed), "verify"]).expect_code(0);
+    assert!(verify.stdout.contains("everything verified"), "{verify:?}");
+
+    let pid = streamer.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let st = streamer.0.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(streamer.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let log = fs::read_to_string(scratch.path().join("stream.log")).unwrap();
+    assert!(st.success(), "{st:?}\n{log}");
+    let rep: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{log}"));
+    assert_eq!(rep["timeline_switches"], 1, "{rep}");
+}
+pg_test_matrix!(stream_follows_a_promotion);
