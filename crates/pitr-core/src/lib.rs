@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod pgbin;
 pub mod restore;
 pub mod status;
+pub mod stream;
 pub mod verify;
 pub mod walscan;

@@ -38,6 +38,8 @@ pub struct StandbyLink {
     pub state: String,
     /// `async`, `sync`, `potential`, `quorum`.
     pub sync_state: String,
+    /// It is a `pitr stream` (application_name `pitr`, streaming WAL rather than a backup).
+    pub pitr_stream: bool,
     /// Last positions it reported.
     pub sent_lsn: Option<String>,
     /// Written.
@@ -235,10 +237,13 @@ async fn standbys(
         .iter()
         .map(|r| {
             let (write, flush, replay) = (col(r, 5), col(r, 6), col(r, 7));
+            let (app, state) = (col(r, 0).unwrap_or_default(), col(r, 2).unwrap_or_default());
             StandbyLink {
-                application_name: col(r, 0).unwrap_or_default(),
+                pitr_stream: app == pitr_proto::params::DEFAULT_APPLICATION_NAME
+                    && matches!(state.as_str(), "streaming" | "catchup" | "startup"),
+                application_name: app,
                 client: col(r, 1).unwrap_or_default(),
-                state: col(r, 2).unwrap_or_default(),
+                state,
                 sync_state: col(r, 3).unwrap_or_default(),
                 sent_lsn: col(r, 4),
                 write_lag_bytes: lsn_diff(current, write.as_deref()),

@@ -152,6 +152,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Prometheus metrics: backups, archived WAL, the recovery window (text, or served over HTTP)
     Metrics(MetricsArgs),
+    /// Receive WAL over the replication protocol (like pg_receivewal) and store every
+    /// completed segment as archive-push does; runs until SIGTERM/SIGINT
+    Stream(StreamArgs),
 }
 
 /// `pitr wal …`.
@@ -269,6 +272,30 @@ pub struct BackupArgs {
     /// server's, else replication
     #[arg(long, default_value = "auto", value_parser = ["auto", "copy", "replication"])]
     pub method: String,
+}
+
+/// `pitr stream`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Connects to the server given by -h/-p/-U (a replication connection), starts at \
+the slot's restart position (15+), else at the start of the server's current segment, and stores \
+each completed segment exactly as archive-push does, so a segment both streamed and archived is one \
+object. Only stored segments are reported as flushed, so the slot keeps what is not stored yet. \
+Reconnects with backoff after the server restarts; follows a timeline switch (a promoted standby) \
+with the new history file. Not yet: the segment in progress (.partial), --synchronous (RPO 0)."
+)]
+pub struct StreamArgs {
+    /// Physical replication slot to stream from (recommended: the server keeps WAL until it
+    /// is in the repository)
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+    /// Create the slot (reserving WAL) unless it exists
+    #[arg(long, requires = "slot")]
+    pub create_slot: bool,
+    /// Directory for a completed segment on its way into the repository [default: a directory
+    /// under $TMPDIR]
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
 }
 
 /// `pitr status`.

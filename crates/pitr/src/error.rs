@@ -71,6 +71,9 @@ pub enum CliError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `pitr stream`.
+    #[error(transparent)]
+    Stream(#[from] pitr_core::stream::StreamError),
 }
 
 impl CliError {

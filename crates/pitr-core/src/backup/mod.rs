@@ -451,6 +451,7 @@ async fn replication_backup(
         &label,
         opts.fast,
         opts.compression,
+        opts.jobs,
         progress,
     )
     .await?;

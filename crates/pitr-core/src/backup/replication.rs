@@ -21,6 +21,9 @@ use pitr_proto::tar::{EntryKind, TarEntry, TarEvent, TarParser};
 use pitr_repo::frame::FrameEncoder;
 use pitr_repo::{ClusterRepo, Compression, ManifestDir, ManifestFile, RepoError};
 use pitr_storage::{PutMode, Upload};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
 
 use super::{BackupError, Progress};
 
@@ -43,6 +46,9 @@ pub(super) struct Received {
     pub dirs: Vec<ManifestDir>,
 }
 
+/// Chunks (each at most a few tens of kB, as the server sends them) queued per file.
+const CHANNEL_CHUNKS: usize = 64;
+
 /// Files of the main archive kept in the manifest rather than stored.
 const LABEL_FILE: &str = "backup_label";
 const MAP_FILE: &str = "tablespace_map";
@@ -55,6 +61,7 @@ pub(super) async fn receive(
     label: &str,
     fast: bool,
     compression: Compression,
+    jobs: usize,
     progress: Arc<Progress>,
 ) -> Result<Received, BackupError> {
     let opts = BaseBackupOptions {
@@ -77,6 +84,8 @@ pub(super) async fn receive(
         label,
         compression,
         progress,
+        slots: Arc::new(Semaphore::new(jobs.max(1))),
+        encoding: JoinSet::new(),
         archive: None,
         file: None,
         small: None,
@@ -105,7 +114,7 @@ pub(super) async fn receive(
                     name: a.name,
                 });
             }
-            BackupEvent::ArchiveData(chunk) => rx.data(&chunk).await?,
+            BackupEvent::ArchiveData(chunk) => rx.data(chunk).await?,
             BackupEvent::ArchiveEnd => rx.end_archive().await?,
             BackupEvent::ManifestData(_) | BackupEvent::Progress(_) => {}
             BackupEvent::End {
@@ -122,6 +131,9 @@ pub(super) async fn receive(
         return Err(BackupError::Internal(format!(
             "the server switched timeline during the backup ({timeline} to {end_timeline})"
         )));
+    }
+    while let Some(done) = rx.encoding.join_next().await {
+        rx.joined(done)?;
     }
     let backup_label = rx.backup_label.take().ok_or_else(|| {
         BackupError::Internal("the server's base archive holds no backup_label".into())
@@ -144,6 +156,10 @@ struct Receiver<'a> {
     label: &'a str,
     compression: Compression,
     progress: Arc<Progress>,
+    /// Files encoded at the same time (`--jobs`).
+    slots: Arc<Semaphore>,
+    /// The files being encoded and stored.
+    encoding: JoinSet<Result<ManifestFile, BackupError>>,
     /// The archive being read.
     archive: Option<Archive>,
     /// The file being stored.
@@ -156,33 +172,37 @@ struct Receiver<'a> {
     tablespace_map: Option<String>,
 }
 
-/// One file on its way into the repository.
+/// One file on its way into the repository: its data goes to an encoding task.
 struct FileSink {
-    entry: ManifestFile,
-    key: String,
-    enc: FrameEncoder,
-    upload: Option<Box<dyn Upload>>,
+    tx: mpsc::Sender<Bytes>,
+    path: String,
 }
 
 impl Receiver<'_> {
     /// Feeds the next bytes of the current archive to its parser.
-    async fn data(&mut self, chunk: &[u8]) -> Result<(), BackupError> {
+    async fn data(&mut self, chunk: Bytes) -> Result<(), BackupError> {
         let Some(mut archive) = self.archive.take() else {
             return Err(BackupError::Internal(
                 "archive data outside an archive".into(),
             ));
         };
-        let result = self.feed(&mut archive, chunk).await;
+        let result = self.feed(&mut archive, &chunk).await;
         self.archive = Some(archive);
         result
     }
 
-    async fn feed(&mut self, archive: &mut Archive, chunk: &[u8]) -> Result<(), BackupError> {
-        let mut rest = chunk;
+    async fn feed(&mut self, archive: &mut Archive, chunk: &Bytes) -> Result<(), BackupError> {
+        let mut rest: &[u8] = chunk;
         loop {
+            let consumed = chunk.len() - rest.len();
             let (n, event) = archive.parser.parse(rest).map_err(|e| archive.error(e))?;
             rest = &rest[n..];
             match event {
+                // File data is the parsed prefix of `rest`: pass it on without a copy.
+                Some(TarEvent::Data(d)) => {
+                    self.file_data(chunk.slice(consumed..consumed + d.len()))
+                        .await?
+                }
                 Some(ev) => self.event(ev, &archive.prefix).await?,
                 None if rest.is_empty() => return Ok(()),
                 None => {}
@@ -212,18 +232,8 @@ impl Receiver<'_> {
 
     async fn event(&mut self, event: TarEvent<'_>, prefix: &str) -> Result<(), BackupError> {
         match event {
-            TarEvent::Entry(e) => self.entry(prefix, e),
-            TarEvent::Data(d) => {
-                if let Some((_, buf)) = self.small.as_mut() {
-                    buf.extend_from_slice(d);
-                } else if let Some(f) = self.file.as_mut() {
-                    f.write(self.cluster, d).await?;
-                    self.progress
-                        .bytes
-                        .fetch_add(d.len() as u64, Ordering::Relaxed);
-                }
-                Ok(())
-            }
+            TarEvent::Entry(e) => self.entry(prefix, e).await,
+            TarEvent::Data(d) => self.file_data(Bytes::copy_from_slice(d)).await,
             TarEvent::EntryEnd => {
                 if let Some((which, buf)) = self.small.take() {
                     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -232,9 +242,10 @@ impl Receiver<'_> {
                         _ => self.tablespace_map = Some(text),
                     }
                 }
-                if let Some(f) = self.file.take() {
-                    self.files.push(f.finish(self.cluster).await?);
-                    self.progress.files.fetch_add(1, Ordering::Relaxed);
+                // Closing the channel lets the task finish the file.
+                self.file = None;
+                while let Some(done) = self.encoding.try_join_next() {
+                    self.joined(done)?;
                 }
                 Ok(())
             }
@@ -242,8 +253,38 @@ impl Receiver<'_> {
         }
     }
 
+    /// The next bytes of the current file.
+    async fn file_data(&mut self, d: Bytes) -> Result<(), BackupError> {
+        if let Some((_, buf)) = self.small.as_mut() {
+            buf.extend_from_slice(&d);
+        } else if let Some(f) = self.file.as_mut() {
+            let n = d.len() as u64;
+            if f.tx.send(d).await.is_err() {
+                // The task ended early: its error says why.
+                let path = f.path.clone();
+                while let Some(done) = self.encoding.join_next().await {
+                    self.joined(done)?;
+                }
+                return Err(BackupError::Internal(format!("storing {path} stopped")));
+            }
+            self.progress.bytes.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// A finished encoding task.
+    fn joined(
+        &mut self,
+        done: Result<Result<ManifestFile, BackupError>, tokio::task::JoinError>,
+    ) -> Result<(), BackupError> {
+        let entry = done.map_err(|e| BackupError::Internal(e.to_string()))??;
+        self.files.push(entry);
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// A new entry of an archive whose entries go under `prefix`.
-    fn entry(&mut self, prefix: &str, e: TarEntry) -> Result<(), BackupError> {
+    async fn entry(&mut self, prefix: &str, e: TarEntry) -> Result<(), BackupError> {
         let mut path = e.path.trim_end_matches('/');
         while let Some(rest) = path.strip_prefix("./") {
             path = rest;
@@ -270,21 +311,36 @@ impl Receiver<'_> {
                 let enc = FrameEncoder::new(self.compression).map_err(|err| {
                     BackupError::Internal(format!("cannot start compression for {rel}: {err}"))
                 })?;
-                self.file = Some(FileSink {
-                    entry: ManifestFile {
-                        path: rel,
-                        size: 0,
-                        mode,
-                        mtime: e.mtime,
-                        blake3: String::new(),
-                        stored_size: 0,
-                        stored_in: None,
-                        checksum_failures: Vec::new(),
-                    },
+                let permit = self
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|err| BackupError::Internal(err.to_string()))?;
+                let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+                let entry = ManifestFile {
+                    path: rel.clone(),
+                    size: 0,
+                    mode,
+                    mtime: e.mtime,
+                    blake3: String::new(),
+                    stored_size: 0,
+                    stored_in: None,
+                    checksum_failures: Vec::new(),
+                };
+                let task = EncodeTask {
+                    rt: Handle::current(),
+                    cluster: self.cluster.clone(),
                     key,
+                    entry,
                     enc,
-                    upload: None,
+                };
+                self.encoding.spawn_blocking(move || {
+                    let r = task.run(rx);
+                    drop(permit);
+                    r
                 });
+                self.file = Some(FileSink { tx, path: rel });
             }
             other => {
                 // With a tablespace map the server sends no links; anything else is unexpected
@@ -311,46 +367,66 @@ impl Archive {
     }
 }
 
-impl FileSink {
-    fn encode_error(&self, e: std::io::Error) -> BackupError {
-        BackupError::Internal(format!("cannot encode {}: {e}", self.entry.path))
-    }
+/// Encodes one file's chunks as they come and streams the frames to storage (on a blocking
+/// thread, so compression runs beside the reception of the next files).
+struct EncodeTask {
+    rt: Handle,
+    cluster: ClusterRepo,
+    key: String,
+    entry: ManifestFile,
+    enc: FrameEncoder,
+}
 
-    async fn write(&mut self, cluster: &ClusterRepo, data: &[u8]) -> Result<(), BackupError> {
-        self.enc.write(data).map_err(|e| self.encode_error(e))?;
-        self.entry.size += data.len() as u64;
-        let out = self.enc.take_output();
-        if !out.is_empty() {
-            let storage = cluster.repo().storage();
-            if self.upload.is_none() {
-                self.upload = Some(storage.upload(&self.key).await.map_err(RepoError::from)?);
-            }
-            if let Some(up) = self.upload.as_mut() {
-                up.write(Bytes::from(out)).await.map_err(RepoError::from)?;
+impl EncodeTask {
+    fn run(mut self, mut rx: mpsc::Receiver<Bytes>) -> Result<ManifestFile, BackupError> {
+        let storage = self.cluster.repo().storage().clone();
+        let encode_err = |path: &str, e: std::io::Error| {
+            BackupError::Internal(format!("cannot encode {path}: {e}"))
+        };
+        let mut upload: Option<Box<dyn Upload>> = None;
+        while let Some(data) = rx.blocking_recv() {
+            self.enc
+                .write(&data)
+                .map_err(|e| encode_err(&self.entry.path, e))?;
+            self.entry.size += data.len() as u64;
+            let out = self.enc.take_output();
+            if !out.is_empty() {
+                let up = match upload.as_mut() {
+                    Some(up) => up,
+                    None => upload.insert(
+                        self.rt
+                            .block_on(storage.upload(&self.key))
+                            .map_err(RepoError::from)?,
+                    ),
+                };
+                self.rt
+                    .block_on(up.write(Bytes::from(out)))
+                    .map_err(RepoError::from)?;
             }
         }
-        Ok(())
-    }
-
-    async fn finish(mut self, cluster: &ClusterRepo) -> Result<ManifestFile, BackupError> {
         if self.entry.size == 0 {
             return Ok(self.entry);
         }
-        let storage = cluster.repo().storage();
-        let (rest, summary) = self.enc.finish().map_err(|e| {
-            BackupError::Internal(format!("cannot encode {}: {e}", self.entry.path))
-        })?;
-        let mut up = match self.upload.take() {
+        let (rest, summary) = self
+            .enc
+            .finish()
+            .map_err(|e| encode_err(&self.entry.path, e))?;
+        let mut up = match upload {
             Some(u) => u,
-            None => storage.upload(&self.key).await.map_err(RepoError::from)?,
+            None => self
+                .rt
+                .block_on(storage.upload(&self.key))
+                .map_err(RepoError::from)?,
         };
-        up.write(Bytes::from(rest)).await.map_err(RepoError::from)?;
-        up.finish(PutMode::Overwrite)
-            .await
+        self.rt
+            .block_on(async {
+                up.write(Bytes::from(rest)).await?;
+                up.finish(PutMode::Overwrite).await
+            })
             .map_err(RepoError::from)?;
-        self.entry.stored_size = storage
-            .head(&self.key)
-            .await
+        self.entry.stored_size = self
+            .rt
+            .block_on(storage.head(&self.key))
             .map_err(RepoError::from)?
             .map(|m| m.size)
             .unwrap_or(0);

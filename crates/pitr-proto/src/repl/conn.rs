@@ -364,6 +364,16 @@ impl ReplConnection {
         Ok(ScramSha256::new(password.as_bytes(), cb))
     }
 
+    /// `SHOW name` (walsenders accept `SHOW` since 10), e.g. `wal_segment_size` (`16MB`).
+    pub async fn show(&mut self, name: &str) -> Result<String, ProtoError> {
+        let what = "SHOW";
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(self.protocol(what, &format!("invalid setting name {name:?}")));
+        }
+        let rows = self.simple_query(what, &format!("SHOW {name}")).await?;
+        self.req_text(self.one_row(&rows, what)?, 0, what)
+    }
+
     /// `SHOW server_version_num` (walsenders accept `SHOW` since 10) and the table row.
     async fn read_version(&mut self) -> Result<(), ProtoError> {
         let rows = self

@@ -308,6 +308,12 @@ impl WalStream<'_> {
         self.send_current(reply_requested).await
     }
 
+    /// Changes the positions the next automatic status update (on the server's request or
+    /// the interval) reports, without sending one now.
+    pub fn set_status(&mut self, status: StandbyStatus) {
+        self.status = status;
+    }
+
     /// The positions last reported.
     pub fn status(&self) -> StandbyStatus {
         self.status

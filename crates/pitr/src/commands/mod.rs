@@ -12,6 +12,7 @@ mod init;
 mod metrics;
 mod restore;
 mod status;
+mod stream;
 mod verify;
 mod wal;
 
@@ -49,6 +50,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::History => drill::history(&g).await,
         Command::Status(a) => status::run(&g, a).await,
         Command::Metrics(a) => metrics::run(&g, a).await,
+        Command::Stream(a) => stream::run(&g, a).await,
     }
 }
 

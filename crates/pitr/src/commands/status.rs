@@ -113,8 +113,9 @@ fn render(r: &StatusReport, quiet: bool) {
         }
         for s in &r.standbys {
             println!(
-                "    {} ({}): {} {}, lag write/flush/replay {}/{}/{} bytes, {}/{}/{}",
+                "    {}{} ({}): {} {}, lag write/flush/replay {}/{}/{} bytes, {}/{}/{}",
                 s.application_name,
+                if s.pitr_stream { " [pitr stream]" } else { "" },
                 s.client,
                 s.state,
                 s.sync_state,

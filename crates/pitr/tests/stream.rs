@@ -1,0 +1,241 @@
+//! `pitr stream` against real PostgreSQL 14–18: completed segments become the objects
+//! archive-push makes, on a slot that follows what is stored, across a server restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pitr_testkit::{pg_test_matrix, scratch_dir, Cluster, ClusterOptions, PgInstall};
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn object(repo: &Path, segment: &str) -> PathBuf {
+    repo.join("main/wal").join(&segment[..8]).join(segment)
+}
+
+/// Writes a little and switches segments; returns the segment switched away from.
+fn fill_segment(c: &Cluster, n: u32) -> String {
+    c.psql(&format!("INSERT INTO t VALUES ({n})"));
+    c.switch_wal()
+}
+
+struct Streamer(Child);
+
+impl Drop for Streamer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The server archives into repository A while `pitr stream` stores into repository B on a slot
+/// it creates: every completed segment is in B, byte for byte the object archive-push made in
+/// A; the slot's restart position follows what B holds; after a server restart the stream
+/// reconnects and goes on; SIGTERM stops it cleanly with its report.
+fn stream_stores_segments_as_archive_push_does(install: &PgInstall) {
+    let scratch = scratch_dir();
+    let archived = scratch.path().join("archived");
+    let streamed = scratch.path().join("streamed");
+    pitr_as_postgres(&["init", "--repo", s(&archived)]).expect_code(0);
+    pitr(&["init", "--repo", s(&streamed)]).expect_code(0);
+    let c = Cluster::init(
+        install,
+        ClusterOptions {
+            archive_command: Some(archive_command(&archived, "")),
+            ..Default::default()
+        },
+    );
+    c.start();
+    c.psql("CREATE TABLE t (id int)");
+    let port = c.port().to_string();
+    let log = fs::File::create(scratch.path().join("stream.log")).unwrap();
+    let child = Command::new(pitr_bin())
+        .args(["--repo", s(&streamed), "--json", "stream", "-h"])
+        .arg(c.socket_dir())
+        .args([
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "--slot",
+            "pitr_s",
+            "--create-slot",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut streamer = Streamer(child);
+    let slot_active = || {
+        c.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pitr_s' AND active")
+            == "1"
+    };
+    wait_until("the stream to use its slot", 30, slot_active);
+
+    let mut segments = Vec::new();
+    for n in 0..2 {
+        segments.push(fill_segment(&c, n));
+    }
+    for seg in &segments {
+        wait_until(&format!("{seg} to be streamed"), 30, || {
+            object(&streamed, seg).is_file()
+        });
+        assert!(c.wait_archived(seg, Duration::from_secs(30)));
+        assert_eq!(
+            fs::read(object(&streamed, seg)).unwrap(),
+            fs::read(object(&archived, seg)).unwrap(),
+            "{seg}: streamed and archived objects differ"
+        );
+    }
+    // The slot keeps only what is not stored yet.
+    let last = segments.last().unwrap();
+    wait_until("the slot to follow the stored segments", 30, || {
+        c.psql(&format!(
+            // pg_walfile_name names the segment that ends at a boundary.
+            "SELECT pg_walfile_name(restart_lsn) >= '{last}' FROM pg_replication_slots \
+             WHERE slot_name = 'pitr_s'"
+        )) == "t"
+    });
+
+    // pitr status sees the stream and its slot.
+    let port_s = c.port().to_string();
+    let st = json(
+        &pitr(&[
+            "--json",
+            "status",
+            "-h",
+            s(c.socket_dir()),
+            "-p",
+            &port_s,
+            "-U",
+            "postgres",
+        ])
+        .expect_code(0),
+    );
+    let links = st["standbys"].as_array().unwrap();
+    assert!(
+        links
+            .iter()
+            .any(|l| l["pitr_stream"] == true && l["application_name"] == "pitr"),
+        "{st}"
+    );
+    assert!(
+        st["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "pitr_s" && l["active"] == true),
+        "{st}"
+    );
+
+    // A restart of the server: the stream comes back by itself.
+    c.restart();
+    wait_until("the stream to reconnect", 60, slot_active);
+    let after = fill_segment(&c, 10);
+    wait_until(
+        &format!("{after} to be streamed after the restart"),
+        30,
+        || object(&streamed, &after).is_file(),
+    );
+    pitr(&["--repo", s(&streamed), "verify"]).expect_code(0);
+
+    // SIGTERM: a clean stop with the report.
+    let pid = streamer.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = streamer.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "pitr stream ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(streamer.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let log = fs::read_to_string(scratch.path().join("stream.log")).unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    let rep: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{log}"));
+    assert!(rep["segments"].as_u64().unwrap() >= 3, "{rep}");
+    assert!(rep["connections"].as_u64().unwrap() >= 2, "{rep}");
+    wait_until("the slot to be released", 10, || {
+        c.psql("SELECT count(*) FROM pg_replication_slots WHERE active") == "0"
+    });
+}
+pg_test_matrix!(stream_stores_segments_as_archive_push_does);
+
+/// Streaming from a standby that is then promoted: the stream follows the new timeline, stores
+/// its history file and its segments, and a segment of the old timeline stays as it was.
+fn stream_follows_a_promotion(install: &PgInstall) {
+    let scratch = scratch_dir();
+    let streamed = scratch.path().join("streamed");
+    pitr(&["init", "--repo", s(&streamed)]).expect_code(0);
+    let primary = Cluster::init(install, ClusterOptions::default());
+    primary.start();
+    primary.psql("CREATE TABLE t (id int)");
+    let standby = Cluster::empty(install, ClusterOptions::default());
+    let mut bb = primary.command("pg_basebackup");
+    bb.arg("-D")
+        .arg(standby.datadir())
+        .args(["-R", "-X", "stream", "-c", "fast"]);
+    pitr_testkit::as_postgres(&mut bb);
+    pitr_testkit::run_ok(&mut bb);
+    standby.write_conf();
+    standby.start();
+
+    let port = standby.port().to_string();
+    let log = fs::File::create(scratch.path().join("stream.log")).unwrap();
+    let child = Command::new(pitr_bin())
+        .args(["--repo", s(&streamed), "--json", "stream", "-h"])
+        .arg(standby.socket_dir())
+        .args(["-p", &port, "-U", "postgres"])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut streamer = Streamer(child);
+    wait_until("the stream to start", 30, || {
+        standby.psql("SELECT count(*) FROM pg_stat_replication") == "1"
+    });
+    let old = fill_segment(&primary, 1);
+    wait_until(&format!("{old} to be streamed"), 30, || {
+        object(&streamed, &old).is_file()
+    });
+
+    standby.psql("SELECT pg_promote()");
+    assert_eq!(standby.psql("SELECT pg_is_in_recovery()"), "f");
+    let new = fill_segment(&standby, 2);
+    assert!(new.starts_with("00000002"), "{new}");
+    wait_until(&format!("{new} to be streamed"), 30, || {
+        object(&streamed, &new).is_file()
+    });
+    assert!(streamed
+        .join("main/wal/00000002/00000002.history")
+        .is_file());
+    // The segment holding the switch exists on both timelines, each its own object.
+    let verify = pitr(&["--repo", s(&streamed), "verify"]).expect_code(0);
+    assert!(verify.stdout.contains("everything verified"), "{verify:?}");
+
+    let pid = streamer.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let st = streamer.0.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(streamer.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let log = fs::read_to_string(scratch.path().join("stream.log")).unwrap();
+    assert!(st.success(), "{st:?}\n{log}");
+    let rep: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{log}"));
+    assert_eq!(rep["timeline_switches"], 1, "{rep}");
+}
+pg_test_matrix!(stream_follows_a_promotion);
