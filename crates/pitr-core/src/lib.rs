@@ -8,6 +8,7 @@ pub mod expire;
 pub mod info;
 pub mod metrics;
 pub mod pgbin;
+pub mod report;
 pub mod restore;
 pub mod verify;
 pub mod walscan;

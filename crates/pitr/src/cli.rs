@@ -114,6 +114,8 @@ pub enum Command {
     Wal(WalCommand),
     /// Prometheus metrics: backups, archived WAL, the recovery window (text, or served over HTTP)
     Metrics(MetricsArgs),
+    /// Write a self-contained HTML page picturing the recovery window (backups, WAL, gaps, timelines)
+    Report(ReportArgs),
 }
 
 /// `pitr wal …`.
@@ -276,6 +278,20 @@ pub struct VerifyArgs {
 /// `pitr info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {}
+
+/// `pitr report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The HTML file to write
+    #[arg(long, short = 'o', value_name = "FILE.html")]
+    pub output: PathBuf,
+    /// Also mark the incidents `pitr wal incidents` finds (reads all archived WAL)
+    #[arg(long)]
+    pub incidents: bool,
+    /// With --incidents: flag transactions that deleted or updated more rows than this
+    #[arg(long, value_name = "ROWS", default_value_t = 1000)]
+    pub threshold: u64,
+}
 
 /// `pitr metrics`.
 #[derive(Debug, Args)]

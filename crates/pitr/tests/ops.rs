@@ -208,6 +208,12 @@ fn metrics_describe_the_repository(install: &PgInstall) {
     );
 
     listen_serves_metrics(&repo, &full);
+    report_renders_in_chromium(
+        &repo,
+        &scratch.path().join("page"),
+        &[&full, &incr],
+        install.major,
+    );
 
     // A segment lost from the repository: one gap of one segment.
     let tli_dir = repo.join("main/wal/00000001");
@@ -271,6 +277,143 @@ fn listen_serves_metrics(repo: &Path, _full: &str) {
         1.0
     );
     assert!(missing.unwrap().starts_with("HTTP/1.1 404"));
+}
+
+/// Chromium, which CI installs (scripts/install-test-deps.sh): its absence fails the test.
+fn chromium() -> std::path::PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        for name in ["chromium", "chromium-browser"] {
+            let p = Path::new(dir).join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "chromium not found in PATH: the report test renders the page in a real headless browser\n\
+         hint: run scripts/install-test-deps.sh (apt-get install -y chromium)"
+    );
+}
+
+fn chromium_run(dir: &Path, args: &[&str], page: &Path) -> std::process::Output {
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `pitr report --incidents` writes a page that headless Chromium renders: the DOM holds the
+/// SVG with every backup's label, the restore point and the dropped table's incident, each
+/// mark with a `<title>` carrying its LSN; the screenshot is not blank (many non-white pixels,
+/// several colours).
+fn report_renders_in_chromium(repo: &Path, dir: &Path, labels: &[&str], major: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let page = dir.join("window.html");
+    let out = pitr(&[
+        "--repo",
+        s(repo),
+        "report",
+        "--incidents",
+        "--output",
+        s(&page),
+    ])
+    .expect_code(0);
+    assert_eq!(out.stdout.trim(), s(&page));
+    let html = std::fs::read_to_string(&page).unwrap();
+    // Self-contained: nothing fetched (the SVG namespace URI is a name, not a fetch).
+    for fetch in [
+        "src=",
+        "href=\"http",
+        "<link",
+        "url(http",
+        "@import",
+        "<script",
+    ] {
+        assert!(
+            !html.contains(fetch),
+            "the page is not self-contained: {fetch}"
+        );
+    }
+    let dom = String::from_utf8(chromium_run(dir, &["--dump-dom"], &page).stdout).unwrap();
+    let svg_start = dom
+        .find("<svg")
+        .unwrap_or_else(|| panic!("no <svg> in the DOM:\n{dom}"));
+    let svg = &dom[svg_start
+        ..dom[svg_start..]
+            .find("</svg>")
+            .map(|e| svg_start + e)
+            .unwrap()];
+    for l in labels {
+        assert!(
+            svg.contains(&format!("data-label=\"{l}\"")) && svg.contains(&format!(">{l}</text>")),
+            "backup {l} not in the SVG:\n{svg}"
+        );
+    }
+    assert!(svg.contains("class=\"wal\""), "{svg}");
+    assert!(svg.contains("restore point before_drop: LSN"), "{svg}");
+    assert!(
+        svg.contains("class=\"incident\"") && svg.contains("DROP"),
+        "{svg}"
+    );
+    assert!(svg.contains("<title>recovery window: from"), "{svg}");
+    let png = dir.join("shot.png");
+    chromium_run(
+        dir,
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1200,700",
+        ],
+        &page,
+    );
+    let decoder = png::Decoder::new(std::fs::File::open(&png).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    let bytes = &buf[..frame.buffer_size()];
+    let px = frame.color_type.samples();
+    let mut colours = std::collections::HashSet::new();
+    let mut non_white = 0usize;
+    for p in bytes.chunks(px) {
+        let rgb = (p[0], p[1], p[2]);
+        colours.insert(rgb);
+        if rgb != (255, 255, 255) {
+            non_white += 1;
+        }
+    }
+    let total = bytes.len() / px;
+    assert!(
+        non_white * 100 > total * 2,
+        "screenshot {} nearly blank: {non_white} of {total} pixels not white",
+        png.display()
+    );
+    assert!(
+        colours.len() > 20,
+        "screenshot {} has only {} colours",
+        png.display(),
+        colours.len()
+    );
+    // Kept for people to look at: target/tmp/report-pgNN.{png,html}.
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("report-pg{major}"));
+    let _ = std::fs::copy(&png, keep.with_extension("png"));
+    let _ = std::fs::copy(&page, keep.with_extension("html"));
+    eprintln!(
+        "report screenshot: {}",
+        keep.with_extension("png").display()
+    );
 }
 
 pg_test_matrix!(metrics_describe_the_repository);

@@ -8,6 +8,7 @@ mod expire;
 mod info;
 mod init;
 mod metrics;
+mod report;
 mod restore;
 mod verify;
 mod wal;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Restore(a) => restore::run(&g, a).await,
         Command::Wal(a) => wal::run(&g, a).await,
         Command::Metrics(a) => metrics::run(&g, a).await,
+        Command::Report(a) => report::run(&g, a).await,
     }
 }
 
