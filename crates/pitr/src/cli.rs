@@ -270,9 +270,9 @@ pub struct DemoArgs {
 /// `pitr verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Objects checked concurrently
-    #[arg(long, short = 'j', default_value_t = 4)]
-    pub jobs: usize,
+    /// Objects checked concurrently [default: number of cores]
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 /// `pitr info`.

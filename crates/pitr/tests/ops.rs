@@ -110,6 +110,26 @@ fn metrics_describe_the_repository(install: &PgInstall) {
     let m = parse_metrics(&text);
     let sysid = c.system_id();
     assert_eq!(
+        ci["identity"]["system_id"],
+        sysid.to_string(),
+        "system_id is a JSON string"
+    );
+    // `pitr info` draws the window in one line: both backups on recoverable WAL, sizes in MiB.
+    let text_info = pitr(&["--repo", s(&repo), "info"]).expect_code(0).stdout;
+    let strip = text_info
+        .lines()
+        .find(|l| l.contains("(F full, i incremental"))
+        .unwrap_or_else(|| panic!("{text_info}"));
+    let bar = strip.split('|').nth(1).unwrap();
+    assert!(
+        bar.contains('F') && bar.contains('i') && bar.contains('=') && !bar.contains('!'),
+        "{strip}"
+    );
+    assert!(
+        text_info.contains(" MiB") && !text_info.contains(" MB"),
+        "{text_info}"
+    );
+    assert_eq!(
         metric(
             &m,
             &format!(
