@@ -228,6 +228,7 @@ fn metrics_describe_the_repository(install: &PgInstall) {
     );
 
     listen_serves_metrics(&repo, &full);
+    restore_start_refuses_a_taken_port(&repo, &scratch.path().join("taken"));
     report_renders_in_chromium(
         &repo,
         &scratch.path().join("page"),
@@ -297,6 +298,35 @@ fn listen_serves_metrics(repo: &Path, _full: &str) {
         1.0
     );
     assert!(missing.unwrap().starts_with("HTTP/1.1 404"));
+}
+
+/// `restore --start -p PORT` with PORT taken: refused before anything is restored, naming the
+/// port and saying to pass a free one with -p.
+fn restore_start_refuses_a_taken_port(repo: &Path, dir: &Path) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let out = pitr_as_postgres(&[
+        "--repo",
+        s(repo),
+        "restore",
+        "--pgdata",
+        s(dir),
+        "--start",
+        "-p",
+        &port,
+    ]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("port {port} is already in use"))
+            && out.stderr.contains("pass -p PORT"),
+        "{out:?}"
+    );
+    assert!(
+        std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none()),
+        "files restored into {}",
+        dir.display()
+    );
 }
 
 /// Chromium, which CI installs (scripts/install-test-deps.sh): its absence fails the test.
