@@ -228,6 +228,7 @@ fn metrics_describe_the_repository(install: &PgInstall) {
     );
 
     listen_serves_metrics(&repo, &full);
+    branch_timeline_2(&c, &repo, &scratch.path().join("branch"));
     restore_start_refuses_a_taken_port(&repo, &scratch.path().join("taken"));
     report_renders_in_chromium(
         &repo,
@@ -298,6 +299,54 @@ fn listen_serves_metrics(repo: &Path, _full: &str) {
         1.0
     );
     assert!(missing.unwrap().starts_with("HTTP/1.1 404"));
+}
+
+/// A restored copy (no target: all archived WAL, then it promotes), archiving into the same repository:
+/// timeline 2 branches from timeline 1 (the original keeps running on 1). Stopped afterwards.
+fn branch_timeline_2(c: &Cluster, repo: &Path, dir: &Path) {
+    let install = c.install();
+    let port: u16 = c.port() + 1;
+    let out = pitr(&[
+        "--repo",
+        s(repo),
+        "--json",
+        "restore",
+        "--pgdata",
+        s(dir),
+        "--start",
+        "-p",
+        &port.to_string(),
+        "--pg-bin",
+        s(&install.bindir),
+        "--wait-timeout",
+        "120",
+    ])
+    .expect_code(0);
+    let rep = json(&out);
+    assert_eq!(rep["start"]["timeline"], 2, "{rep}");
+    psql_port(
+        install,
+        c.socket_dir(),
+        port,
+        "CREATE TABLE on_two AS SELECT 1 AS x",
+    );
+    psql_port(install, c.socket_dir(), port, "SELECT pg_switch_wal()");
+    let tl2 = repo.join("main/wal/00000002");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&tl2)
+        .is_ok_and(|d| d.filter_map(Result::ok).any(|e| e.file_name().len() == 24))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no timeline 2 segment archived in {}",
+            tl2.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut stop = Command::new(install.bin("pg_ctl"));
+    stop.args(["-D", s(dir), "-m", "fast", "-w", "stop"]);
+    pitr_testkit::as_postgres(&mut stop);
+    assert!(stop.status().unwrap().success());
 }
 
 /// `restore --start -p PORT` with PORT taken: refused before anything is restored, naming the
@@ -420,6 +469,11 @@ fn report_renders_in_chromium(repo: &Path, dir: &Path, labels: &[&str], major: u
         "{svg}"
     );
     assert!(svg.contains("<title>recovery window: from"), "{svg}");
+    assert!(
+        svg.contains("WAL timeline 2")
+            && svg.contains("timeline 2 branched from timeline 1 at LSN"),
+        "{svg}"
+    );
     let png = dir.join("shot.png");
     chromium_run(
         dir,

@@ -449,8 +449,7 @@ pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartErr
     // Only what this start logs: the log may hold earlier runs.
     let mut offset = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
-    let port = super::port::effective_port(&opts.pgdata, opts.port);
-    super::port::ensure_port_free(port, opts.port.is_some())?;
+    super::port::ensure_free(&super::port::listen_settings(&opts.pgdata, opts.port))?;
     pg_ctl_start(&bindir, opts, &log)?;
     let (outcome, state) = wait_for_recovery(opts, &log, &mut offset, started).await?;
     Ok(report(bindir, log, opts, outcome, state, started).await)
