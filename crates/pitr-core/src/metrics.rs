@@ -290,8 +290,8 @@ pub async fn last_time_in(
     segment: &WalFileName,
 ) -> Option<Timestamp> {
     let opts = ScanOptions {
-        from: Some(Bound::Segment(segment.clone())),
-        to: Some(Bound::Segment(segment.clone())),
+        from: Some(Bound::Segment(*segment)),
+        to: Some(Bound::Segment(*segment)),
         timeline: Some(segment.timeline()),
         incidents_only: None,
     };

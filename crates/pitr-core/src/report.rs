@@ -196,7 +196,7 @@ pub async fn execute(repo: &Repo, plan: &ReportPlan) -> RepoResult<WindowReport>
             }
         }
     }
-    restore_points.sort_by(|a, b| a.time.cmp(&b.time));
+    restore_points.sort_by_key(|a| a.time);
     let incidents = match plan.incidents {
         None => Vec::new(),
         Some(threshold) => match find_incidents(&cluster, threshold).await {
@@ -242,8 +242,8 @@ async fn decode_run(
     last: &WalFileName,
 ) -> Result<(RunTimes, Vec<RestorePoint>), walscan::WalScanError> {
     let opts = ScanOptions {
-        from: Some(Bound::Segment(first.clone())),
-        to: Some(Bound::Segment(last.clone())),
+        from: Some(Bound::Segment(*first)),
+        to: Some(Bound::Segment(*last)),
         timeline: Some(first.timeline()),
         incidents_only: None,
     };

@@ -36,7 +36,7 @@ pub fn listen_settings(pgdata: &Path, given: Option<u16>) -> Listen {
         .iter()
         .filter_map(|f| fs::read_to_string(f).ok())
         .collect();
-    let setting = |name: &str| texts.iter().filter_map(|t| conf_value(t, name)).last();
+    let setting = |name: &str| texts.iter().filter_map(|t| conf_value(t, name)).next_back();
     let socket_dirs = match setting("unix_socket_directories") {
         Some(v) => v
             .split(',')
@@ -73,7 +73,7 @@ fn conf_value(text: &str, name: &str) -> Option<String> {
                 .or_else(|| l.split_once(char::is_whitespace))?;
             (k.trim() == name).then(|| v.trim().trim_matches('\'').to_string())
         })
-        .last()
+        .next_back()
 }
 
 /// Refuses to start where a server already listens: the TCP port (on the loopback address,
