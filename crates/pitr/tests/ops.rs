@@ -108,6 +108,11 @@ fn metrics_describe_the_repository(install: &PgInstall) {
     let ci = &info["clusters"][0];
     let text = pitr(&["--repo", s(&repo), "metrics"]).expect_code(0).stdout;
     let m = parse_metrics(&text);
+    // Kept for people to look at, beside the report's screenshot.
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("metrics-pg{}.txt", install.major)),
+        &text,
+    );
     let sysid = c.system_id();
     assert_eq!(
         ci["identity"]["system_id"],

@@ -84,7 +84,8 @@ struct Families {
 }
 
 impl Families {
-    fn register(r: &mut Registry) -> Families {
+    /// Registers the families; the archiver's only `with_archiver` (a server was given).
+    fn register(r: &mut Registry, with_archiver: bool) -> Families {
         let mut g = |name: &str, help: &str, unit: Option<Unit>| {
             let f = FGauge::default();
             match unit {
@@ -113,12 +114,27 @@ impl Families {
             win_start_lsn: g("recovery_window_start_lsn", "Earliest LSN recovery can reach, as a byte position", b.clone()),
             win_end_time: g("recovery_window_end_time", "Latest commit, restore point or checkpoint time in the archived WAL recovery reaches (Unix time)", s.clone()),
             win_end_lsn: g("recovery_window_end_lsn", "End of archived WAL recovery reaches, as a byte position", b.clone()),
-            win_length: g("recovery_window_length", "Length of the recovery window", s.clone()),
-            last_failed: g("archiver_last_failed_time", "pg_stat_archiver.last_failed_time of the server given (Unix time)", s.clone()),
-            last_archived: g("archiver_last_archived_time", "pg_stat_archiver.last_archived_time of the server given (Unix time)", s),
+            win_length: g("recovery_window_length", "Length of the recovery window", s),
+            last_failed: FGauge::default(),
+            last_archived: FGauge::default(),
             archived: Family::default(),
             failed: Family::default(),
         };
+        if !with_archiver {
+            return f;
+        }
+        r.register_with_unit(
+            "archiver_last_failed_time",
+            "pg_stat_archiver.last_failed_time of the server given (Unix time)",
+            Unit::Seconds,
+            f.last_failed.clone(),
+        );
+        r.register_with_unit(
+            "archiver_last_archived_time",
+            "pg_stat_archiver.last_archived_time of the server given (Unix time)",
+            Unit::Seconds,
+            f.last_archived.clone(),
+        );
         r.register(
             "archiver_archived",
             "pg_stat_archiver.archived_count of the server given",
@@ -146,7 +162,8 @@ fn unix(t: Timestamp) -> f64 {
 /// The report in the text exposition format.
 pub fn render(report: &MetricsReport) -> String {
     let mut registry = Registry::with_prefix("pitr");
-    let f = Families::register(&mut registry);
+    let with_archiver = report.clusters.iter().any(|c| c.archiver.is_some());
+    let f = Families::register(&mut registry, with_archiver);
     for c in &report.clusters {
         let l = labels(c, &[]);
         let set = |fam: &FGauge, l: &Labels, v: f64| {
