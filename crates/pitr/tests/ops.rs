@@ -231,6 +231,29 @@ fn metrics_describe_the_repository(install: &PgInstall) {
         metric(&m, "pitr_archiver_failed_total{cluster=\"main\"}"),
         a.failed_count as f64
     );
+    assert_eq!(metric(&m, "pitr_server_up{cluster=\"main\"}"), 1.0);
+    // A server that does not answer: the repository's metrics still, and the server down.
+    let port = (c.port() + 2).to_string();
+    let down = pitr(&[
+        "--repo",
+        s(&repo),
+        "metrics",
+        "-h",
+        s(c.socket_dir()),
+        "-p",
+        &port,
+    ])
+    .expect_code(0);
+    let m = parse_metrics(&down.stdout);
+    assert_eq!(metric(&m, "pitr_server_up{cluster=\"main\"}"), 0.0);
+    assert_eq!(
+        metric(&m, "pitr_backups{cluster=\"main\",type=\"full\"}"),
+        1.0
+    );
+    assert!(
+        down.stderr.contains("warning: no archiver metrics"),
+        "{down:?}"
+    );
 
     listen_serves_metrics(&repo, &full);
     branch_timeline_2(&c, &repo, &scratch.path().join("branch"));

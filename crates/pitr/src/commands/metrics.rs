@@ -44,14 +44,29 @@ async fn gather(g: &GlobalArgs) -> Result<MetricsReport, CliError> {
     let repo = open_repo(g).await?;
     let report = info::info(&repo).await?;
     let plan = metrics::plan(&report, g.cluster.as_deref());
-    let archiver = if g.host.is_some() || g.port.is_some() {
-        let client = pitr_proto::connect(&conn_params(g)).await?;
-        Some(client.archiver_status().await?)
+    let given = g.host.is_some() || g.port.is_some();
+    let archiver = if given {
+        let status = async {
+            pitr_proto::connect(&conn_params(g))
+                .await?
+                .archiver_status()
+                .await
+        };
+        match status.await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                // The repository's metrics matter most when the server is down: report it.
+                tracing::warn!("metrics: the server did not answer: {e}");
+                eprintln!("pitr: warning: no archiver metrics: {e}");
+                None
+            }
+        }
     } else {
         None
     };
     let cluster = g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
-    Ok(metrics::execute(&repo, &plan, archiver.as_ref().map(|a| (cluster, a))).await?)
+    let server = given.then_some((cluster, archiver.as_ref()));
+    Ok(metrics::execute(&repo, &plan, server).await?)
 }
 
 type Labels = Vec<(String, String)>;
@@ -81,6 +96,7 @@ struct Families {
     failed: Family<Labels, Counter<u64>>,
     last_failed: FGauge,
     last_archived: FGauge,
+    server_up: FGauge,
 }
 
 impl Families {
@@ -117,12 +133,18 @@ impl Families {
             win_length: g("recovery_window_length", "Length of the recovery window", s),
             last_failed: FGauge::default(),
             last_archived: FGauge::default(),
+            server_up: FGauge::default(),
             archived: Family::default(),
             failed: Family::default(),
         };
         if !with_archiver {
             return f;
         }
+        r.register(
+            "server_up",
+            "Whether the server given with -h/-p answered (1) or not (0)",
+            f.server_up.clone(),
+        );
         r.register_with_unit(
             "archiver_last_failed_time",
             "pg_stat_archiver.last_failed_time of the server given (Unix time)",
@@ -162,7 +184,7 @@ fn unix(t: Timestamp) -> f64 {
 /// The report in the text exposition format.
 pub fn render(report: &MetricsReport) -> String {
     let mut registry = Registry::with_prefix("pitr");
-    let with_archiver = report.clusters.iter().any(|c| c.archiver.is_some());
+    let with_archiver = report.clusters.iter().any(|c| c.server_up.is_some());
     let f = Families::register(&mut registry, with_archiver);
     for c in &report.clusters {
         let l = labels(c, &[]);
@@ -221,6 +243,9 @@ pub fn render(report: &MetricsReport) -> String {
                 set(&f.win_end_time, &le, unix(t));
                 set(&f.win_length, &l, unix(t) - unix(w.start_time));
             }
+        }
+        if let Some(up) = c.server_up {
+            set(&f.server_up, &l, if up { 1.0 } else { 0.0 });
         }
         if let Some(a) = &c.archiver {
             f.archived.get_or_create(&l).inc_by(a.archived_count);
