@@ -86,8 +86,12 @@ fn fill(c: &Cluster, repo: &Path) -> (String, String) {
 
 /// The metrics match `pitr info --json` (backup sizes and times, the window's LSNs), the last
 /// archived segment holds the last switch and is young, the window ends at the last commit,
-/// no gaps; with `-h -p` the archiver counters are the server's; `--listen` serves the same
-/// over HTTP; a segment removed from the repository shows as one gap of one segment.
+/// no gaps; with `-h -p` the archiver counters are the server's, and a server that does not
+/// answer is `pitr_server_up 0`; `--listen` serves the same over HTTP. `pitr info` draws the
+/// window in one line (sizes in MiB, system_id a JSON string). `restore --start` refuses a
+/// taken port. A promoted copy branches timeline 2; `pitr report` pictures all of it in
+/// Chromium. A segment removed from the repository shows as one gap of one segment in the
+/// metrics, the info line and the page.
 fn metrics_describe_the_repository(install: &PgInstall) {
     let started = now();
     let scratch = scratch_dir();
@@ -350,6 +354,8 @@ fn branch_timeline_2(c: &Cluster, repo: &Path, dir: &Path) {
         "120",
     ])
     .expect_code(0);
+    // Stopped however this function ends: a failed assertion leaves no server behind.
+    let _stop = StopOnDrop(install.bin("pg_ctl"), dir.to_path_buf());
     let rep = json(&out);
     assert_eq!(rep["start"]["timeline"], 2, "{rep}");
     psql_port(
@@ -371,10 +377,18 @@ fn branch_timeline_2(c: &Cluster, repo: &Path, dir: &Path) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut stop = Command::new(install.bin("pg_ctl"));
-    stop.args(["-D", s(dir), "-m", "fast", "-w", "stop"]);
-    pitr_testkit::as_postgres(&mut stop);
-    assert!(stop.status().unwrap().success());
+}
+
+/// `pg_ctl stop -m fast` of a data directory when dropped.
+struct StopOnDrop(std::path::PathBuf, std::path::PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let mut stop = Command::new(&self.0);
+        stop.args(["-D", s(&self.1), "-m", "fast", "-w", "stop"]);
+        pitr_testkit::as_postgres(&mut stop);
+        let _ = stop.output();
+    }
 }
 
 /// `restore --start -p PORT` with PORT taken: refused before anything is restored, naming the
