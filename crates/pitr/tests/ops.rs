@@ -285,6 +285,26 @@ fn metrics_describe_the_repository(install: &PgInstall) {
         metric(&m, "pitr_wal_missing_segments{cluster=\"main\"}"),
         1.0
     );
+    let gap = &names[names.len() - 2];
+    // The info line marks it.
+    let text_info = pitr(&["--repo", s(&repo), "info"]).expect_code(0).stdout;
+    let strip = text_info
+        .lines()
+        .find(|l| l.contains("(F full, i incremental"))
+        .unwrap();
+    assert!(strip.split('|').nth(1).unwrap().contains('!'), "{strip}");
+    // The page marks it: a hatched mark whose title names the missing segment.
+    let page = scratch.path().join("gap.html");
+    pitr(&["--repo", s(&repo), "report", "--output", s(&page)]).expect_code(0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    let _ = std::fs::copy(
+        &page,
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("report-gap-pg{}.html", install.major)),
+    );
+    assert!(
+        html.contains("class=\"gap\"") && html.contains(&format!("missing {gap} .. {gap}")),
+        "{html}"
+    );
     c.stop();
 }
 
