@@ -3,11 +3,13 @@
 #   1. installs PostgreSQL 14-18 for the integration tests (scripts/install-test-deps.sh, when root),
 #   2. checks formatting (cargo fmt --check),
 #   3. lints every crate and test (cargo clippy -D warnings),
-#   4. runs every test in the workspace (cargo nextest if installed, else cargo test).
+#   4. runs every test in the workspace (cargo nextest if installed, else cargo test),
+#   5. as root: builds, installs, checks and purges the Debian package (scripts/test-deb.sh),
+#   6. runs PostgreSQL 15's own archiving/recovery TAP tests with pitr (scripts/pg-tap.sh; as root).
 # Every step runs even if an earlier one failed (except a failed install); the exit status is
 # non-zero if any step failed, and a summary at the end names them.
 #
-# Environment: PITR_SKIP_INSTALL=1 skips step 1; PITR_TEST_PG=14,17 narrows the PostgreSQL majors
+# Environment: PITR_SKIP_INSTALL=1 skips step 1; PITR_SKIP_TAP=1 skips step 6; PITR_TEST_PG=14,17 narrows the PostgreSQL majors
 # tested; extra arguments are passed to the test runner (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +68,15 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   printf '\n(cargo-nextest not installed: using cargo test)\n'
   step "tests (cargo test)" cargo test --locked --workspace --no-fail-fast "$@"
+fi
+
+if [ "$(id -u)" = 0 ]; then
+  step "Debian package (scripts/test-deb.sh)" scripts/test-deb.sh
+fi
+if [ "$(id -u)" = 0 ] && [ "${PITR_SKIP_TAP:-0}" != 1 ]; then
+  step "PostgreSQL's TAP tests with pitr (scripts/pg-tap.sh)" scripts/pg-tap.sh
+else
+  printf '\n==> skipping PostgreSQL'"'"'s TAP tests (they need root to run as postgres; PITR_SKIP_TAP=1 skips them)\n'
 fi
 
 print_summary

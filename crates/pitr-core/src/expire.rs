@@ -292,6 +292,7 @@ pub async fn expire(
         report.wal_kept_from =
             Some(WalFileName::segment(oldest.tli(), first_kept, seg_size).to_string());
     }
+    let mut doomed = Vec::new();
     for e in cluster.list_wal().await? {
         let Some(segno) = e.name.segno(seg_size) else {
             continue; // timeline history files stay
@@ -301,14 +302,14 @@ pub async fn expire(
         }
         report.wal_files += 1;
         report.wal_bytes += e.stored_len;
-        if !dry_run {
-            storage
-                .delete(&cluster.wal_key(&e.name))
-                .await
-                .map_err(RepoError::from)?;
-        }
+        doomed.push(cluster.wal_key(&e.name));
     }
     if !dry_run {
+        // Batched (one request per 1,000 keys on S3); any order is safe: no kept backup needs them.
+        storage
+            .delete_many(&doomed)
+            .await
+            .map_err(RepoError::from)?;
         storage
             .prune(&format!("{}/wal/", cluster.name()))
             .await
@@ -320,37 +321,44 @@ pub async fn expire(
 /// Removes every object under `prefix`, then the directories left empty.
 async fn remove_prefix(cluster: &ClusterRepo, prefix: &str) -> Result<(), ExpireError> {
     let storage = cluster.repo().storage();
-    for o in storage.list(prefix).await.map_err(RepoError::from)? {
-        storage.delete(&o.key).await.map_err(RepoError::from)?;
-    }
+    let keys: Vec<String> = storage
+        .list(prefix)
+        .await
+        .map_err(RepoError::from)?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    storage.delete_many(&keys).await.map_err(RepoError::from)?;
     storage.prune(prefix).await.map_err(RepoError::from)?;
     Ok(())
 }
 
-/// Labels under `backup/` that have objects but no manifest and sort before `before`.
+/// Labels under `backup/` that have objects but no manifest and sort before `before`: one
+/// delimiter listing of the backups, then, for those without a manifest, a listing of that
+/// backup's own objects (a directory emptied moments ago may still be listed on an object store).
 async fn leftover_labels(cluster: &ClusterRepo, before: &str) -> Result<Vec<String>, ExpireError> {
-    let prefix = format!("{}/backup/", cluster.name());
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut complete: BTreeSet<String> = BTreeSet::new();
-    // One listing: the labels with objects, and those among them with a manifest.
-    for o in cluster
-        .repo()
-        .storage()
-        .list(&prefix)
-        .await
-        .map_err(RepoError::from)?
-    {
-        let Some((label, _)) = o.key.strip_prefix(&prefix).and_then(|r| r.split_once('/')) else {
+    let storage = cluster.repo().storage();
+    let mut out = Vec::new();
+    for label in cluster.backup_dirs().await? {
+        if label.as_str() >= before {
             continue;
-        };
-        if o.key == cluster.manifest_key(label) {
-            complete.insert(label.to_string());
         }
-        if label < before {
-            seen.insert(label.to_string());
+        let manifest = storage
+            .head(&cluster.manifest_key(&label))
+            .await
+            .map_err(RepoError::from)?;
+        if manifest.is_some() {
+            continue;
+        }
+        let objects = storage
+            .list(&cluster.backup_prefix(&label))
+            .await
+            .map_err(RepoError::from)?;
+        if !objects.is_empty() {
+            out.push(label);
         }
     }
-    Ok(seen.difference(&complete).cloned().collect())
+    Ok(out)
 }
 
 #[cfg(test)]

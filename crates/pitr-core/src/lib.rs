@@ -4,11 +4,14 @@
 pub mod archive;
 pub mod backup;
 pub mod check;
+pub mod drill;
 pub mod expire;
+pub mod history;
 pub mod info;
 pub mod metrics;
 pub mod pgbin;
 pub mod report;
 pub mod restore;
+pub mod status;
 pub mod verify;
 pub mod walscan;

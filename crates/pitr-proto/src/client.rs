@@ -252,6 +252,27 @@ impl PgClient {
         })
     }
 
+    /// Runs `sql`, whose columns must all be `text`, and returns every row as text values
+    /// (`None` for NULL); `what` names the query in errors.
+    pub async fn query_text(
+        &self,
+        what: &'static str,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ProtoError> {
+        let rows = self
+            .client
+            .query(sql, &[])
+            .await
+            .map_err(|e| query_error(&self.endpoint, what, e))?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| self.opt(row, i, what))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect()
+    }
+
     /// The server this session is connected to.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint

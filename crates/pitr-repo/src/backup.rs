@@ -95,9 +95,12 @@ pub struct BackupManifest {
     pub wal_seg_size: u64,
     /// Timeline the backup started on.
     pub timeline: u32,
-    /// Backup start LSN (`START WAL LOCATION`).
+    /// Backup start LSN (`START WAL LOCATION`); a manifest whose LSN does not parse is refused
+    /// when decoded, never read as 0/0.
+    #[serde(deserialize_with = "lsn_text")]
     pub start_lsn: String,
-    /// LSN the backup is consistent at (returned by the stop function).
+    /// LSN the backup is consistent at (returned by the stop function); validated as `start_lsn`.
+    #[serde(deserialize_with = "lsn_text")]
     pub stop_lsn: String,
     /// Wall-clock start.
     pub start_time: Timestamp,
@@ -121,8 +124,19 @@ pub struct BackupManifest {
     pub pitr_version: String,
 }
 
+/// An LSN kept as its text, refused when it does not parse as one.
+fn lsn_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.parse::<Lsn>() {
+        Ok(_) => Ok(s),
+        Err(_) => Err(serde::de::Error::custom(format!(
+            "{s:?} is not an LSN (expected X/X in hexadecimal)"
+        ))),
+    }
+}
+
 impl BackupManifest {
-    /// Start LSN, parsed.
+    /// Start LSN, parsed (valid in every decoded manifest, see [`BackupManifest::start_lsn`]).
     pub fn start(&self) -> Lsn {
         self.start_lsn.parse().unwrap_or(Lsn::INVALID)
     }
@@ -175,34 +189,68 @@ impl ClusterRepo {
             .await
     }
 
-    /// Labels of complete backups, oldest first.
+    /// Labels of complete backups, oldest first: one delimiter listing of the backups (never
+    /// their files), then each one's manifest looked for.
     pub async fn backup_labels(&self) -> RepoResult<Vec<String>> {
-        let prefix = format!("{}/backup/", self.name());
-        let mut labels: Vec<String> = self
-            .repo()
-            .storage()
-            .list(&prefix)
-            .await?
-            .into_iter()
-            .filter_map(|o| {
-                let rest = o.key.strip_prefix(&prefix)?;
-                let (label, file) = rest.split_once('/')?;
-                (file == "backup.json").then(|| label.to_string())
-            })
-            .collect();
-        labels.sort();
-        labels.dedup();
+        let mut labels = Vec::new();
+        for label in self.backup_dirs().await? {
+            let key = self.manifest_key(&label);
+            if self.repo().storage().head(&key).await?.is_some() {
+                labels.push(label);
+            }
+        }
         Ok(labels)
+    }
+
+    /// Every label with a directory under `backup/`, complete or not (a backup in progress, one
+    /// left by an interrupted expire, or one emptied moments ago on an object store that lists
+    /// emptied folders for a while), sorted.
+    pub async fn backup_dirs(&self) -> RepoResult<Vec<String>> {
+        let prefix = format!("{}/backup/", self.name());
+        Ok(self.repo().storage().list_dirs(&prefix).await?)
     }
 
     /// Every complete backup's manifest, oldest first.
     pub async fn backups(&self) -> RepoResult<Vec<BackupManifest>> {
         let mut out = Vec::new();
-        for label in self.backup_labels().await? {
+        for label in self.backup_dirs().await? {
             if let Some(m) = self.manifest(&label).await? {
                 out.push(m);
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn manifest(start: &str, stop: &str) -> serde_json::Value {
+        serde_json::json!({
+            "label": "20261202T000000F", "kind": "full", "pg_major": 17, "system_id": 7,
+            "wal_seg_size": 16777216, "timeline": 1, "start_lsn": start, "stop_lsn": stop,
+            "start_time": "2026-12-02T00:00:00Z", "stop_time": "2026-12-02T00:00:01Z",
+            "backup_label": "", "data_checksums": true, "dirs": [], "files": [],
+            "pitr_version": "test"
+        })
+    }
+
+    #[test]
+    fn a_manifest_with_an_unparsable_lsn_is_refused_not_read_as_0_0() {
+        let good: BackupManifest =
+            serde_json::from_value(manifest("0/2000028", "0/2000100")).unwrap();
+        assert_eq!(good.start().to_string(), "0/2000028");
+        assert_eq!(good.stop().to_string(), "0/2000100");
+        for (start, stop) in [
+            ("garbage", "0/2000100"),
+            ("0/2000028", ""),
+            ("0/2000028", "1/2/3"),
+        ] {
+            let e = serde_json::from_value::<BackupManifest>(manifest(start, stop)).unwrap_err();
+            assert!(e.to_string().contains("is not an LSN"), "{e}");
+        }
     }
 }

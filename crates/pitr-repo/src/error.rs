@@ -72,6 +72,9 @@ pub enum RepoError {
         /// One of its entries.
         example: String,
     },
+    /// The encryption key is missing, wrong, or not expected.
+    #[error(transparent)]
+    Crypt(#[from] crate::crypt::CryptError),
     /// Local encoding failed (out of memory, etc.).
     #[error("cannot encode {what}: {source}")]
     Encode {

@@ -1,6 +1,8 @@
 //! The pitr repository format (v1): where each object lives and how it is framed.
 //!
 //! ```text
+//! pitr.encryption                         only in an encrypted repository, in clear: the
+//!                                         wrapped data key (see [`crypt`])
 //! pitr.repository                         repository marker (metadata, kind "repository")
 //! <cluster>/cluster.json                  identity: system identifier, major version, segment size
 //! <cluster>/wal/<TLI>/<WAL file name>     framed WAL segment / .partial / .history / .backup
@@ -10,8 +12,10 @@
 #![deny(clippy::indexing_slicing)] // parsers never panic on any input (STYLE rule 3)
 
 pub mod backup;
+pub mod crypt;
 pub mod error;
 pub mod frame;
+pub mod history;
 pub mod meta;
 
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use pitr_storage::{PutMode, PutOutcome, Storage};
 use serde::{Deserialize, Serialize};
 
 pub use backup::{BackupKind, BackupManifest, ManifestDir, ManifestFile, ManifestTablespace};
+pub use crypt::{CryptError, KeyFile};
 pub use error::{RepoError, RepoResult};
 pub use frame::{Checksum, Compression, FrameSummary};
 
@@ -65,6 +70,7 @@ struct ClusterFile {
 #[derive(Debug, Clone)]
 pub struct Repo {
     storage: Arc<dyn Storage>,
+    encrypted: bool,
 }
 
 /// Outcome of storing a WAL file.
@@ -96,10 +102,14 @@ pub struct WalEntry {
 impl Repo {
     /// A repository on `storage`, taken as it is (see [`Repo::open`] for a checked one).
     pub fn new(storage: Arc<dyn Storage>) -> Repo {
-        Repo { storage }
+        Repo {
+            storage,
+            encrypted: false,
+        }
     }
 
-    /// A repository on `storage`, refusing a location that holds something else.
+    /// A repository on `storage`, refusing a location that holds something else, and an
+    /// encrypted repository (which needs [`Repo::open_with_key`]).
     ///
     /// What counts as a repository: a location with the marker ([`MARKER_KEY`]), or an empty
     /// one, which becomes a repository on first use. An empty file system's `lost+found` is
@@ -108,14 +118,84 @@ impl Repo {
     /// A location that cannot be read is not judged here: the first real access reports it with
     /// the path and the user.
     pub async fn open(storage: Arc<dyn Storage>) -> RepoResult<Repo> {
-        let repo = Repo { storage };
-        if let Some(example) = repo.foreign_entry().await {
+        Repo::open_with_key(storage, None).await
+    }
+
+    /// Like [`Repo::open`], with the key file given (`--encryption-key-file`), if any.
+    ///
+    /// An encrypted repository needs its key ([`CryptError::MissingKey`],
+    /// [`CryptError::WrongKey`]); an unencrypted one refuses a key
+    /// ([`CryptError::UnexpectedKey`]); an empty location given a key becomes an encrypted
+    /// repository (what `pitr init --encryption-key-file` does). Every object of an encrypted
+    /// repository is then read and written through [`crypt::EncryptedStorage`].
+    pub async fn open_with_key(
+        storage: Arc<dyn Storage>,
+        key: Option<&KeyFile>,
+    ) -> RepoResult<Repo> {
+        let plain = Repo::new(storage.clone());
+        let location = plain.location();
+        let ring = plain.keyring().await?;
+        let dk = match (ring, key) {
+            (Some(ring), Some(key)) => ring.unwrap_key(key, &location)?,
+            (Some(_), None) => return Err(CryptError::MissingKey { repo: location }.into()),
+            (None, None) => return plain.checked().await,
+            (None, Some(key)) => plain.make_encrypted(key).await?,
+        };
+        let sealed: Arc<dyn Storage> = Arc::new(crypt::EncryptedStorage::new(storage, dk));
+        Repo {
+            storage: sealed,
+            encrypted: true,
+        }
+        .checked()
+        .await
+    }
+
+    /// Itself, unless the location holds something that is not a repository.
+    async fn checked(self) -> RepoResult<Repo> {
+        if let Some(example) = self.foreign_entry().await {
             return Err(RepoError::NotARepository {
-                location: repo.location(),
+                location: self.location(),
                 example,
             });
         }
-        Ok(repo)
+        Ok(self)
+    }
+
+    /// The key object, if the repository is encrypted.
+    async fn keyring(&self) -> RepoResult<Option<crypt::Keyring>> {
+        self.read_meta::<crypt::Keyring>("encryption", crypt::KEYRING_KEY)
+            .await
+    }
+
+    /// Makes an empty location an encrypted repository keyed by `key` (a repository that
+    /// already exists unencrypted refuses); safe against a concurrent first use.
+    async fn make_encrypted(&self, key: &KeyFile) -> RepoResult<crypt::DataKey> {
+        let location = self.location();
+        if self.storage.head(MARKER_KEY).await?.is_some() {
+            return Err(CryptError::UnexpectedKey { repo: location }.into());
+        }
+        if let Some(example) = self.foreign_entry().await {
+            return Err(RepoError::NotARepository { location, example });
+        }
+        let (ring, dk) = crypt::Keyring::create(key)?;
+        let written = self
+            .write_meta("encryption", crypt::KEYRING_KEY, &ring, PutMode::Create)
+            .await?;
+        if written == PutOutcome::Written {
+            return Ok(dk);
+        }
+        let ring = self
+            .keyring()
+            .await?
+            .ok_or_else(|| CryptError::MissingKey {
+                repo: location.clone(),
+            })?;
+        Ok(ring.unwrap_key(key, &location)?)
+    }
+
+    /// Whether the repository is encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.encrypted
     }
 
     /// An entry showing the location is not (and cannot become) a repository, if there is one.
@@ -123,9 +203,12 @@ impl Repo {
         if !matches!(self.storage.head(MARKER_KEY).await, Ok(None)) {
             return None; // the marker, or unreadable
         }
-        // A location holds at most one lost+found: two entries are enough to find another.
-        let entries = self.storage.root_entries(2).await.ok()?;
-        entries.into_iter().find(|n| n != LOST_AND_FOUND)
+        // A location holds at most one lost+found and one key object: three entries are
+        // enough to find another.
+        let entries = self.storage.root_entries(3).await.ok()?;
+        entries
+            .into_iter()
+            .find(|n| n != LOST_AND_FOUND && n != crypt::KEYRING_KEY)
     }
 
     /// The underlying storage.
@@ -187,17 +270,21 @@ impl Repo {
         })
     }
 
-    /// Clusters present in the repository.
+    /// Clusters present in the repository: one delimiter listing of the top level (never every
+    /// object), then each candidate's identity object.
     pub async fn clusters(&self) -> RepoResult<Vec<String>> {
-        let mut out: Vec<String> = self
-            .storage
-            .list("")
-            .await?
-            .into_iter()
-            .filter_map(|o| o.key.strip_suffix("/cluster.json").map(str::to_string))
-            .filter(|k| !k.contains('/'))
-            .collect();
-        out.dedup();
+        let mut out = Vec::new();
+        for name in self.storage.list_dirs("").await? {
+            // A directory emptied moments ago may still be listed: the identity decides.
+            if self
+                .storage
+                .head(&format!("{name}/cluster.json"))
+                .await?
+                .is_some()
+            {
+                out.push(name);
+            }
+        }
         Ok(out)
     }
 

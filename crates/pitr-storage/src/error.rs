@@ -47,6 +47,17 @@ pub enum StorageError {
     /// A fault injected by a test wrapper.
     #[error("injected fault: {0}")]
     Injected(String),
+    /// An object of an encrypted repository does not open: damaged, truncated, reordered,
+    /// renamed or replaced (the key itself is checked when the repository is opened).
+    #[error("{key:?} in repository {repo} fails authentication: {reason}\nhint: the stored object was damaged or tampered with; run `pitr verify`, and restore the object from another copy or remove it")]
+    Unauthentic {
+        /// Repository location.
+        repo: String,
+        /// Object key.
+        key: String,
+        /// What does not open.
+        reason: String,
+    },
     /// An object store refused or failed a request: anything but "the object does not exist",
     /// which drivers report as `None`.
     #[error("cannot {op} {object} at {endpoint}: {} ({detail})\nhint: {}", failure.summary(), failure.hint())]

@@ -18,6 +18,7 @@
 
 mod cluster;
 mod install;
+pub mod leak;
 mod os;
 mod seaweed;
 

@@ -58,9 +58,30 @@ pub struct GlobalArgs {
         value_name = "DBNAME"
     )]
     pub dbname: Option<String>,
+    /// Key file of an encrypted repository (64 hex digits, or a passphrase); given to `init`,
+    /// it makes the new repository encrypted
+    #[arg(long, global = true, env = "PITR_ENCRYPTION_KEY", value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
     /// Compression for new objects: zstd, zstd:LEVEL, lz4 or none [default: zstd]
     #[arg(long, global = true, env = "PITR_COMPRESS", value_name = "ALGO")]
     pub compress: Option<String>,
+    /// S3 endpoint URL, e.g. https://minio.example:9000 (path-style addressing) [default: AWS]
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: us-east-1]
+    #[arg(long, global = true, env = "AWS_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// PEM file of CA certificates trusted besides the system's, for an S3 endpoint with a private CA
+    #[arg(long, global = true, env = "PITR_S3_CA_FILE", value_name = "FILE")]
+    pub s3_ca_file: Option<PathBuf>,
+    /// Seconds a failing S3 request (5xx, 429, timeout, connection error) is retried [default: 60]
+    #[arg(
+        long,
+        global = true,
+        env = "PITR_S3_RETRY_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub s3_retry_timeout: Option<u64>,
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
@@ -79,6 +100,9 @@ pub struct GlobalArgs {
     /// `retain_days` from the config file (the `expire` flag wins).
     #[arg(skip)]
     pub retain_days: Option<u32>,
+    /// S3 credentials from the config file (`AWS_ACCESS_KEY_ID` in the environment wins).
+    #[arg(skip)]
+    pub s3_credentials: Option<pitr_storage::S3Credentials>,
 }
 
 /// The commands.
@@ -107,11 +131,22 @@ pub enum Command {
     /// (internal) fetch WAL segments ahead into an archive-get spool
     #[command(name = "spool-fill", hide = true)]
     SpoolFill(SpoolFillArgs),
+    /// (internal) write the man pages and shell completions into a directory (packaging)
+    #[command(name = "generate-assets", hide = true)]
+    GenerateAssets(GenerateAssetsArgs),
     /// Restore a base backup into --pgdata and configure recovery to a target
     Restore(RestoreArgs),
     /// Read archived WAL: transactions, restore points, dropped or truncated tables
     #[command(subcommand)]
     Wal(WalCommand),
+    /// Restore drill: restore into a scratch directory, start it apart from production, check,
+    /// stop, and record the measured recovery time in the repository's history
+    Drill(DrillArgs),
+    /// The restores and drills recorded in the repository
+    History,
+    /// Replication and archiving status of the server: standbys and their lag, slots and the
+    /// WAL they hold, archiver backlog and failures (a check with --max-lag/--max-archive-age)
+    Status(StatusArgs),
     /// Prometheus metrics: backups, archived WAL, the recovery window (text, or served over HTTP)
     Metrics(MetricsArgs),
     /// Write a self-contained HTML page picturing the recovery window (backups, WAL, gaps, timelines)
@@ -191,6 +226,14 @@ pub struct ArchiveGetArgs {
     pub spool: Option<PathBuf>,
 }
 
+/// `pitr generate-assets` (internal, used by scripts/build-deb.sh).
+#[derive(Debug, Args)]
+pub struct GenerateAssetsArgs {
+    /// Directory to write into: man/ (section 1 pages) and completions/ (bash, zsh, fish)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
 /// `pitr spool-fill` (internal, started by archive-get).
 #[derive(Debug, Args)]
 pub struct SpoolFillArgs {
@@ -219,6 +262,30 @@ pub struct BackupArgs {
     /// Seconds to wait for the backup's WAL to reach the repository
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub archive_timeout: u64,
+    /// copy: read the data directory here (on the database host); replication: BASE_BACKUP
+    /// over a replication connection to -h/-p/-U (from any host); auto: copy when the data
+    /// directory (--pgdata, or the server's data_directory) is readable here and is the
+    /// server's, else replication
+    #[arg(long, default_value = "auto", value_parser = ["auto", "copy", "replication"])]
+    pub method: String,
+}
+
+/// `pitr status`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Needs no repository. On a primary: pg_stat_replication, pg_replication_slots, \
+pg_stat_archiver and the .ready backlog (pg_ls_archive_statusdir: superuser or pg_monitor); on a \
+standby: received and replayed positions and the WAL receiver. Exit status (Nagios-style): 0 ok; \
+2 a threshold is exceeded (or bad options); 3 the server cannot be queried."
+)]
+pub struct StatusArgs {
+    /// Fail when a standby's replay lag (or, on a standby, its own) exceeds this: a size
+    /// (16MB, 1048576) or a duration (30s, 5min, 1h); repeat to give both
+    #[arg(long, value_name = "SIZE|DURATION")]
+    pub max_lag: Vec<String>,
+    /// Fail when the last successful archiving is older than this duration (e.g. 10min)
+    #[arg(long, value_name = "DURATION")]
+    pub max_archive_age: Option<String>,
 }
 
 /// `pitr check`.
@@ -314,27 +381,9 @@ Exit status: 2 bad options; 4 refused (target outside the reachable window, DIR 
 5 repository data damaged; 3 other failures, including a failed --start."
 )]
 pub struct RestoreArgs {
-    /// Stop at this time: '2025-07-10 12:36:52.242927-07', ISO 8601, or without zone = local time
-    #[arg(long, value_name = "TIME")]
-    pub target_time: Option<String>,
-    /// Stop at this WAL position, e.g. 0/4031F10
-    #[arg(long, value_name = "LSN")]
-    pub target_lsn: Option<String>,
-    /// Stop at this restore point (pg_create_restore_point)
-    #[arg(long, value_name = "NAME")]
-    pub target_name: Option<String>,
-    /// Stop at this transaction
-    #[arg(long, value_name = "XID")]
-    pub target_xid: Option<String>,
-    /// Stop as soon as the backup is consistent
-    #[arg(long)]
-    pub target_immediate: bool,
-    /// Stop just before the target instead of just after it (time, LSN and xid targets)
-    #[arg(long)]
-    pub target_exclusive: bool,
-    /// Timeline to recover along: latest, current or a number [default: latest]
-    #[arg(long, value_name = "latest|current|N")]
-    pub target_timeline: Option<String>,
+    /// The recovery target.
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// What PostgreSQL does at the target: pause, promote or shutdown [default: pause]
     #[arg(long, value_name = "ACTION")]
     pub target_action: Option<String>,
@@ -374,6 +423,66 @@ pub struct RestoreArgs {
     /// Print the plan (backup, target, WAL, directories, settings) and change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// The recovery target options shared by `restore` and `drill` (at most one target).
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetArgs {
+    /// Stop at this time: '2025-07-10 12:36:52.242927-07', ISO 8601, or without zone = local time
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Stop at this WAL position, e.g. 0/4031F10
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Stop at this restore point (pg_create_restore_point)
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Stop at this transaction
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long)]
+    pub target_immediate: bool,
+    /// Stop just before the target instead of just after it (time, LSN and xid targets)
+    #[arg(long)]
+    pub target_exclusive: bool,
+    /// Timeline to recover along: latest, current or a number [default: latest]
+    #[arg(long, value_name = "latest|current|N")]
+    pub target_timeline: Option<String>,
+}
+
+/// `pitr drill`.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The recovery target [default: the end of archived WAL]
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Restore this backup (checked against the target) instead of choosing one
+    #[arg(long, value_name = "LABEL")]
+    pub backup: Option<String>,
+    /// Directory in which a fresh scratch directory is made for the restore [default: the
+    /// system's temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// A query run once recovery ended; the drill fails if it errors or returns a single
+    /// `false` (repeatable) [default: connect and list the databases]
+    #[arg(long = "check-sql", value_name = "SQL")]
+    pub check_sql: Vec<String>,
+    /// Keep the scratch directory (the server is stopped anyway)
+    #[arg(long)]
+    pub keep: bool,
+    /// OS user that owns the scratch cluster when run as root [default: owner of the scratch directory's parent, else postgres]
+    #[arg(long, value_name = "USER")]
+    pub owner: Option<String>,
+    /// Files restored in parallel [default: number of CPUs]
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Directory with pg_ctl and postgres [default: pg_config --bindir, /usr/lib/postgresql/<major>/bin, PATH]
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// Give up waiting for recovery after this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub wait_timeout: u64,
 }
 
 /// Parses the process arguments; `-h` means host, so help is `--help` only (as in psql's `-?`).

@@ -4,14 +4,28 @@
 //! repo = "/var/lib/pitr/repo"
 //! cluster = "main"
 //! compress = "zstd"
+//! encryption_key_file = "/etc/pitr/repo.key"   # an encrypted repository's key
 //! pgdata = "/var/lib/postgresql/17/main"
 //! host = "/var/run/postgresql"
 //! port = 5432
 //! retain_full = 2            # pitr expire: keep the newest 2 full backups
 //! ```
+//!
+//! An S3 repository (credentials may also come from the environment, which wins):
+//!
+//! ```toml
+//! repo = "s3://backups/pitr"
+//! s3_endpoint = "https://minio.example:9000"
+//! s3_region = "eu-west-1"
+//! s3_ca_file = "/etc/pitr/ca.pem"
+//! s3_retry_timeout = 60
+//! s3_access_key_id = "AKIA…"
+//! s3_secret_access_key = "…"
+//! ```
 
 use std::path::{Path, PathBuf};
 
+use pitr_storage::S3Credentials;
 use serde::Deserialize;
 
 use crate::cli::GlobalArgs;
@@ -26,6 +40,7 @@ pub struct ConfigFile {
     repo: Option<String>,
     cluster: Option<String>,
     compress: Option<String>,
+    encryption_key_file: Option<PathBuf>,
     pgdata: Option<PathBuf>,
     host: Option<String>,
     port: Option<u16>,
@@ -33,6 +48,13 @@ pub struct ConfigFile {
     dbname: Option<String>,
     retain_full: Option<u32>,
     retain_days: Option<u32>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_ca_file: Option<PathBuf>,
+    s3_retry_timeout: Option<u64>,
+    s3_access_key_id: Option<String>,
+    s3_secret_access_key: Option<String>,
+    s3_session_token: Option<String>,
 }
 
 /// A config file that cannot be used.
@@ -60,6 +82,14 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// Valid TOML, but settings that do not go together.
+    #[error("config file {path:?} is invalid: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Fills options not given on the command line or in the environment from the config file.
@@ -79,6 +109,7 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
     g.repo = g.repo.or(file.repo);
     g.cluster = g.cluster.or(file.cluster);
     g.compress = g.compress.or(file.compress);
+    g.encryption_key_file = g.encryption_key_file.or(file.encryption_key_file);
     g.pgdata = g.pgdata.or(file.pgdata);
     g.host = g.host.or(file.host);
     g.port = g.port.or(file.port);
@@ -86,6 +117,26 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
     g.dbname = g.dbname.or(file.dbname);
     g.retain_full = g.retain_full.or(file.retain_full);
     g.retain_days = g.retain_days.or(file.retain_days);
+    g.s3_endpoint = g.s3_endpoint.or(file.s3_endpoint);
+    g.s3_region = g.s3_region.or(file.s3_region);
+    g.s3_ca_file = g.s3_ca_file.or(file.s3_ca_file);
+    g.s3_retry_timeout = g.s3_retry_timeout.or(file.s3_retry_timeout);
+    g.s3_credentials = match (file.s3_access_key_id, file.s3_secret_access_key) {
+        (Some(access_key_id), Some(secret_access_key)) => Some(S3Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token: file.s3_session_token,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Invalid {
+                path,
+                message:
+                    "s3_access_key_id and s3_secret_access_key go together: set both or neither"
+                        .into(),
+            })
+        }
+    };
     Ok(g)
 }
 
@@ -118,5 +169,29 @@ mod parse_tests {
         let msg = e.map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("at line 3, column 12"), "{msg}");
         assert!(msg.contains("3 | compress = zstd"), "{msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example the Debian package installs as /etc/pitr/pitr.toml is a valid config file
+    /// with the values its comments describe.
+    #[test]
+    fn the_packaged_example_config_is_valid() {
+        let text = include_str!("../../../packaging/pitr.toml");
+        let file: ConfigFile = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(file.repo.as_deref(), Some("/var/lib/pitr/repo"));
+        assert_eq!(file.cluster.as_deref(), Some("main"));
+        assert_eq!(file.port, Some(5432));
+        assert_eq!(file.retain_full, Some(2));
+        assert_eq!(file.retain_days, None);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<ConfigFile>("repo = \"/r\"\nretain = 2\n").unwrap_err();
+        assert!(err.message().contains("unknown field `retain`"), "{err}");
     }
 }

@@ -4,7 +4,7 @@ use pitr_core::archive::ArchiveError;
 use pitr_core::restore::start::StartError;
 use pitr_core::restore::{ErrorClass, RestoreError};
 use pitr_repo::frame::FrameError;
-use pitr_repo::RepoError;
+use pitr_repo::{CryptError, RepoError};
 use pitr_storage::StorageError;
 
 use crate::config::ConfigError;
@@ -63,6 +63,14 @@ pub enum CliError {
     /// `pitr expire`.
     #[error(transparent)]
     Expire(#[from] pitr_core::expire::ExpireError),
+    /// A file pitr writes for the user (not in the repository) could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
@@ -100,6 +108,12 @@ fn repo_code(e: &RepoError) -> u8 {
             _ => EXIT_CORRUPT,
         },
         RepoError::BadMeta { .. } => EXIT_CORRUPT,
+        RepoError::Storage(StorageError::Unauthentic { .. }) => EXIT_CORRUPT,
+        RepoError::Crypt(
+            CryptError::MissingKey { .. }
+            | CryptError::WrongKey { .. }
+            | CryptError::UnexpectedKey { .. },
+        ) => EXIT_REFUSED,
         _ => EXIT_ERROR,
     }
 }

@@ -1,10 +1,13 @@
 //! The `pitr` binary: parses arguments, calls the engines in `pitr-core`, renders reports.
 
 mod cli;
+#[macro_use]
+mod out;
 mod commands;
 mod config;
 mod error;
 mod progress;
+mod s3;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -12,11 +15,21 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Decided before parsing: even a malformed restore_command must not exit 2, which
+    // PostgreSQL would read as "file absent" and end recovery early.
+    let is_get = std::env::args_os().skip(1).any(|a| a == "archive-get");
+    if is_get {
+        fatal_panics();
+    }
     let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { error::EXIT_USAGE } else { 0 });
+            return ExitCode::from(match (e.use_stderr(), is_get) {
+                (false, _) => 0,
+                (true, true) => error::EXIT_GET_FATAL,
+                (true, false) => error::EXIT_USAGE,
+            });
         }
     };
     init_logging(cli.global.verbose, cli.global.quiet);
@@ -36,8 +49,12 @@ fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("pitr: error: cannot start the async runtime: {e}");
-            return ExitCode::from(error::EXIT_ERROR);
+            eprintln!("pitr: error: cannot start the async runtime: {e}\nhint: check the limits on open files and threads (ulimit -n, ulimit -u) of the user running pitr");
+            return ExitCode::from(if is_get {
+                error::EXIT_GET_FATAL
+            } else {
+                error::EXIT_ERROR
+            });
         }
     };
     match runtime.block_on(commands::run(cli)) {
@@ -51,6 +68,16 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// archive-get: a panic (exit 101 by default, "file absent" to PostgreSQL) exits 255 instead,
+/// after the usual panic message.
+fn fatal_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        std::process::exit(i32::from(error::EXIT_GET_FATAL));
+    }));
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

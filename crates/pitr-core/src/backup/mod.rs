@@ -1,13 +1,23 @@
-//! `pitr backup`: online, non-exclusive base backups read straight from PGDATA.
+//! `pitr backup`: online, non-exclusive base backups, read straight from PGDATA on the
+//! database host (the copy method) or received over the replication protocol from another
+//! host (the replication method, [`replication`]).
 //!
 //! The plan (`plan`): check the server (archiving on, not a standby, same cluster as the
-//! repository) and choose an incremental backup's parent. The execution (`execute`): start a
-//! non-exclusive backup on one connection, copy PGDATA and tablespaces in parallel through
-//! checksum + compression, stop the backup, wait (bounded) until the WAL from the start to the
-//! consistency point is in the repository. Only then is the manifest published, which is what
-//! makes a backup exist.
+//! repository), choose the method and an incremental backup's parent. The execution
+//! (`execute`): copy method: start a non-exclusive backup on one connection, copy PGDATA and
+//! tablespaces in parallel through checksum + compression, stop the backup; replication
+//! method: `BASE_BACKUP`, each file of its archives through the same checksum + compression.
+//! Both then wait (bounded) until the WAL from the start to the consistency point is in the
+//! repository. Only then is the manifest published, which is what makes a backup exist.
+//!
+//! Why the replication method waits for archived WAL instead of streaming it: the server's
+//! `archive_command` (pitr archive-push) is what every restore reads WAL from; a backup whose
+//! WAL does not arrive there would restore only as long as its streamed copy lives, and would
+//! hide a broken archive. Waiting fails the backup loudly instead, and a segment is written
+//! by one path only.
 
 pub mod copy;
+mod replication;
 pub mod walk;
 
 use std::fs::File;
@@ -95,6 +105,12 @@ pub enum BackupError {
         /// The archive_command to use.
         suggestion: String,
     },
+    /// An incremental backup was asked for over the replication protocol.
+    #[error("incremental backups are taken by the copy method only, and the data directory is not readable here ({0})\nhint: run pitr backup --type incr on the database host (with --pgdata), or take a full backup")]
+    IncrOverReplication(String),
+    /// The copy method was forced but the data directory cannot be used.
+    #[error("--method copy: {0}\nhint: run pitr backup on the database host as an OS user that can read the data directory, or use --method replication")]
+    CopyUnavailable(Box<BackupError>),
     /// No parent for an incremental backup.
     #[error("no full backup to base an incremental backup on in cluster {0:?}\nhint: take a full backup first (pitr backup --type full)")]
     NoParent(String),
@@ -103,11 +119,38 @@ pub enum BackupError {
     Repo(#[from] RepoError),
 }
 
+/// How the files of a backup are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupMethod {
+    /// Copy when the data directory is readable here and is the server's, else replication.
+    #[default]
+    Auto,
+    /// Read PGDATA directly beside `pg_backup_start` / `pg_backup_stop` (on the database host).
+    Copy,
+    /// `BASE_BACKUP` over a replication connection (from any host).
+    Replication,
+}
+
+impl std::fmt::Display for BackupMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupMethod::Auto => "auto",
+            BackupMethod::Copy => "copy",
+            BackupMethod::Replication => "replication",
+        })
+    }
+}
+
 /// Options of a backup.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
     /// PGDATA (default: the server's `data_directory`).
     pub pgdata: Option<PathBuf>,
+    /// Copy or replication.
+    pub method: BackupMethod,
+    /// Connection settings of the replication connection (the replication method).
+    pub conn: pitr_proto::ConnParams,
     /// Full or incremental.
     pub kind: BackupKind,
     /// Files copied concurrently.
@@ -129,6 +172,8 @@ pub struct BackupReport {
     pub label: String,
     /// `full` or `incr`.
     pub kind: String,
+    /// `copy` or `replication`.
+    pub method: BackupMethod,
     /// Parent of an incremental.
     pub parent: Option<String>,
     /// Timeline.
@@ -185,18 +230,34 @@ pub async fn backup(
     let plan = plan(cluster, client, opts).await?;
     let taken = execute(cluster, client, &plan, opts, progress).await?;
     let copied = taken.copied;
+    let method = match plan.source {
+        Source::Copy { .. } => BackupMethod::Copy,
+        Source::Replication => BackupMethod::Replication,
+    };
     let manifest = plan.manifest(taken, opts);
     cluster.put_manifest(&manifest).await?;
-    Ok(report(&manifest, copied, started))
+    Ok(report(&manifest, method, copied, started))
+}
+
+/// Where the files come from.
+#[derive(Debug)]
+enum Source {
+    /// The data directory, read here.
+    Copy {
+        /// The data directory to copy.
+        pgdata: PathBuf,
+        /// Its `pg_control`, checked to be the server's.
+        control: ControlFile,
+    },
+    /// The server's `BASE_BACKUP`.
+    Replication,
 }
 
 /// What a backup will be, decided before the server is asked to start one.
 #[derive(Debug)]
 struct Plan {
-    /// The data directory to copy.
-    pgdata: PathBuf,
-    /// Its `pg_control`, checked to be the server's.
-    control: ControlFile,
+    /// How the files are read.
+    source: Source,
     /// The cluster, as the repository records it.
     identity: ClusterIdentity,
     /// Whether data page checksums are on (and verified while copying).
@@ -228,7 +289,7 @@ async fn plan(
         .pgdata
         .clone()
         .unwrap_or_else(|| info.data_directory.clone());
-    let control = server_control(&pgdata, info.system_id)?;
+    let source = choose_source(opts, pgdata, info.system_id)?;
     let identity = ClusterIdentity {
         system_id: info.system_id,
         pg_major: info.major.number(),
@@ -258,13 +319,37 @@ async fn plan(
         ),
     };
     Ok(Plan {
-        pgdata,
-        control,
+        source,
         identity,
         data_checksums: info.data_checksums,
         tablespaces,
         parent,
     })
+}
+
+/// The copy method when `pgdata` is the server's and readable here (or forced), else the
+/// replication method; an incremental backup needs the copy method.
+fn choose_source(
+    opts: &BackupOptions,
+    pgdata: PathBuf,
+    system_id: u64,
+) -> Result<Source, BackupError> {
+    let local = server_control(&pgdata, system_id);
+    match (opts.method, local) {
+        (BackupMethod::Replication, _) if opts.kind == BackupKind::Incr => Err(
+            BackupError::IncrOverReplication("--method replication".into()),
+        ),
+        (BackupMethod::Replication, _) => Ok(Source::Replication),
+        (_, Ok(control)) => Ok(Source::Copy { pgdata, control }),
+        (BackupMethod::Copy, Err(e)) => Err(BackupError::CopyUnavailable(Box::new(e))),
+        (BackupMethod::Auto, Err(e)) if opts.kind == BackupKind::Incr => {
+            Err(BackupError::IncrOverReplication(e.to_string()))
+        }
+        (BackupMethod::Auto, Err(e)) => {
+            tracing::info!("backing up over the replication protocol: {e}");
+            Ok(Source::Replication)
+        }
+    }
 }
 
 /// `pgdata`'s `pg_control`, refused unless it is the server's (`system_id`).
@@ -316,8 +401,8 @@ struct Taken {
     copied: usize,
 }
 
-/// Starts the backup on the server, copies the files, stops it (even when copying failed) and
-/// waits until its WAL is in the repository.
+/// Takes the files (copy or replication), then waits until the backup's WAL is in the
+/// repository.
 async fn execute(
     cluster: &ClusterRepo,
     client: &PgClient,
@@ -326,21 +411,99 @@ async fn execute(
     progress: Arc<Progress>,
 ) -> Result<Taken, BackupError> {
     let (start_time, label) = claim_label(cluster, opts.kind).await?;
+    let taken = match &plan.source {
+        Source::Copy { pgdata, control } => {
+            let source = (pgdata.as_path(), control);
+            copy_backup(
+                cluster, client, plan, source, opts, progress, label, start_time,
+            )
+            .await?
+        }
+        Source::Replication => {
+            replication_backup(cluster, opts, progress, label, start_time).await?
+        }
+    };
+    wait_for_wal(
+        cluster,
+        &taken.label,
+        taken.timeline,
+        taken.start_lsn,
+        taken.stop.stop_lsn,
+        plan.identity.wal_seg_size,
+        opts,
+    )
+    .await?;
+    Ok(taken)
+}
+
+/// The replication method: `BASE_BACKUP` on a replication connection.
+async fn replication_backup(
+    cluster: &ClusterRepo,
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+    label: String,
+    start_time: Timestamp,
+) -> Result<Taken, BackupError> {
+    let mut conn = pitr_proto::connect_replication(&opts.conn).await?;
+    let rx = replication::receive(
+        &mut conn,
+        cluster,
+        &label,
+        opts.fast,
+        opts.compression,
+        progress,
+    )
+    .await?;
+    if let Err(e) = conn.close().await {
+        tracing::debug!("closing the replication connection: {e}");
+    }
+    let mut files = rx.files;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Taken {
+        label,
+        start_time,
+        stop_time: Timestamp::now(),
+        timeline: rx.timeline,
+        start_lsn: rx.start_lsn,
+        stop: BackupStopInfo {
+            stop_lsn: rx.end_lsn,
+            backup_label: rx.backup_label,
+            tablespace_map: rx.tablespace_map,
+        },
+        copied: files.len(),
+        files,
+        dirs: rx.dirs,
+    })
+}
+
+/// The copy method: starts the backup on the server, copies the files, stops it (even when
+/// copying failed).
+#[allow(clippy::too_many_arguments)]
+async fn copy_backup(
+    cluster: &ClusterRepo,
+    client: &PgClient,
+    plan: &Plan,
+    (pgdata, control): (&Path, &ControlFile),
+    opts: &BackupOptions,
+    progress: Arc<Progress>,
+    label: String,
+    start_time: Timestamp,
+) -> Result<Taken, BackupError> {
     let session = BackupSession::start(client, &label, opts.fast).await?;
     let (start_lsn, timeline) = (session.start_lsn(), session.timeline().0);
     tracing::info!("backup {label} started at {start_lsn} on timeline {timeline}");
     let verifier: Option<Arc<dyn PageVerifier>> = plan.data_checksums.then(|| {
         Arc::new(ChecksumVerifier {
             start_lsn,
-            block_size: plan.control.block_size as usize,
-            relseg_size: plan.control.relseg_size,
+            block_size: control.block_size as usize,
+            relseg_size: control.relseg_size,
         }) as Arc<dyn PageVerifier>
     });
 
     let result = copy_phase(
         cluster,
         &label,
-        &plan.pgdata,
+        pgdata,
         plan.parent.as_ref(),
         opts,
         verifier,
@@ -354,17 +517,6 @@ async fn execute(
     let stop = stop?;
     let stop_time = Timestamp::now();
     files.sort_by(|a, b| a.path.cmp(&b.path));
-
-    wait_for_wal(
-        cluster,
-        &label,
-        timeline,
-        start_lsn,
-        stop.stop_lsn,
-        plan.identity.wal_seg_size,
-        opts,
-    )
-    .await?;
     Ok(Taken {
         label,
         start_time,
@@ -431,10 +583,16 @@ impl Plan {
 }
 
 /// The report of a published backup.
-fn report(manifest: &BackupManifest, copied: usize, started: Instant) -> BackupReport {
+fn report(
+    manifest: &BackupManifest,
+    method: BackupMethod,
+    copied: usize,
+    started: Instant,
+) -> BackupReport {
     BackupReport {
         label: manifest.label.clone(),
         kind: manifest.kind.to_string(),
+        method,
         parent: manifest.parent.clone(),
         timeline: manifest.timeline,
         start_lsn: manifest.start_lsn.clone(),

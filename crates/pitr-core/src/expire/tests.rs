@@ -418,5 +418,7 @@ async fn an_interrupted_expire_is_finished_by_the_next_run() {
             "interrupted after {successes} deletions"
         );
     }
-    assert!(interrupted_runs > 10, "{interrupted_runs}");
+    // Interruption points: each manifest deletion, then per expired backup one batch of its
+    // objects and a prune, then one batch of WAL and a prune (deletions are batched).
+    assert!(interrupted_runs > 5, "{interrupted_runs}");
 }

@@ -423,7 +423,7 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn as_owner<'a>(cmd: &'a mut Command, owner: Option<&OsUser>) -> &'a mut Command {
+pub(crate) fn as_owner<'a>(cmd: &'a mut Command, owner: Option<&OsUser>) -> &'a mut Command {
     if let Some(u) = owner {
         cmd.uid(u.uid)
             .gid(u.gid)

@@ -85,7 +85,9 @@ fn start_read_ahead(
     if let Some(repo) = &g.repo {
         cmd.args(["--repo", repo]);
     }
-    cmd.args(["--cluster", g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER)])
+    cmd.args(crate::s3::command_args(g))
+        .args(super::key_file_args(g))
+        .args(["--cluster", g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER)])
         .arg("spool-fill")
         .arg("--spool")
         .arg(spool.dir())

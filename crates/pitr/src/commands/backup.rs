@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pitr_core::backup::{self, BackupOptions, Progress};
+use pitr_core::backup::{self, BackupMethod, BackupOptions, Progress};
 use pitr_repo::BackupKind;
 
 use super::{archive_command_for, compression, conn_params, open_cluster, print_json};
@@ -17,6 +17,12 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
     let client = pitr_proto::connect(&conn_params(g)).await?;
     let opts = BackupOptions {
         pgdata: g.pgdata.clone(),
+        method: match a.method.as_str() {
+            "copy" => BackupMethod::Copy,
+            "replication" => BackupMethod::Replication,
+            _ => BackupMethod::Auto,
+        },
+        conn: conn_params(g),
         kind: if a.kind == "incr" {
             BackupKind::Incr
         } else {
@@ -67,9 +73,10 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
     }
     if !g.quiet {
         eprintln!(
-            "backup {} ({}) of timeline {}: {} files, {} read, {} stored, {:.1}s; consistent at {}",
+            "backup {} ({}, {}) of timeline {}: {} files, {} read, {} stored, {:.1}s; consistent at {}",
             report.label,
             report.kind,
+            report.method,
             report.timeline,
             report.files,
             indicatif::HumanBytes(report.size),

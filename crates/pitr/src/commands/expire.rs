@@ -40,9 +40,9 @@ pub async fn run(g: &GlobalArgs, a: ExpireArgs) -> Result<u8, CliError> {
             if d == 1 { "" } else { "s" }
         ));
     }
-    println!("cluster {}: keeping {}", report.cluster, what.join(" and "));
+    outln!("cluster {}: keeping {}", report.cluster, what.join(" and "));
     for e in &report.expired {
-        println!(
+        outln!(
             "  {verb} backup {} ({}, finished {}, {}): {}",
             e.label,
             e.kind,
@@ -52,21 +52,21 @@ pub async fn run(g: &GlobalArgs, a: ExpireArgs) -> Result<u8, CliError> {
         );
     }
     for l in &report.leftovers {
-        println!("  {verb} the leftovers of backup {l} (no manifest: an interrupted expire)");
+        outln!("  {verb} the leftovers of backup {l} (no manifest: an interrupted expire)");
     }
     match &report.wal_kept_from {
-        Some(first) if report.wal_files > 0 => println!(
+        Some(first) if report.wal_files > 0 => outln!(
             "  {verb} {} WAL files ({}) before {first}, the start of the oldest backup kept",
             report.wal_files,
             human_bytes(report.wal_bytes)
         ),
-        Some(first) => println!("  no WAL before {first} (the start of the oldest backup kept)"),
-        None => println!("  WAL untouched: no backup to anchor it"),
+        Some(first) => outln!("  no WAL before {first} (the start of the oldest backup kept)"),
+        None => outln!("  WAL untouched: no backup to anchor it"),
     }
     if report.expired.is_empty() && report.leftovers.is_empty() {
-        println!("  no backup to remove");
+        outln!("  no backup to remove");
     }
-    println!(
+    outln!(
         "  kept {} backup{}: {}",
         report.kept.len(),
         if report.kept.len() == 1 { "" } else { "s" },

@@ -14,9 +14,9 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
         print_json(&report);
         return Ok(0);
     }
-    println!("repository: {}", report.repository);
+    outln!("repository: {}", report.repository);
     if report.clusters.is_empty() {
-        println!("  no clusters yet (nothing archived)");
+        outln!("  no clusters yet (nothing archived)");
     }
     for c in &report.clusters {
         if let Some(wanted) = &g.cluster {
@@ -25,21 +25,25 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
             }
         }
         match &c.identity {
-            Some(id) => println!(
+            Some(id) => outln!(
                 "cluster {}: PostgreSQL {}, system identifier {}, WAL segment size {} MiB",
                 c.name,
                 id.pg_major,
                 id.system_id,
                 id.wal_seg_size >> 20
             ),
-            None => println!("cluster {}: identity not recorded yet", c.name),
+            None => outln!("cluster {}: identity not recorded yet", c.name),
         }
-        println!(
+        outln!(
             "  {:<9} {:>8}  {:<24}  {:<24}  {:>10}  gaps",
-            "timeline", "segments", "first", "last", "stored"
+            "timeline",
+            "segments",
+            "first",
+            "last",
+            "stored"
         );
         for t in &c.timelines {
-            println!(
+            outln!(
                 "  {:<9} {:>8}  {:<24}  {:<24}  {:>10}  {}",
                 t.timeline,
                 t.segments,
@@ -58,14 +62,21 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
             );
         }
         if c.backups.is_empty() {
-            println!("  no base backups (take one with `pitr backup`)");
+            outln!("  no base backups (take one with `pitr backup`)");
         } else {
-            println!(
+            outln!(
                 "  {:<18} {:<5} {:>3}  {:<12} {:<12} {:<26} {:>10} {:>10}",
-                "backup", "type", "tli", "start lsn", "stop lsn", "consistent at", "size", "stored"
+                "backup",
+                "type",
+                "tli",
+                "start lsn",
+                "stop lsn",
+                "consistent at",
+                "size",
+                "stored"
             );
             for b in &c.backups {
-                println!(
+                outln!(
                     "  {:<18} {:<5} {:>3}  {:<12} {:<12} {:<26} {:>10} {:>10}{}",
                     b.label,
                     b.kind,
@@ -85,13 +96,13 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
         }
         if let Some(w) = &c.window {
             // "reachable: from … to …", the window restore refusals quote.
-            println!(
+            outln!(
                 "  recovery window: {}",
                 w.to_string().trim_start_matches("reachable: ")
             );
         }
         if let Some(strip) = window_strip(c, 60) {
-            println!("  {strip}");
+            outln!("  {strip}");
         }
     }
     Ok(0)

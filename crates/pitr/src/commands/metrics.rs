@@ -30,7 +30,7 @@ pub async fn run(g: &GlobalArgs, a: MetricsArgs) -> Result<u8, CliError> {
             if g.json {
                 print_json(&report);
             } else {
-                print!("{}", render(&report));
+                out!("{}", render(&report));
             }
             Ok(0)
         }

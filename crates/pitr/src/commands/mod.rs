@@ -1,26 +1,30 @@
 //! One module per command; each turns options into an engine call and renders the report.
 
 mod archive;
+mod assets;
 mod backup;
 mod check;
 mod demo;
+mod drill;
 mod expire;
 mod info;
 mod init;
 mod metrics;
 mod report;
 mod restore;
+mod status;
 mod verify;
 mod wal;
 
 use std::sync::Arc;
 
-use pitr_repo::{ClusterRepo, Compression, Repo};
-use pitr_storage::{LocalFs, Storage};
+use pitr_repo::{ClusterRepo, Compression, KeyFile, Repo};
+use pitr_storage::{LocalFs, S3Storage, Storage};
 
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config;
 use crate::error::CliError;
+use crate::s3;
 
 /// Default cluster name.
 pub const DEFAULT_CLUSTER: &str = "main";
@@ -39,8 +43,12 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Expire(a) => expire::run(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
         Command::SpoolFill(a) => archive::spool_fill(&g, a).await,
+        Command::GenerateAssets(a) => assets::run(a),
         Command::Restore(a) => restore::run(&g, a).await,
         Command::Wal(a) => wal::run(&g, a).await,
+        Command::Drill(a) => drill::run(&g, a).await,
+        Command::History => drill::history(&g).await,
+        Command::Status(a) => status::run(&g, a).await,
         Command::Metrics(a) => metrics::run(&g, a).await,
         Command::Report(a) => report::run(&g, a).await,
     }
@@ -54,26 +62,50 @@ fn repo_location(g: &GlobalArgs) -> Result<&str, CliError> {
     })
 }
 
-/// The repository at `location`, created (as an empty directory) when `create`; a location
-/// that holds something else is refused ([`Repo::open`]).
-async fn repo_at(location: &str, create: bool) -> Result<Repo, CliError> {
-    if location.starts_with("s3://") {
+/// The repository at `location` (a directory, or `s3://bucket/prefix` reached with the S3
+/// options of `g`), created (as an empty directory) when `create`; a location that holds
+/// something else is refused ([`Repo::open`]). An S3 bucket must exist: opening checks that it
+/// does and that the credentials may list it.
+async fn repo_at(g: &GlobalArgs, location: &str, create: bool) -> Result<Repo, CliError> {
+    let storage: Arc<dyn Storage> = if s3::is_s3(location) {
+        Arc::new(S3Storage::open(s3::config(g, location)?).await?)
+    } else if location.contains("://") {
         return Err(CliError::Usage(format!(
-            "repository {location:?}: S3 repositories are not supported by this build yet\nhint: use a local directory"
+            "repository {location:?}: unknown URL scheme\nhint: use a directory or s3://bucket/prefix"
         )));
-    }
-    let fs = if create {
-        LocalFs::create(location)?
+    } else if create {
+        Arc::new(LocalFs::create(location)?)
     } else {
-        LocalFs::open(location)?
+        Arc::new(LocalFs::open(location)?)
     };
-    let storage: Arc<dyn Storage> = Arc::new(fs);
-    Ok(Repo::open(storage).await?)
+    let key = key_file(g)?;
+    Ok(Repo::open_with_key(storage, key.as_ref()).await?)
+}
+
+/// The key file named by the options (`--encryption-key-file`, `PITR_ENCRYPTION_KEY`), read.
+fn key_file(g: &GlobalArgs) -> Result<Option<KeyFile>, CliError> {
+    g.encryption_key_file
+        .as_deref()
+        .map(KeyFile::read)
+        .transpose()
+        .map_err(|e| CliError::Repo(e.into()))
+}
+
+/// The key file option as a command line that runs elsewhere (archive_command,
+/// restore_command, read-ahead) must give it: an absolute path.
+pub fn key_file_args(g: &GlobalArgs) -> Vec<String> {
+    g.encryption_key_file
+        .as_deref()
+        .map(|p| {
+            let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            vec!["--encryption-key-file".into(), abs.display().to_string()]
+        })
+        .unwrap_or_default()
 }
 
 /// Opens the repository named by the options (it must exist).
 pub async fn open_repo(g: &GlobalArgs) -> Result<Repo, CliError> {
-    repo_at(repo_location(g)?, false).await
+    repo_at(g, repo_location(g)?, false).await
 }
 
 /// The cluster named by the options in the repository.
@@ -95,10 +127,10 @@ pub fn compression(g: &GlobalArgs) -> Result<Compression, CliError> {
     }
 }
 
-/// Prints a value as pretty JSON on stdout.
+/// Prints a value as pretty JSON on stdout (a closed pipe ends the output, not the process).
 pub fn print_json<T: serde::Serialize>(v: &T) {
     match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("pitr: error: cannot render JSON: {e}"),
     }
 }
@@ -115,14 +147,28 @@ pub fn conn_params(g: &GlobalArgs) -> pitr_proto::ConnParams {
     }
 }
 
-/// The archive_command that archives into the repository named by the options.
+/// The archive_command that archives into the repository named by the options, with the
+/// options it needs to reach it ([`s3::command_args`]; never credentials).
 pub fn archive_command_for(g: &GlobalArgs) -> String {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "pitr".into());
-    let mut cmd = format!("{exe} --repo {}", g.repo.as_deref().unwrap_or("REPO"));
+    let word = |s: &str| pitr_core::restore::conf::shell_quote(s).replace('%', "%%");
+    let mut cmd = format!(
+        "{} --repo {}",
+        word(&exe),
+        word(g.repo.as_deref().unwrap_or("REPO"))
+    );
     if let Some(c) = g.cluster.as_deref().filter(|c| *c != DEFAULT_CLUSTER) {
-        cmd.push_str(&format!(" --cluster {c}"));
+        cmd.push_str(&format!(" --cluster {}", word(c)));
+    }
+    for a in s3::command_args(g) {
+        cmd.push(' ');
+        cmd.push_str(&word(&a));
+    }
+    for arg in key_file_args(g) {
+        cmd.push(' ');
+        cmd.push_str(&word(&arg));
     }
     cmd.push_str(" archive-push %p");
     cmd

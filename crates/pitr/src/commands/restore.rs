@@ -15,11 +15,12 @@ use pitr_core::restore::{
 };
 
 use super::{open_cluster, print_json, repo_location, DEFAULT_CLUSTER};
-use crate::cli::{GlobalArgs, RestoreArgs};
+use crate::cli::{GlobalArgs, RestoreArgs, TargetArgs};
 use crate::error::CliError;
 use crate::progress::{RestoreProgress, LOG_EVERY};
 
-fn target_spec(a: &RestoreArgs) -> Result<TargetSpec, CliError> {
+/// The target the options name; `action` is `--target-action` (restore only).
+pub fn target_spec(a: &TargetArgs, action: Option<&str>) -> Result<TargetSpec, CliError> {
     let target = if let Some(t) = &a.target_time {
         RecoveryTarget::Time(parse_time(t).map_err(restore::RestoreError::from)?)
     } else if let Some(l) = &a.target_lsn {
@@ -40,7 +41,7 @@ fn target_spec(a: &RestoreArgs) -> Result<TargetSpec, CliError> {
             Some(t) => t.parse().map_err(restore::RestoreError::from)?,
             None => Default::default(),
         },
-        action: match &a.target_action {
+        action: match action {
             Some(t) => Some(t.parse().map_err(restore::RestoreError::from)?),
             None => None,
         },
@@ -69,7 +70,7 @@ fn tablespace_map(items: &[String]) -> Result<Vec<(u32, PathBuf)>, CliError> {
 }
 
 /// The repository as `restore_command` must name it: an absolute path for a local repository.
-fn repo_for_command(location: &str) -> String {
+pub fn repo_for_command(location: &str) -> String {
     if location.contains("://") {
         return location.to_string();
     }
@@ -86,7 +87,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
             "restore needs the data directory to restore into\nhint: pass --pgdata DIR (or set PGDATA)".into(),
         )
     })?;
-    let spec = target_spec(&a)?;
+    let spec = target_spec(&a.target, a.target_action.as_deref())?;
     let cluster = open_cluster(g).await?;
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Usage(format!("cannot find the path of this pitr binary: {e}")))?;
@@ -94,7 +95,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
         &exe,
         &repo_for_command(repo_location(g)?),
         g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER),
-        &[],
+        &[crate::s3::command_args(g), super::key_file_args(g)].concat(),
     );
     let jobs = match a.jobs {
         Some(0) => return Err(CliError::Usage("--jobs must be at least 1".into())),
@@ -151,6 +152,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
         } else {
             Arc::new(RestoreProgress::log(LOG_EVERY))
         };
+    let at = pitr_core::history::now();
     let report = restore::execute(&cluster, plan, Some(progress)).await?;
     let start_report = if a.start {
         let opts = StartOptions {
@@ -180,6 +182,7 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
     } else {
         None
     };
+    record_restore(&cluster, &report, start_report.as_ref(), &at).await;
     if g.json {
         print_json(&serde_json::json!({ "restore": report, "start": start_report }));
     } else {
@@ -345,5 +348,42 @@ fn print_start(s: &StartReport) {
     println!("  server log:  {}", s.log_file.display());
     if let Some(n) = &s.next_step {
         println!("next: {n}");
+    }
+}
+
+/// Records the restore in the repository's history. A repository that cannot take the record
+/// (read-only credentials, say) gets a warning: the restore itself is done.
+async fn record_restore(
+    cluster: &pitr_repo::ClusterRepo,
+    report: &RestoreReport,
+    started: Option<&StartReport>,
+    at: &str,
+) {
+    let replay = started.map(|s| s.seconds);
+    let record = pitr_core::history::HistoryRecord {
+        kind: "restore".into(),
+        at: at.to_string(),
+        by: pitr_os::effective_user_name(),
+        backup: report.plan.backup.label.clone(),
+        target: report.plan.target.clone(),
+        directory: report.plan.pgdata.display().to_string(),
+        outcome: if started.is_some() {
+            "started"
+        } else {
+            "restored"
+        }
+        .into(),
+        stopped_at: started.and_then(|s| s.stop_lsn.clone().or(s.redo_done_at.clone())),
+        timeline: started.and_then(|s| s.timeline),
+        restore_seconds: report.seconds,
+        replay_seconds: replay,
+        total_seconds: report.seconds + replay.unwrap_or(0.0),
+        wal_replayed_bytes: None,
+        detail: None,
+    };
+    if let Err(e) = cluster.record_history(at, "restore", &record).await {
+        tracing::warn!(
+            "the restore is done, but it could not be recorded in the repository's history: {e}"
+        );
     }
 }

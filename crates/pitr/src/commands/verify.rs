@@ -17,7 +17,7 @@ pub async fn run(g: &GlobalArgs, a: VerifyArgs) -> Result<u8, CliError> {
     if g.json {
         print_json(&report);
     } else {
-        println!(
+        outln!(
             "cluster {}: checked {} WAL files and {} files of {} backups ({})",
             report.cluster,
             report.wal_files,
@@ -26,10 +26,10 @@ pub async fn run(g: &GlobalArgs, a: VerifyArgs) -> Result<u8, CliError> {
             super::info::human_bytes(report.bytes_checked)
         );
         for p in &report.problems {
-            println!("  PROBLEM {}: {}", p.object, p.problem);
+            outln!("  PROBLEM {}: {}", p.object, p.problem);
         }
         if report.problems.is_empty() {
-            println!("  everything verified");
+            outln!("  everything verified");
         }
     }
     Ok(if report.problems.is_empty() {

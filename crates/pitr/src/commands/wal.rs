@@ -67,23 +67,23 @@ pub async fn run(g: &GlobalArgs, cmd: WalCommand) -> Result<u8, CliError> {
                 program: "pitr".into(),
                 repo: g.repo.clone().unwrap_or_default(),
                 cluster: g.cluster.clone().filter(|c| c != DEFAULT_CLUSTER),
-                extra: Vec::new(),
+                extra: crate::s3::command_args(g),
             };
             let report = walscan::incidents(log, a.threshold, &ctx);
             if g.json {
                 print_json(&report);
             } else {
-                print!("{}", scan_line(&report.scan));
+                out!("{}", scan_line(&report.scan));
                 if report.incidents.is_empty() {
-                    println!(
+                    outln!(
                         "no incidents: no DROP or TRUNCATE, and no transaction deleted or updated more than {} rows of a table",
                         report.threshold
                     );
                 }
                 for i in &report.incidents {
                     let t = &i.transaction;
-                    println!();
-                    println!(
+                    outln!();
+                    outln!(
                         "xid {} {} at {} (commit LSN {}) in database {}:",
                         t.xid,
                         if t.outcome == "commit" {
@@ -96,10 +96,10 @@ pub async fn run(g: &GlobalArgs, cmd: WalCommand) -> Result<u8, CliError> {
                         db_label(t)
                     );
                     for r in &i.reasons {
-                        println!("  {r}");
+                        outln!("  {r}");
                     }
-                    println!("  undo with: {}", i.restore_by_xid);
-                    println!("         or: {}", i.restore_by_lsn);
+                    outln!("  undo with: {}", i.restore_by_xid);
+                    outln!("         or: {}", i.restore_by_lsn);
                 }
             }
         }

@@ -44,7 +44,7 @@ pub async fn run(g: &GlobalArgs, a: ReportArgs) -> Result<u8, CliError> {
     if g.json {
         print_json(&r);
     } else {
-        println!("{}", a.output.display());
+        outln!("{}", a.output.display());
     }
     Ok(0)
 }

@@ -1,0 +1,330 @@
+//! The sealed object format: what an encrypted repository stores under every key.
+//!
+//! ```text
+//! header (32 bytes): "PITRENC" 0x01 | salt (24 random bytes, new for every object written)
+//! chunk 0          : AES-256-GCM(ciphertext of plaintext bytes [0, C)) | tag (16)
+//! chunk 1          : …[C, 2C) | tag
+//! …
+//! last chunk       : the remaining 0..=C bytes | tag (an empty object has one empty chunk)
+//! ```
+//! `C` is [`CHUNK`] (64 KiB). Each object has its own AES key, `BLAKE3-keyed(data key,
+//! "pitr object key v1" | salt)`, so the 96-bit nonce of chunk `i` can be the counter `i`. The
+//! associated data of chunk `i` is `"pitr chunk v1" | last (u8) | i (u64 LE) | object key`: a
+//! chunk moved to another position, a chunk from another object, an object renamed or copied
+//! under another key, an object cut at a chunk boundary or extended, all fail authentication.
+//! The chunk layout is fixed, so a plaintext byte range maps to a ciphertext range (ranged
+//! reads) and chunks open independently (parallel decryption).
+
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+
+/// Magic at the start of every sealed object (includes the format version byte).
+pub const SEAL_MAGIC: &[u8; 8] = b"PITRENC\x01";
+/// Length of the random per-object salt.
+pub const SALT_LEN: usize = 24;
+/// Header length: magic and salt.
+pub const SEAL_HEADER: usize = 8 + SALT_LEN;
+/// Plaintext bytes per chunk.
+pub const CHUNK: usize = 64 << 10;
+/// Authentication tag per chunk.
+pub const TAG: usize = 16;
+/// A full chunk as stored.
+const SEALED_CHUNK: u64 = (CHUNK + TAG) as u64;
+
+/// The repository's data key: 32 random bytes made at `pitr init`, stored wrapped.
+#[derive(Clone)]
+pub struct DataKey(pub(crate) [u8; 32]);
+
+impl Drop for DataKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+/// Why a sealed object does not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// Not a sealed object (an unencrypted one, or damaged at its start).
+    #[error(
+        "it does not start with pitr's encrypted-object header (written unencrypted, or damaged)"
+    )]
+    BadHeader,
+    /// Its length cannot be a sealed object's: cut inside a chunk.
+    #[error("its length ({0} bytes) cannot be an encrypted object's (truncated or extended)")]
+    BadLength(u64),
+    /// A chunk fails authentication.
+    #[error("chunk {index} fails authentication (damaged, truncated, reordered, or copied from another object)")]
+    Chunk {
+        /// Index of the chunk.
+        index: u64,
+    },
+    /// The random generator failed.
+    #[error("the OS random generator failed: {0}")]
+    Random(String),
+}
+
+/// Random bytes from the OS.
+pub(crate) fn random<const N: usize>() -> Result<[u8; N], SealError> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).map_err(|e| SealError::Random(e.to_string()))?;
+    Ok(b)
+}
+
+/// The cipher of one object: its key derived from the data key and the object's salt.
+pub(crate) struct ObjectCipher {
+    aead: Aes256Gcm,
+}
+
+impl ObjectCipher {
+    /// The cipher for the object whose header holds `salt`.
+    pub(crate) fn new(dk: &DataKey, salt: &[u8; SALT_LEN]) -> ObjectCipher {
+        let mut sub = blake3::Hasher::new_keyed(&dk.0)
+            .update(b"pitr object key v1")
+            .update(salt)
+            .finalize()
+            .as_bytes()
+            .to_owned();
+        let aead = Aes256Gcm::new((&sub).into());
+        zeroize::Zeroize::zeroize(&mut sub);
+        ObjectCipher { aead }
+    }
+
+    /// Encrypts chunk `index` of object `key` in place and appends its tag.
+    pub(crate) fn seal(&self, key: &str, index: u64, last: bool, buf: &mut Vec<u8>) {
+        let tag = self
+            .aead
+            .encrypt_in_place_detached(&nonce(index), &aad(key, index, last), buf);
+        // AES-GCM refuses only plaintexts over 64 GiB; a chunk is 64 KiB.
+        if let Ok(tag) = tag {
+            buf.extend_from_slice(&tag);
+        }
+    }
+
+    /// Decrypts chunk `index` of object `key` (ciphertext and tag) in place; returns the
+    /// plaintext's length (the start of `buf`).
+    pub(crate) fn open(
+        &self,
+        key: &str,
+        index: u64,
+        last: bool,
+        buf: &mut [u8],
+    ) -> Result<usize, SealError> {
+        let bad = SealError::Chunk { index };
+        let n = buf.len().checked_sub(TAG).ok_or(bad.clone())?;
+        let (data, tag) = buf.split_at_mut(n);
+        let tag = Tag::clone_from_slice(tag);
+        self.aead
+            .decrypt_in_place_detached(&nonce(index), &aad(key, index, last), data, &tag)
+            .map_err(|_| bad)?;
+        Ok(n)
+    }
+}
+
+fn nonce(index: u64) -> Nonce<aes_gcm::aead::consts::U12> {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&index.to_le_bytes());
+    Nonce::from(n)
+}
+
+fn aad(key: &str, index: u64, last: bool) -> Vec<u8> {
+    let mut a = Vec::with_capacity(22 + key.len());
+    a.extend_from_slice(b"pitr chunk v1");
+    a.push(u8::from(last));
+    a.extend_from_slice(&index.to_le_bytes());
+    a.extend_from_slice(key.as_bytes());
+    a
+}
+
+/// Number of chunks of a plaintext of `len` bytes (an empty one has one empty chunk).
+pub fn chunk_count(len: u64) -> u64 {
+    len.div_ceil(CHUNK as u64).max(1)
+}
+
+/// Stored size of a plaintext of `len` bytes.
+pub fn sealed_len(len: u64) -> u64 {
+    SEAL_HEADER as u64 + len + chunk_count(len) * TAG as u64
+}
+
+/// Plaintext size of a sealed object of `stored` bytes; `None` when no plaintext seals to it.
+pub fn plain_len(stored: u64) -> Option<u64> {
+    let body = stored.checked_sub(SEAL_HEADER as u64)?;
+    let chunks = body.div_ceil(SEALED_CHUNK).max(1);
+    let len = body.checked_sub(chunks * TAG as u64)?;
+    (sealed_len(len) == stored).then_some(len)
+}
+
+/// Plaintext range of chunk `i` of an object of `len` bytes.
+pub(crate) fn chunk_range(i: u64, len: u64) -> (u64, u64) {
+    let start = i * CHUNK as u64;
+    (start, (start + CHUNK as u64).min(len))
+}
+
+/// Stored offset of chunk `i`.
+pub(crate) fn chunk_offset(i: u64) -> u64 {
+    SEAL_HEADER as u64 + i * SEALED_CHUNK
+}
+
+/// A fresh header: magic and a new random salt.
+pub(crate) fn new_header() -> Result<([u8; SEAL_HEADER], [u8; SALT_LEN]), SealError> {
+    let salt = random::<SALT_LEN>()?;
+    let mut h = [0u8; SEAL_HEADER];
+    h[..8].copy_from_slice(SEAL_MAGIC);
+    h[8..].copy_from_slice(&salt);
+    Ok((h, salt))
+}
+
+/// The salt of a sealed object's header.
+pub(crate) fn parse_header(obj: &[u8]) -> Result<[u8; SALT_LEN], SealError> {
+    let h = obj
+        .first_chunk::<SEAL_HEADER>()
+        .ok_or(SealError::BadHeader)?;
+    let (magic, salt) = h.split_first_chunk::<8>().ok_or(SealError::BadHeader)?;
+    if magic != SEAL_MAGIC {
+        return Err(SealError::BadHeader);
+    }
+    salt.first_chunk::<SALT_LEN>()
+        .copied()
+        .ok_or(SealError::BadHeader)
+}
+
+/// Plaintext bytes per thread above which sealing and opening use several threads.
+const PARALLEL_MIN: usize = 4 << 20;
+
+/// Seals `data` as object `key`: the whole stored object.
+pub fn seal(dk: &DataKey, key: &str, data: &[u8]) -> Result<Vec<u8>, SealError> {
+    let (header, salt) = new_header()?;
+    let cipher = ObjectCipher::new(dk, &salt);
+    let n = chunk_count(data.len() as u64);
+    let mut out = Vec::with_capacity(usize::try_from(sealed_len(data.len() as u64)).unwrap_or(0));
+    out.extend_from_slice(&header);
+    let parts = on_threads(n, data.len(), |first, end| {
+        let mut part = Vec::new();
+        for i in first..end {
+            let (s, e) = chunk_range(i, data.len() as u64);
+            let mut buf = data
+                .get(s as usize..e as usize)
+                .unwrap_or_default()
+                .to_vec();
+            cipher.seal(key, i, i + 1 == n, &mut buf);
+            part.extend_from_slice(&buf);
+        }
+        Ok(part)
+    })?;
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    Ok(out)
+}
+
+/// Opens a whole sealed object stored under `key`: the plaintext, authenticated.
+pub fn open(dk: &DataKey, key: &str, obj: &[u8]) -> Result<Vec<u8>, SealError> {
+    let salt = parse_header(obj)?;
+    let len = plain_len(obj.len() as u64).ok_or(SealError::BadLength(obj.len() as u64))?;
+    let cipher = ObjectCipher::new(dk, &salt);
+    let n = chunk_count(len);
+    let parts = on_threads(n, len as usize, |first, end| {
+        let mut part = Vec::new();
+        for i in first..end {
+            let start = chunk_offset(i) as usize;
+            let stop = (start + CHUNK + TAG).min(obj.len());
+            let mut buf = obj.get(start..stop).unwrap_or_default().to_vec();
+            let m = cipher.open(key, i, i + 1 == n, &mut buf)?;
+            part.extend_from_slice(buf.get(..m).unwrap_or_default());
+        }
+        Ok(part)
+    })?;
+    let mut out = Vec::with_capacity(len as usize);
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    Ok(out)
+}
+
+/// Runs `f(first, end)` over the chunk indexes `0..n` cut into contiguous runs, one per thread
+/// when the object (`len` plaintext bytes) is large enough to gain from it; results in order.
+fn on_threads<F>(n: u64, len: usize, f: F) -> Result<Vec<Vec<u8>>, SealError>
+where
+    F: Fn(u64, u64) -> Result<Vec<u8>, SealError> + Sync,
+{
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let threads = (len / PARALLEL_MIN).clamp(1, cores) as u64;
+    if threads <= 1 {
+        return Ok(vec![f(0, n)?]);
+    }
+    let per = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (0..n)
+            .step_by(per as usize)
+            .map(|first| s.spawn(move || f(first, (first + per).min(n))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(SealError::Random("a sealing thread panicked".into())))
+            })
+            .collect()
+    })
+}
+
+/// Streaming sealer for uploads: feed plaintext, take sealed bytes as chunks complete.
+pub(crate) struct Sealer {
+    cipher: ObjectCipher,
+    key: String,
+    next: u64,
+    pending: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Sealer {
+    /// Starts object `key`; its header is the first output.
+    pub(crate) fn new(dk: &DataKey, key: &str) -> Result<Sealer, SealError> {
+        let (header, salt) = new_header()?;
+        Ok(Sealer {
+            cipher: ObjectCipher::new(dk, &salt),
+            key: key.to_string(),
+            next: 0,
+            pending: Vec::with_capacity(CHUNK),
+            out: header.to_vec(),
+        })
+    }
+
+    /// Adds plaintext. A full chunk is sealed only once a byte after it arrives, since
+    /// whether it is the last is part of its authentication.
+    pub(crate) fn write(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.pending.len() == CHUNK {
+                self.seal_pending(false);
+            }
+            let take = (CHUNK - self.pending.len()).min(data.len());
+            let (now, rest) = data.split_at(take);
+            self.pending.extend_from_slice(now);
+            data = rest;
+        }
+    }
+
+    fn seal_pending(&mut self, last: bool) {
+        let mut buf = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
+        self.cipher.seal(&self.key, self.next, last, &mut buf);
+        self.out.extend_from_slice(&buf);
+        self.next += 1;
+    }
+
+    /// Sealed bytes produced so far.
+    pub(crate) fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Seals the last chunk; returns the remaining sealed bytes.
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.seal_pending(true);
+        self.out
+    }
+}
