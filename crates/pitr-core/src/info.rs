@@ -21,7 +21,8 @@ pub struct RepoInfo {
 pub struct ClusterInfo {
     /// Cluster name.
     pub name: String,
-    /// Recorded identity.
+    /// Recorded identity (in JSON the system identifier is a string: it exceeds 2^53).
+    #[serde(serialize_with = "ser_identity")]
     pub identity: Option<ClusterIdentity>,
     /// Archived WAL, per timeline.
     pub timelines: Vec<TimelineWal>,
@@ -170,6 +171,23 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
         repo_format: marker.map(|m| m.repo_format),
         clusters,
     })
+}
+
+fn ser_identity<S: serde::Serializer>(
+    id: &Option<ClusterIdentity>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    match id {
+        None => s.serialize_none(),
+        Some(i) => {
+            let mut m = s.serialize_struct("ClusterIdentity", 3)?;
+            m.serialize_field("system_id", &i.system_id.to_string())?;
+            m.serialize_field("pg_major", &i.pg_major)?;
+            m.serialize_field("wal_seg_size", &i.wal_seg_size)?;
+            m.end()
+        }
+    }
 }
 
 /// Missing runs in a sorted list of segment numbers.

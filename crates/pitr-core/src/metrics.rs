@@ -68,8 +68,10 @@ pub struct ClusterMetrics {
     pub missing_segments: u64,
     /// The recovery window, when something is reachable.
     pub window: Option<WindowMetrics>,
-    /// `pg_stat_archiver` of the server given, when one was.
+    /// `pg_stat_archiver` of the server given, when one was and answered.
     pub archiver: Option<ArchiverMetrics>,
+    /// With a server given: whether it answered.
+    pub server_up: Option<bool>,
 }
 
 /// Backups of one type.
@@ -167,12 +169,13 @@ pub fn plan(info: &RepoInfo, cluster: Option<&str>) -> MetricsPlan {
     MetricsPlan { clusters }
 }
 
-/// Looks at what the plan chose; `archiver` is the server's `pg_stat_archiver`, when a server
-/// was given (it belongs to the cluster named `archiver_cluster`).
+/// Looks at what the plan chose; `server` is, when a server was given, the cluster it belongs
+/// to and its `pg_stat_archiver` (`None` when it did not answer: the repository's metrics matter
+/// most when the server is down).
 pub async fn execute(
     repo: &Repo,
     plan: &MetricsPlan,
-    archiver: Option<(&str, &ArchiverStatus)>,
+    server: Option<(&str, Option<&ArchiverStatus>)>,
 ) -> RepoResult<MetricsReport> {
     let now = Timestamp::now();
     let mut clusters = Vec::new();
@@ -225,14 +228,13 @@ pub async fn execute(
             }
             _ => None,
         };
-        let archiver = archiver
-            .filter(|(name, _)| *name == p.info.name)
-            .map(|(_, a)| ArchiverMetrics {
-                archived_count: a.archived_count,
-                failed_count: a.failed_count,
-                last_archived_time: a.last_archived_time.and_then(system_time),
-                last_failed_time: a.last_failed_time.and_then(system_time),
-            });
+        let mine = server.filter(|(name, _)| *name == p.info.name);
+        let archiver = mine.and_then(|(_, a)| a).map(|a| ArchiverMetrics {
+            archived_count: a.archived_count,
+            failed_count: a.failed_count,
+            last_archived_time: a.last_archived_time.and_then(system_time),
+            last_failed_time: a.last_failed_time.and_then(system_time),
+        });
         clusters.push(ClusterMetrics {
             cluster: p.info.name.clone(),
             system_id: p.info.identity.as_ref().map(|i| i.system_id.to_string()),
@@ -245,6 +247,7 @@ pub async fn execute(
             missing_segments: missing_segments(&p.info, p.seg_size),
             window,
             archiver,
+            server_up: mine.map(|(_, a)| a.is_some()),
         });
     }
     Ok(MetricsReport { at: now, clusters })

@@ -826,3 +826,23 @@ fn walkdir(p: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+both_drivers!(modified_is_the_time_of_the_last_write);
+
+/// `modified` (the archive time `pitr metrics` reports): about now after a write, `None` for an
+/// absent key.
+async fn modified_is_the_time_of_the_last_write(s: &dyn Storage) {
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
+    s.put("m/k", Bytes::from_static(b"x"), PutMode::Overwrite)
+        .await
+        .unwrap();
+    let at = s
+        .modified("m/k")
+        .await
+        .unwrap()
+        .expect("a time for an object just written");
+    let after = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    assert!(at >= before && at <= after, "{at:?}");
+    assert!(s.modified("m/absent").await.unwrap().is_none());
+    s.delete("m/k").await.unwrap();
+}

@@ -155,6 +155,8 @@ pub enum Command {
     /// Receive WAL over the replication protocol (like pg_receivewal) and store every
     /// completed segment as archive-push does; runs until SIGTERM/SIGINT
     Stream(StreamArgs),
+    /// Write a self-contained HTML page picturing the recovery window (backups, WAL, gaps, timelines)
+    Report(ReportArgs),
 }
 
 /// `pitr wal …`.
@@ -365,14 +367,28 @@ pub struct DemoArgs {
 /// `pitr verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Objects checked concurrently
-    #[arg(long, short = 'j', default_value_t = 4)]
-    pub jobs: usize,
+    /// Objects checked concurrently [default: number of cores]
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 /// `pitr info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {}
+
+/// `pitr report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The HTML file to write
+    #[arg(long, short = 'o', value_name = "FILE.html")]
+    pub output: PathBuf,
+    /// Also mark the incidents `pitr wal incidents` finds (reads all archived WAL)
+    #[arg(long)]
+    pub incidents: bool,
+    /// With --incidents: flag transactions that deleted or updated more rows than this
+    #[arg(long, value_name = "ROWS", default_value_t = 1000)]
+    pub threshold: u64,
+}
 
 /// `pitr metrics`.
 #[derive(Debug, Args)]

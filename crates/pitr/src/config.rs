@@ -69,8 +69,22 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// Not valid TOML for pitr.
-    #[error("config file {path:?} is invalid: {message}")]
+    #[error("config file {path:?} is invalid at line {line}, column {column}: {message}\n  {line} | {text}\nhint: see the example config in docs/user-guide.md")]
     Parse {
+        /// The file.
+        path: PathBuf,
+        /// Line of the error (1-based).
+        line: usize,
+        /// Column (1-based, in characters).
+        column: usize,
+        /// The line itself.
+        text: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Valid TOML, but settings that do not go together.
+    #[error("config file {path:?} is invalid: {message}")]
+    Invalid {
         /// The file.
         path: PathBuf,
         /// What is wrong.
@@ -91,10 +105,7 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
         path: path.clone(),
         source,
     })?;
-    let file: ConfigFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.clone(),
-        message: e.message().to_string(),
-    })?;
+    let file: ConfigFile = toml::from_str(&text).map_err(|e| parse_error(&path, &text, &e))?;
     g.repo = g.repo.or(file.repo);
     g.cluster = g.cluster.or(file.cluster);
     g.compress = g.compress.or(file.compress);
@@ -118,7 +129,7 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
         }),
         (None, None) => None,
         _ => {
-            return Err(ConfigError::Parse {
+            return Err(ConfigError::Invalid {
                 path,
                 message:
                     "s3_access_key_id and s3_secret_access_key go together: set both or neither"
@@ -127,6 +138,38 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
         }
     };
     Ok(g)
+}
+
+/// A TOML error with the line and column it points at.
+fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e.span().map_or(0, |r| r.start).min(text.len());
+    let before = text.get(..at).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        line,
+        column,
+        text: text.lines().nth(line - 1).unwrap_or("").to_string(),
+        message: e.message().trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn a_toml_error_names_line_and_column() {
+        let text = "repo = \"/r\"\ncluster = \"main\"\ncompress = zstd\n";
+        let e = toml::from_str::<ConfigFile>(text)
+            .err()
+            .map(|e| parse_error(Path::new("/etc/pitr/pitr.toml"), text, &e));
+        let msg = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("at line 3, column 12"), "{msg}");
+        assert!(msg.contains("3 | compress = zstd"), "{msg}");
+    }
 }
 
 #[cfg(test)]

@@ -86,8 +86,12 @@ fn fill(c: &Cluster, repo: &Path) -> (String, String) {
 
 /// The metrics match `pitr info --json` (backup sizes and times, the window's LSNs), the last
 /// archived segment holds the last switch and is young, the window ends at the last commit,
-/// no gaps; with `-h -p` the archiver counters are the server's; `--listen` serves the same
-/// over HTTP; a segment removed from the repository shows as one gap of one segment.
+/// no gaps; with `-h -p` the archiver counters are the server's, and a server that does not
+/// answer is `pitr_server_up 0`; `--listen` serves the same over HTTP. `pitr info` draws the
+/// window in one line (sizes in MiB, system_id a JSON string). `restore --start` refuses a
+/// taken port. A promoted copy branches timeline 2; `pitr report` pictures all of it in
+/// Chromium. A segment removed from the repository shows as one gap of one segment in the
+/// metrics, the info line and the page.
 fn metrics_describe_the_repository(install: &PgInstall) {
     let started = now();
     let scratch = scratch_dir();
@@ -108,7 +112,32 @@ fn metrics_describe_the_repository(install: &PgInstall) {
     let ci = &info["clusters"][0];
     let text = pitr(&["--repo", s(&repo), "metrics"]).expect_code(0).stdout;
     let m = parse_metrics(&text);
+    // Kept for people to look at, beside the report's screenshot.
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("metrics-pg{}.txt", install.major)),
+        &text,
+    );
     let sysid = c.system_id();
+    assert_eq!(
+        ci["identity"]["system_id"],
+        sysid.to_string(),
+        "system_id is a JSON string"
+    );
+    // `pitr info` draws the window in one line: both backups on recoverable WAL, sizes in MiB.
+    let text_info = pitr(&["--repo", s(&repo), "info"]).expect_code(0).stdout;
+    let strip = text_info
+        .lines()
+        .find(|l| l.contains("(F full, i incremental"))
+        .unwrap_or_else(|| panic!("{text_info}"));
+    let bar = strip.split('|').nth(1).unwrap();
+    assert!(
+        bar.contains('F') && bar.contains('i') && bar.contains('=') && !bar.contains('!'),
+        "{strip}"
+    );
+    assert!(
+        text_info.contains(" MiB") && !text_info.contains(" MB"),
+        "{text_info}"
+    );
     assert_eq!(
         metric(
             &m,
@@ -206,8 +235,39 @@ fn metrics_describe_the_repository(install: &PgInstall) {
         metric(&m, "pitr_archiver_failed_total{cluster=\"main\"}"),
         a.failed_count as f64
     );
+    assert_eq!(metric(&m, "pitr_server_up{cluster=\"main\"}"), 1.0);
+    // A server that does not answer: the repository's metrics still, and the server down.
+    let port = (c.port() + 2).to_string();
+    let down = pitr(&[
+        "--repo",
+        s(&repo),
+        "metrics",
+        "-h",
+        s(c.socket_dir()),
+        "-p",
+        &port,
+    ])
+    .expect_code(0);
+    let m = parse_metrics(&down.stdout);
+    assert_eq!(metric(&m, "pitr_server_up{cluster=\"main\"}"), 0.0);
+    assert_eq!(
+        metric(&m, "pitr_backups{cluster=\"main\",type=\"full\"}"),
+        1.0
+    );
+    assert!(
+        down.stderr.contains("warning: no archiver metrics"),
+        "{down:?}"
+    );
 
     listen_serves_metrics(&repo, &full);
+    branch_timeline_2(&c, &repo, &scratch.path().join("branch"));
+    restore_start_refuses_a_taken_port(&repo, &scratch.path().join("taken"));
+    report_renders_in_chromium(
+        &repo,
+        &scratch.path().join("page"),
+        &[&full, &incr],
+        install.major,
+    );
 
     // A segment lost from the repository: one gap of one segment.
     let tli_dir = repo.join("main/wal/00000001");
@@ -224,6 +284,26 @@ fn metrics_describe_the_repository(install: &PgInstall) {
     assert_eq!(
         metric(&m, "pitr_wal_missing_segments{cluster=\"main\"}"),
         1.0
+    );
+    let gap = &names[names.len() - 2];
+    // The info line marks it.
+    let text_info = pitr(&["--repo", s(&repo), "info"]).expect_code(0).stdout;
+    let strip = text_info
+        .lines()
+        .find(|l| l.contains("(F full, i incremental"))
+        .unwrap();
+    assert!(strip.split('|').nth(1).unwrap().contains('!'), "{strip}");
+    // The page marks it: a hatched mark whose title names the missing segment.
+    let page = scratch.path().join("gap.html");
+    pitr(&["--repo", s(&repo), "report", "--output", s(&page)]).expect_code(0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    let _ = std::fs::copy(
+        &page,
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("report-gap-pg{}.html", install.major)),
+    );
+    assert!(
+        html.contains("class=\"gap\"") && html.contains(&format!("missing {gap} .. {gap}")),
+        "{html}"
     );
     c.stop();
 }
@@ -271,6 +351,235 @@ fn listen_serves_metrics(repo: &Path, _full: &str) {
         1.0
     );
     assert!(missing.unwrap().starts_with("HTTP/1.1 404"));
+}
+
+/// A restored copy (no target: all archived WAL, then it promotes), archiving into the same repository:
+/// timeline 2 branches from timeline 1 (the original keeps running on 1). Stopped afterwards.
+fn branch_timeline_2(c: &Cluster, repo: &Path, dir: &Path) {
+    let install = c.install();
+    let port: u16 = c.port() + 1;
+    let out = pitr(&[
+        "--repo",
+        s(repo),
+        "--json",
+        "restore",
+        "--pgdata",
+        s(dir),
+        "--start",
+        "-p",
+        &port.to_string(),
+        "--pg-bin",
+        s(&install.bindir),
+        "--wait-timeout",
+        "120",
+    ])
+    .expect_code(0);
+    // Stopped however this function ends: a failed assertion leaves no server behind.
+    let _stop = StopOnDrop(install.bin("pg_ctl"), dir.to_path_buf());
+    let rep = json(&out);
+    assert_eq!(rep["start"]["timeline"], 2, "{rep}");
+    psql_port(
+        install,
+        c.socket_dir(),
+        port,
+        "CREATE TABLE on_two AS SELECT 1 AS x",
+    );
+    psql_port(install, c.socket_dir(), port, "SELECT pg_switch_wal()");
+    let tl2 = repo.join("main/wal/00000002");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&tl2)
+        .is_ok_and(|d| d.filter_map(Result::ok).any(|e| e.file_name().len() == 24))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no timeline 2 segment archived in {}",
+            tl2.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `pg_ctl stop -m fast` of a data directory when dropped.
+struct StopOnDrop(std::path::PathBuf, std::path::PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let mut stop = Command::new(&self.0);
+        stop.args(["-D", s(&self.1), "-m", "fast", "-w", "stop"]);
+        pitr_testkit::as_postgres(&mut stop);
+        let _ = stop.output();
+    }
+}
+
+/// `restore --start -p PORT` with PORT taken: refused before anything is restored, naming the
+/// port and saying to pass a free one with -p.
+fn restore_start_refuses_a_taken_port(repo: &Path, dir: &Path) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let out = pitr_as_postgres(&[
+        "--repo",
+        s(repo),
+        "restore",
+        "--pgdata",
+        s(dir),
+        "--start",
+        "-p",
+        &port,
+    ]);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("port {port} is already in use"))
+            && out.stderr.contains("pass -p PORT"),
+        "{out:?}"
+    );
+    assert!(
+        std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none()),
+        "files restored into {}",
+        dir.display()
+    );
+}
+
+/// Chromium, which CI installs (scripts/install-test-deps.sh): its absence fails the test.
+fn chromium() -> std::path::PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        for name in ["chromium", "chromium-browser"] {
+            let p = Path::new(dir).join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "chromium not found in PATH: the report test renders the page in a real headless browser\n\
+         hint: run scripts/install-test-deps.sh (apt-get install -y chromium)"
+    );
+}
+
+fn chromium_run(dir: &Path, args: &[&str], page: &Path) -> std::process::Output {
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `pitr report --incidents` writes a page that headless Chromium renders: the DOM holds the
+/// SVG with every backup's label, the restore point and the dropped table's incident, each
+/// mark with a `<title>` carrying its LSN; the screenshot is not blank (many non-white pixels,
+/// several colours).
+fn report_renders_in_chromium(repo: &Path, dir: &Path, labels: &[&str], major: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let page = dir.join("window.html");
+    let out = pitr(&[
+        "--repo",
+        s(repo),
+        "report",
+        "--incidents",
+        "--output",
+        s(&page),
+    ])
+    .expect_code(0);
+    assert_eq!(out.stdout.trim(), s(&page));
+    let html = std::fs::read_to_string(&page).unwrap();
+    // Self-contained: nothing fetched (the SVG namespace URI is a name, not a fetch).
+    for fetch in [
+        "src=",
+        "href=\"http",
+        "<link",
+        "url(http",
+        "@import",
+        "<script",
+    ] {
+        assert!(
+            !html.contains(fetch),
+            "the page is not self-contained: {fetch}"
+        );
+    }
+    let dom = String::from_utf8(chromium_run(dir, &["--dump-dom"], &page).stdout).unwrap();
+    let svg_start = dom
+        .find("<svg")
+        .unwrap_or_else(|| panic!("no <svg> in the DOM:\n{dom}"));
+    let svg = &dom[svg_start
+        ..dom[svg_start..]
+            .find("</svg>")
+            .map(|e| svg_start + e)
+            .unwrap()];
+    for l in labels {
+        assert!(
+            svg.contains(&format!("data-label=\"{l}\"")) && svg.contains(&format!(">{l}</text>")),
+            "backup {l} not in the SVG:\n{svg}"
+        );
+    }
+    assert!(svg.contains("class=\"wal\""), "{svg}");
+    assert!(svg.contains("restore point before_drop: LSN"), "{svg}");
+    assert!(
+        svg.contains("class=\"incident\"") && svg.contains("DROP"),
+        "{svg}"
+    );
+    assert!(svg.contains("<title>recovery window: from"), "{svg}");
+    assert!(
+        svg.contains("WAL timeline 2")
+            && svg.contains("timeline 2 branched from timeline 1 at LSN"),
+        "{svg}"
+    );
+    let png = dir.join("shot.png");
+    chromium_run(
+        dir,
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1200,700",
+        ],
+        &page,
+    );
+    let decoder = png::Decoder::new(std::fs::File::open(&png).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    let bytes = &buf[..frame.buffer_size()];
+    let px = frame.color_type.samples();
+    let mut colours = std::collections::HashSet::new();
+    let mut non_white = 0usize;
+    for p in bytes.chunks(px) {
+        let rgb = (p[0], p[1], p[2]);
+        colours.insert(rgb);
+        if rgb != (255, 255, 255) {
+            non_white += 1;
+        }
+    }
+    let total = bytes.len() / px;
+    assert!(
+        non_white * 100 > total * 2,
+        "screenshot {} nearly blank: {non_white} of {total} pixels not white",
+        png.display()
+    );
+    assert!(
+        colours.len() > 20,
+        "screenshot {} has only {} colours",
+        png.display(),
+        colours.len()
+    );
+    // Kept for people to look at: target/tmp/report-pgNN.{png,html}.
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("report-pg{major}"));
+    let _ = std::fs::copy(&png, keep.with_extension("png"));
+    let _ = std::fs::copy(&page, keep.with_extension("html"));
+    eprintln!(
+        "report screenshot: {}",
+        keep.with_extension("png").display()
+    );
 }
 
 pg_test_matrix!(metrics_describe_the_repository);

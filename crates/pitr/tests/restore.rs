@@ -397,7 +397,7 @@ fn seed_lab_restores_every_target_type(pg: &PgInstall) {
         }
         if name == "name" || name == "xid" {
             let loc = &rep["restore"]["plan"]["located"];
-            assert_eq!(loc["tli"], "1", "{name}: {rep}");
+            assert_eq!(loc["tli"], 1, "{name}: {rep}");
             assert!(loc["time"].is_string(), "{name}: {rep}");
         }
         lab.stop(&dir);
@@ -435,7 +435,7 @@ fn seed_lab_restores_every_target_type(pg: &PgInstall) {
     let latest = lab.dir("latest");
     let rep = lab.restore_start(&latest, &[]);
     assert_eq!(label_of(&rep), b3);
-    assert_eq!(rep["restore"]["plan"]["choice"]["target_tli"], "3");
+    assert_eq!(rep["restore"]["plan"]["choice"]["target_tli"], 3);
     assert_eq!(
         lab.psql(ROWS),
         "registro_1,registro_2,registro_3,registro_4,registro_5"

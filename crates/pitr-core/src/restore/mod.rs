@@ -21,6 +21,7 @@ pub mod execute;
 pub mod layout;
 pub mod locate;
 pub mod plan;
+pub mod port;
 pub mod start;
 pub mod target;
 

@@ -115,6 +115,14 @@ pub enum StartError {
         /// OS error.
         source: io::Error,
     },
+    /// Something already listens on the port the server would use.
+    #[error("port {port} is already in use{}, so PostgreSQL cannot start on it\nhint: pass -p PORT with a free port (-p sets the port of the server --start starts); a restore already done can be run again with -p and --delta, which reuses the restored files", if *.given { " (given with -p)" } else { " (the port in the restored configuration)" })]
+    PortInUse {
+        /// The port.
+        port: u16,
+        /// Whether it was given with `-p`.
+        given: bool,
+    },
     /// `pg_ctl start` failed.
     #[error("pg_ctl could not start the server on {pgdata:?}:\n{output}\nhint: see the server log {log:?}")]
     PgCtl {
@@ -441,6 +449,7 @@ pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartErr
     // Only what this start logs: the log may hold earlier runs.
     let mut offset = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let started = Instant::now();
+    super::port::ensure_free(&super::port::listen_settings(&opts.pgdata, opts.port))?;
     pg_ctl_start(&bindir, opts, &log)?;
     let (outcome, state) = wait_for_recovery(opts, &log, &mut offset, started).await?;
     Ok(report(bindir, log, opts, outcome, state, started).await)

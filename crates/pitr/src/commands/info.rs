@@ -1,6 +1,7 @@
 //! `pitr info`.
 
-use pitr_core::info;
+use pitr_core::info::{self, ClusterInfo};
+use pitr_pg::{Lsn, WalFileName, WalSegSize};
 
 use super::{open_repo, print_json};
 use crate::cli::{GlobalArgs, InfoArgs};
@@ -25,7 +26,7 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
         }
         match &c.identity {
             Some(id) => outln!(
-                "cluster {}: PostgreSQL {}, system identifier {}, WAL segment size {} MB",
+                "cluster {}: PostgreSQL {}, system identifier {}, WAL segment size {} MiB",
                 c.name,
                 id.pg_major,
                 id.system_id,
@@ -100,12 +101,87 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
                 w.to_string().trim_start_matches("reachable: ")
             );
         }
+        if let Some(strip) = window_strip(c, 60) {
+            outln!("  {strip}");
+        }
     }
     Ok(0)
 }
 
+/// The window in one line, on an LSN axis from the first archived segment to the end of the
+/// last: `=` recoverable WAL, `-` archived WAL before the window, `!` a gap, `F`/`i` where a
+/// full/incremental backup becomes consistent.
+fn window_strip(c: &ClusterInfo, width: usize) -> Option<String> {
+    let size = WalSegSize::new(c.identity.as_ref()?.wal_seg_size).ok()?;
+    let start = |n: &str| -> Option<u64> {
+        let f = WalFileName::parse(n).ok()?;
+        size.start_of(f.segno(size)?).map(|l| l.0)
+    };
+    let end = |n: &str| start(n).map(|l| l + size.bytes());
+    let lo = c
+        .timelines
+        .iter()
+        .filter_map(|t| start(t.first.as_deref()?))
+        .min()?;
+    let hi = c
+        .timelines
+        .iter()
+        .filter_map(|t| end(t.last.as_deref()?))
+        .max()?;
+    let span = (hi - lo).max(1) as f64;
+    let cell = |lsn: u64| {
+        (((lsn.saturating_sub(lo)) as f64 / span * width as f64) as usize).min(width - 1)
+    };
+    let mut line = vec![' '; width];
+    let win = c.window.as_ref();
+    let parse = |s: &str| s.parse::<Lsn>().ok().map(|l| l.0);
+    let w_from = win
+        .and_then(|w| w.from.as_ref())
+        .and_then(|f| parse(&f.lsn));
+    let w_to = win.and_then(|w| w.to.as_ref()).and_then(|t| parse(&t.lsn));
+    for t in &c.timelines {
+        let (Some(a), Some(b)) = (
+            t.first.as_deref().and_then(start),
+            t.last.as_deref().and_then(end),
+        ) else {
+            continue;
+        };
+        for (i, ch) in line
+            .iter_mut()
+            .enumerate()
+            .take(cell(b - 1) + 1)
+            .skip(cell(a))
+        {
+            let at = lo + (i as f64 / width as f64 * span) as u64;
+            let inside = matches!((w_from, w_to), (Some(f), Some(e)) if at + (span / width as f64) as u64 >= f && at < e);
+            if *ch != '=' {
+                *ch = if inside { '=' } else { '-' };
+            }
+        }
+        for [ga, gb] in &t.gaps {
+            if let (Some(a), Some(b)) = (start(ga), end(gb)) {
+                for ch in line.iter_mut().take(cell(b - 1) + 1).skip(cell(a)) {
+                    *ch = '!';
+                }
+            }
+        }
+    }
+    for b in &c.backups {
+        if let Some(l) = parse(&b.stop_lsn).filter(|l| (lo..hi).contains(l)) {
+            line[cell(l)] = if b.kind == "full" { 'F' } else { 'i' };
+        }
+    }
+    Some(format!(
+        "{} |{}| {}   (F full, i incremental backup; = recoverable, - before the window, ! gap)",
+        Lsn(lo),
+        line.into_iter().collect::<String>(),
+        Lsn(hi)
+    ))
+}
+
 pub(crate) fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    // IEC units, as indicatif's progress lines print them: one convention everywhere.
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut u = 0;
     while v >= 1024.0 && u + 1 < UNITS.len() {

@@ -30,7 +30,7 @@ pub async fn run(g: &GlobalArgs, a: MetricsArgs) -> Result<u8, CliError> {
             if g.json {
                 print_json(&report);
             } else {
-                print!("{}", render(&report));
+                out!("{}", render(&report));
             }
             Ok(0)
         }
@@ -44,14 +44,29 @@ async fn gather(g: &GlobalArgs) -> Result<MetricsReport, CliError> {
     let repo = open_repo(g).await?;
     let report = info::info(&repo).await?;
     let plan = metrics::plan(&report, g.cluster.as_deref());
-    let archiver = if g.host.is_some() || g.port.is_some() {
-        let client = pitr_proto::connect(&conn_params(g)).await?;
-        Some(client.archiver_status().await?)
+    let given = g.host.is_some() || g.port.is_some();
+    let archiver = if given {
+        let status = async {
+            pitr_proto::connect(&conn_params(g))
+                .await?
+                .archiver_status()
+                .await
+        };
+        match status.await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                // The repository's metrics matter most when the server is down: report it.
+                tracing::warn!("metrics: the server did not answer: {e}");
+                eprintln!("pitr: warning: no archiver metrics: {e}");
+                None
+            }
+        }
     } else {
         None
     };
     let cluster = g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
-    Ok(metrics::execute(&repo, &plan, archiver.as_ref().map(|a| (cluster, a))).await?)
+    let server = given.then_some((cluster, archiver.as_ref()));
+    Ok(metrics::execute(&repo, &plan, server).await?)
 }
 
 type Labels = Vec<(String, String)>;
@@ -81,10 +96,12 @@ struct Families {
     failed: Family<Labels, Counter<u64>>,
     last_failed: FGauge,
     last_archived: FGauge,
+    server_up: FGauge,
 }
 
 impl Families {
-    fn register(r: &mut Registry) -> Families {
+    /// Registers the families; the archiver's only `with_archiver` (a server was given).
+    fn register(r: &mut Registry, with_archiver: bool) -> Families {
         let mut g = |name: &str, help: &str, unit: Option<Unit>| {
             let f = FGauge::default();
             match unit {
@@ -113,12 +130,33 @@ impl Families {
             win_start_lsn: g("recovery_window_start_lsn", "Earliest LSN recovery can reach, as a byte position", b.clone()),
             win_end_time: g("recovery_window_end_time", "Latest commit, restore point or checkpoint time in the archived WAL recovery reaches (Unix time)", s.clone()),
             win_end_lsn: g("recovery_window_end_lsn", "End of archived WAL recovery reaches, as a byte position", b.clone()),
-            win_length: g("recovery_window_length", "Length of the recovery window", s.clone()),
-            last_failed: g("archiver_last_failed_time", "pg_stat_archiver.last_failed_time of the server given (Unix time)", s.clone()),
-            last_archived: g("archiver_last_archived_time", "pg_stat_archiver.last_archived_time of the server given (Unix time)", s),
+            win_length: g("recovery_window_length", "Length of the recovery window", s),
+            last_failed: FGauge::default(),
+            last_archived: FGauge::default(),
+            server_up: FGauge::default(),
             archived: Family::default(),
             failed: Family::default(),
         };
+        if !with_archiver {
+            return f;
+        }
+        r.register(
+            "server_up",
+            "Whether the server given with -h/-p answered (1) or not (0)",
+            f.server_up.clone(),
+        );
+        r.register_with_unit(
+            "archiver_last_failed_time",
+            "pg_stat_archiver.last_failed_time of the server given (Unix time)",
+            Unit::Seconds,
+            f.last_failed.clone(),
+        );
+        r.register_with_unit(
+            "archiver_last_archived_time",
+            "pg_stat_archiver.last_archived_time of the server given (Unix time)",
+            Unit::Seconds,
+            f.last_archived.clone(),
+        );
         r.register(
             "archiver_archived",
             "pg_stat_archiver.archived_count of the server given",
@@ -146,7 +184,8 @@ fn unix(t: Timestamp) -> f64 {
 /// The report in the text exposition format.
 pub fn render(report: &MetricsReport) -> String {
     let mut registry = Registry::with_prefix("pitr");
-    let f = Families::register(&mut registry);
+    let with_archiver = report.clusters.iter().any(|c| c.server_up.is_some());
+    let f = Families::register(&mut registry, with_archiver);
     for c in &report.clusters {
         let l = labels(c, &[]);
         let set = |fam: &FGauge, l: &Labels, v: f64| {
@@ -204,6 +243,9 @@ pub fn render(report: &MetricsReport) -> String {
                 set(&f.win_end_time, &le, unix(t));
                 set(&f.win_length, &l, unix(t) - unix(w.start_time));
             }
+        }
+        if let Some(up) = c.server_up {
+            set(&f.server_up, &l, if up { 1.0 } else { 0.0 });
         }
         if let Some(a) = &c.archiver {
             f.archived.get_or_create(&l).inc_by(a.archived_count);

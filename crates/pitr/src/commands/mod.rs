@@ -10,6 +10,7 @@ mod expire;
 mod info;
 mod init;
 mod metrics;
+mod report;
 mod restore;
 mod status;
 mod stream;
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Status(a) => status::run(&g, a).await,
         Command::Metrics(a) => metrics::run(&g, a).await,
         Command::Stream(a) => stream::run(&g, a).await,
+        Command::Report(a) => report::run(&g, a).await,
     }
 }
 

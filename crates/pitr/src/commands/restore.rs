@@ -135,6 +135,12 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
             human_bytes(plan.backup.bytes)
         );
     }
+    if a.start {
+        if let Some(port) = g.port {
+            // Before anything is written: a taken port would only fail after the restore.
+            restore::port::ensure_port_free(port, true)?;
+        }
+    }
     let major = plan.backup.pg_major;
     // A standby given a target ends recovery there like any restore: wait for that, not only
     // for read-only connections.

@@ -8,17 +8,22 @@ use crate::error::{CliError, EXIT_CORRUPT};
 
 pub async fn run(g: &GlobalArgs, a: VerifyArgs) -> Result<u8, CliError> {
     let cluster = open_cluster(g).await?;
-    let report = verify::verify(&cluster, a.jobs).await?;
+    let report = verify::verify(
+        &cluster,
+        a.jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get())),
+    )
+    .await?;
     if g.json {
         print_json(&report);
     } else {
         outln!(
-            "cluster {}: checked {} WAL files and {} files of {} backups ({} bytes)",
+            "cluster {}: checked {} WAL files and {} files of {} backups ({})",
             report.cluster,
             report.wal_files,
             report.backup_files,
             report.backups,
-            report.bytes_checked
+            super::info::human_bytes(report.bytes_checked)
         );
         for p in &report.problems {
             outln!("  PROBLEM {}: {}", p.object, p.problem);

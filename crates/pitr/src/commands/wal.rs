@@ -169,7 +169,7 @@ fn warn(g: &GlobalArgs, s: &ScanInfo) {
 
 fn scan_line(s: &ScanInfo) -> String {
     format!(
-        "cluster {}, timeline {}: {} segments {}..{} ({:.1} MB, {} records); {} at {}\n",
+        "cluster {}, timeline {}: {} segments {}..{} ({:.1} MiB, {} records); {} at {}\n",
         s.cluster,
         s.timeline,
         s.segments,

@@ -152,7 +152,7 @@ pub struct LocatedTarget {
     #[serde(serialize_with = "super::ser_display")]
     pub lsn: Lsn,
     /// Timeline that record is on.
-    #[serde(serialize_with = "super::ser_display")]
+    #[serde(serialize_with = "ser_tli")]
     pub tli: TimelineId,
     /// Its time, when the record carries one.
     pub time: Option<Timestamp>,
@@ -162,7 +162,7 @@ pub struct LocatedTarget {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PathStep {
     /// Timeline.
-    #[serde(serialize_with = "super::ser_display")]
+    #[serde(serialize_with = "ser_tli")]
     pub tli: TimelineId,
     /// First LSN replayed on it.
     #[serde(serialize_with = "super::ser_display")]
@@ -213,7 +213,7 @@ pub struct Choice {
     /// Label of the backup to restore.
     pub label: String,
     /// The timeline recovery will end on (what `recovery_target_timeline` resolves to).
-    #[serde(serialize_with = "super::ser_display")]
+    #[serde(serialize_with = "ser_tli")]
     pub target_tli: TimelineId,
     /// The timeline path replayed.
     pub path: Vec<PathStep>,
@@ -450,3 +450,8 @@ fn summarize(
 
 #[cfg(test)]
 mod tests;
+
+/// A timeline as a JSON number (as everywhere else in pitr's JSON).
+fn ser_tli<S: serde::Serializer>(t: &TimelineId, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u32(t.0)
+}
