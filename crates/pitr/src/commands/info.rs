@@ -100,6 +100,9 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
                 w.to_string().trim_start_matches("reachable: ")
             );
         }
+        for p in &c.window_problems {
+            outln!("  PROBLEM {}: {}", p.object, p.problem);
+        }
     }
     Ok(0)
 }
