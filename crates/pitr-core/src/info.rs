@@ -30,6 +30,9 @@ pub struct ClusterInfo {
     pub backups: Vec<BackupInfo>,
     /// What recovery can reach: from the oldest usable backup to the end of archived WAL.
     pub window: Option<crate::restore::choose::Window>,
+    /// What keeps part of that window out of reach (holes, missing history files, broken
+    /// incremental chains), as `pitr verify` reports it.
+    pub window_problems: Vec<crate::verify::Problem>,
 }
 
 /// One base backup.
@@ -142,6 +145,7 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
             .await
             .ok()
             .flatten();
+        let window_problems = crate::verify::window_problems(&entries, &manifests);
         let backups = manifests
             .into_iter()
             .map(|m| BackupInfo {
@@ -164,6 +168,7 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
             timelines,
             backups,
             window,
+            window_problems,
         });
     }
     Ok(RepoInfo {

@@ -69,6 +69,19 @@ async fn check_object(
     }
 }
 
+/// What keeps part of the recovery window out of reach, from the listing and the manifests
+/// alone (no object is read): holes in each timeline's WAL, missing history files, broken
+/// incremental chains. `verify` reports these with the object checks; `info` shows them too.
+pub fn window_problems(
+    wal: &[pitr_repo::WalEntry],
+    backups: &[pitr_repo::BackupManifest],
+) -> Vec<Problem> {
+    let mut out = window::wal_holes(wal, backups);
+    out.extend(window::missing_histories(wal, backups));
+    out.extend(window::broken_chains(backups));
+    out
+}
+
 /// Verifies everything stored for `cluster`, `jobs` objects at a time.
 pub async fn verify(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyReport> {
     let wal = cluster.list_wal().await?;

@@ -104,6 +104,9 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
         if let Some(strip) = window_strip(c, 60) {
             outln!("  {strip}");
         }
+        for p in &c.window_problems {
+            outln!("  PROBLEM {}: {}", p.object, p.problem);
+        }
     }
     Ok(0)
 }
