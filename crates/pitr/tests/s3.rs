@@ -633,3 +633,96 @@ fn server_stopped_mid_push_leaves_nothing_and_the_retry_succeeds() {
     pitr_env(&env, &get).expect_code(0);
     assert_eq!(fs::read(&target).unwrap(), fs::read(&seg).unwrap());
 }
+
+/// SeaweedFS stopped while `pitr backup` uploads the data directory: the backup fails, no
+/// backup is listed (its manifest is written last), and after the restart a new backup
+/// completes and verifies.
+#[test]
+fn server_stopped_mid_backup_lists_nothing_and_the_next_backup_succeeds() {
+    let mut server = SeaweedFs::start();
+    let pg = oldest_pg();
+    let env = server.env();
+    let url = format!("s3://{}/backup/{}", server.bucket(), unique_prefix("stop"));
+    pitr_env(&env, &["init", "--repo", &url]).expect_code(0);
+    let c = Cluster::init(
+        &pg,
+        ClusterOptions {
+            archive_command: Some(format!(
+                "'{}' --repo '{url}' archive-push %p",
+                pitr_bin().display()
+            )),
+            ..Default::default()
+        }
+        .envs(&env),
+    );
+    c.start();
+    c.pgbench_init(5);
+    let sock = s(c.socket_dir()).to_string();
+    let port = c.port().to_string();
+    let backup = |retry: &str| -> Vec<String> {
+        [
+            "--repo",
+            &url,
+            "--s3-retry-timeout",
+            retry,
+            "backup",
+            "-h",
+            &sock,
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let weed = weed_pid(&server);
+    let mut child = Command::new(pitr_bin());
+    child
+        .args(backup("2"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    as_postgres(&mut child);
+    let base = bytes_read(weed);
+    let mut child = child.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while bytes_read(weed) < base + (16 << 20) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before the server was stopped"
+        );
+        assert!(Instant::now() < deadline, "the backup never uploaded");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    server.stop();
+    let o = child.wait_with_output().unwrap();
+    assert_ne!(o.status.code(), Some(0), "{o:?}");
+    server.restart();
+
+    let lab = |args: &[&str]| {
+        let mut all = vec!["--repo", url.as_str()];
+        all.extend_from_slice(args);
+        pitr_env(&env, &all)
+    };
+    let info = json(&lab(&["--json", "info"]).expect_code(0));
+    assert_eq!(
+        info["clusters"][0]["backups"]
+            .as_array()
+            .map_or(0, Vec::len),
+        0,
+        "a half-written backup is listed: {info}"
+    );
+    let again: Vec<String> = backup("60");
+    let again: Vec<&str> = again.iter().map(String::as_str).collect();
+    let label = pitr_env(&env, &again)
+        .expect_code(0)
+        .stdout
+        .trim()
+        .to_string();
+    let info = json(&lab(&["--json", "info"]).expect_code(0));
+    let backups = info["clusters"][0]["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 1, "{info}");
+    assert_eq!(backups[0]["label"], label.as_str(), "{info}");
+    lab(&["verify"]).expect_code(0);
+}
