@@ -97,13 +97,17 @@ impl ObjectCipher {
 
     /// Encrypts chunk `index` of object `key` in place and appends its tag.
     pub(crate) fn seal(&self, key: &str, index: u64, last: bool, buf: &mut Vec<u8>) {
-        let tag = self
-            .aead
-            .encrypt_in_place_detached(&nonce(index), &aad(key, index, last), buf);
+        let tag = self.seal_detached(key, index, last, buf);
+        buf.extend_from_slice(&tag);
+    }
+
+    /// Encrypts chunk `index` of object `key` in place; returns its tag.
+    fn seal_detached(&self, key: &str, index: u64, last: bool, buf: &mut [u8]) -> [u8; TAG] {
         // AES-GCM refuses only plaintexts over 64 GiB; a chunk is 64 KiB.
-        if let Ok(tag) = tag {
-            buf.extend_from_slice(&tag);
-        }
+        self.aead
+            .encrypt_in_place_detached(&nonce(index), &aad(key, index, last), buf)
+            .map(Into::into)
+            .unwrap_or([0u8; TAG])
     }
 
     /// Decrypts chunk `index` of object `key` (ciphertext and tag) in place; returns the
@@ -115,14 +119,32 @@ impl ObjectCipher {
         last: bool,
         buf: &mut [u8],
     ) -> Result<usize, SealError> {
-        let bad = SealError::Chunk { index };
-        let n = buf.len().checked_sub(TAG).ok_or(bad.clone())?;
+        let n = buf
+            .len()
+            .checked_sub(TAG)
+            .ok_or(SealError::Chunk { index })?;
         let (data, tag) = buf.split_at_mut(n);
+        self.open_detached(key, index, last, data, tag)?;
+        Ok(n)
+    }
+
+    /// Decrypts chunk `index` of object `key` in place, checking `tag`.
+    fn open_detached(
+        &self,
+        key: &str,
+        index: u64,
+        last: bool,
+        data: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), SealError> {
+        let bad = SealError::Chunk { index };
+        if tag.len() != TAG {
+            return Err(bad);
+        }
         let tag = Tag::clone_from_slice(tag);
         self.aead
             .decrypt_in_place_detached(&nonce(index), &aad(key, index, last), data, &tag)
-            .map_err(|_| bad)?;
-        Ok(n)
+            .map_err(|_| bad)
     }
 }
 
@@ -200,25 +222,24 @@ const PARALLEL_MIN: usize = 4 << 20;
 pub fn seal(dk: &DataKey, key: &str, data: &[u8]) -> Result<Vec<u8>, SealError> {
     let (header, salt) = new_header()?;
     let cipher = ObjectCipher::new(dk, &salt);
-    let n = chunk_count(data.len() as u64);
-    let mut out = Vec::with_capacity(usize::try_from(sealed_len(data.len() as u64)).unwrap_or(0));
-    out.extend_from_slice(&header);
-    let parts = on_threads(n, data.len(), |first, end| {
-        let mut part = Vec::new();
-        for i in first..end {
-            let (s, e) = chunk_range(i, data.len() as u64);
-            let mut buf = data
-                .get(s as usize..e as usize)
-                .unwrap_or_default()
-                .to_vec();
-            cipher.seal(key, i, i + 1 == n, &mut buf);
-            part.extend_from_slice(&buf);
-        }
-        Ok(part)
+    let len = data.len() as u64;
+    let n = chunk_count(len);
+    let mut out = vec![0u8; usize::try_from(sealed_len(len)).unwrap_or(usize::MAX)];
+    let (h, body) = out.split_at_mut(SEAL_HEADER);
+    h.copy_from_slice(&header);
+    in_place(body, CHUNK + TAG, n, data.len(), |i, sealed| {
+        let (s, e) = chunk_range(i, len);
+        let plain = data
+            .get(s as usize..e as usize)
+            .ok_or(SealError::Chunk { index: i })?;
+        let (buf, tag) = sealed
+            .split_at_mut_checked(plain.len())
+            .ok_or(SealError::Chunk { index: i })?;
+        buf.copy_from_slice(plain);
+        let t = cipher.seal_detached(key, i, i + 1 == n, buf);
+        tag.copy_from_slice(&t);
+        Ok(())
     })?;
-    for p in parts {
-        out.extend_from_slice(&p);
-    }
     Ok(out)
 }
 
@@ -228,49 +249,58 @@ pub fn open(dk: &DataKey, key: &str, obj: &[u8]) -> Result<Vec<u8>, SealError> {
     let len = plain_len(obj.len() as u64).ok_or(SealError::BadLength(obj.len() as u64))?;
     let cipher = ObjectCipher::new(dk, &salt);
     let n = chunk_count(len);
-    let parts = on_threads(n, len as usize, |first, end| {
-        let mut part = Vec::new();
-        for i in first..end {
-            let start = chunk_offset(i) as usize;
-            let stop = (start + CHUNK + TAG).min(obj.len());
-            let mut buf = obj.get(start..stop).unwrap_or_default().to_vec();
-            let m = cipher.open(key, i, i + 1 == n, &mut buf)?;
-            part.extend_from_slice(buf.get(..m).unwrap_or_default());
-        }
-        Ok(part)
-    })?;
-    let mut out = Vec::with_capacity(len as usize);
-    for p in parts {
-        out.extend_from_slice(&p);
+    let mut out = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+    let open_chunk = |i: u64, plain: &mut [u8]| {
+        let start = chunk_offset(i) as usize;
+        let sealed = obj
+            .get(start..start + plain.len() + TAG)
+            .ok_or(SealError::Chunk { index: i })?;
+        let (data, tag) = sealed.split_at(plain.len());
+        plain.copy_from_slice(data);
+        cipher.open_detached(key, i, i + 1 == n, plain, tag)
+    };
+    if len == 0 {
+        open_chunk(0, &mut [])?;
+    } else {
+        in_place(&mut out, CHUNK, n, len as usize, open_chunk)?;
     }
     Ok(out)
 }
 
-/// Runs `f(first, end)` over the chunk indexes `0..n` cut into contiguous runs, one per thread
-/// when the object (`len` plaintext bytes) is large enough to gain from it; results in order.
-fn on_threads<F>(n: u64, len: usize, f: F) -> Result<Vec<Vec<u8>>, SealError>
+/// Runs `f(i, piece)` over the `stride`-sized pieces of `buf` (chunk `i` of `n`), the pieces cut
+/// in contiguous runs, one per thread when the object (`len` plaintext bytes) is large enough to
+/// gain from it. Each piece is written in place: no copy beyond the one `f` makes.
+fn in_place<F>(buf: &mut [u8], stride: usize, n: u64, len: usize, f: F) -> Result<(), SealError>
 where
-    F: Fn(u64, u64) -> Result<Vec<u8>, SealError> + Sync,
+    F: Fn(u64, &mut [u8]) -> Result<(), SealError> + Sync,
 {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let threads = (len / PARALLEL_MIN).clamp(1, cores) as u64;
+    let per = usize::try_from(n.div_ceil(threads))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let run = |first: u64, part: &mut [u8]| -> Result<(), SealError> {
+        for (j, piece) in part.chunks_mut(stride).enumerate() {
+            f(first + j as u64, piece)?;
+        }
+        Ok(())
+    };
     if threads <= 1 {
-        return Ok(vec![f(0, n)?]);
+        return run(0, buf);
     }
-    let per = n.div_ceil(threads);
     std::thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = (0..n)
-            .step_by(per as usize)
-            .map(|first| s.spawn(move || f(first, (first + per).min(n))))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(SealError::Random("a sealing thread panicked".into())))
+        let handles: Vec<_> = buf
+            .chunks_mut(stride.saturating_mul(per))
+            .enumerate()
+            .map(|(k, part)| {
+                let run = &run;
+                s.spawn(move || run((k * per) as u64, part))
             })
-            .collect()
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(SealError::Random("a sealing thread panicked".into())))
+        })
     })
 }
 
