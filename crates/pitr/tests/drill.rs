@@ -34,20 +34,25 @@ fn drills_restore_check_clean_up_and_are_recorded(install: &PgInstall) {
     let drills = scratch.path().join("drills");
     std::fs::create_dir(&drills).unwrap();
     pitr_testkit::chown_to_postgres(&drills);
-    let run = pitr_as_postgres(&[
-        "--repo",
-        s(&repo),
-        "drill",
-        "--scratch",
-        s(&drills),
-        "--pg-bin",
-        s(&install.bindir),
-        "--check-sql",
-        "SELECT count(*) = 2000 AS all_rows FROM t",
-        "--json",
-    ])
-    .expect_code(0);
-    let r = json(&run);
+    // `pitr drill` into `drills` with the checks given, as the postgres OS user.
+    let drill = |extra: &[&str], code: i32| {
+        let mut args = vec![
+            "--repo",
+            s(&repo),
+            "drill",
+            "--scratch",
+            s(&drills),
+            "--pg-bin",
+            s(&install.bindir),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&pitr_as_postgres(&args).expect_code(code))
+    };
+    let r = drill(
+        &["--check-sql", "SELECT count(*) = 2000 AS all_rows FROM t"],
+        0,
+    );
     assert_eq!(r["outcome"], "passed", "{r}");
     assert_eq!(r["checks"][0]["passed"], true, "{r}");
     assert_eq!(r["checks"][0]["result"], "{\"all_rows\":true}", "{r}");
@@ -65,21 +70,14 @@ fn drills_restore_check_clean_up_and_are_recorded(install: &PgInstall) {
     );
 
     // A failing check: exit 3, the server stopped, the kept directory says where to look.
-    let run = pitr_as_postgres(&[
-        "--repo",
-        s(&repo),
-        "drill",
-        "--scratch",
-        s(&drills),
-        "--pg-bin",
-        s(&install.bindir),
-        "--check-sql",
-        "SELECT count(*) = 1 AS expected_one_row FROM t",
-        "--keep",
-        "--json",
-    ])
-    .expect_code(3);
-    let r = json(&run);
+    let r = drill(
+        &[
+            "--check-sql",
+            "SELECT count(*) = 1 AS expected_one_row FROM t",
+            "--keep",
+        ],
+        3,
+    );
     assert_eq!(r["outcome"], "failed", "{r}");
     assert!(
         r["failure"].as_str().unwrap().contains("expected_one_row"),

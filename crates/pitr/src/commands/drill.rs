@@ -7,29 +7,16 @@ use pitr_core::drill::{self, DrillOptions, DrillReport};
 use pitr_core::history::HistoryRecord;
 
 use super::info::human_bytes;
-use super::restore::{repo_for_command, target_spec};
-use super::{open_cluster, print_json, repo_location, DEFAULT_CLUSTER};
+use super::restore::{jobs, restore_command_for, target_spec};
+use super::{open_cluster, print_json};
 use crate::cli::{DrillArgs, GlobalArgs};
 use crate::error::{CliError, EXIT_ERROR};
 
 pub async fn run(g: &GlobalArgs, a: DrillArgs) -> Result<u8, CliError> {
     let spec = target_spec(&a.target, None)?;
     let cluster = open_cluster(g).await?;
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::Usage(format!("cannot find the path of this pitr binary: {e}")))?;
-    let restore_command = pitr_core::restore::conf::restore_command(
-        &exe,
-        &repo_for_command(repo_location(g)?),
-        g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER),
-        &[crate::s3::command_args(g), super::key_file_args(g)].concat(),
-    );
-    let jobs = match a.jobs {
-        Some(0) => return Err(CliError::Usage("--jobs must be at least 1".into())),
-        Some(n) => n,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
-    };
+    let restore_command = restore_command_for(g)?;
+    let jobs = jobs(a.jobs)?;
     let opts = DrillOptions {
         scratch_parent: a.scratch.clone().unwrap_or_else(std::env::temp_dir),
         spec,

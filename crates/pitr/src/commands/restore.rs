@@ -19,6 +19,30 @@ use crate::cli::{GlobalArgs, RestoreArgs, TargetArgs};
 use crate::error::CliError;
 use crate::progress::{RestoreProgress, LOG_EVERY};
 
+/// The `restore_command` a restored server fetches WAL with: this binary, the repository (an
+/// absolute path when local), the cluster, and the S3 and key options (never secrets).
+pub fn restore_command_for(g: &GlobalArgs) -> Result<String, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Usage(format!("cannot find the path of this pitr binary: {e}")))?;
+    Ok(conf::restore_command(
+        &exe,
+        &repo_for_command(repo_location(g)?),
+        g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER),
+        &[crate::s3::command_args(g), super::key_file_args(g)].concat(),
+    ))
+}
+
+/// `-j/--jobs`: at least 1, the number of CPUs by default.
+pub fn jobs(given: Option<usize>) -> Result<usize, CliError> {
+    match given {
+        Some(0) => Err(CliError::Usage("--jobs must be at least 1".into())),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)),
+    }
+}
+
 /// The target the options name; `action` is `--target-action` (restore only).
 pub fn target_spec(a: &TargetArgs, action: Option<&str>) -> Result<TargetSpec, CliError> {
     let target = if let Some(t) = &a.target_time {
@@ -70,7 +94,7 @@ fn tablespace_map(items: &[String]) -> Result<Vec<(u32, PathBuf)>, CliError> {
 }
 
 /// The repository as `restore_command` must name it: an absolute path for a local repository.
-pub fn repo_for_command(location: &str) -> String {
+fn repo_for_command(location: &str) -> String {
     if location.contains("://") {
         return location.to_string();
     }
@@ -89,21 +113,8 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
     })?;
     let spec = target_spec(&a.target, a.target_action.as_deref())?;
     let cluster = open_cluster(g).await?;
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::Usage(format!("cannot find the path of this pitr binary: {e}")))?;
-    let restore_command = conf::restore_command(
-        &exe,
-        &repo_for_command(repo_location(g)?),
-        g.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER),
-        &[crate::s3::command_args(g), super::key_file_args(g)].concat(),
-    );
-    let jobs = match a.jobs {
-        Some(0) => return Err(CliError::Usage("--jobs must be at least 1".into())),
-        Some(n) => n,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
-    };
+    let restore_command = restore_command_for(g)?;
+    let jobs = jobs(a.jobs)?;
     let opts = RestoreOptions {
         pgdata,
         spec,
