@@ -10,20 +10,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use pitr_testkit::{pg_test_matrix, scratch_dir, Cluster, ClusterOptions, PgInstall};
+use pitr_testkit::{pg_test_matrix, ClusterOptions, PgInstall};
 
 fn drills_restore_check_clean_up_and_are_recorded(install: &PgInstall) {
-    let scratch = scratch_dir();
-    let repo = scratch.path().join("repo");
-    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
-    let c = Cluster::init(
-        install,
-        ClusterOptions {
-            archive_command: Some(archive_command(&repo, "")),
-            ..Default::default()
-        },
-    );
-    c.start();
+    let (scratch, repo, c) = archiving_cluster(install, "", ClusterOptions::default());
     c.psql("CREATE TABLE t AS SELECT generate_series(1, 1234) AS i");
     pitr_on(&c, &repo, "backup", &[]).expect_code(0);
     c.psql("INSERT INTO t SELECT generate_series(1235, 2000)");

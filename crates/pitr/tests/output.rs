@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use pitr_testkit::{as_postgres, scratch_dir, Cluster, ClusterOptions};
+use pitr_testkit::{as_postgres, ClusterOptions};
 
 /// Runs pitr with its stdout a pipe whose reader is already closed.
 fn pitr_into_closed_pipe(args: &[&str]) -> Run {
@@ -34,19 +34,15 @@ fn pitr_into_closed_pipe(args: &[&str]) -> Run {
 #[test]
 fn closed_pipes_and_server_logs_get_clean_output() {
     let install = oldest_pg();
-    let scratch = scratch_dir();
-    let repo = scratch.path().join("repo");
-    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
-    let c = Cluster::init(
+    // -v: archive-push logs every segment into the server log
+    let (_scratch, repo, c) = archiving_cluster(
         &install,
+        "-v",
         ClusterOptions {
             wal_segsize_mb: Some(1),
-            // -v: archive-push logs every segment into the server log
-            archive_command: Some(archive_command(&repo, "-v")),
             ..Default::default()
         },
     );
-    c.start();
     c.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
     pitr_on(&c, &repo, "backup", &[]).expect_code(0);
     c.psql("DROP TABLE t");

@@ -8,22 +8,12 @@ mod common;
 
 use common::*;
 use indicatif::HumanBytes;
-use pitr_testkit::{scratch_dir, Cluster, ClusterOptions};
+use pitr_testkit::ClusterOptions;
 
 #[test]
 fn restore_progress_in_a_log_is_plain_text_that_adds_up() {
     let install = newest_pg();
-    let scratch = scratch_dir();
-    let repo = scratch.path().join("repo");
-    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
-    let c = Cluster::init(
-        &install,
-        ClusterOptions {
-            archive_command: Some(archive_command(&repo, "")),
-            ..Default::default()
-        },
-    );
-    c.start();
+    let (scratch, repo, c) = archiving_cluster(&install, "", ClusterOptions::default());
     pitr_on(&c, &repo, "backup", &[]).expect_code(0);
     c.stop();
 

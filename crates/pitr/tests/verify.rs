@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pitr_testkit::{scratch_dir, Cluster, ClusterOptions};
+use pitr_testkit::ClusterOptions;
 use serde_json::Value;
 
 fn verify_json(repo: &Path, code: i32) -> Value {
@@ -70,18 +70,14 @@ fn wait_for(p: &Path) {
 #[test]
 fn verify_sees_every_gap_and_every_damaged_object() {
     let install = oldest_pg();
-    let scratch = scratch_dir();
-    let repo = scratch.path().join("repo");
-    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
-    let c = Cluster::init(
+    let (scratch, repo, c) = archiving_cluster(
         &install,
+        "",
         ClusterOptions {
             wal_segsize_mb: Some(1),
-            archive_command: Some(archive_command(&repo, "")),
             ..Default::default()
         },
     );
-    c.start();
     c.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g");
     let full = pitr_on(&c, &repo, "backup", &[])
         .expect_code(0)

@@ -139,3 +139,25 @@ pub fn psql_port(install: &PgInstall, sock: &Path, port: u16, sql: &str) -> Stri
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A repository in a fresh scratch directory (initialised as the postgres OS user) and a started
+/// cluster whose archive_command archives into it with `archive-push EXTRA`; `opts` sets the
+/// rest. The scratch directory lives as long as the returned guard.
+pub fn archiving_cluster(
+    install: &PgInstall,
+    extra: &str,
+    opts: pitr_testkit::ClusterOptions,
+) -> (tempfile::TempDir, PathBuf, pitr_testkit::Cluster) {
+    let scratch = pitr_testkit::scratch_dir();
+    let repo = scratch.path().join("repo");
+    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
+    let c = pitr_testkit::Cluster::init(
+        install,
+        pitr_testkit::ClusterOptions {
+            archive_command: Some(archive_command(&repo, extra)),
+            ..opts
+        },
+    );
+    c.start();
+    (scratch, repo, c)
+}
