@@ -5,11 +5,12 @@
 #   3. lints every crate and test (cargo clippy -D warnings),
 #   4. runs every test in the workspace (cargo nextest if installed, else cargo test),
 #   5. as root: builds, installs, checks and purges the Debian package (scripts/test-deb.sh),
-#   6. runs PostgreSQL 15's own archiving/recovery TAP tests with pitr (scripts/pg-tap.sh; as root).
+#   6. runs PostgreSQL 15's own archiving/recovery TAP tests with pitr (scripts/pg-tap.sh; as root),
+#   7. fuzzes every parser briefly (scripts/fuzz-smoke.sh: cargo-fuzz, a few seconds per target).
 # Every step runs even if an earlier one failed (except a failed install); the exit status is
 # non-zero if any step failed, and a summary at the end names them.
 #
-# Environment: PITR_SKIP_INSTALL=1 skips step 1; PITR_SKIP_TAP=1 skips step 6; PITR_TEST_PG=14,17 narrows the PostgreSQL majors
+# Environment: PITR_SKIP_INSTALL=1 skips step 1; PITR_SKIP_TAP=1 skips step 6; PITR_SKIP_FUZZ=1 skips step 7; PITR_TEST_PG=14,17 narrows the PostgreSQL majors
 # tested; extra arguments are passed to the test runner (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,6 +78,10 @@ if [ "$(id -u)" = 0 ] && [ "${PITR_SKIP_TAP:-0}" != 1 ]; then
   step "PostgreSQL's TAP tests with pitr (scripts/pg-tap.sh)" scripts/pg-tap.sh
 else
   printf '\n==> skipping PostgreSQL'"'"'s TAP tests (they need root to run as postgres; PITR_SKIP_TAP=1 skips them)\n'
+fi
+
+if [ "${PITR_SKIP_FUZZ:-0}" != 1 ]; then
+  step "fuzz smoke (scripts/fuzz-smoke.sh)" scripts/fuzz-smoke.sh
 fi
 
 print_summary
