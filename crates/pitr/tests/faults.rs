@@ -1,0 +1,457 @@
+//! The fault campaign: archive-push, archive-get and backup killed (`kill -9`) at many points,
+//! and backup, restore and archive-get run out of space on the repository or the destination (a
+//! small tmpfs, as root). After each fault nothing that was acknowledged is lost, nothing
+//! half-written is visible (a segment is absent or whole, a backup is listed only when complete,
+//! a restored directory refuses to start), `verify` passes, and a rerun finishes the work. Each
+//! test prints its counts. Restores killed at every step are `restore_crash.rs`; expire
+//! interrupted after every deletion is pitr-core's `an_interrupted_expire_is_finished_by_the_next_run`;
+//! S3 servers stopped mid-backup and mid-push are in `s3.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use pitr_testkit::{
+    as_postgres, pg_test_matrix, postgres_uid_gid, scratch_dir, Cluster, ClusterOptions, PgInstall,
+};
+
+/// Polls `child` and kills it once `reached()` is true; true if it was killed (false if it
+/// exited first).
+fn kill_when(mut child: Child, reached: impl Fn() -> bool) -> bool {
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if reached() {
+            child.kill().ok();
+            child.wait().unwrap();
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Size of the first file in `dir` whose name contains `mark`, if any.
+fn temp_size(dir: &Path, mark: &str) -> Option<u64> {
+    fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().contains(mark))
+        .and_then(|e| e.metadata().ok())
+        .map(|m| m.len())
+}
+
+/// Where in a run to kill it: once a temporary file exists and has reached this fraction of its
+/// final size (0.0: as soon as it exists), or (None) once the result is published under its name.
+const POINTS: [Option<f64>; 9] = [
+    Some(0.0),
+    Some(0.1),
+    Some(0.25),
+    Some(0.4),
+    Some(0.55),
+    Some(0.7),
+    Some(0.85),
+    Some(0.99),
+    None,
+];
+
+fn pitr_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(pitr_bin());
+    c.args(args)
+        .env_remove("PITR_REPO")
+        .env_remove("PITR_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// The oldest archived WAL segment of a stopped-or-running cluster's pg_wal.
+fn first_segment(c: &Cluster) -> PathBuf {
+    let mut names: Vec<PathBuf> = fs::read_dir(c.datadir().join("pg_wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().len() == 24)
+        .collect();
+    names.sort();
+    names.remove(0)
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// archive-push and archive-get killed at points spread over their whole run, on a 64 MB
+/// segment stored uncompressed (long enough to be interrupted anywhere): after each kill the
+/// segment is absent (archive-get exits 1) or whole; a destination holds nothing or the whole
+/// segment; a rerun always finishes.
+#[test]
+fn archive_push_and_get_killed_anywhere_lose_nothing() {
+    let install = newest_pg();
+    let scratch = scratch_dir();
+    let repo = scratch.path().join("repo");
+    pitr(&["init", "--repo", s(&repo)]).expect_code(0);
+    let a = Cluster::init(
+        &install,
+        ClusterOptions {
+            wal_segsize_mb: Some(64),
+            ..Default::default()
+        },
+    );
+    let seg = first_segment(&a);
+    let name = seg.file_name().unwrap().to_str().unwrap().to_string();
+    let original = fs::read(&seg).unwrap();
+    let len = original.len() as f64;
+    let wal_dir = repo.join("main/wal/00000001");
+    let stored = wal_dir.join(&name);
+    let dest_dir = scratch.path().join("dest");
+    let dest = dest_dir.join(&name);
+    fs::create_dir(&dest_dir).unwrap();
+    let push_args = [
+        "--repo",
+        s(&repo),
+        "--compress",
+        "none",
+        "archive-push",
+        s(&seg),
+    ];
+    let get_args = ["--repo", s(&repo), "archive-get", &name, s(&dest)];
+    pitr(&push_args).expect_code(0);
+
+    let (mut push_kills, mut absent, mut whole) = (0, 0, 0);
+    for (round, point) in POINTS.iter().chain(POINTS.iter()).enumerate() {
+        fs::remove_file(&stored).unwrap();
+        fs::remove_file(&dest).ok();
+        let reached = || match point {
+            Some(f) => temp_size(&wal_dir, ".pitr-tmp.").is_some_and(|n| n as f64 >= f * len),
+            None => stored.exists(),
+        };
+        push_kills += usize::from(kill_when(pitr_cmd(&push_args).spawn().unwrap(), reached));
+        let got = pitr(&get_args);
+        match got.code {
+            1 => {
+                absent += 1;
+                assert!(!dest.exists());
+            }
+            0 => {
+                whole += 1;
+                assert!(fs::read(&dest).unwrap() == original, "a different segment");
+                fs::remove_file(&dest).unwrap();
+            }
+            other => panic!("archive-get after a push killed at {point:?} exited {other}: {got:?}"),
+        }
+        // The rerun (as PostgreSQL's archiver retries) finishes, whatever was left; every other
+        // round a get killed anywhere leaves nothing or the whole segment under the name.
+        pitr(&push_args).expect_code(0);
+        if round % 2 == 1 {
+            pitr(&get_args).expect_code(0);
+            assert!(fs::read(&dest).unwrap() == original);
+        }
+    }
+    let info = pitr(&["--repo", s(&repo), "info", "--json"]).expect_code(0);
+    assert!(!info.stdout.contains("pitr-tmp"), "{}", info.stdout);
+
+    let mut get_kills = 0;
+    for point in POINTS.iter().chain(POINTS.iter()) {
+        fs::remove_file(&dest).ok();
+        let reached = || match point {
+            Some(f) => temp_size(&dest_dir, ".pitr-tmp").is_some_and(|n| n as f64 >= f * len),
+            None => dest.exists(),
+        };
+        get_kills += usize::from(kill_when(pitr_cmd(&get_args).spawn().unwrap(), reached));
+        // PostgreSQL reads whatever is under the name: nothing, or the whole segment.
+        if dest.exists() {
+            assert!(fs::read(&dest).unwrap() == original, "a torn segment");
+        }
+        pitr(&get_args).expect_code(0);
+        assert!(fs::read(&dest).unwrap() == original);
+    }
+    pitr(&["--repo", s(&repo), "verify"]).expect_code(0);
+    eprintln!(
+        "archive-push: killed at {push_kills} points, {absent} left it absent and {whole} whole, 0 half-visible, {push_kills}/{push_kills} finished by a rerun; \
+         archive-get: killed at {get_kills} points, 0 torn segments, {get_kills}/{get_kills} finished by a rerun"
+    );
+    assert!(push_kills >= 12, "only {push_kills} push kills landed");
+    assert!(get_kills >= 12, "only {get_kills} get kills landed");
+}
+
+/// A backup killed at points spread over its run is never listed, leaves a repository that
+/// verifies, and the next backup succeeds; the last one restores every row.
+fn backups_killed_anywhere_are_never_listed(pg: &PgInstall) {
+    let (scratch, repo, c) = archiving_cluster(pg, "", ClusterOptions::default());
+    c.pgbench_init(1);
+    let backup = ["--repo", s(&repo), "backup"];
+    let mut full_args = backup.to_vec();
+    let conn = [
+        "--pgdata",
+        s(c.datadir()),
+        "-h",
+        s(c.socket_dir()),
+        "-p",
+        &c.port().to_string(),
+    ]
+    .map(str::to_string);
+    let conn: Vec<&str> = conn.iter().map(String::as_str).collect();
+    full_args.extend(&conn);
+    let run = |args: &[&str]| {
+        let mut cmd = pitr_cmd(args);
+        as_postgres(&mut cmd);
+        cmd
+    };
+    assert!(run(&full_args).status().unwrap().success());
+    let backups = repo.join("main/backup");
+    let labels = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(&backups)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let files = walk(&labels()[0].join("data")).len() as f64;
+    // The label a run made (not among `before`), and the files it has stored so far.
+    let new_label = |before: &[PathBuf]| labels().into_iter().find(|l| !before.contains(l));
+    let stored = |l: &Path| walk(&l.join("data")).len() as f64;
+    let listed = || {
+        json(&pitr(&["--repo", s(&repo), "info", "--json"]).expect_code(0))["clusters"][0]
+            ["backups"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let mut expected = listed();
+    assert_eq!(expected, 1);
+    let (mut kills, mut published) = (0, 0);
+    for point in POINTS {
+        let before = labels();
+        let reached = || match (point, new_label(&before)) {
+            (Some(f), Some(l)) => stored(&l) >= f * files,
+            (None, Some(l)) => l.join("backup.json").exists(),
+            (_, None) => false,
+        };
+        if kill_when(run(&full_args).spawn().unwrap(), reached) {
+            kills += 1;
+        }
+        // Listed only once its manifest is in: then it is whole (verify reads every file).
+        let now = listed();
+        assert!(
+            now == expected || (now == expected + 1 && point.is_none()),
+            "killed at {point:?}: {now} backups listed, {expected} before"
+        );
+        published += now - expected;
+        expected = now;
+        pitr(&["--repo", s(&repo), "verify"]).expect_code(0);
+        assert!(run(&full_args).status().unwrap().success(), "the rerun");
+        expected += 1;
+        assert_eq!(listed(), expected);
+    }
+    c.psql("CREATE TABLE after AS SELECT 42 AS answer");
+    let rows = c.psql("SELECT sum(abalance) + count(*) FROM pgbench_accounts");
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+    c.stop();
+    let target = scratch.path().join("restored");
+    pitr_as_postgres(&[
+        "--repo",
+        s(&repo),
+        "restore",
+        "--pgdata",
+        s(&target),
+        "--start",
+        "--pg-bin",
+        s(&pg.bindir),
+        "-p",
+        &c.port().to_string(),
+    ])
+    .expect_code(0);
+    let sock = c.socket_dir();
+    assert_eq!(
+        psql_port(
+            pg,
+            sock,
+            c.port(),
+            "SELECT sum(abalance) + count(*) FROM pgbench_accounts"
+        ),
+        rows
+    );
+    assert_eq!(
+        psql_port(pg, sock, c.port(), "SELECT answer FROM after"),
+        "42"
+    );
+    let mut stop = Command::new(pg.bin("pg_ctl"));
+    stop.arg("-D")
+        .arg(&target)
+        .args(["-m", "fast", "-w", "stop"]);
+    as_postgres(&mut stop);
+    assert!(stop.status().unwrap().success());
+    eprintln!(
+        "PostgreSQL {}: backup killed at {kills} points ({published} just after its manifest landed), 0 listed half-backups, {kills}/{kills} followed by a successful backup; the last restored every row",
+        pg.major
+    );
+    assert!(kills >= 7, "only {kills} backup kills landed");
+}
+pg_test_matrix!(backups_killed_anywhere_are_never_listed);
+
+/// A tmpfs mounted for the test's lifetime (root only).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size_mb: u32) -> Tmpfs {
+        fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m,mode=0777")])
+            .arg("tmpfs")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount tmpfs on {path:?}");
+        Tmpfs(path.to_path_buf())
+    }
+
+    /// Makes room: the "free some space, then rerun" of an operator.
+    fn resize(&self, size_mb: u32) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size_mb}m")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "remount {:?}", self.0);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Out of space on the repository during a backup, on the destination during a restore and
+/// during an archive-get: each fails with a clear error (archive-get above 125), leaves nothing
+/// that looks usable, and succeeds once there is room.
+#[test]
+fn no_space_on_repository_or_destination_fails_cleanly_and_reruns_finish() {
+    if postgres_uid_gid().is_none() {
+        eprintln!("not root: cannot mount a small tmpfs; this check runs in CI as root");
+        return;
+    }
+    let pg = newest_pg();
+    let scratch = scratch_dir();
+    let repo_fs = Tmpfs::mount(&scratch.path().join("repofs"), 6);
+    let repo = repo_fs.0.join("repo");
+    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
+    let c = Cluster::init(
+        &pg,
+        ClusterOptions {
+            archive_command: Some(archive_command(&repo, "")),
+            ..Default::default()
+        },
+    );
+    c.start();
+    // About 20 MB of barely compressible rows: more than the repository's 6 MB.
+    c.psql(
+        "CREATE TABLE noise AS SELECT g, md5(g::text) || md5((g * 7)::text) AS a, \
+         md5((g * 13)::text) AS b FROM generate_series(1, 200000) g",
+    );
+    let port = c.port().to_string();
+    let backup = [
+        "--repo",
+        s(&repo),
+        "backup",
+        "--pgdata",
+        s(c.datadir()),
+        "-h",
+        s(c.socket_dir()),
+        "-p",
+        &port,
+    ];
+    let full = pitr_as_postgres(&backup);
+    assert!(
+        (1..=125).contains(&full.code) && full.stderr.to_lowercase().contains("no space left"),
+        "backup into a full repository: {full:?}"
+    );
+    let info = json(&pitr(&["--repo", s(&repo), "info", "--json"]).expect_code(0));
+    assert_eq!(info["clusters"][0]["backups"].as_array().unwrap().len(), 0);
+    repo_fs.resize(512);
+    pitr(&["--repo", s(&repo), "verify"]).expect_code(0);
+    pitr_as_postgres(&backup).expect_code(0);
+    c.psql("INSERT INTO noise VALUES (0, 'after', 'the backup')");
+    let count = c.psql("SELECT count(*) FROM noise");
+    let last = c.switch_wal();
+    assert!(c.wait_archived(&last, Duration::from_secs(60)));
+
+    // archive-get into a full pg_wal: above 125, so PostgreSQL stops instead of ending recovery.
+    let dest_fs = Tmpfs::mount(&scratch.path().join("destfs"), 1);
+    let got = pitr(&[
+        "--repo",
+        s(&repo),
+        "archive-get",
+        &last,
+        s(&dest_fs.0.join(&last)),
+    ]);
+    assert!(
+        got.code > 125 && got.stderr.to_lowercase().contains("no space left"),
+        "archive-get into a full destination: {got:?}"
+    );
+    assert!(!dest_fs.0.join(&last).exists());
+    drop(dest_fs);
+
+    // A restore into a destination too small: fails, and the directory cannot start.
+    c.stop();
+    let target_fs = Tmpfs::mount(&scratch.path().join("targetfs"), 24);
+    let target = target_fs.0.join("data");
+    let restore = [
+        "--repo",
+        s(&repo),
+        "restore",
+        "--pgdata",
+        s(&target),
+        "--start",
+        "--pg-bin",
+        s(&pg.bindir),
+        "-p",
+        &port,
+    ];
+    let full = pitr_as_postgres(&restore);
+    assert!(
+        full.code != 0 && full.stderr.to_lowercase().contains("no space left"),
+        "restore into a full destination: {full:?}"
+    );
+    assert!(!target.join("global/pg_control").exists());
+    target_fs.resize(512);
+    let rerun = pitr_as_postgres(&restore);
+    rerun.expect_code(0);
+    let sock = c.socket_dir();
+    assert_eq!(
+        psql_port(&pg, sock, c.port(), "SELECT count(*) FROM noise"),
+        count
+    );
+    let mut stop = Command::new(pg.bin("pg_ctl"));
+    stop.arg("-D")
+        .arg(&target)
+        .args(["-m", "fast", "-w", "stop"]);
+    as_postgres(&mut stop);
+    assert!(stop.status().unwrap().success());
+    let leftovers: Vec<_> = walk(&repo)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("pitr-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    eprintln!(
+        "no space: backup, archive-get and restore each failed cleanly, and each rerun finished"
+    );
+}
