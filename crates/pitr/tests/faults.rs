@@ -1,6 +1,6 @@
 //! The fault campaign: archive-push, archive-get and backup killed (`kill -9`) at many points,
-//! and backup, restore and archive-get run out of space on the repository or the destination (a
-//! small tmpfs, as root). After each fault nothing that was acknowledged is lost, nothing
+//! backup, restore and archive-get run out of space on the repository or the destination (a
+//! small tmpfs, as root), and a backup whose repository directory turns read-only mid-run. After each fault nothing that was acknowledged is lost, nothing
 //! half-written is visible (a segment is absent or whole, a backup is listed only when complete,
 //! a restored directory refuses to start), `verify` passes, and a rerun finishes the work. Each
 //! test prints its counts. Restores killed at every step are `restore_crash.rs`; expire
@@ -464,4 +464,89 @@ fn no_space_on_repository_or_destination_fails_cleanly_and_reruns_finish() {
     eprintln!(
         "no space: backup, archive-get and restore each failed cleanly, and each rerun finished"
     );
+}
+
+/// Permissions taken away in the middle of a backup (its directory in the repository made
+/// read-only once a third of the files are in): the backup fails naming the path and the OS
+/// user, is never listed, and succeeds once the permissions are back.
+#[test]
+fn permissions_changed_mid_backup_fail_it_clearly_and_a_rerun_succeeds() {
+    if postgres_uid_gid().is_none() {
+        eprintln!("not root: cannot run pitr as another OS user; this check runs in CI as root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let pg = newest_pg();
+    let (_scratch, repo, c) = archiving_cluster(&pg, "", ClusterOptions::default());
+    c.pgbench_init(1);
+    let port = c.port().to_string();
+    let args = [
+        "--repo",
+        s(&repo),
+        "backup",
+        "--pgdata",
+        s(c.datadir()),
+        "-h",
+        s(c.socket_dir()),
+        "-p",
+        &port,
+    ];
+    let log = repo.parent().unwrap().join("backup.stderr");
+    let mut cmd = pitr_cmd(&args);
+    cmd.stderr(fs::File::create(&log).unwrap());
+    as_postgres(&mut cmd);
+    let backups = repo.join("main/backup");
+    let mut locked = None;
+    // Once 300 files are in, the label's data directories become read-only; the backup runs on.
+    let lock = || {
+        let label = fs::read_dir(&backups).ok()?.next()?.ok()?.path();
+        let data = label.join("data");
+        if walk(&data).len() < 300 {
+            return None;
+        }
+        for dir in std::iter::once(data.clone()).chain(dirs_under(&data)) {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        Some(data)
+    };
+    let mut child = cmd.spawn().unwrap();
+    let status = loop {
+        if locked.is_none() {
+            locked = lock();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    };
+    let data = locked.expect("the backup finished before its directory could be locked");
+    let stderr = fs::read_to_string(&log).unwrap();
+    let code = status.code().unwrap_or(-1);
+    assert!(
+        (1..=125).contains(&code)
+            && stderr.contains("ermission denied")
+            && stderr.contains("postgres")
+            && stderr.contains(&*data.to_string_lossy()),
+        "backup with its directory made read-only exited {code}:\n{stderr}"
+    );
+    let info = json(&pitr(&["--repo", s(&repo), "info", "--json"]).expect_code(0));
+    assert_eq!(info["clusters"][0]["backups"].as_array().unwrap().len(), 0);
+    for dir in std::iter::once(data.clone()).chain(dirs_under(&data)) {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    pitr_as_postgres(&args).expect_code(0);
+    pitr(&["--repo", s(&repo), "verify"]).expect_code(0);
+}
+
+fn dirs_under(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.push(e.path());
+                out.extend(dirs_under(&e.path()));
+            }
+        }
+    }
+    out
 }
