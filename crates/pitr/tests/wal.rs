@@ -143,13 +143,13 @@ fn incident_names_dropped_table_and_restore_undoes_it(install: &PgInstall) {
     let by_xid = drop["restore_by_xid"].as_str().unwrap();
     assert_eq!(
         by_xid,
-        format!("pitr --repo {r} restore --pgdata NEWDIR --target-xid {xid} --target-exclusive --target-action promote")
+        format!("pitr --repo {r} restore --pgdata NEWDIR --target-xid {xid} --target-exclusive --target-action promote --archive-mode off")
     );
     let commit_lsn = drop["transaction"]["lsn"].as_str().unwrap();
     assert_eq!(
         drop["restore_by_lsn"],
         format!(
-            "pitr --repo {r} restore --pgdata NEWDIR --target-lsn {commit_lsn} --target-exclusive --target-action promote"
+            "pitr --repo {r} restore --pgdata NEWDIR --target-lsn {commit_lsn} --target-exclusive --target-action promote --archive-mode off"
         )
     );
     let mass_delete = incidents
@@ -423,7 +423,7 @@ fn incident_names_dropped_table_and_restore_undoes_it(install: &PgInstall) {
         again["restore_by_xid"]
             .as_str()
             .unwrap()
-            .ends_with("--target-action promote --target-timeline 1"),
+            .ends_with("--target-action promote --archive-mode off --target-timeline 1"),
         "{again:#}"
     );
     let mut stop = Command::new(install.bin("pg_ctl"));

@@ -99,6 +99,7 @@ pub async fn run(cluster: &ClusterRepo, opts: &DrillOptions) -> DrillReport {
         total_seconds: 0.0,
         wal_replayed_bytes: None,
         detail: None,
+        archive_mode: Some(restore::ArchiveMode::Off.to_string()),
     };
     let mut report = DrillReport {
         outcome: "failed".into(),
@@ -184,6 +185,8 @@ async fn steps(
         owner: opts.owner.clone(),
         jobs: opts.jobs,
         restore_command: opts.restore_command.clone(),
+        // A drill never archives into the repository it checks.
+        archive_mode: restore::ArchiveMode::Off,
     };
     let first = restore::plan(cluster, &ropts)
         .await

@@ -10,7 +10,7 @@ use pitr_core::restore::choose::show_time;
 use pitr_core::restore::start::{self, RecoveryOutcome, StartOptions, StartReport};
 use pitr_core::restore::target::{parse_lsn, parse_name, parse_time, parse_xid};
 use pitr_core::restore::{
-    self, conf, DirAction, DirState, RecoveryTarget, RestoreOptions, RestorePlan, RestoreReport,
+    self, conf, ArchiveMode, DirAction, DirState, RecoveryTarget, RestoreOptions, RestorePlan, RestoreReport,
     TargetSpec,
 };
 
@@ -126,6 +126,10 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
         owner: a.owner.clone(),
         jobs,
         restore_command,
+        archive_mode: a
+            .archive_mode
+            .parse()
+            .map_err(restore::RestoreError::from)?,
     };
     let plan = restore::plan(&cluster, &opts).await?;
     if a.dry_run {
@@ -286,6 +290,15 @@ fn print_plan(p: &RestorePlan) {
     }
     files.push("postgresql.auto.conf".into());
     println!("  writes:      {}", files.join(", "));
+    println!(
+        "  archiving:   {}",
+        match p.archive_mode {
+            ArchiveMode::Preserve =>
+                "preserved (--archive-mode preserve): once promoted, the server archives its new timeline into the repository",
+            ArchiveMode::Off =>
+                "off (--archive-mode off): the restored server archives nothing into the repository",
+        }
+    );
     for s in &p.settings {
         println!(
             "               {} = {}",
@@ -391,6 +404,7 @@ async fn record_restore(
         total_seconds: report.seconds + replay.unwrap_or(0.0),
         wal_replayed_bytes: None,
         detail: None,
+        archive_mode: Some(report.plan.archive_mode.to_string()),
     };
     if let Err(e) = cluster.record_history(at, "restore", &record).await {
         tracing::warn!(
