@@ -141,6 +141,9 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
         }
         return Ok(0);
     }
+    for b in &plan.timeline_warnings {
+        tracing::warn!("{}", b.message);
+    }
     if !g.quiet && !g.json {
         eprintln!(
             "pitr: restoring backup {} into {} ({} files, {})",
@@ -308,6 +311,9 @@ fn print_plan(p: &RestorePlan) {
     }
     for n in &p.choice.notes {
         println!("  note:        {n}");
+    }
+    for b in &p.timeline_warnings {
+        println!("  WARNING:     {}", b.message.replace('\n', "\n               "));
     }
 }
 

@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use pitr_repo::{BackupKind, BackupManifest, ClusterRepo};
 use serde::Serialize;
 
-use super::choose::{Choice, LocatedTarget};
+use super::choose::{BranchWarning, Choice, LocatedTarget};
 use super::layout::Layout;
 use super::{ArchiveMode, RestoreError, RestoreOptions};
 use dirs::DirState;
@@ -113,6 +113,9 @@ pub struct RestorePlan {
     pub target: String,
     /// Where a name/xid target is, found by decoding the archived WAL after the backup.
     pub located: Option<LocatedTarget>,
+    /// `latest` follows a timeline that branched off one that went on (following the other
+    /// needs `--target-timeline N`).
+    pub timeline_warnings: Vec<BranchWarning>,
     /// `recovery.signal` or `standby.signal`.
     pub signal_file: String,
     /// Settings written to `postgresql.auto.conf`.
@@ -194,6 +197,7 @@ pub async fn plan(
         choice,
         target: opts.spec.target.to_string(),
         located: chosen.located,
+        timeline_warnings: chosen.branches,
         signal_file: if opts.standby {
             "standby.signal"
         } else {
