@@ -229,12 +229,16 @@ mod tests {
 
     #[test]
     fn archive_mode_off_comments_out_earlier_archiving_lines() {
-        let auto = "archive_mode = on\narchive_command = 'pitr archive-push %p'\nwork_mem = '4MB'\n";
+        let auto =
+            "archive_mode = on\narchive_command = 'pitr archive-push %p'\nwork_mem = '4MB'\n";
         let settings = crate::restore::ArchiveMode::Off.settings(16);
         let e = rewrite_auto_conf(auto, &settings, "");
         assert_eq!(
             e.commented,
-            vec!["archive_mode = on", "archive_command = 'pitr archive-push %p'"]
+            vec![
+                "archive_mode = on",
+                "archive_command = 'pitr archive-push %p'"
+            ]
         );
         assert!(e.text.ends_with(
             "# pitr restore: begin\narchive_mode = 'off'\narchive_command = ''\narchive_library = ''\n# pitr restore: end\n"
@@ -242,7 +246,9 @@ mod tests {
         // PostgreSQL 14 has no archive_library: naming it would stop the server from starting.
         let old = crate::restore::ArchiveMode::Off.settings(14);
         assert!(old.iter().all(|(n, _)| *n != "archive_library"));
-        assert!(crate::restore::ArchiveMode::Preserve.settings(16).is_empty());
+        assert!(crate::restore::ArchiveMode::Preserve
+            .settings(16)
+            .is_empty());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use pitr_core::restore::choose::show_time;
 use pitr_core::restore::start::{self, RecoveryOutcome, StartOptions, StartReport};
 use pitr_core::restore::target::{parse_lsn, parse_name, parse_time, parse_xid};
 use pitr_core::restore::{
-    self, conf, ArchiveMode, DirAction, DirState, RecoveryTarget, RestoreOptions, RestorePlan, RestoreReport,
-    TargetSpec,
+    self, conf, ArchiveMode, DirAction, DirState, RecoveryTarget, RestoreOptions, RestorePlan,
+    RestoreReport, TargetSpec,
 };
 
 use super::{open_cluster, print_json, repo_location, DEFAULT_CLUSTER};
@@ -313,7 +313,10 @@ fn print_plan(p: &RestorePlan) {
         println!("  note:        {n}");
     }
     for b in &p.timeline_warnings {
-        println!("  WARNING:     {}", b.message.replace('\n', "\n               "));
+        println!(
+            "  WARNING:     {}",
+            b.message.replace('\n', "\n               ")
+        );
     }
 }
 

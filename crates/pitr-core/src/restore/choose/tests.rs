@@ -349,14 +349,26 @@ fn warns_when_latest_branched_off_a_timeline_that_went_on() {
     assert_eq!(b.branch_point, "0/6000100");
     assert_eq!(b.flag, "--target-timeline 1");
     assert_eq!(b.evidence.len(), 2, "{:?}", b.evidence);
-    assert!(b.evidence[0].contains("up to 0/D000000"), "{:?}", b.evidence);
+    assert!(
+        b.evidence[0].contains("up to 0/D000000"),
+        "{:?}",
+        b.evidence
+    );
     assert!(b.evidence[1].starts_with("backup C"), "{:?}", b.evidence);
     let end = |w: &Window| w.to.clone().map(|t| (t.lsn, t.timeline));
     assert_eq!(end(&b.latest_reach), Some(("0/A000000".into(), 2)));
     assert_eq!(end(&b.parent_reach), Some(("0/D000000".into(), 1)));
     assert!(b.message.contains("--target-timeline 1"), "{}", b.message);
-    assert!(b.message.contains("0/A000000 on timeline 2"), "{}", b.message);
-    assert!(b.message.contains("0/D000000 on timeline 1"), "{}", b.message);
+    assert!(
+        b.message.contains("0/A000000 on timeline 2"),
+        "{}",
+        b.message
+    );
+    assert!(
+        b.message.contains("0/D000000 on timeline 1"),
+        "{}",
+        b.message
+    );
     // Only WAL after the fork (no later backup) is enough.
     assert_eq!(branch_warnings(&two_backups(), &w, TimelineId(2)).len(), 1);
 }
