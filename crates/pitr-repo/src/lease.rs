@@ -13,11 +13,11 @@
 //! the same second never share a label.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use pitr_storage::{PutMode, PutOutcome, Storage};
+use pitr_storage::{PutMode, PutOutcome};
 use serde::{Deserialize, Serialize};
 
 use crate::{ClusterRepo, RepoResult};
@@ -66,7 +66,9 @@ pub struct FoundLease {
 /// dropped, after which it lapses at its expiry).
 pub struct Lease {
     key: String,
-    storage: Arc<dyn Storage>,
+    repo: crate::Repo,
+    record: Arc<Mutex<LeaseRecord>>,
+    ttl: Duration,
     renewer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -82,20 +84,42 @@ impl Lease {
         &self.key
     }
 
+    /// Widens what the lease covers: WAL from `lsn` on (when earlier than what it covered).
+    pub async fn need_wal_from(&self, lsn: &str) -> RepoResult<()> {
+        let record = {
+            let mut r = self.record.lock().unwrap_or_else(|p| p.into_inner());
+            r.wal_from = Some(lsn.to_string());
+            r.expires = expiry(Timestamp::now(), self.ttl);
+            r.clone()
+        };
+        self.repo
+            .write_meta(KIND, &self.key, &record, PutMode::Overwrite)
+            .await?;
+        Ok(())
+    }
+
     /// Stops renewing and removes the lease.
     pub async fn release(mut self) -> RepoResult<()> {
         if let Some(r) = self.renewer.take() {
             r.abort();
         }
-        self.storage.delete(&self.key).await?;
+        self.repo.storage().delete(&self.key).await?;
         Ok(())
     }
 }
 
 impl Drop for Lease {
+    /// Not released: stop renewing and remove it in the background when a runtime is there to
+    /// do so (otherwise it lapses at its expiry).
     fn drop(&mut self) {
         if let Some(r) = self.renewer.take() {
             r.abort();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (storage, key) = (self.repo.storage().clone(), self.key.clone());
+                rt.spawn(async move {
+                    let _ = storage.delete(&key).await;
+                });
+            }
         }
     }
 }
@@ -139,7 +163,7 @@ impl ClusterRepo {
             now.as_second(),
             token.to_hex().get(..16).unwrap_or("0")
         );
-        let mut record = LeaseRecord {
+        let record = LeaseRecord {
             holder: holder.to_string(),
             by: holder_id(),
             taken: now,
@@ -150,13 +174,19 @@ impl ClusterRepo {
         self.repo()
             .write_meta(KIND, &key, &record, PutMode::Create)
             .await?;
+        let record = Arc::new(Mutex::new(record));
         let renewer = (!ttl.is_zero()).then(|| {
             let repo = self.repo().clone();
             let key = key.clone();
+            let shared = record.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
-                    record.expires = expiry(Timestamp::now(), ttl);
+                    let record = {
+                        let mut r = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        r.expires = expiry(Timestamp::now(), ttl);
+                        r.clone()
+                    };
                     if let Err(e) = repo
                         .write_meta(KIND, &key, &record, PutMode::Overwrite)
                         .await
@@ -168,7 +198,9 @@ impl ClusterRepo {
         });
         Ok(Lease {
             key,
-            storage: self.repo().storage().clone(),
+            repo: self.repo().clone(),
+            record,
+            ttl,
             renewer,
         })
     }

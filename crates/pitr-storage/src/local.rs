@@ -100,6 +100,18 @@ fn fsync_dir(dir: &Path) -> StorageResult<()> {
         .map_err(|e| StorageError::io("fsync directory", dir, e))
 }
 
+/// After a deletion: fsyncs the directory that lost an entry, unless it is gone already (a
+/// concurrent deleter, e.g. a second `expire`, removed it once empty: nothing left to sync).
+fn fsync_dir_after_delete(dir: &Path) -> StorageResult<()> {
+    match File::open(dir) {
+        Ok(d) => d
+            .sync_all()
+            .map_err(|e| StorageError::io("fsync directory", dir, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io("open directory", dir, e)),
+    }
+}
+
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn tmp_path(final_path: &Path) -> PathBuf {
@@ -340,10 +352,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> StorageResult<()>
         if ft.is_dir() {
             walk(root, &path, out)?;
         } else if ft.is_file() {
-            let size = entry
-                .metadata()
-                .map_err(|e| StorageError::io("stat", &path, e))?
-                .len();
+            let size = match entry.metadata() {
+                Ok(md) => md.len(),
+                // Deleted since the directory was read (a concurrent expire): not listed.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::io("stat", &path, e)),
+            };
             let key = path
                 .strip_prefix(root)
                 .map(|p| p.to_string_lossy().into_owned())
@@ -476,7 +490,7 @@ impl Storage for LocalFs {
             touched.sort();
             touched.dedup();
             for dir in &touched {
-                fsync_dir(dir)?;
+                fsync_dir_after_delete(dir)?;
             }
             Ok(())
         })
@@ -497,7 +511,7 @@ impl Storage for LocalFs {
         blocking(move || match fs::remove_file(&path) {
             Ok(()) => {
                 if let Some(parent) = path.parent() {
-                    fsync_dir(parent)?;
+                    fsync_dir_after_delete(parent)?;
                 }
                 Ok(())
             }

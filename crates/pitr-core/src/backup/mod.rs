@@ -111,6 +111,9 @@ pub enum BackupError {
     /// The copy method was forced but the data directory cannot be used.
     #[error("--method copy: {0}\nhint: run pitr backup on the database host as an OS user that can read the data directory, or use --method replication")]
     CopyUnavailable(Box<BackupError>),
+    /// The parent chosen for an incremental backup was expired meanwhile.
+    #[error("backup {0}, the parent chosen for this incremental backup, was removed by pitr expire meanwhile\nhint: run pitr backup --type incr again (it chooses another parent), or take a full backup")]
+    ParentExpired(String),
     /// No parent for an incremental backup.
     #[error("no full backup to base an incremental backup on in cluster {0:?}\nhint: take a full backup first (pitr backup --type full)")]
     NoParent(String),
@@ -228,7 +231,9 @@ pub async fn backup(
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
     let plan = plan(cluster, client, opts).await?;
-    let taken = execute(cluster, client, &plan, opts, progress).await?;
+    let (start_time, label) = claim_label(cluster, opts.kind).await?;
+    let lease = take_lease(cluster, client, &plan, &label).await?;
+    let taken = execute(cluster, client, &plan, opts, progress, label, start_time).await?;
     let copied = taken.copied;
     let method = match plan.source {
         Source::Copy { .. } => BackupMethod::Copy,
@@ -236,7 +241,52 @@ pub async fn backup(
     };
     let manifest = plan.manifest(taken, opts);
     cluster.put_manifest(&manifest).await?;
+    if let Err(e) = lease.release().await {
+        tracing::warn!(
+            "backup {} is complete, but its lease could not be removed (it lapses by itself): {e}",
+            manifest.label
+        );
+    }
     Ok(report(&manifest, method, copied, started))
+}
+
+/// The lease a backup holds while it runs (see [`pitr_repo::lease`]): its own label, an
+/// incremental's parent chain, and the WAL from the current position on. Taken before the
+/// parent's manifest is checked again, so that an `expire` running meanwhile either sees the
+/// lease or has already removed the manifest (and the backup stops here).
+async fn take_lease(
+    cluster: &ClusterRepo,
+    client: &PgClient,
+    plan: &Plan,
+    label: &str,
+) -> Result<pitr_repo::Lease, BackupError> {
+    let mut held = vec![label.to_string()];
+    if let Some(p) = &plan.parent {
+        held.push(p.label.clone());
+        for f in &p.files {
+            if let Some(h) = &f.stored_in {
+                if !held.contains(h) {
+                    held.push(h.clone());
+                }
+            }
+        }
+    }
+    let wal_from = client.current_wal_lsn().await?.to_string();
+    let lease = cluster
+        .take_lease(
+            "backup",
+            held,
+            Some(wal_from),
+            pitr_repo::lease::DEFAULT_TTL,
+        )
+        .await?;
+    if let Some(p) = &plan.parent {
+        if cluster.manifest(&p.label).await?.is_none() {
+            let _ = lease.release().await;
+            return Err(BackupError::ParentExpired(p.label.clone()));
+        }
+    }
+    Ok(lease)
 }
 
 /// Where the files come from.
@@ -409,8 +459,9 @@ async fn execute(
     plan: &Plan,
     opts: &BackupOptions,
     progress: Arc<Progress>,
+    label: String,
+    start_time: Timestamp,
 ) -> Result<Taken, BackupError> {
-    let (start_time, label) = claim_label(cluster, opts.kind).await?;
     let taken = match &plan.source {
         Source::Copy { pgdata, control } => {
             let source = (pgdata.as_path(), control);
@@ -423,6 +474,7 @@ async fn execute(
             replication_backup(cluster, opts, progress, label, start_time).await?
         }
     };
+    crate::pause::point("backup-before-manifest").await;
     wait_for_wal(
         cluster,
         &taken.label,
@@ -533,8 +585,9 @@ async fn copy_backup(
 
 /// A label no other backup uses, and the time it stands for.
 ///
-/// Labels are unique to the second: if another backup already used (or is using) this second's
-/// label, take the next second's rather than mixing files under one label.
+/// Labels are unique to the second and reserved create-only
+/// ([`ClusterRepo::reserve_label`]): of two backups started in the same second, one gets the
+/// label and the other takes the next second's, never mixing files under one label.
 async fn claim_label(
     cluster: &ClusterRepo,
     kind: BackupKind,
@@ -542,15 +595,7 @@ async fn claim_label(
     loop {
         let now = Timestamp::now();
         let label = new_label(now, kind);
-        // Any object under the label's prefix (its manifest included) means it is taken.
-        let taken = !cluster
-            .repo()
-            .storage()
-            .list(&cluster.backup_prefix(&label))
-            .await
-            .map_err(RepoError::from)?
-            .is_empty();
-        if !taken {
+        if cluster.reserve_label(&label).await? {
             return Ok((now, label));
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;

@@ -208,6 +208,10 @@ async fn steps(
     record.target = plan.target.clone();
     let backup_start: Option<Lsn> = plan.backup.start_lsn.parse().ok();
     let major = plan.backup.pg_major;
+    // Held until the drill ends (dropped with this function): recovery reads the backup's WAL.
+    let _lease = restore::execute::take_lease(cluster, &plan)
+        .await
+        .map_err(|e| e.to_string())?;
     let restored = restore::execute(cluster, plan, None)
         .await
         .map_err(|e| format!("restore failed: {e}"))?;

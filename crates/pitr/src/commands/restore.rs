@@ -171,6 +171,12 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
             Arc::new(RestoreProgress::log(LOG_EVERY))
         };
     let at = pitr_core::history::now();
+    // Held until recovery ends with --start: it replays the backup's WAL from the repository.
+    let lease = if a.start {
+        restore::execute::take_lease(&cluster, &plan).await?
+    } else {
+        None
+    };
     let report = restore::execute(&cluster, plan, Some(progress)).await?;
     let start_report = if a.start {
         let opts = StartOptions {
@@ -200,6 +206,11 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
     } else {
         None
     };
+    if let Some(lease) = lease {
+        if let Err(e) = lease.release().await {
+            tracing::warn!("cannot remove the restore's lease (it lapses by itself): {e}");
+        }
+    }
     record_restore(&cluster, &report, start_report.as_ref(), &at).await;
     if g.json {
         print_json(&serde_json::json!({ "restore": report, "start": start_report }));
