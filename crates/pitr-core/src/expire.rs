@@ -252,6 +252,7 @@ pub async fn expire(
     let first = leases::read(cluster, &manifests).await?;
     spare(&mut plan, &manifests, &first, &mut report);
     let storage = cluster.repo().storage().clone();
+    crate::pause::point("expire-before-removal").await;
 
     // 1. Expired backups: every manifest first, newest first (an incremental disappears before
     //    the backups it reuses files from), so that a backup still listed is always whole; then

@@ -4,7 +4,8 @@
 //! Only when the environment says so: with `PITR_PAUSE_AT=<point>` and `PITR_PAUSE_FILE=<path>`,
 //! the command reaching `<point>` creates `<path>.reached` and waits while `<path>` exists. The
 //! test creates `<path>`, waits for `<path>.reached`, does its work, removes `<path>`. Points:
-//! `backup-before-manifest` (files copied, lease held, WAL not yet waited for).
+//! `backup-before-manifest` (files copied, lease held, WAL not yet waited for) and
+//! `expire-before-removal` (plan made, leases read once, nothing removed yet).
 
 use std::path::PathBuf;
 use std::time::Duration;

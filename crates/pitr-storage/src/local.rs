@@ -89,9 +89,23 @@ fn ensure_dir(dir: &Path) -> StorageResult<()> {
         Err(e) => return Err(StorageError::io("create directory", dir, e)),
     }
     if let Some(parent) = dir.parent() {
+        adopt_owner(dir, parent);
         fsync_dir(parent)?;
     }
     Ok(())
+}
+
+/// A directory root creates in a repository another user owns (e.g. `<cluster>/lease/`, first
+/// made by a restore run as root) is given to that owner, so that the owner's own commands
+/// (the archiver, backups) can still write there. Best effort.
+fn adopt_owner(dir: &Path, parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(d), Ok(p)) = (fs::metadata(dir), fs::metadata(parent)) else {
+        return;
+    };
+    if d.uid() == 0 && p.uid() != 0 {
+        let _ = std::os::unix::fs::chown(dir, Some(p.uid()), Some(p.gid()));
+    }
 }
 
 fn fsync_dir(dir: &Path) -> StorageResult<()> {
