@@ -95,7 +95,7 @@ fn ensure_dir(dir: &Path) -> StorageResult<()> {
     Ok(())
 }
 
-/// A directory root creates in a repository another user owns (e.g. `<cluster>/lease/`, first
+/// A directory root creates inside a repository another user owns (e.g. `<cluster>/lease/`, first
 /// made by a restore run as root) is given to that owner, so that the owner's own commands
 /// (the archiver, backups) can still write there. Best effort.
 fn adopt_owner(dir: &Path, parent: &Path) {
@@ -103,7 +103,13 @@ fn adopt_owner(dir: &Path, parent: &Path) {
     let (Ok(d), Ok(p)) = (fs::metadata(dir), fs::metadata(parent)) else {
         return;
     };
-    if d.uid() == 0 && p.uid() != 0 {
+    // Only inside a repository (an ancestor holds its marker): the root of a repository that
+    // root creates stays root's.
+    let inside = dir
+        .ancestors()
+        .skip(1)
+        .any(|a| a.join("pitr.repository").is_file());
+    if d.uid() == 0 && p.uid() != 0 && inside {
         let _ = std::os::unix::fs::chown(dir, Some(p.uid()), Some(p.gid()));
     }
 }
