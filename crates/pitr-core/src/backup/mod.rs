@@ -17,8 +17,11 @@
 //! by one path only.
 
 pub mod copy;
+mod lease;
 mod replication;
 pub mod walk;
+
+use lease::{claim_label, take_lease};
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -248,45 +251,6 @@ pub async fn backup(
         );
     }
     Ok(report(&manifest, method, copied, started))
-}
-
-/// The lease a backup holds while it runs (see [`pitr_repo::lease`]): its own label, an
-/// incremental's parent chain, and the WAL from the current position on. Taken before the
-/// parent's manifest is checked again, so that an `expire` running meanwhile either sees the
-/// lease or has already removed the manifest (and the backup stops here).
-async fn take_lease(
-    cluster: &ClusterRepo,
-    client: &PgClient,
-    plan: &Plan,
-    label: &str,
-) -> Result<pitr_repo::Lease, BackupError> {
-    let mut held = vec![label.to_string()];
-    if let Some(p) = &plan.parent {
-        held.push(p.label.clone());
-        for f in &p.files {
-            if let Some(h) = &f.stored_in {
-                if !held.contains(h) {
-                    held.push(h.clone());
-                }
-            }
-        }
-    }
-    let wal_from = client.current_wal_lsn().await?.to_string();
-    let lease = cluster
-        .take_lease(
-            "backup",
-            held,
-            Some(wal_from),
-            pitr_repo::lease::DEFAULT_TTL,
-        )
-        .await?;
-    if let Some(p) = &plan.parent {
-        if cluster.manifest(&p.label).await?.is_none() {
-            let _ = lease.release().await;
-            return Err(BackupError::ParentExpired(p.label.clone()));
-        }
-    }
-    Ok(lease)
 }
 
 /// Where the files come from.
@@ -581,25 +545,6 @@ async fn copy_backup(
         dirs,
         copied,
     })
-}
-
-/// A label no other backup uses, and the time it stands for.
-///
-/// Labels are unique to the second and reserved create-only
-/// ([`ClusterRepo::reserve_label`]): of two backups started in the same second, one gets the
-/// label and the other takes the next second's, never mixing files under one label.
-async fn claim_label(
-    cluster: &ClusterRepo,
-    kind: BackupKind,
-) -> Result<(Timestamp, String), BackupError> {
-    loop {
-        let now = Timestamp::now();
-        let label = new_label(now, kind);
-        if cluster.reserve_label(&label).await? {
-            return Ok((now, label));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
 }
 
 impl Plan {
