@@ -215,9 +215,20 @@ pub struct ExpireReport {
     pub wal_bytes: u64,
     /// Leftovers of backups removed by an interrupted run (objects without a manifest).
     pub leftovers: Vec<String>,
+    /// What was left alone because a running backup, restore or verify holds a lease on it.
+    pub in_use: Vec<String>,
+    /// Leases that lapsed (their holders stopped renewing them: crashed): ignored, and removed.
+    pub lapsed_leases: Vec<String>,
 }
 
-/// Applies `policy` to the cluster's backups and archived WAL.
+/// Applies `policy` to the cluster's backups and archived WAL, leaving alone what an unexpired
+/// lease covers (see [`leases`]).
+///
+/// Leases are read twice: before anything is removed, and again once the expired backups'
+/// manifests are gone. A backup or restore takes its lease *before* it checks that the
+/// manifests it relies on still exist; so a lease taken after the second reading belongs to a
+/// command that will find those manifests gone and stop, and a lease taken before it is seen
+/// here: the manifest is put back and the backup kept.
 pub async fn expire(
     cluster: &ClusterRepo,
     policy: Policy,
@@ -234,15 +245,19 @@ pub async fn expire(
         wal_files: 0,
         wal_bytes: 0,
         leftovers: Vec::new(),
+        in_use: Vec::new(),
+        lapsed_leases: Vec::new(),
     };
-    let plan = plan(&manifests, policy, Timestamp::now())?;
-    report.kept = plan.kept.clone();
-    report.expired = plan.expired.clone();
+    let mut plan = plan(&manifests, policy, Timestamp::now())?;
+    let first = leases::read(cluster, &manifests).await?;
+    spare(&mut plan, &manifests, &first, &mut report);
     let storage = cluster.repo().storage().clone();
+    crate::pause::point("expire-before-removal").await;
 
     // 1. Expired backups: every manifest first, newest first (an incremental disappears before
     //    the backups it reuses files from), so that a backup still listed is always whole; then
-    //    their objects.
+    //    the leases again (a command that leased one meanwhile gets it back); then the objects.
+    let mut in_use = first;
     if !dry_run {
         for e in plan.expired.iter().rev() {
             storage
@@ -250,28 +265,110 @@ pub async fn expire(
                 .await
                 .map_err(RepoError::from)?;
         }
+        in_use = leases::read(cluster, &manifests).await?;
+        let leased: Vec<String> = plan
+            .expired
+            .iter()
+            .filter(|e| in_use.backups.contains(&e.label))
+            .map(|e| e.label.clone())
+            .collect();
+        for label in &leased {
+            if let Some(m) = manifests.iter().find(|m| &m.label == label) {
+                cluster.put_manifest(m).await?;
+            }
+        }
+        spare(&mut plan, &manifests, &in_use, &mut report);
         for e in &plan.expired {
             remove_prefix(cluster, &cluster.backup_prefix(&e.label)).await?;
         }
     }
+    report.kept = plan.kept.clone();
+    report.expired = plan.expired.clone();
 
     // 2. Objects of backups without a manifest that are older than the oldest backup kept: left
-    //    by an interrupted expire (a backup in progress is newer than every complete one).
+    //    by an interrupted expire (a backup in progress is newer than every complete one, or
+    //    holds a lease).
     if let Some(oldest_kept) = plan.kept.first() {
         for label in leftover_labels(cluster, oldest_kept).await? {
-            if !plan.expired.iter().any(|e| e.label == label) {
-                if !dry_run {
-                    remove_prefix(cluster, &cluster.backup_prefix(&label)).await?;
-                }
-                report.leftovers.push(label);
+            if plan.expired.iter().any(|e| e.label == label) {
+                continue;
             }
+            if in_use.backups.contains(&label) {
+                report.in_use.push(format!(
+                    "objects of backup {label} (no manifest yet): held by {}",
+                    in_use.who(&label)
+                ));
+                continue;
+            }
+            if !dry_run {
+                remove_prefix(cluster, &cluster.backup_prefix(&label)).await?;
+            }
+            report.leftovers.push(label);
+        }
+    }
+    for lapsed in &in_use.lapsed {
+        report.lapsed_leases.push(format!(
+            "{} ({} by {}, lapsed at {})",
+            lapsed.key, lapsed.record.holder, lapsed.record.by, lapsed.record.expires
+        ));
+        if !dry_run {
+            cluster.remove_lease(&lapsed.key).await?;
         }
     }
 
-    // 3. WAL before the oldest backup kept, on every timeline.
-    let Some(from) = plan.wal_needed_from else {
+    // 3. WAL before the oldest backup kept (and before what a lease needs), on every timeline.
+    let Some(mut from) = plan.wal_needed_from else {
         return Ok(report);
     };
+    if let Some(w) = in_use.wal_from.filter(|w| *w < from) {
+        report.in_use.push(format!(
+            "archived WAL from {w} on: needed by a running command ({})",
+            in_use.holders.join("; ")
+        ));
+        from = w;
+    }
+    expire_wal(cluster, &manifests, &plan, from, dry_run, &mut report).await?;
+    Ok(report)
+}
+
+/// Moves the expired backups an unexpired lease covers to the kept ones, with a notice.
+fn spare(
+    plan: &mut Plan,
+    manifests: &[BackupManifest],
+    in_use: &leases::InUse,
+    report: &mut ExpireReport,
+) {
+    let (spared, expired): (Vec<ExpiredBackup>, Vec<ExpiredBackup>) = plan
+        .expired
+        .drain(..)
+        .partition(|e| in_use.backups.contains(&e.label));
+    plan.expired = expired;
+    for e in spared {
+        report.in_use.push(format!(
+            "backup {} is not expired this time: held by {}",
+            e.label,
+            in_use.who(&e.label)
+        ));
+        plan.kept.push(e.label);
+    }
+    plan.kept.sort();
+    plan.wal_needed_from = manifests
+        .iter()
+        .filter(|m| plan.kept.contains(&m.label))
+        .map(|m| m.start())
+        .min();
+}
+
+/// Removes the archived WAL before `from` on every timeline (history files stay).
+async fn expire_wal(
+    cluster: &ClusterRepo,
+    manifests: &[BackupManifest],
+    plan: &Plan,
+    from: Lsn,
+    dry_run: bool,
+    report: &mut ExpireReport,
+) -> Result<(), ExpireError> {
+    let storage = cluster.repo().storage().clone();
     let seg_size = match cluster.identity().await? {
         Some(id) => WalSegSize::new(id.wal_seg_size).ok(),
         None => None,
@@ -281,7 +378,7 @@ pub async fn expire(
             .first()
             .and_then(|m| WalSegSize::new(m.wal_seg_size).ok())
     }) else {
-        return Ok(report);
+        return Ok(());
     };
     let first_kept: SegNo = seg_size.segno_of(from);
     if let Some(oldest) = manifests
@@ -315,7 +412,7 @@ pub async fn expire(
             .await
             .map_err(RepoError::from)?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Removes every object under `prefix`, then the directories left empty.
@@ -360,6 +457,8 @@ async fn leftover_labels(cluster: &ClusterRepo, before: &str) -> Result<Vec<Stri
     }
     Ok(out)
 }
+
+mod leases;
 
 #[cfg(test)]
 mod tests;

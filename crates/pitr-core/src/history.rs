@@ -35,6 +35,9 @@ pub struct HistoryRecord {
     pub wal_replayed_bytes: Option<u64>,
     /// What failed, or what the checks returned.
     pub detail: Option<String>,
+    /// `--archive-mode` of the restored server (`off` or `preserve`; absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_mode: Option<String>,
 }
 
 /// Now, as history records write it.

@@ -33,6 +33,9 @@ pub struct ClusterInfo {
     /// What keeps part of that window out of reach (holes, missing history files, broken
     /// incremental chains), as `pitr verify` reports it.
     pub window_problems: Vec<crate::verify::Problem>,
+    /// The timeline `latest` follows branched off one that went on: both reaches, and the
+    /// option that follows the other.
+    pub timeline_warnings: Vec<crate::restore::choose::BranchWarning>,
 }
 
 /// One base backup.
@@ -141,10 +144,11 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
             .collect();
         let manifests = cluster.backups().await?;
         // A damaged history file must not hide the rest of the report (`verify` names it).
-        let window = crate::restore::recovery_window(&cluster, &manifests)
-            .await
-            .ok()
-            .flatten();
+        let (window, timeline_warnings) =
+            match crate::restore::recovery_window(&cluster, &manifests).await {
+                Ok(Some((w, b))) => (Some(w), b),
+                _ => (None, Vec::new()),
+            };
         let window_problems = crate::verify::window_problems(&entries, &manifests);
         let backups = manifests
             .into_iter()
@@ -169,6 +173,7 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
             backups,
             window,
             window_problems,
+            timeline_warnings,
         });
     }
     Ok(RepoInfo {

@@ -9,6 +9,7 @@ pub mod expire;
 pub mod history;
 pub mod info;
 pub mod metrics;
+pub mod pause;
 pub mod pgbin;
 pub mod report;
 pub mod restore;

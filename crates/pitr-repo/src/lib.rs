@@ -16,6 +16,7 @@ pub mod crypt;
 pub mod error;
 pub mod frame;
 pub mod history;
+pub mod lease;
 pub mod meta;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use backup::{BackupKind, BackupManifest, ManifestDir, ManifestFile, Manifest
 pub use crypt::{CryptError, KeyFile};
 pub use error::{RepoError, RepoResult};
 pub use frame::{Checksum, Compression, FrameSummary};
+pub use lease::{FoundLease, Lease, LeaseRecord};
 
 /// Repository format written by this version.
 pub const REPO_FORMAT: u32 = 1;

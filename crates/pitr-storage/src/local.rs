@@ -89,15 +89,47 @@ fn ensure_dir(dir: &Path) -> StorageResult<()> {
         Err(e) => return Err(StorageError::io("create directory", dir, e)),
     }
     if let Some(parent) = dir.parent() {
+        adopt_owner(dir, parent);
         fsync_dir(parent)?;
     }
     Ok(())
+}
+
+/// A directory root creates inside a repository another user owns (e.g. `<cluster>/lease/`, first
+/// made by a restore run as root) is given to that owner, so that the owner's own commands
+/// (the archiver, backups) can still write there. Best effort.
+fn adopt_owner(dir: &Path, parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(d), Ok(p)) = (fs::metadata(dir), fs::metadata(parent)) else {
+        return;
+    };
+    // Only inside a repository (an ancestor holds its marker): the root of a repository that
+    // root creates stays root's.
+    let inside = dir
+        .ancestors()
+        .skip(1)
+        .any(|a| a.join("pitr.repository").is_file());
+    if d.uid() == 0 && p.uid() != 0 && inside {
+        let _ = std::os::unix::fs::chown(dir, Some(p.uid()), Some(p.gid()));
+    }
 }
 
 fn fsync_dir(dir: &Path) -> StorageResult<()> {
     let d = File::open(dir).map_err(|e| StorageError::io("open directory", dir, e))?;
     d.sync_all()
         .map_err(|e| StorageError::io("fsync directory", dir, e))
+}
+
+/// After a deletion: fsyncs the directory that lost an entry, unless it is gone already (a
+/// concurrent deleter, e.g. a second `expire`, removed it once empty: nothing left to sync).
+fn fsync_dir_after_delete(dir: &Path) -> StorageResult<()> {
+    match File::open(dir) {
+        Ok(d) => d
+            .sync_all()
+            .map_err(|e| StorageError::io("fsync directory", dir, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io("open directory", dir, e)),
+    }
 }
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -340,10 +372,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> StorageResult<()>
         if ft.is_dir() {
             walk(root, &path, out)?;
         } else if ft.is_file() {
-            let size = entry
-                .metadata()
-                .map_err(|e| StorageError::io("stat", &path, e))?
-                .len();
+            let size = match entry.metadata() {
+                Ok(md) => md.len(),
+                // Deleted since the directory was read (a concurrent expire): not listed.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::io("stat", &path, e)),
+            };
             let key = path
                 .strip_prefix(root)
                 .map(|p| p.to_string_lossy().into_owned())
@@ -476,7 +510,7 @@ impl Storage for LocalFs {
             touched.sort();
             touched.dedup();
             for dir in &touched {
-                fsync_dir(dir)?;
+                fsync_dir_after_delete(dir)?;
             }
             Ok(())
         })
@@ -497,7 +531,7 @@ impl Storage for LocalFs {
         blocking(move || match fs::remove_file(&path) {
             Ok(()) => {
                 if let Some(parent) = path.parent() {
-                    fsync_dir(parent)?;
+                    fsync_dir_after_delete(parent)?;
                 }
                 Ok(())
             }

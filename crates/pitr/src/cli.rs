@@ -450,6 +450,11 @@ pub struct RestoreArgs {
     /// With --start: the server log [default: DIR/log/pitr-start.log]
     #[arg(long, value_name = "FILE")]
     pub server_log: Option<PathBuf>,
+    /// Whether the restored server archives: preserve (as the original did: right when it
+    /// replaces the original) or off (a restore made to look at data, which must never archive
+    /// a new timeline into the repository)
+    #[arg(long, value_name = "off|preserve", default_value = "preserve")]
+    pub archive_mode: String,
     /// Print the plan (backup, target, WAL, directories, settings) and change nothing
     #[arg(long)]
     pub dry_run: bool,

@@ -143,13 +143,13 @@ fn incident_names_dropped_table_and_restore_undoes_it(install: &PgInstall) {
     let by_xid = drop["restore_by_xid"].as_str().unwrap();
     assert_eq!(
         by_xid,
-        format!("pitr --repo {r} restore --pgdata NEWDIR --target-xid {xid} --target-exclusive --target-action promote")
+        format!("pitr --repo {r} restore --pgdata NEWDIR --target-xid {xid} --target-exclusive --target-action promote --archive-mode off")
     );
     let commit_lsn = drop["transaction"]["lsn"].as_str().unwrap();
     assert_eq!(
         drop["restore_by_lsn"],
         format!(
-            "pitr --repo {r} restore --pgdata NEWDIR --target-lsn {commit_lsn} --target-exclusive --target-action promote"
+            "pitr --repo {r} restore --pgdata NEWDIR --target-lsn {commit_lsn} --target-exclusive --target-action promote --archive-mode off"
         )
     );
     let mass_delete = incidents
@@ -378,9 +378,13 @@ fn incident_names_dropped_table_and_restore_undoes_it(install: &PgInstall) {
         "100",
         "created after the backup, dropped after the target"
     );
-    // The promoted server archives timeline 2 into the same repository. Along timeline 2's
-    // history the drop never happened: the newest timeline shows no DROP; timeline 1 still
-    // does, and its suggested restore names the timeline.
+    // The suggested undo restores with --archive-mode off: the promoted copy writes on
+    // timeline 2 but archives nothing, so the repository still means production's timeline 1
+    // (its latest timeline still shows the DROP, and the suggestion needs no --target-timeline).
+    assert_eq!(
+        psql_port(c.install(), &sock, c.port(), "SHOW archive_mode"),
+        "off"
+    );
     psql_port(
         c.install(),
         &sock,
@@ -395,35 +399,29 @@ fn incident_names_dropped_table_and_restore_undoes_it(install: &PgInstall) {
     );
     assert!(seg2.starts_with("00000002"), "{seg2}");
     psql_port(c.install(), &sock, c.port(), "SELECT pg_switch_wal()");
-    let archived = repo.join("main/wal/00000002").join(&seg2);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !archived.exists() {
-        assert!(std::time::Instant::now() < deadline, "{seg2} not archived");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let on2 = json(&pitr(&["--repo", r, "--json", "wal", "incidents"]).expect_code(0));
-    assert_eq!(on2["scan"]["timeline"], 2, "{:#}", on2["scan"]);
-    assert!(
-        on2["incidents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|i| i["transaction"]["xid"] != xid),
-        "{on2:#}"
+    assert_eq!(
+        psql_port(
+            c.install(),
+            &sock,
+            c.port(),
+            "SELECT archived_count + failed_count FROM pg_stat_archiver"
+        ),
+        "0"
     );
-    let on1 =
-        json(&pitr(&["--repo", r, "--json", "wal", "incidents", "--timeline", "1"]).expect_code(0));
-    let again = on1["incidents"]
+    assert!(!repo.join("main/wal/00000002").exists());
+    let after = json(&pitr(&["--repo", r, "--json", "wal", "incidents"]).expect_code(0));
+    assert_eq!(after["scan"]["timeline"], 1, "{:#}", after["scan"]);
+    let again = after["incidents"]
         .as_array()
         .unwrap()
         .iter()
         .find(|i| i["transaction"]["xid"] == xid)
-        .unwrap_or_else(|| panic!("{on1:#}"));
+        .unwrap_or_else(|| panic!("{after:#}"));
     assert!(
         again["restore_by_xid"]
             .as_str()
             .unwrap()
-            .ends_with("--target-action promote --target-timeline 1"),
+            .ends_with("--target-action promote --archive-mode off"),
         "{again:#}"
     );
     let mut stop = Command::new(install.bin("pg_ctl"));

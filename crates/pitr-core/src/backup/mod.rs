@@ -17,8 +17,11 @@
 //! by one path only.
 
 pub mod copy;
+mod lease;
 mod replication;
 pub mod walk;
+
+use lease::{claim_label, take_lease};
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -111,6 +114,9 @@ pub enum BackupError {
     /// The copy method was forced but the data directory cannot be used.
     #[error("--method copy: {0}\nhint: run pitr backup on the database host as an OS user that can read the data directory, or use --method replication")]
     CopyUnavailable(Box<BackupError>),
+    /// The parent chosen for an incremental backup was expired meanwhile.
+    #[error("backup {0}, the parent chosen for this incremental backup, was removed by pitr expire meanwhile\nhint: run pitr backup --type incr again (it chooses another parent), or take a full backup")]
+    ParentExpired(String),
     /// No parent for an incremental backup.
     #[error("no full backup to base an incremental backup on in cluster {0:?}\nhint: take a full backup first (pitr backup --type full)")]
     NoParent(String),
@@ -228,7 +234,9 @@ pub async fn backup(
 ) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
     let plan = plan(cluster, client, opts).await?;
-    let taken = execute(cluster, client, &plan, opts, progress).await?;
+    let (start_time, label) = claim_label(cluster, opts.kind).await?;
+    let lease = take_lease(cluster, client, &plan, &label).await?;
+    let taken = execute(cluster, client, &plan, opts, progress, label, start_time).await?;
     let copied = taken.copied;
     let method = match plan.source {
         Source::Copy { .. } => BackupMethod::Copy,
@@ -236,6 +244,12 @@ pub async fn backup(
     };
     let manifest = plan.manifest(taken, opts);
     cluster.put_manifest(&manifest).await?;
+    if let Err(e) = lease.release().await {
+        tracing::warn!(
+            "backup {} is complete, but its lease could not be removed (it lapses by itself): {e}",
+            manifest.label
+        );
+    }
     Ok(report(&manifest, method, copied, started))
 }
 
@@ -409,8 +423,9 @@ async fn execute(
     plan: &Plan,
     opts: &BackupOptions,
     progress: Arc<Progress>,
+    label: String,
+    start_time: Timestamp,
 ) -> Result<Taken, BackupError> {
-    let (start_time, label) = claim_label(cluster, opts.kind).await?;
     let taken = match &plan.source {
         Source::Copy { pgdata, control } => {
             let source = (pgdata.as_path(), control);
@@ -423,6 +438,7 @@ async fn execute(
             replication_backup(cluster, opts, progress, label, start_time).await?
         }
     };
+    crate::pause::point("backup-before-manifest").await;
     wait_for_wal(
         cluster,
         &taken.label,
@@ -529,32 +545,6 @@ async fn copy_backup(
         dirs,
         copied,
     })
-}
-
-/// A label no other backup uses, and the time it stands for.
-///
-/// Labels are unique to the second: if another backup already used (or is using) this second's
-/// label, take the next second's rather than mixing files under one label.
-async fn claim_label(
-    cluster: &ClusterRepo,
-    kind: BackupKind,
-) -> Result<(Timestamp, String), BackupError> {
-    loop {
-        let now = Timestamp::now();
-        let label = new_label(now, kind);
-        // Any object under the label's prefix (its manifest included) means it is taken.
-        let taken = !cluster
-            .repo()
-            .storage()
-            .list(&cluster.backup_prefix(&label))
-            .await
-            .map_err(RepoError::from)?
-            .is_empty();
-        if !taken {
-            return Ok((now, label));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
 }
 
 impl Plan {

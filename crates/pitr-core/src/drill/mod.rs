@@ -99,6 +99,7 @@ pub async fn run(cluster: &ClusterRepo, opts: &DrillOptions) -> DrillReport {
         total_seconds: 0.0,
         wal_replayed_bytes: None,
         detail: None,
+        archive_mode: Some(restore::ArchiveMode::Off.to_string()),
     };
     let mut report = DrillReport {
         outcome: "failed".into(),
@@ -184,6 +185,8 @@ async fn steps(
         owner: opts.owner.clone(),
         jobs: opts.jobs,
         restore_command: opts.restore_command.clone(),
+        // A drill never archives into the repository it checks.
+        archive_mode: restore::ArchiveMode::Off,
     };
     let first = restore::plan(cluster, &ropts)
         .await
@@ -205,6 +208,10 @@ async fn steps(
     record.target = plan.target.clone();
     let backup_start: Option<Lsn> = plan.backup.start_lsn.parse().ok();
     let major = plan.backup.pg_major;
+    // Held until the drill ends (dropped with this function): recovery reads the backup's WAL.
+    let _lease = restore::execute::take_lease(cluster, &plan)
+        .await
+        .map_err(|e| e.to_string())?;
     let restored = restore::execute(cluster, plan, None)
         .await
         .map_err(|e| format!("restore failed: {e}"))?;

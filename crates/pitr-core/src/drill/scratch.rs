@@ -75,8 +75,8 @@ impl Scratch {
         self.dir.join("socket")
     }
 
-    /// Keeps the restored cluster apart from production: archiving off (it would archive a new
-    /// timeline into the production repository), no TCP listener, its own socket directory and
+    /// Keeps the restored cluster apart from production (archiving is already off: the drill
+    /// restores with [`crate::restore::ArchiveMode::Off`]): no TCP listener, its own socket directory and
     /// an authentication file that lets only local socket connections in, no replication
     /// connection to the primary. The settings go last in `postgresql.auto.conf`, so they win.
     pub fn isolate(&self, owner: Option<&OsUser>, major: u32) -> Result<(), String> {
@@ -110,7 +110,7 @@ impl Scratch {
             .map_err(|e| io("open", &auto, e))?;
         let settings = format!(
             "\n# pitr drill: this scratch copy stays apart from production\n\
-             archive_mode = 'off'\narchive_command = ''\nlisten_addresses = ''\n\
+             listen_addresses = ''\n\
              unix_socket_directories = {}\nhba_file = {}\nprimary_conninfo = ''\n\
              primary_slot_name = ''\nsynchronous_standby_names = ''\n",
             quote(&socket),

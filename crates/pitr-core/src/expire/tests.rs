@@ -422,3 +422,212 @@ async fn an_interrupted_expire_is_finished_by_the_next_run() {
     // objects and a prune, then one batch of WAL and a prune (deletions are batched).
     assert!(interrupted_runs > 5, "{interrupted_runs}");
 }
+
+const F1: &str = "20261101T000000F";
+const I1: &str = "20261101T120000I";
+
+/// A backup (or restore) holding a lease on I1 keeps it, its parent F1 and the WAL from its
+/// start, with a notice; once released, the next expire removes them.
+#[tokio::test]
+async fn expire_leaves_what_an_unexpired_lease_covers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = repository(tmp.path()).await;
+    let lease = cluster
+        .take_lease(
+            "restore",
+            vec![I1.to_string()],
+            Some(Lsn(4 * SEG + 0x28).to_string()),
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let r = expire(&cluster, KEEP_TWO, false).await.unwrap();
+    assert!(r.expired.is_empty(), "{r:#?}");
+    assert!(r.kept.contains(&F1.to_string()) && r.kept.contains(&I1.to_string()));
+    assert_eq!(r.in_use.len(), 2, "{r:#?}");
+    assert!(r
+        .in_use
+        .iter()
+        .any(|n| n.contains(I1) && n.contains("restore by")));
+    assert_eq!(r.wal_kept_from.as_deref(), Some("000000010000000000000002"));
+    let present = keys(cluster.repo().storage().as_ref()).await;
+    assert_listed_backups_whole(&cluster, &present, "with the lease").await;
+    assert_eq!(cluster.backups().await.unwrap().len(), 6);
+    lease.release().await.unwrap();
+    let r = expire(&cluster, KEEP_TWO, false).await.unwrap();
+    assert_eq!(r.expired.len(), 2, "{r:#?}");
+    assert!(r.in_use.is_empty());
+    assert!(cluster.leases().await.unwrap().is_empty());
+}
+
+/// A lease whose holder stopped renewing it (crashed) is ignored, and removed.
+#[tokio::test]
+async fn expire_ignores_and_removes_a_lapsed_lease() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = repository(tmp.path()).await;
+    // A zero lifetime and no renewal: lapsed at once, as a crashed holder's lease.
+    let lapsed = cluster
+        .take_lease(
+            "backup",
+            vec![F1.to_string()],
+            None,
+            std::time::Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    let key = lapsed.key().to_string();
+    drop(lapsed);
+    let r = expire(&cluster, KEEP_TWO, false).await.unwrap();
+    assert_eq!(r.expired.len(), 2, "{r:#?}");
+    assert_eq!(r.lapsed_leases.len(), 1, "{r:#?}");
+    assert!(r.lapsed_leases[0].starts_with(&key), "{r:#?}");
+    assert!(cluster.leases().await.unwrap().is_empty());
+}
+
+/// Storage that takes a lease on a backup the moment expire deletes that backup's manifest: a
+/// restore that chose it a moment earlier and leases it now.
+struct LeaseOnManifestDelete {
+    inner: Arc<dyn Storage>,
+    cluster: ClusterRepo,
+    leases: tokio::sync::Mutex<Vec<pitr_repo::Lease>>,
+}
+
+impl std::fmt::Debug for LeaseOnManifestDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaseOnManifestDelete")
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for LeaseOnManifestDelete {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn put(
+        &self,
+        key: &str,
+        data: bytes::Bytes,
+        mode: pitr_storage::PutMode,
+    ) -> pitr_storage::StorageResult<pitr_storage::PutOutcome> {
+        self.inner.put(key, data, mode).await
+    }
+    async fn upload(
+        &self,
+        key: &str,
+    ) -> pitr_storage::StorageResult<Box<dyn pitr_storage::Upload>> {
+        self.inner.upload(key).await
+    }
+    async fn get(&self, key: &str) -> pitr_storage::StorageResult<Option<bytes::Bytes>> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> pitr_storage::StorageResult<Option<bytes::Bytes>> {
+        self.inner.get_range(key, range).await
+    }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> pitr_storage::StorageResult<Option<pitr_storage::ObjectMeta>> {
+        self.inner.head(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> pitr_storage::StorageResult<Vec<pitr_storage::ObjectMeta>> {
+        self.inner.list(prefix).await
+    }
+    async fn root_entries(&self, limit: usize) -> pitr_storage::StorageResult<Vec<String>> {
+        self.inner.root_entries(limit).await
+    }
+    async fn list_dirs(&self, prefix: &str) -> pitr_storage::StorageResult<Vec<String>> {
+        self.inner.list_dirs(prefix).await
+    }
+    async fn delete(&self, key: &str) -> pitr_storage::StorageResult<()> {
+        self.inner.delete(key).await?;
+        if key == self.cluster.manifest_key(I1) {
+            let l = self
+                .cluster
+                .take_lease(
+                    "restore",
+                    vec![I1.to_string()],
+                    None,
+                    std::time::Duration::from_secs(60),
+                )
+                .await
+                .unwrap();
+            self.leases.lock().await.push(l);
+        }
+        Ok(())
+    }
+    async fn delete_many(&self, keys: &[String]) -> pitr_storage::StorageResult<()> {
+        self.inner.delete_many(keys).await
+    }
+    async fn prune(&self, prefix: &str) -> pitr_storage::StorageResult<()> {
+        self.inner.prune(prefix).await
+    }
+}
+
+/// A lease taken while expire runs, after its first reading of the leases (just as it deletes
+/// the manifest): expire sees it on its second reading, puts the manifest back and keeps the
+/// backup whole.
+#[tokio::test]
+async fn a_lease_taken_while_expire_removes_manifests_gets_its_backup_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = repository(tmp.path()).await;
+    let watched: Arc<dyn Storage> = Arc::new(LeaseOnManifestDelete {
+        inner: cluster.repo().storage().clone(),
+        cluster: cluster.clone(),
+        leases: tokio::sync::Mutex::new(Vec::new()),
+    });
+    let through = Repo::new(watched).cluster("main").unwrap();
+    let r = expire(&through, KEEP_TWO, false).await.unwrap();
+    assert_eq!(
+        r.expired
+            .iter()
+            .map(|e| e.label.as_str())
+            .collect::<Vec<_>>(),
+        Vec::<&str>::new(),
+        "{r:#?}"
+    );
+    assert!(r.in_use.iter().any(|n| n.contains(I1)), "{r:#?}");
+    let labels: Vec<String> = cluster
+        .backups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.label)
+        .collect();
+    assert!(
+        labels.contains(&I1.to_string()) && labels.contains(&F1.to_string()),
+        "{labels:?}"
+    );
+    let present = keys(cluster.repo().storage().as_ref()).await;
+    assert_listed_backups_whole(&cluster, &present, "after expire").await;
+}
+
+/// Two expires at once both finish, and leave what one alone leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_expires_at_once_both_finish() {
+    let reference = {
+        let tmp = tempfile::tempdir().unwrap();
+        let cluster = repository(tmp.path()).await;
+        expire(&cluster, KEEP_TWO, false).await.unwrap();
+        keys(cluster.repo().storage().as_ref()).await
+    };
+    for _ in 0..5 {
+        let tmp = tempfile::tempdir().unwrap();
+        let cluster = repository(tmp.path()).await;
+        let (a, b) = tokio::join!(
+            expire(&cluster, KEEP_TWO, false),
+            expire(&cluster, KEEP_TWO, false)
+        );
+        a.unwrap();
+        b.unwrap();
+        let present = keys(cluster.repo().storage().as_ref()).await;
+        assert_eq!(present, reference);
+        assert_listed_backups_whole(&cluster, &present, "after two expires").await;
+    }
+}

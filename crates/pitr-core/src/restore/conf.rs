@@ -104,10 +104,13 @@ fn edit(original: &str, drop: impl Fn(&str) -> bool) -> ConfEdit {
     }
 }
 
-/// Rewrites `postgresql.auto.conf`: comments out earlier recovery settings, removes a previous
-/// pitr block and appends a new one with `settings` (name, unquoted value) under `header`.
+/// Rewrites `postgresql.auto.conf`: comments out earlier recovery settings (and earlier lines
+/// of any setting written), removes a previous pitr block and appends a new one with
+/// `settings` (name, unquoted value) under `header`.
 pub fn rewrite_auto_conf(original: &str, settings: &[(&str, String)], header: &str) -> ConfEdit {
-    let mut e = edit(original, |n| REPLACED_IN_AUTO_CONF.contains(&n));
+    let mut e = edit(original, |n| {
+        REPLACED_IN_AUTO_CONF.contains(&n) || settings.iter().any(|(s, _)| *s == n)
+    });
     if !e.text.is_empty() && !e.text.ends_with("\n\n") {
         e.text.push('\n');
     }
@@ -222,6 +225,30 @@ mod tests {
             "# pitr restore: end\n",
         );
         assert_eq!(e.text, expected);
+    }
+
+    #[test]
+    fn archive_mode_off_comments_out_earlier_archiving_lines() {
+        let auto =
+            "archive_mode = on\narchive_command = 'pitr archive-push %p'\nwork_mem = '4MB'\n";
+        let settings = crate::restore::ArchiveMode::Off.settings(16);
+        let e = rewrite_auto_conf(auto, &settings, "");
+        assert_eq!(
+            e.commented,
+            vec![
+                "archive_mode = on",
+                "archive_command = 'pitr archive-push %p'"
+            ]
+        );
+        assert!(e.text.ends_with(
+            "# pitr restore: begin\narchive_mode = 'off'\narchive_command = ''\narchive_library = ''\n# pitr restore: end\n"
+        ));
+        // PostgreSQL 14 has no archive_library: naming it would stop the server from starting.
+        let old = crate::restore::ArchiveMode::Off.settings(14);
+        assert!(old.iter().all(|(n, _)| *n != "archive_library"));
+        assert!(crate::restore::ArchiveMode::Preserve
+            .settings(16)
+            .is_empty());
     }
 
     #[test]

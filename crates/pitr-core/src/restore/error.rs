@@ -205,6 +205,9 @@ pub enum RestoreError {
         /// The user asked for.
         user: String,
     },
+    /// The planned backup was expired before the restore could lease it.
+    #[error("backup {0} was removed by pitr expire after this restore was planned; nothing was changed\nhint: run the restore again: it chooses among the backups that remain")]
+    ExpiredMeanwhile(String),
     /// A task failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),
@@ -227,7 +230,8 @@ impl RestoreError {
             | RestoreError::ServerRunning { .. }
             | RestoreError::TablespaceInUse { .. }
             | RestoreError::OverlapsRepo { .. }
-            | RestoreError::NoBackups { .. } => ErrorClass::Refused,
+            | RestoreError::NoBackups { .. }
+            | RestoreError::ExpiredMeanwhile(_) => ErrorClass::Refused,
             RestoreError::BadManifest { .. }
             | RestoreError::MissingObject { .. }
             | RestoreError::MissingObjects { .. }

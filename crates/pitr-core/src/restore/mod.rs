@@ -28,7 +28,7 @@ pub mod target;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Serializer;
+use serde::{Deserialize, Serialize, Serializer};
 
 pub use choose::{
     choose_backup, BackupPoint, Choice, LocatedTarget, PathStep, Rejection, Unreachable, WalIndex,
@@ -80,6 +80,64 @@ pub struct RestoreOptions {
     pub jobs: usize,
     /// The `restore_command` to configure (see [`conf::restore_command`]).
     pub restore_command: String,
+    /// Whether the restored server archives (`--archive-mode`).
+    pub archive_mode: ArchiveMode,
+}
+
+/// `--archive-mode`: whether the restored server archives WAL as the original did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchiveMode {
+    /// The archiving settings are left as the backup has them: right when the restored cluster
+    /// replaces the original (it archives its new timeline into the repository).
+    #[default]
+    Preserve,
+    /// `archive_mode = off` (and `archive_command`, `archive_library` cleared): for a restore
+    /// made only to look at data, which must never archive a new timeline into the repository.
+    Off,
+}
+
+impl ArchiveMode {
+    /// The settings written into `postgresql.auto.conf` for this mode on PostgreSQL `major`.
+    pub fn settings(self, major: u32) -> Vec<(&'static str, String)> {
+        match self {
+            ArchiveMode::Preserve => Vec::new(),
+            ArchiveMode::Off => {
+                let mut s = vec![
+                    ("archive_mode", "off".to_string()),
+                    ("archive_command", String::new()),
+                ];
+                // archive_library exists from PostgreSQL 15 on; an unknown name would stop
+                // an older server from starting.
+                if major >= 15 {
+                    s.push(("archive_library", String::new()));
+                }
+                s
+            }
+        }
+    }
+}
+
+impl fmt::Display for ArchiveMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ArchiveMode::Preserve => "preserve",
+            ArchiveMode::Off => "off",
+        })
+    }
+}
+
+impl std::str::FromStr for ArchiveMode {
+    type Err = TargetError;
+    fn from_str(s: &str) -> Result<ArchiveMode, TargetError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "preserve" => Ok(ArchiveMode::Preserve),
+            "off" => Ok(ArchiveMode::Off),
+            _ => Err(TargetError::ArchiveMode {
+                input: s.to_string(),
+            }),
+        }
+    }
 }
 
 /// Receives progress while files are restored (e.g. a progress bar). Called from the restoring

@@ -203,6 +203,12 @@ pub enum TargetError {
         /// The target kind.
         kind: &'static str,
     },
+    /// Not an archive mode.
+    #[error("invalid --archive-mode {input:?}\nhint: use off (a restore made to look at data: nothing is archived) or preserve (the restored cluster replaces the original and archives as it did)")]
+    ArchiveMode {
+        /// What was given.
+        input: String,
+    },
     /// `--target-action` without a target.
     #[error("--target-action needs a recovery target: without one, PostgreSQL replays all archived WAL and then promotes")]
     ActionWithoutTarget,

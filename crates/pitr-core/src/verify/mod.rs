@@ -83,7 +83,37 @@ pub fn window_problems(
 }
 
 /// Verifies everything stored for `cluster`, `jobs` objects at a time.
+///
+/// Holds a lease on every backup and all archived WAL while it runs, so that an `expire`
+/// running meanwhile does not remove objects under its feet (which would read as damage).
 pub async fn verify(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyReport> {
+    let labels = cluster.backup_labels().await?;
+    // A repository this user may only read cannot take a lease: verify all the same.
+    let lease = match cluster
+        .take_lease(
+            "verify",
+            labels,
+            Some(Lsn(0).to_string()),
+            pitr_repo::lease::DEFAULT_TTL,
+        )
+        .await
+    {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!("verifying without a lease (an expire running meanwhile may remove what is being checked): {e}");
+            None
+        }
+    };
+    let report = verify_leased(cluster, jobs).await;
+    if let Some(lease) = lease {
+        if let Err(e) = lease.release().await {
+            tracing::warn!("cannot remove verify's lease (it lapses by itself): {e}");
+        }
+    }
+    report
+}
+
+async fn verify_leased(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyReport> {
     let wal = cluster.list_wal().await?;
     let backups = cluster.backups().await?;
     let mut report = VerifyReport {

@@ -86,10 +86,14 @@ pub fn incidents(log: WalLog, threshold: u64, ctx: &CommandContext) -> Incidents
         // Promote at the target: a paused recovery stops just before the commit, so the
         // transaction is still in progress and its locks (DROP and TRUNCATE take an ACCESS
         // EXCLUSIVE lock) keep the table unreadable until recovery ends.
+        // Archiving off: the promoted copy must never archive a new timeline into the
+        // production repository (which `latest` would then follow).
         let mut tail = vec![
             "--target-exclusive".to_string(),
             "--target-action".into(),
             "promote".into(),
+            "--archive-mode".into(),
+            "off".into(),
         ];
         if !log.scan.latest_timeline {
             tail.push("--target-timeline".into());

@@ -112,13 +112,20 @@ pub async fn history(g: &GlobalArgs) -> Result<u8, CliError> {
         return Ok(0);
     }
     println!(
-        "{:<22} {:<8} {:<8} {:<18} {:>9} {:<14} target",
-        "when", "kind", "outcome", "backup", "RTO (s)", "by"
+        "{:<22} {:<8} {:<8} {:<18} {:>9} {:<9} {:<14} target",
+        "when", "kind", "outcome", "backup", "RTO (s)", "archiving", "by"
     );
     for r in &records {
         println!(
-            "{:<22} {:<8} {:<8} {:<18} {:>9.1} {:<14} {}",
-            r.at, r.kind, r.outcome, r.backup, r.total_seconds, r.by, r.target
+            "{:<22} {:<8} {:<8} {:<18} {:>9.1} {:<9} {:<14} {}",
+            r.at,
+            r.kind,
+            r.outcome,
+            r.backup,
+            r.total_seconds,
+            r.archive_mode.as_deref().unwrap_or("-"),
+            r.by,
+            r.target
         );
         if r.outcome == "failed" {
             if let Some(d) = &r.detail {

@@ -54,6 +54,12 @@ pub async fn run(g: &GlobalArgs, a: ExpireArgs) -> Result<u8, CliError> {
     for l in &report.leftovers {
         outln!("  {verb} the leftovers of backup {l} (no manifest: an interrupted expire)");
     }
+    for n in &report.in_use {
+        outln!("  in use, skipped: {n}");
+    }
+    for l in &report.lapsed_leases {
+        outln!("  ignored a lapsed lease (its holder stopped renewing it): {l}");
+    }
     match &report.wal_kept_from {
         Some(first) if report.wal_files > 0 => outln!(
             "  {verb} {} WAL files ({}) before {first}, the start of the oldest backup kept",

@@ -107,6 +107,9 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
         for p in &c.window_problems {
             outln!("  PROBLEM {}: {}", p.object, p.problem);
         }
+        for b in &c.timeline_warnings {
+            outln!("  WARNING {}", b.message.replace('\n', "\n  "));
+        }
     }
     Ok(0)
 }

@@ -10,8 +10,8 @@ use pitr_core::restore::choose::show_time;
 use pitr_core::restore::start::{self, RecoveryOutcome, StartOptions, StartReport};
 use pitr_core::restore::target::{parse_lsn, parse_name, parse_time, parse_xid};
 use pitr_core::restore::{
-    self, conf, DirAction, DirState, RecoveryTarget, RestoreOptions, RestorePlan, RestoreReport,
-    TargetSpec,
+    self, conf, ArchiveMode, DirAction, DirState, RecoveryTarget, RestoreOptions, RestorePlan,
+    RestoreReport, TargetSpec,
 };
 
 use super::{open_cluster, print_json, repo_location, DEFAULT_CLUSTER};
@@ -126,6 +126,10 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
         owner: a.owner.clone(),
         jobs,
         restore_command,
+        archive_mode: a
+            .archive_mode
+            .parse()
+            .map_err(restore::RestoreError::from)?,
     };
     let plan = restore::plan(&cluster, &opts).await?;
     if a.dry_run {
@@ -136,6 +140,9 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
             print_plan(&plan);
         }
         return Ok(0);
+    }
+    for b in &plan.timeline_warnings {
+        tracing::warn!("{}", b.message);
     }
     if !g.quiet && !g.json {
         eprintln!(
@@ -164,6 +171,12 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
             Arc::new(RestoreProgress::log(LOG_EVERY))
         };
     let at = pitr_core::history::now();
+    // Held until recovery ends with --start: it replays the backup's WAL from the repository.
+    let lease = if a.start {
+        restore::execute::take_lease(&cluster, &plan).await?
+    } else {
+        None
+    };
     let report = restore::execute(&cluster, plan, Some(progress)).await?;
     let start_report = if a.start {
         let opts = StartOptions {
@@ -193,6 +206,11 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
     } else {
         None
     };
+    if let Some(lease) = lease {
+        if let Err(e) = lease.release().await {
+            tracing::warn!("cannot remove the restore's lease (it lapses by itself): {e}");
+        }
+    }
     record_restore(&cluster, &report, start_report.as_ref(), &at).await;
     if g.json {
         print_json(&serde_json::json!({ "restore": report, "start": start_report }));
@@ -286,6 +304,15 @@ fn print_plan(p: &RestorePlan) {
     }
     files.push("postgresql.auto.conf".into());
     println!("  writes:      {}", files.join(", "));
+    println!(
+        "  archiving:   {}",
+        match p.archive_mode {
+            ArchiveMode::Preserve =>
+                "preserved (--archive-mode preserve): once promoted, the server archives its new timeline into the repository",
+            ArchiveMode::Off =>
+                "off (--archive-mode off): the restored server archives nothing into the repository",
+        }
+    );
     for s in &p.settings {
         println!(
             "               {} = {}",
@@ -295,6 +322,12 @@ fn print_plan(p: &RestorePlan) {
     }
     for n in &p.choice.notes {
         println!("  note:        {n}");
+    }
+    for b in &p.timeline_warnings {
+        println!(
+            "  WARNING:     {}",
+            b.message.replace('\n', "\n               ")
+        );
     }
 }
 
@@ -391,6 +424,7 @@ async fn record_restore(
         total_seconds: report.seconds + replay.unwrap_or(0.0),
         wal_replayed_bytes: None,
         detail: None,
+        archive_mode: Some(report.plan.archive_mode.to_string()),
     };
     if let Err(e) = cluster.record_history(at, "restore", &record).await {
         tracing::warn!(

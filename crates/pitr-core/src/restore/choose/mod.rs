@@ -20,9 +20,11 @@ use serde::Serialize;
 
 use super::target::{RecoveryTarget, TargetSpec};
 
+mod branch;
 mod reach;
 mod window;
 
+pub use branch::{branch_warnings, BranchWarning};
 pub use reach::{newest_first, reach, reach_from, resolve_timeline, timeline_path};
 pub use window::{recovery_window, Window, WindowEnd, WindowStart};
 

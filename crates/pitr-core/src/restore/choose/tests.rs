@@ -325,6 +325,55 @@ fn follows_the_timeline_history_to_the_latest_timeline() {
 }
 
 #[test]
+fn warns_when_latest_branched_off_a_timeline_that_went_on() {
+    // A promoted branch alone (timeline 1 stopped at the fork): nothing to say.
+    let w = forked();
+    assert!(branch_warnings(&two_backups(), &w, TimelineId(2)).is_empty());
+    // Timeline 1 went on: more WAL past the fork, and a backup after it.
+    let mut w = forked();
+    for s in 7..=12 {
+        w.add_segment(TimelineId(1), SegNo(s));
+    }
+    let mut backups = two_backups();
+    backups.push(backup(
+        "C",
+        1,
+        "0/8000028",
+        "0/8000100",
+        "2025-07-10T14:00:00Z",
+    ));
+    let warnings = branch_warnings(&backups, &w, TimelineId(2));
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    let b = &warnings[0];
+    assert_eq!((b.latest, b.parent), (2, 1));
+    assert_eq!(b.branch_point, "0/6000100");
+    assert_eq!(b.flag, "--target-timeline 1");
+    assert_eq!(b.evidence.len(), 2, "{:?}", b.evidence);
+    assert!(
+        b.evidence[0].contains("up to 0/D000000"),
+        "{:?}",
+        b.evidence
+    );
+    assert!(b.evidence[1].starts_with("backup C"), "{:?}", b.evidence);
+    let end = |w: &Window| w.to.clone().map(|t| (t.lsn, t.timeline));
+    assert_eq!(end(&b.latest_reach), Some(("0/A000000".into(), 2)));
+    assert_eq!(end(&b.parent_reach), Some(("0/D000000".into(), 1)));
+    assert!(b.message.contains("--target-timeline 1"), "{}", b.message);
+    assert!(
+        b.message.contains("0/A000000 on timeline 2"),
+        "{}",
+        b.message
+    );
+    assert!(
+        b.message.contains("0/D000000 on timeline 1"),
+        "{}",
+        b.message
+    );
+    // Only WAL after the fork (no later backup) is enough.
+    assert_eq!(branch_warnings(&two_backups(), &w, TimelineId(2)).len(), 1);
+}
+
+#[test]
 fn current_timeline_stays_on_the_backup_timeline() {
     let w = forked();
     let s = TargetSpec {

@@ -64,6 +64,7 @@ pub async fn execute(
     let started = Instant::now();
     let layout = plan.layout();
     recheck(&plan)?;
+    let lease = take_lease(cluster, &plan).await?;
     let prepared = prepare::directories(&plan, &layout).await?;
     let tally = files::restore_files(
         cluster,
@@ -80,6 +81,11 @@ pub async fn execute(
     finish::own_and_sync(&plan, &layout, prepared.dirs, prepared.created_roots).await?;
     let pgdata = plan.pgdata.clone();
     blocking(move || seal::seal(&pgdata)).await?;
+    if let Some(lease) = lease {
+        if let Err(e) = lease.release().await {
+            tracing::warn!("cannot remove the restore's lease (it lapses by itself): {e}");
+        }
+    }
     Ok(RestoreReport {
         plan,
         files_restored: tally.files_restored,
@@ -107,6 +113,46 @@ fn recheck(plan: &RestorePlan) -> Result<(), RestoreError> {
         check_tablespace_free(t.oid, &t.restore_to)?;
     }
     Ok(())
+}
+
+/// The lease a restore holds (see [`pitr_repo::lease`]): the backup, every backup holding some
+/// of its files, and the WAL from its start on; then the backup's manifest is checked again, so
+/// that an `expire` running meanwhile either sees the lease or has removed the manifest (and the
+/// restore stops before touching anything). A repository this user may only read gets no
+/// lease (a warning), the restore goes on.
+pub async fn take_lease(
+    cluster: &ClusterRepo,
+    plan: &RestorePlan,
+) -> Result<Option<pitr_repo::Lease>, RestoreError> {
+    let m = plan.manifest();
+    let mut held = vec![m.label.clone()];
+    for h in m.files.iter().filter_map(|f| f.stored_in.as_ref()) {
+        if !held.contains(h) {
+            held.push(h.clone());
+        }
+    }
+    let lease = match cluster
+        .take_lease(
+            "restore",
+            held,
+            Some(m.start_lsn.clone()),
+            pitr_repo::lease::DEFAULT_TTL,
+        )
+        .await
+    {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!("restoring without a lease (an expire running meanwhile could remove backup {}): {e}", m.label);
+            None
+        }
+    };
+    if cluster.manifest(&m.label).await?.is_none() {
+        if let Some(l) = lease {
+            let _ = l.release().await;
+        }
+        return Err(RestoreError::ExpiredMeanwhile(m.label.clone()));
+    }
+    Ok(lease)
 }
 
 /// Runs file-system work off the async threads.

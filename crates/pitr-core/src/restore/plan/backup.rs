@@ -9,9 +9,9 @@ use pitr_pg::{TimelineHistory, WalFileName, WalSegSize};
 use pitr_repo::{BackupManifest, ClusterRepo};
 
 use crate::restore::choose::{
-    self, choose_backup, BackupPoint, Choice, LocatedTarget, WalIndex, Window,
+    self, choose_backup, BackupPoint, BranchWarning, Choice, LocatedTarget, WalIndex, Window,
 };
-use crate::restore::target::{self, RecoveryTarget};
+use crate::restore::target::{self, RecoveryTarget, TimelineGoal};
 use crate::restore::{locate, RestoreError, RestoreOptions};
 
 /// The backup chosen, and what choosing it found out.
@@ -25,6 +25,8 @@ pub struct Chosen {
     pub located: Option<LocatedTarget>,
     /// The labels of every backup in the repository (to tell a missing parent).
     pub labels: BTreeSet<String>,
+    /// With `--target-timeline latest`: parents the target timeline branched off that went on.
+    pub branches: Vec<BranchWarning>,
 }
 
 /// Chooses the backup to restore: the one named with `--backup`, or the newest that reaches the
@@ -62,6 +64,11 @@ pub async fn choose(cluster: &ClusterRepo, opts: &RestoreOptions) -> Result<Chos
     if let RecoveryTarget::Time(t) = &opts.spec.target {
         check_time_reached(cluster, &index, &points, &choice, t, opts.spec.exclusive).await?;
     }
+    let branches = if opts.spec.timeline == TimelineGoal::Latest {
+        choose::branch_warnings(&points, &index, choice.target_tli)
+    } else {
+        Vec::new()
+    };
     let Some(manifest) = manifests.into_iter().find(|m| m.label == choice.label) else {
         return Err(RestoreError::Internal(format!(
             "chosen backup {} vanished",
@@ -73,6 +80,7 @@ pub async fn choose(cluster: &ClusterRepo, opts: &RestoreOptions) -> Result<Chos
         choice,
         located,
         labels,
+        branches,
     })
 }
 
@@ -139,11 +147,12 @@ fn candidates(
 }
 
 /// The cluster's recovery window (see [`choose::recovery_window`]) for `manifests`, its
-/// complete backups; `None` when it has none or no identity.
+/// complete backups, and the timelines `latest` (from the newest backup) branched off that went
+/// on ([`choose::branch_warnings`]); `None` when it has no backups or no identity.
 pub async fn recovery_window(
     cluster: &ClusterRepo,
     manifests: &[BackupManifest],
-) -> Result<Option<Window>, RestoreError> {
+) -> Result<Option<(Window, Vec<BranchWarning>)>, RestoreError> {
     let Some(id) = cluster.identity().await? else {
         return Ok(None);
     };
@@ -159,7 +168,12 @@ pub async fn recovery_window(
         .filter(|m| m.wal_seg_size == id.wal_seg_size)
         .map(BackupPoint::of)
         .collect();
-    Ok(Some(choose::recovery_window(&points, &index)))
+    let window = choose::recovery_window(&points, &index);
+    let branches = match choose::newest_first(&points).first() {
+        Some(newest) => choose::branch_warnings(&points, &index, index.latest_from(newest.tli)),
+        None => Vec::new(),
+    };
+    Ok(Some((window, branches)))
 }
 
 async fn wal_index(cluster: &ClusterRepo, seg_size: WalSegSize) -> Result<WalIndex, RestoreError> {

@@ -17,9 +17,9 @@ use jiff::Timestamp;
 use pitr_repo::{BackupKind, BackupManifest, ClusterRepo};
 use serde::Serialize;
 
-use super::choose::{Choice, LocatedTarget};
+use super::choose::{BranchWarning, Choice, LocatedTarget};
 use super::layout::Layout;
-use super::{RestoreError, RestoreOptions};
+use super::{ArchiveMode, RestoreError, RestoreOptions};
 use dirs::DirState;
 use owner::OsUser;
 
@@ -113,10 +113,15 @@ pub struct RestorePlan {
     pub target: String,
     /// Where a name/xid target is, found by decoding the archived WAL after the backup.
     pub located: Option<LocatedTarget>,
+    /// `latest` follows a timeline that branched off one that went on (following the other
+    /// needs `--target-timeline N`).
+    pub timeline_warnings: Vec<BranchWarning>,
     /// `recovery.signal` or `standby.signal`.
     pub signal_file: String,
     /// Settings written to `postgresql.auto.conf`.
     pub settings: Vec<Setting>,
+    /// `--archive-mode`: whether the restored server archives into the repository.
+    pub archive_mode: ArchiveMode,
     /// Whether `backup_label` is written (empty for a cold copy).
     pub writes_backup_label: bool,
     /// Whether `tablespace_map` is written.
@@ -192,13 +197,15 @@ pub async fn plan(
         choice,
         target: opts.spec.target.to_string(),
         located: chosen.located,
+        timeline_warnings: chosen.branches,
         signal_file: if opts.standby {
             "standby.signal"
         } else {
             "recovery.signal"
         }
         .to_string(),
-        settings: settings(opts),
+        settings: settings(opts, manifest.pg_major),
+        archive_mode: opts.archive_mode,
         writes_backup_label,
         writes_tablespace_map,
         tablespaces: dirs.tablespaces,
@@ -224,8 +231,9 @@ fn check_options(opts: &RestoreOptions) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// The recovery settings written to `postgresql.auto.conf`: `restore_command`, then the target.
-fn settings(opts: &RestoreOptions) -> Vec<Setting> {
+/// The settings written to `postgresql.auto.conf`: `restore_command`, the target, then
+/// archiving off with `--archive-mode off`.
+fn settings(opts: &RestoreOptions, major: u32) -> Vec<Setting> {
     let mut settings = vec![Setting {
         name: "restore_command".into(),
         value: opts.restore_command.clone(),
@@ -234,6 +242,15 @@ fn settings(opts: &RestoreOptions) -> Vec<Setting> {
         name: n.to_string(),
         value: v,
     }));
+    settings.extend(
+        opts.archive_mode
+            .settings(major)
+            .into_iter()
+            .map(|(n, v)| Setting {
+                name: n.to_string(),
+                value: v,
+            }),
+    );
     settings
 }
 
