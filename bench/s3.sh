@@ -83,10 +83,16 @@ chown -R postgres: "$WORK"
 # The credentials reach every pitr process (and PostgreSQL's archive_command) from the
 # environment, the endpoint and CA from flags; pgBackRest reads them from its configuration.
 AWS="env AWS_ACCESS_KEY_ID=$SW_KEY AWS_SECRET_ACCESS_KEY=$SW_SECRET"
-declare -A TOOL
-TOOL[pitr-s3]="$WORK/bin/pitr --repo s3://$SW_BUCKET/pitr --s3-endpoint $SW_HTTPS --s3-ca-file $SW_CA"
-TOOL[pitr-local]="$WORK/bin/pitr --repo $WORK/repo-pitr"
-TOOL[pgbackrest-s3]="pgbackrest --config=$WORK/pgbackrest.conf --stanza=$STANZA"
+# tool_cmd TOOL REPO: the command line of TOOL with its repository at REPO (a bucket prefix for
+# pitr-s3, a directory for pitr-local, a repo1-path for pgbackrest-s3).
+tool_cmd() {
+  case $1 in
+    pitr-s3) echo "$WORK/bin/pitr --repo s3://$SW_BUCKET/$2 --s3-endpoint $SW_HTTPS --s3-ca-file $SW_CA" ;;
+    pitr-local) echo "$WORK/bin/pitr --repo $2" ;;
+    pgbackrest-s3) echo "pgbackrest --config=$WORK/pgbackrest.conf --stanza=$STANZA --repo1-path=$2" ;;
+  esac
+}
+declare -A MAIN=([pitr-s3]=pitr [pitr-local]=$WORK/repo-pitr [pgbackrest-s3]=/pgbackrest)
 TOOLS=(pitr-s3 pgbackrest-s3 pitr-local)
 write_pgbackrest_conf "$WORK/pgbackrest.conf" "$WORK" "$STANZA" "$PGDATA" "$PORT" "$SOCK" \
   repo1-type=s3 repo1-path=/pgbackrest "repo1-s3-bucket=$SW_BUCKET" repo1-s3-endpoint=127.0.0.1 \
@@ -94,12 +100,15 @@ write_pgbackrest_conf "$WORK/pgbackrest.conf" "$WORK" "$STANZA" "$PGDATA" "$PORT
   "repo1-s3-key=$SW_KEY" "repo1-s3-key-secret=$SW_SECRET" repo1-storage-verify-tls=n \
   process-max=2 start-fast=y
 chmod 600 "$WORK/pgbackrest.conf"
-run_tool() { local t=$1; shift; as_pg $AWS ${TOOL[$t]} "$@"; }
+# run_tool TOOL REPO ARGS...: TOOL on REPO as the postgres OS user, with the S3 credentials.
+run_tool() { local t=$1 r=$2; shift 2; as_pg $AWS $(tool_cmd "$t" "$r") "$@"; }
+# main TOOL ARGS...: TOOL on its main repository (the one the archiver feeds).
+main() { local t=$1; shift; run_tool "$t" "${MAIN[$t]}" "$@"; }
 
 log "initdb + pgbench -i -s $SCALE (PostgreSQL 15, data checksums), then $SEGMENTS segments of pgbench WAL"
 as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres -A trust --locale=C -E UTF8 -k >/dev/null
-run_tool pitr-s3 init >/dev/null
-run_tool pitr-local init >/dev/null
+main pitr-s3 init >/dev/null
+main pitr-local init >/dev/null
 cat >>"$PGDATA/postgresql.conf" <<EOF
 port = $PORT
 listen_addresses = ''
@@ -110,7 +119,7 @@ archive_command = 'cp %p $WORK/staging/%f'
 max_wal_size = 1GB
 EOF
 as_pg $AWS "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
-run_tool pgbackrest-s3 stanza-create
+main pgbackrest-s3 stanza-create
 PGHOST=$SOCK PGPORT=$PORT PGUSER=postgres "$PGBIN/pgbench" -i -q -s "$SCALE" postgres >/dev/null 2>&1
 psql_pg -c 'SELECT pg_switch_wal()' >/dev/null
 until [ "$(ls "$WORK/staging" | grep -c '^[0-9A-F]\{24\}$')" -ge $((SEGMENTS + 2)) ]; do
@@ -122,7 +131,7 @@ ls "$WORK/staging" | grep '^[0-9A-F]\{24\}$' | tail -n "$SEGMENTS" | while read 
 chown -R postgres: "$WORK/segments"
 # From now on the archiver feeds all three repositories (backups wait for their last segment).
 cat >>"$PGDATA/postgresql.conf" <<EOF
-archive_command = '${TOOL[pitr-s3]} archive-push %p && ${TOOL[pitr-local]} archive-push %p && ${TOOL[pgbackrest-s3]} archive-push %p'
+archive_command = '$(tool_cmd pitr-s3 "${MAIN[pitr-s3]}") archive-push %p && $(tool_cmd pitr-local "${MAIN[pitr-local]}") archive-push %p && $(tool_cmd pgbackrest-s3 "${MAIN[pgbackrest-s3]}") archive-push %p'
 EOF
 psql_pg -c 'SELECT pg_reload_conf()' >/dev/null
 DB_BYTES=$(( $(du -sb "$PGDATA" | cut -f1) - $(du -sb "$PGDATA/pg_wal" | cut -f1) ))
@@ -131,19 +140,16 @@ DB_BYTES=$(( $(du -sb "$PGDATA" | cut -f1) - $(du -sb "$PGDATA/pg_wal" | cut -f1
 # pgBackRest into a new repo1-path (stanza-create while the server runs).
 log "archive-push: $SEGMENTS segments x $REPEAT runs, one process per segment, interleaved"
 for r in $(seq "$REPEAT"); do
-  run_tool pitr-s3 --repo "s3://$SW_BUCKET/push-$r" init >/dev/null
-  as_pg mkdir -p "$WORK/push-local-$r" && run_tool pitr-local --repo "$WORK/push-local-$r/repo" init >/dev/null
-  run_tool pgbackrest-s3 --repo1-path="/push-$r" stanza-create >/dev/null
+  declare -A PR=([pitr-s3]=push-$r [pitr-local]=$WORK/push-local-$r [pgbackrest-s3]=/push-$r)
+  run_tool pitr-s3 "${PR[pitr-s3]}" init >/dev/null
+  run_tool pitr-local "${PR[pitr-local]}" init >/dev/null
+  run_tool pgbackrest-s3 "${PR[pgbackrest-s3]}" stanza-create >/dev/null
   i=0
   for s in "$WORK"/segments/*; do
     # Start with a different tool for each segment, so load from elsewhere hits all alike.
     for k in 0 1 2; do
       t=${TOOLS[$(( (i + k) % 3 ))]}
-      case $t in
-        pitr-s3) timed "$WORK/out/push-$t-$r" run_tool $t --repo "s3://$SW_BUCKET/push-$r" archive-push "$s" ;;
-        pitr-local) timed "$WORK/out/push-$t-$r" run_tool $t --repo "$WORK/push-local-$r/repo" archive-push "$s" ;;
-        pgbackrest-s3) timed "$WORK/out/push-$t-$r" run_tool $t --repo1-path="/push-$r" archive-push "$s" ;;
-      esac
+      timed "$WORK/out/push-$t-$r" run_tool "$t" "${PR[$t]}" archive-push "$s"
     done
     i=$((i + 1))
   done
@@ -151,15 +157,15 @@ done
 declare -A PUSHB
 PUSHB[pitr-s3]=$(s3_prefix_bytes push-1)
 PUSHB[pgbackrest-s3]=$(s3_prefix_bytes push-1/archive)
-PUSHB[pitr-local]=$(du -sb "$WORK/push-local-1/repo" | cut -f1)
+PUSHB[pitr-local]=$(du -sb "$WORK/push-local-1" | cut -f1)
 
 log "backup: $REPEAT runs of each, alternating"
 for r in $(seq "$REPEAT"); do
   for t in "${TOOLS[@]}"; do
     drop_caches
     case $t in
-      pgbackrest-s3) timed "$WORK/out/backup-$t-$r" run_tool $t --type=full backup ;;
-      *) timed "$WORK/out/backup-$t-$r" run_tool $t backup -h "$SOCK" -p "$PORT" -U postgres ;;
+      pgbackrest-s3) timed "$WORK/out/backup-$t-$r" main $t --type=full backup ;;
+      *) timed "$WORK/out/backup-$t-$r" main $t backup -h "$SOCK" -p "$PORT" -U postgres ;;
     esac
   done
 done
@@ -176,8 +182,8 @@ for r in $(seq "$REPEAT"); do
     drop_caches
     case $t in
       pgbackrest-s3) as_pg mkdir -m 700 "$WORK/out/restored"
-        timed "$WORK/out/restore-$t-$r" run_tool $t --pg1-path="$WORK/out/restored" restore ;;
-      *) timed "$WORK/out/restore-$t-$r" run_tool $t restore --pgdata "$WORK/out/restored" ;;
+        timed "$WORK/out/restore-$t-$r" main $t --pg1-path="$WORK/out/restored" restore ;;
+      *) timed "$WORK/out/restore-$t-$r" main $t restore --pgdata "$WORK/out/restored" ;;
     esac
     [ -f "$WORK/out/restored/global/pg_control" ] || die "$t restored no pg_control"
   done
