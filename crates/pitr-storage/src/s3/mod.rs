@@ -166,8 +166,17 @@ impl S3Storage {
     }
 }
 
+/// Makes ring the process's TLS crypto (as for the PostgreSQL connections), once. Left alone,
+/// reqwest picks aws-lc-rs, whose first random number seeds a CPU-jitter entropy source: about
+/// 30 ms of CPU in every process that opens an https S3 repository, each archive-push included.
+fn use_ring_for_tls() {
+    // Already installed (by an earlier call or the embedding program): keep that one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// HTTP client settings: timeouts, extra CA certificates, plain HTTP for http:// endpoints.
 fn client_options(cfg: &S3Config, endpoint: Option<&str>) -> StorageResult<ClientOptions> {
+    use_ring_for_tls();
     let mut options = ClientOptions::new()
         .with_connect_timeout(cfg.connect_timeout)
         .with_timeout(cfg.request_timeout)
