@@ -140,7 +140,7 @@ DB_BYTES=$(( $(du -sb "$PGDATA" | cut -f1) - $(du -sb "$PGDATA/pg_wal" | cut -f1
 # pgBackRest into a new repo1-path (stanza-create while the server runs).
 log "archive-push: $SEGMENTS segments x $REPEAT runs, one process per segment, interleaved"
 for r in $(seq "$REPEAT"); do
-  declare -A PR=([pitr-s3]=push-$r [pitr-local]=$WORK/push-local-$r [pgbackrest-s3]=/push-$r)
+  declare -A PR=([pitr-s3]=push-pitr-$r [pitr-local]=$WORK/push-local-$r [pgbackrest-s3]=/push-pgbackrest-$r)
   run_tool pitr-s3 "${PR[pitr-s3]}" init >/dev/null
   run_tool pitr-local "${PR[pitr-local]}" init >/dev/null
   run_tool pgbackrest-s3 "${PR[pgbackrest-s3]}" stanza-create >/dev/null
@@ -155,8 +155,8 @@ for r in $(seq "$REPEAT"); do
   done
 done
 declare -A PUSHB
-PUSHB[pitr-s3]=$(s3_prefix_bytes push-1)
-PUSHB[pgbackrest-s3]=$(s3_prefix_bytes push-1/archive)
+PUSHB[pitr-s3]=$(s3_prefix_bytes push-pitr-1)
+PUSHB[pgbackrest-s3]=$(s3_prefix_bytes push-pgbackrest-1)
 PUSHB[pitr-local]=$(du -sb "$WORK/push-local-1" | cut -f1)
 
 log "backup: $REPEAT runs of each, alternating"
