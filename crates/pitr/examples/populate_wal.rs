@@ -34,7 +34,9 @@ async fn main() {
     let template = std::fs::read(&args[3]).expect("read the template segment");
     let after = WalFileName::parse(&args[4]).expect("AFTER is a segment name");
     let count: u64 = args[5].parse().expect("COUNT is a number");
-    let jobs: usize = args.get(6).map_or(64, |j| j.parse().expect("JOBS is a number"));
+    let jobs: usize = args
+        .get(6)
+        .map_or(64, |j| j.parse().expect("JOBS is a number"));
 
     let storage: Arc<dyn Storage> = if url.starts_with("s3://") {
         let mut cfg = S3Config::from_url(url).expect("S3 URL");
@@ -74,7 +76,11 @@ async fn main() {
             .await
             .expect("rewrite pages");
             cluster
-                .put_wal(&name, &data, Compression::Zstd(pitr_repo::frame::DEFAULT_ZSTD_LEVEL))
+                .put_wal(
+                    &name,
+                    &data,
+                    Compression::Zstd(pitr_repo::frame::DEFAULT_ZSTD_LEVEL),
+                )
                 .await
                 .unwrap_or_else(|e| panic!("storing {name}: {e}"));
             drop(permit);
@@ -87,8 +93,5 @@ async fn main() {
         done.expect("a store task failed");
     }
     let last = WalFileName::segment(tli, SegNo(first + count - 1), size);
-    println!(
-        "{last} {count} {:.1}",
-        started.elapsed().as_secs_f64()
-    );
+    println!("{last} {count} {:.1}", started.elapsed().as_secs_f64());
 }

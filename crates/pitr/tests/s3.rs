@@ -446,7 +446,11 @@ fn encrypted_s3_repository_end_to_end(pg: &PgInstall) {
     // Restore to the end of the archived WAL, started: every row.
     lab.c.stop();
     let (dir, rep) = lab.restore_start("latest", &[]);
-    assert_eq!(rep["restore"]["plan"]["backup"]["label"], label.as_str(), "{rep}");
+    assert_eq!(
+        rep["restore"]["plan"]["backup"]["label"],
+        label.as_str(),
+        "{rep}"
+    );
     assert_eq!(lab.psql("SELECT count(*), max(g) FROM t"), "20100|20100");
     lab.stop(&dir);
 }

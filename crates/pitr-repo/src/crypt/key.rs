@@ -150,7 +150,12 @@ pub struct Argon2Cost {
 
 impl std::fmt::Display for EncryptionInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} in {} KiB chunks, ", self.cipher, self.chunk_size >> 10)?;
+        write!(
+            f,
+            "{} in {} KiB chunks, ",
+            self.cipher,
+            self.chunk_size >> 10
+        )?;
         match self.argon2id {
             Some(c) => write!(
                 f,

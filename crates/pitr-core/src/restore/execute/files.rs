@@ -63,7 +63,9 @@ pub async fn restore_files(
     }
     // Decoding uses `jobs` threads; fetches from an object store wait on the network, so more
     // of them are in flight.
-    let sem = Arc::new(Semaphore::new(jobs.max(storage.requests_in_flight()).max(1)));
+    let sem = Arc::new(Semaphore::new(
+        jobs.max(storage.requests_in_flight()).max(1),
+    ));
     let mut set: JoinSet<Result<Outcome, RestoreError>> = JoinSet::new();
     let mut tally = Tally::default();
     // Largest first, so that a large relation does not start last and finish alone.
