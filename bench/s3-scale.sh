@@ -107,7 +107,7 @@ backup
 psql_pg -c 'INSERT INTO t SELECT generate_series(1, 10000)' >/dev/null
 wait_archived >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
-LAST=$(pitr --json info | grep -o '"last":"[0-9A-F]\{24\}"' | head -1 | cut -d'"' -f4)
+LAST=$(pitr --json info | grep -o '"last": *"[0-9A-F]\{24\}"' | head -1 | grep -o '[0-9A-F]\{24\}')
 log "last segment archived by PostgreSQL: $LAST"
 pitr archive-get "$LAST" "$WORK/template" && chown postgres: "$WORK/template"
 
@@ -124,6 +124,7 @@ backup
 psql_pg -c 'INSERT INTO t SELECT generate_series(1, 10000)' >/dev/null
 wait_archived >/dev/null
 MIDDLE=$(psql_pg -c 'SELECT now()')
+psql_pg -c 'INSERT INTO t SELECT generate_series(1, 100)' >/dev/null
 backup
 wait_archived >/dev/null
 as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
@@ -138,13 +139,13 @@ timed() { # name command...
 }
 timed info pitr info
 timed info-json pitr --json info
-SEGS=$(grep -o '"segments":[0-9]*' "$WORK/out/info-json.out" | head -1 | cut -d: -f2)
-grep -q '"gaps":\[\]' "$WORK/out/info-json.out" || die "info reports a gap: $WORK/out/info-json.out"
+SEGS=$(grep -o '"segments": *[0-9]*' "$WORK/out/info-json.out" | head -1 | grep -o '[0-9]*$')
+grep -q '"gaps": *\[\]' "$WORK/out/info-json.out" || die "info reports a gap: $WORK/out/info-json.out"
 timed restore-plan-latest pitr restore --dry-run --pgdata "$WORK/restored"
 timed restore-plan-time pitr restore --dry-run --pgdata "$WORK/restored" --target-time "$MIDDLE"
 timed expire-dry-run pitr expire --retain-full 1 --dry-run
 timed expire pitr --json expire --retain-full 1
-WAL_DELETED=$(grep -o '"wal_files":[0-9]*' "$WORK/out/expire.out" | cut -d: -f2)
+WAL_DELETED=$(grep -o '"wal_files": *[0-9]*' "$WORK/out/expire.out" | grep -o '[0-9]*$')
 timed info-after pitr info
 
 printf '\nS3 at scale (SeaweedFS, http): %s archived segments of 1 MB on timeline 1 (%s generated), 3 backups, PostgreSQL 15, %s CPUs, load %s\n' \
