@@ -12,6 +12,10 @@ pub struct RepoInfo {
     pub repository: String,
     /// Repository format (absent for an uninitialised directory).
     pub repo_format: Option<u32>,
+    /// Whether everything stored is encrypted (the key was needed to read this report).
+    pub encrypted: bool,
+    /// The cipher and how the key file becomes the key, when encrypted.
+    pub encryption: Option<pitr_repo::crypt::EncryptionInfo>,
     /// Clusters, by name.
     pub clusters: Vec<ClusterInfo>,
 }
@@ -179,6 +183,8 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
     Ok(RepoInfo {
         repository: repo.location(),
         repo_format: marker.map(|m| m.repo_format),
+        encrypted: repo.encrypted(),
+        encryption: repo.encryption().cloned(),
         clusters,
     })
 }

@@ -72,7 +72,8 @@ struct ClusterFile {
 #[derive(Debug, Clone)]
 pub struct Repo {
     storage: Arc<dyn Storage>,
-    encrypted: bool,
+    /// The key object's description, when the repository is encrypted.
+    encryption: Option<Arc<crypt::EncryptionInfo>>,
 }
 
 /// Outcome of storing a WAL file.
@@ -106,7 +107,7 @@ impl Repo {
     pub fn new(storage: Arc<dyn Storage>) -> Repo {
         Repo {
             storage,
-            encrypted: false,
+            encryption: None,
         }
     }
 
@@ -137,8 +138,8 @@ impl Repo {
         let plain = Repo::new(storage.clone());
         let location = plain.location();
         let ring = plain.keyring().await?;
-        let dk = match (ring, key) {
-            (Some(ring), Some(key)) => ring.unwrap_key(key, &location)?,
+        let (dk, ring) = match (ring, key) {
+            (Some(ring), Some(key)) => (ring.unwrap_key(key, &location)?, ring),
             (Some(_), None) => return Err(CryptError::MissingKey { repo: location }.into()),
             (None, None) => return plain.checked().await,
             (None, Some(key)) => plain.make_encrypted(key).await?,
@@ -146,7 +147,7 @@ impl Repo {
         let sealed: Arc<dyn Storage> = Arc::new(crypt::EncryptedStorage::new(storage, dk));
         Repo {
             storage: sealed,
-            encrypted: true,
+            encryption: Some(Arc::new(ring.info())),
         }
         .checked()
         .await
@@ -171,7 +172,7 @@ impl Repo {
 
     /// Makes an empty location an encrypted repository keyed by `key` (a repository that
     /// already exists unencrypted refuses); safe against a concurrent first use.
-    async fn make_encrypted(&self, key: &KeyFile) -> RepoResult<crypt::DataKey> {
+    async fn make_encrypted(&self, key: &KeyFile) -> RepoResult<(crypt::DataKey, crypt::Keyring)> {
         let location = self.location();
         if self.storage.head(MARKER_KEY).await?.is_some() {
             return Err(CryptError::UnexpectedKey { repo: location }.into());
@@ -184,7 +185,7 @@ impl Repo {
             .write_meta("encryption", crypt::KEYRING_KEY, &ring, PutMode::Create)
             .await?;
         if written == PutOutcome::Written {
-            return Ok(dk);
+            return Ok((dk, ring));
         }
         let ring = self
             .keyring()
@@ -192,12 +193,17 @@ impl Repo {
             .ok_or_else(|| CryptError::MissingKey {
                 repo: location.clone(),
             })?;
-        Ok(ring.unwrap_key(key, &location)?)
+        Ok((ring.unwrap_key(key, &location)?, ring))
     }
 
     /// Whether the repository is encrypted.
     pub fn encrypted(&self) -> bool {
-        self.encrypted
+        self.encryption.is_some()
+    }
+
+    /// The cipher and key derivation of an encrypted repository (`None`: not encrypted).
+    pub fn encryption(&self) -> Option<&crypt::EncryptionInfo> {
+        self.encryption.as_deref()
     }
 
     /// An entry showing the location is not (and cannot become) a repository, if there is one.

@@ -125,6 +125,13 @@ pub trait Storage: Send + Sync + Debug {
         Ok(dirs)
     }
 
+    /// How many objects a copy of many files (backup, restore) should have in flight at least,
+    /// whatever the number of cores: 1 where a request costs no round trip (a local disk),
+    /// more for an object store, where each request waits for the network.
+    fn requests_in_flight(&self) -> usize {
+        1
+    }
+
     /// Removes an object; removing an absent object is not an error.
     async fn delete(&self, key: &str) -> StorageResult<()>;
 

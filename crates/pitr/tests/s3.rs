@@ -88,13 +88,19 @@ struct Lab {
 
 impl Lab {
     fn new(install: &PgInstall) -> Lab {
+        Lab::with_env(install, &[])
+    }
+
+    /// A lab whose pitr processes (and PostgreSQL's) also get `extra` in their environment.
+    fn with_env(install: &PgInstall, extra: &[(String, String)]) -> Lab {
         let server = SeaweedFs::shared();
         let url = format!(
             "s3://{}/e2e/{}",
             server.bucket(),
             unique_prefix(&format!("pg{}", install.major))
         );
-        let env = server.env();
+        let mut env = server.env();
+        env.extend_from_slice(extra);
         pitr_env(&env, &["init", "--repo", &url]).expect_code(0);
         // The archive_command names only the repository: endpoint, region and credentials come
         // from PostgreSQL's environment.
@@ -368,6 +374,87 @@ fn s3_repository_end_to_end(pg: &PgInstall) {
     lab.pitr(&["verify"]).expect_code(0);
 }
 pg_test_matrix!(s3_repository_end_to_end);
+
+/// An encrypted repository on S3: `init` with the key file named by `PITR_ENCRYPTION_KEY` in
+/// the environment (PostgreSQL's too, so the real archiver pushes with it and the
+/// restore_command pitr writes reads with it); `info` shows the encryption; the objects in the
+/// bucket are sealed; a restore with `--start` to the end of the WAL has every row; a wrong or
+/// missing key makes archive-get exit 255, writing nothing.
+fn encrypted_s3_repository_end_to_end(pg: &PgInstall) {
+    let keys = scratch_dir();
+    let key = keys.path().join("repo.key");
+    let wrong = keys.path().join("wrong.key");
+    fs::write(&key, format!("{}\n", "5a".repeat(32))).unwrap();
+    fs::write(&wrong, format!("{}\n", "a5".repeat(32))).unwrap();
+    for k in [&key, &wrong] {
+        pitr_testkit::chown_to_postgres(k);
+        fs::set_permissions(k, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    let lab = Lab::with_env(
+        pg,
+        &[("PITR_ENCRYPTION_KEY".to_string(), s(&key).to_string())],
+    );
+    let info = lab.json(&["info"]);
+    assert_eq!(info["encrypted"], true, "{info}");
+    assert_eq!(info["encryption"]["cipher"], "aes-256-gcm", "{info}");
+    assert_eq!(info["encryption"]["kdf"], "raw", "{info}");
+    let text = lab.pitr(&["info"]).expect_code(0).stdout;
+    assert!(text.contains("encryption: aes-256-gcm"), "{text}");
+
+    lab.psql("CREATE TABLE t AS SELECT g, md5(g::text) AS v FROM generate_series(1, 20000) g");
+    let label = lab.backup(&[]);
+    lab.psql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(20001, 20100) g");
+    let last = lab.c.switch_wal();
+    assert!(
+        lab.c.wait_archived(&last, Duration::from_secs(60)),
+        "{last}"
+    );
+    lab.wait_in_repo(1, &last, lab.c.log_path());
+
+    // What the bucket holds is sealed: WAL, backup files and manifests start with the magic.
+    let wal = block_on(lab.store.get(&format!("main/wal/00000001/{last}")))
+        .unwrap()
+        .unwrap();
+    assert!(wal.starts_with(b"PITRENC\x01"), "WAL object in clear");
+    let objects = block_on(lab.store.list(&format!("main/backup/{label}/"))).unwrap();
+    assert!(!objects.is_empty());
+    for o in &objects {
+        let body = block_on(lab.store.get(&o.key)).unwrap().unwrap();
+        assert!(body.starts_with(b"PITRENC\x01"), "{} in clear", o.key);
+    }
+
+    // A wrong key, and no key: refused with 255, nothing written.
+    let got = lab.scratch.path().join("got");
+    fs::create_dir_all(&got).unwrap();
+    pitr_testkit::chown_to_postgres(&got);
+    let dest = got.join(&last);
+    let mut env = lab.env.clone();
+    for (k, v) in env.iter_mut() {
+        if k == "PITR_ENCRYPTION_KEY" {
+            *v = s(&wrong).to_string();
+        }
+    }
+    let run = pitr_env(&env, &["--repo", &lab.url, "archive-get", &last, s(&dest)]);
+    let run = run.expect_code(255);
+    assert!(run.stderr.contains("wrong key"), "{run:?}");
+    env.retain(|(k, _)| k != "PITR_ENCRYPTION_KEY");
+    let run = pitr_env(&env, &["--repo", &lab.url, "archive-get", &last, s(&dest)]);
+    let run = run.expect_code(255);
+    assert!(run.stderr.contains("is encrypted"), "{run:?}");
+    assert!(!dest.exists());
+
+    // Restore to the end of the archived WAL, started: every row.
+    lab.c.stop();
+    let (dir, rep) = lab.restore_start("latest", &[]);
+    assert_eq!(
+        rep["restore"]["plan"]["backup"]["label"],
+        label.as_str(),
+        "{rep}"
+    );
+    assert_eq!(lab.psql("SELECT count(*), max(g) FROM t"), "20100|20100");
+    lab.stop(&dir);
+}
+pg_test_matrix!(encrypted_s3_repository_end_to_end);
 
 /// The first WAL segment of a freshly initialised (never started) cluster: a real segment to
 /// push, of `seg_mb` MB.

@@ -161,14 +161,17 @@ pub async fn push(
         let mut head = vec![0u8; usize::try_from(len.min(HEAD_LEN)).unwrap_or(0)];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).map_err(read_err)?;
         let found = segment_identity(&name, &head, len)?;
+        // Compress while the recorded identity is read (a round trip on an object store); a
+        // mismatch discards the work.
+        let encode = tokio::task::spawn_blocking(move || {
+            pitr_repo::frame::encode_file(&file, len, compression)
+        });
         let stored = cluster.register(&found).await?;
         check_identity(cluster, &name, &found, &stored)?;
-        let (obj, summary) = tokio::task::spawn_blocking(move || {
-            pitr_repo::frame::encode_file(&file, len, compression)
-        })
-        .await
-        .map_err(|e| read_err(io::Error::other(e)))?
-        .map_err(read_err)?;
+        let (obj, summary) = encode
+            .await
+            .map_err(|e| read_err(io::Error::other(e)))?
+            .map_err(read_err)?;
         (len, cluster.put_wal_frame(&name, obj, summary).await?)
     } else {
         let data = tokio::fs::read(path).await.map_err(read_err)?;

@@ -79,7 +79,9 @@ pub async fn copy_files(
     verifier: Option<Arc<dyn PageVerifier>>,
     progress: Arc<Progress>,
 ) -> Result<Vec<ManifestFile>, CopyError> {
-    let sem = Arc::new(Semaphore::new(jobs.max(1)));
+    // An object store's uploads wait on the network: more of them in flight than cores.
+    let in_flight = jobs.max(cluster.repo().storage().requests_in_flight());
+    let sem = Arc::new(Semaphore::new(in_flight.max(1)));
     // Largest first, so the long copies start early and the pool drains evenly.
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));

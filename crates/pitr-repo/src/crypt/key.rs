@@ -122,7 +122,73 @@ pub struct Keyring {
     pub created_at: Timestamp,
 }
 
+/// What can be shown of an encrypted repository's key object: no secret, no salt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EncryptionInfo {
+    /// Data cipher ([`CIPHER`]).
+    pub cipher: String,
+    /// Plaintext bytes per sealed chunk.
+    pub chunk_size: u64,
+    /// How the key file becomes the key-encryption key: `raw` (the file holds the key) or
+    /// `argon2id` (over the passphrase in the file).
+    pub kdf: &'static str,
+    /// Argon2id's cost parameters, for `argon2id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argon2id: Option<Argon2Cost>,
+}
+
+/// Argon2id's cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Argon2Cost {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Passes.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+}
+
+impl std::fmt::Display for EncryptionInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in {} KiB chunks, ",
+            self.cipher,
+            self.chunk_size >> 10
+        )?;
+        match self.argon2id {
+            Some(c) => write!(
+                f,
+                "key from a passphrase by Argon2id (m={} KiB, t={}, p={})",
+                c.m_kib, c.t, c.p
+            ),
+            None => f.write_str("raw 256-bit key (no KDF)"),
+        }
+    }
+}
+
 impl Keyring {
+    /// What `pitr info` shows of this key object.
+    pub fn info(&self) -> EncryptionInfo {
+        let (kdf, argon2id) = match &self.kek {
+            KekSpec::Raw => ("raw", None),
+            KekSpec::Argon2id { m_kib, t, p, .. } => (
+                "argon2id",
+                Some(Argon2Cost {
+                    m_kib: *m_kib,
+                    t: *t,
+                    p: *p,
+                }),
+            ),
+        };
+        EncryptionInfo {
+            cipher: self.cipher.clone(),
+            chunk_size: self.chunk_size,
+            kdf,
+            argon2id,
+        }
+    }
+
     /// A new data key, wrapped under `file`'s key: the key object to store and the data key.
     pub fn create(file: &KeyFile) -> Result<(Keyring, DataKey), CryptError> {
         let kek = match file.raw() {

@@ -21,7 +21,7 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use key::{KekSpec, KeyFile, Keyring, CIPHER, KEYRING_KEY};
+pub use key::{Argon2Cost, EncryptionInfo, KekSpec, KeyFile, Keyring, CIPHER, KEYRING_KEY};
 pub use seal::{DataKey, SealError};
 pub use storage::EncryptedStorage;
 

@@ -175,6 +175,10 @@ impl Storage for EncryptedStorage {
         self.inner.root_entries(limit).await
     }
 
+    fn requests_in_flight(&self) -> usize {
+        self.inner.requests_in_flight()
+    }
+
     async fn list_dirs(&self, prefix: &str) -> StorageResult<Vec<String>> {
         self.inner.list_dirs(prefix).await
     }

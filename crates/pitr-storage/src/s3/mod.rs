@@ -166,8 +166,22 @@ impl S3Storage {
     }
 }
 
+/// Files a backup or restore has in flight at least: a request to an object store mostly waits
+/// (a round trip per small file), so a few per core keep the cores busy. Bounded memory: an
+/// upload holds at most one part.
+const REQUESTS_IN_FLIGHT: usize = 8;
+
+/// Makes ring the process's TLS crypto (as for the PostgreSQL connections), once. Left alone,
+/// reqwest picks aws-lc-rs, whose first random number seeds a CPU-jitter entropy source: about
+/// 30 ms of CPU in every process that opens an https S3 repository, each archive-push included.
+fn use_ring_for_tls() {
+    // Already installed (by an earlier call or the embedding program): keep that one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// HTTP client settings: timeouts, extra CA certificates, plain HTTP for http:// endpoints.
 fn client_options(cfg: &S3Config, endpoint: Option<&str>) -> StorageResult<ClientOptions> {
+    use_ring_for_tls();
     let mut options = ClientOptions::new()
         .with_connect_timeout(cfg.connect_timeout)
         .with_timeout(cfg.request_timeout)
@@ -317,6 +331,10 @@ impl Storage for S3Storage {
             key,
             path,
         )))
+    }
+
+    fn requests_in_flight(&self) -> usize {
+        REQUESTS_IN_FLIGHT
     }
 
     async fn get(&self, key: &str) -> StorageResult<Option<Bytes>> {

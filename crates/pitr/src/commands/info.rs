@@ -15,6 +15,10 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
         return Ok(0);
     }
     outln!("repository: {}", report.repository);
+    match &report.encryption {
+        Some(e) => outln!("encryption: {e}"),
+        None => outln!("encryption: none"),
+    }
     if report.clusters.is_empty() {
         outln!("  no clusters yet (nothing archived)");
     }

@@ -61,7 +61,11 @@ pub async fn restore_files(
     if let Some(p) = &progress {
         p.start(m.files.len() as u64, m.total_size());
     }
-    let sem = Arc::new(Semaphore::new(jobs.max(1)));
+    // Decoding uses `jobs` threads; fetches from an object store wait on the network, so more
+    // of them are in flight.
+    let sem = Arc::new(Semaphore::new(
+        jobs.max(storage.requests_in_flight()).max(1),
+    ));
     let mut set: JoinSet<Result<Outcome, RestoreError>> = JoinSet::new();
     let mut tally = Tally::default();
     // Largest first, so that a large relation does not start last and finish alone.
