@@ -6,6 +6,7 @@
 //! pitr.repository                         repository marker (metadata, kind "repository")
 //! <cluster>/cluster.json                  identity: system identifier, major version, segment size
 //! <cluster>/wal/<TLI>/<WAL file name>     framed WAL segment / .partial / .history / .backup
+//! <cluster>/stream/<TLI>/<segment>.partial the segment `pitr stream` is receiving (see [`StreamPartial`])
 //! ```
 //! See `docs/repository-format.md` for the full description.
 
@@ -17,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod history;
 pub mod meta;
+mod partial;
 
 use std::sync::Arc;
 
@@ -30,6 +32,7 @@ pub use backup::{BackupKind, BackupManifest, ManifestDir, ManifestFile, Manifest
 pub use crypt::{CryptError, KeyFile};
 pub use error::{RepoError, RepoResult};
 pub use frame::{Checksum, Compression, FrameSummary};
+pub use partial::StreamPartial;
 
 /// Repository format written by this version.
 pub const REPO_FORMAT: u32 = 1;

@@ -298,6 +298,18 @@ pub struct StreamArgs {
     /// under $TMPDIR]
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
+    /// Report WAL as flushed only once it is durable in the repository: with this name in the
+    /// primary's synchronous_standby_names, a commit is acknowledged only once it is stored
+    /// (RPO 0)
+    #[arg(long)]
+    pub synchronous: bool,
+    /// application_name of the replication connection (what synchronous_standby_names names)
+    #[arg(long, value_name = "NAME", default_value = "pitr")]
+    pub application_name: String,
+    /// Least seconds between two writes of the segment in progress (the .partial) [default: 0
+    /// (as WAL arrives) for a directory, 5 for S3; --synchronous writes at once]
+    #[arg(long, value_name = "SECONDS")]
+    pub partial_interval: Option<f64>,
 }
 
 /// `pitr status`.
