@@ -248,9 +248,21 @@ fn partial_object(repo: &Path, segment: &str) -> PathBuf {
 
 /// `pitr stream` as the postgres OS user, logging to `log`.
 fn start_stream(c: &Cluster, repo: &Path, log: &Path, extra: &[&str]) -> Streamer {
+    start_stream_env(c, s(repo), &[], log, extra)
+}
+
+/// [`start_stream`] into any repository location, with `env` added.
+fn start_stream_env(
+    c: &Cluster,
+    repo: &str,
+    env: &[(String, String)],
+    log: &Path,
+    extra: &[&str],
+) -> Streamer {
     let port = c.port().to_string();
     let mut cmd = Command::new(pitr_bin());
-    cmd.args(["--repo", s(repo), "--json", "stream", "-h"])
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["--repo", repo, "--json", "stream", "-h"])
         .arg(c.socket_dir())
         .args(["-p", &port, "-U", "postgres"])
         .args(extra)
@@ -386,3 +398,86 @@ fn stream_synchronous_loses_no_commit(install: &PgInstall) {
     assert_eq!(rows, "1,42", "the last acknowledged commit is missing");
 }
 pg_test_matrix!(stream_synchronous_loses_no_commit);
+
+/// On S3 (a real SeaweedFS), without --synchronous and with `--partial-interval 1`: the segment
+/// in progress reaches the bucket within the interval, byte for byte what the server has so far;
+/// archive-get serves it from the bucket, then, after a switch, the complete segment.
+#[test]
+fn stream_uploads_the_partial_to_s3_at_its_interval() {
+    let install = newest_pg();
+    let server = pitr_testkit::SeaweedFs::shared();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let url = format!(
+        "s3://{}/stream-{}-{nanos}",
+        server.bucket(),
+        std::process::id()
+    );
+    let env = server.env();
+    let with_env = |args: &[&str]| {
+        let mut cmd = Command::new(pitr_bin());
+        cmd.envs(env.iter().map(|(k, v)| (k, v))).args(args);
+        let o = cmd.output().unwrap();
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    with_env(&["init", "--repo", &url]).expect_code(0);
+    let c = Cluster::init(&install, ClusterOptions::default());
+    c.start();
+    c.psql("CREATE TABLE t (id int)");
+    let scratch = scratch_dir();
+    let log = scratch.path().join("stream.log");
+    let streamer = start_stream_env(&c, &url, &env, &log, &["--partial-interval", "1"]);
+    wait_until("the stream to start", 30, || {
+        c.psql("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pitr'") == "1"
+    });
+    c.psql("INSERT INTO t SELECT generate_series(1, 1000)");
+    let at = lsn(&c.psql("SELECT pg_current_wal_lsn()"));
+    let seg = c.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let streamed = || {
+        let info = json(&with_env(&["--repo", &url, "--json", "info"]).expect_code(0));
+        info["clusters"][0]["streamed"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = streamed();
+        if st["segment"] == seg.as_str() && lsn(st["end_lsn"].as_str().unwrap()) >= at {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the .partial of {seg} up to {at:X} never reached the bucket: {st}\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let received = streamed()["bytes"].as_u64().unwrap() as usize;
+    let got = scratch.path().join("got");
+    with_env(&["--repo", &url, "archive-get", &seg, s(&got)]).expect_code(0);
+    let served = fs::read(&got).unwrap();
+    let local = fs::read(c.datadir().join("pg_wal").join(&seg)).unwrap();
+    assert_eq!(served.len(), local.len(), "padded to a segment");
+    assert!(
+        served[..received] == local[..received],
+        "the .partial differs from the server's WAL"
+    );
+    assert!(
+        served[received..].iter().all(|&b| b == 0),
+        "not zero-padded"
+    );
+
+    c.switch_wal();
+    let complete = fs::read(c.datadir().join("pg_wal").join(&seg)).unwrap();
+    wait_until(&format!("{seg} to be stored complete"), 30, || {
+        streamed()["segment"] != seg.as_str()
+            && with_env(&["--repo", &url, "archive-get", &seg, s(&got)]).code == 0
+            && fs::read(&got).unwrap() == complete
+    });
+    let rep = stop_stream(streamer, &log);
+    assert!(rep["partial_writes"].as_u64().unwrap() >= 1, "{rep}");
+}

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
+use pitr_pg::page::LONG_HEADER_LEN;
 use pitr_pg::{Lsn, TimelineId, WalFileName, WalSegSize};
 use pitr_repo::frame::GrowingFrame;
 use pitr_repo::{ClusterRepo, Compression};
@@ -92,6 +93,8 @@ struct Current {
     /// Length of a `.partial` found in the repository when the segment began (an earlier
     /// run's): a shorter one is never written over it.
     found: usize,
+    /// Its long page header was checked against the repository's cluster.
+    admitted: bool,
 }
 
 /// The writer task's state.
@@ -158,11 +161,13 @@ impl Writer {
         Ok(self.report)
     }
 
-    /// True when the segment in progress holds bytes not yet durable.
+    /// True when the segment in progress holds bytes not yet durable (and at least its long
+    /// page header, which identifies the cluster).
     fn dirty(&self) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|c| c.frame.len() > c.written && c.frame.len() > c.found)
+        self.current.as_ref().is_some_and(|c| {
+            let len = c.frame.len();
+            len > c.written && len > c.found && len >= LONG_HEADER_LEN
+        })
     }
 
     /// When the `.partial` should be written next, if it needs writing.
@@ -225,6 +230,7 @@ impl Writer {
                     .map_err(|e| spool_io(&self.opts.spool, e))?,
                 written: 0,
                 found,
+                admitted: false,
             });
         }
         let Some(cur) = self.current.as_mut() else {
@@ -264,6 +270,11 @@ impl Writer {
             return Ok(());
         };
         let len = cur.frame.len();
+        if !cur.admitted {
+            let head = cur.frame.data();
+            archive::admit_segment(&self.cluster, &cur.name, head, self.opts.seg.bytes()).await?;
+            cur.admitted = true;
+        }
         let (obj, _) = cur
             .frame
             .snapshot()
