@@ -334,6 +334,9 @@ fn stream_synchronous_loses_no_commit(install: &PgInstall) {
     let st = &info["clusters"][0]["streamed"];
     assert_eq!(st["segment"], seg.as_str(), "{info}");
     assert!(lsn(st["end_lsn"].as_str().unwrap()) >= at, "{st} < {at:X}");
+    // verify reads the .partial too.
+    let v = json(&pitr(&["--repo", s(&repo), "--json", "verify"]).expect_code(0));
+    assert!(v["wal_files"].as_u64().unwrap() >= 2, "{v}");
     let seg_bytes = fs::metadata(c.datadir().join("pg_wal").join(&seg))
         .unwrap()
         .len();
