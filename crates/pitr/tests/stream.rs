@@ -334,6 +334,17 @@ fn stream_synchronous_loses_no_commit(install: &PgInstall) {
     let st = &info["clusters"][0]["streamed"];
     assert_eq!(st["segment"], seg.as_str(), "{info}");
     assert!(lsn(st["end_lsn"].as_str().unwrap()) >= at, "{st} < {at:X}");
+    let m = pitr(&["--repo", s(&repo), "metrics"]).expect_code(0).stdout;
+    let want = format!("pitr_stream_end_lsn_bytes{{cluster=\"main\",timeline=\"1\"}} ");
+    let line = m
+        .lines()
+        .find(|l| l.starts_with(&want))
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(
+        line[want.len()..].parse::<f64>().unwrap() >= at as f64,
+        "{line}"
+    );
+    assert!(m.contains("pitr_stream_partial_age_seconds{"), "{m}");
     // verify reads the .partial too.
     let v = json(&pitr(&["--repo", s(&repo), "--json", "verify"]).expect_code(0));
     assert!(v["wal_files"].as_u64().unwrap() >= 2, "{v}");
