@@ -130,8 +130,8 @@ run() {
             --slot "$slot" --spool "$dest/spool" & ;;
     pitr-interval) as_pg "$BIN/pitr" --repo "$dest/repo" -q stream -h "$SOCK" -p "$PORT" -U postgres \
             --slot "$slot" --spool "$dest/spool" --partial-interval 10 & ;;
-    pg_receivewal) as_pg "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n -q & ;;
-    pg_receivewal-lz4) as_pg "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n -q --compress=lz4 & ;;
+    pg_receivewal) as_pg "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n & ;;
+    pg_receivewal-lz4) as_pg "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n --compress=lz4 & ;;
   esac
   RECEIVER_PID=$!
   until [ -f "$done_file" ] || [ -f "$done_file.lz4" ]; do

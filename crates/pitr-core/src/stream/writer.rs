@@ -246,12 +246,35 @@ impl Writer {
     }
 
     /// Stores the completed segment in progress, then deletes its `.partial`.
+    ///
+    /// The object is the growing frame itself (its zstd pieces are already compressed): the
+    /// same content, length and checksum as the object `archive-push` makes of that segment,
+    /// so either one stored first makes the other a duplicate, never a conflict; only the
+    /// payload's cut into zstd frames differs (which archive-push's own depends on the cores).
     async fn complete(&mut self) -> Result<(), StreamError> {
-        let Some(cur) = self.current.take() else {
+        let Some(mut cur) = self.current.take() else {
             return Ok(());
         };
         let name = cur.name.to_string();
-        store_file(&self.cluster, &self.opts, &name, cur.frame.data()).await?;
+        if !cur.admitted {
+            archive::admit_segment(
+                &self.cluster,
+                &cur.name,
+                cur.frame.data(),
+                self.opts.seg.bytes(),
+            )
+            .await?;
+        }
+        let (obj, summary) = cur
+            .frame
+            .snapshot()
+            .map_err(|e| spool_io(&self.opts.spool, e))?;
+        let put = self
+            .cluster
+            .put_wal_frame(&cur.name, obj, summary)
+            .await
+            .map_err(archive::ArchiveError::from)?;
+        tracing::info!("stored {name} ({put:?})");
         if cur.written > 0 || cur.found > 0 {
             self.cluster
                 .delete_stream_partial(&cur.name)
