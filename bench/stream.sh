@@ -59,6 +59,8 @@ mkdir -p "$SOCK" "$BIN"
 cp "$PITR_BIN" "$BIN/pitr"
 chown -R postgres: "$WORK"
 as_pg() { runuser -u postgres -- "$@"; }
+# exec as postgres keeping the pid (runuser would stay the parent: a signal must reach the receiver)
+exec_pg() { setpriv --reuid postgres --regid postgres --init-groups "$@"; }
 RECEIVER_PID=
 cleanup() {
   local rc=$?
@@ -126,12 +128,12 @@ run() {
   sync
   t0=${EPOCHREALTIME/./}
   case $tool in
-    pitr) as_pg "$BIN/pitr" --repo "$dest/repo" -q stream -h "$SOCK" -p "$PORT" -U postgres \
+    pitr) exec_pg "$BIN/pitr" --repo "$dest/repo" -q stream -h "$SOCK" -p "$PORT" -U postgres \
             --slot "$slot" --spool "$dest/spool" & ;;
-    pitr-interval) as_pg "$BIN/pitr" --repo "$dest/repo" -q stream -h "$SOCK" -p "$PORT" -U postgres \
+    pitr-interval) exec_pg "$BIN/pitr" --repo "$dest/repo" -q stream -h "$SOCK" -p "$PORT" -U postgres \
             --slot "$slot" --spool "$dest/spool" --partial-interval 10 & ;;
-    pg_receivewal) as_pg "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n & ;;
-    pg_receivewal-lz4) as_pg "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n --compress=lz4 & ;;
+    pg_receivewal) exec_pg "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n & ;;
+    pg_receivewal-lz4) exec_pg "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n --compress=lz4 & ;;
   esac
   RECEIVER_PID=$!
   until [ -f "$done_file" ] || [ -f "$done_file.lz4" ]; do

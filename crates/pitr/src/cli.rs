@@ -299,8 +299,8 @@ pub struct StreamArgs {
     /// Create the slot (reserving WAL) unless it exists
     #[arg(long, requires = "slot")]
     pub create_slot: bool,
-    /// Directory for a completed segment on its way into the repository [default: a directory
-    /// under $TMPDIR]
+    /// Directory for a timeline history file on its way into the repository [default: a
+    /// directory under $TMPDIR]
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
     /// Report WAL as flushed only once it is durable in the repository: with this name in the

@@ -2,14 +2,15 @@
 //! stores WAL into the repository as it arrives.
 //!
 //! Receiving (this module) and storing (`writer.rs`, a task of its own) are apart, so that the
-//! connection is read while the repository is written. Each completed segment is stored by the
-//! very function `archive-push` runs ([`crate::archive::push`]), so a segment both streamed and
-//! archived by the server's `archive_command` is one identical object (the second push finds
-//! the same content and does nothing). The segment in progress is kept durable as a streamed
-//! `.partial` (`<cluster>/stream/<TLI>/<segment>.partial`, an ordinary checksummed, compressed,
-//! possibly encrypted frame of the bytes received so far), written as WAL arrives or at most
-//! every `--partial-interval`, and deleted once the complete segment is stored;
-//! `archive-get` serves it under the segment's name when the complete segment is not there.
+//! connection is read while the repository is written. The segment in progress is kept durable
+//! as a streamed `.partial` (`<cluster>/stream/<TLI>/<segment>.partial`, an ordinary
+//! checksummed, compressed, possibly encrypted frame of the bytes received so far), written as
+//! WAL arrives or at most every `--partial-interval`; once complete, the segment is stored
+//! under its own name (checked against the repository's cluster as `archive-push` checks it,
+//! the same content, length and checksum as the object `archive-push` makes, so a segment both
+//! streamed and archived by the server's `archive_command` is one object: the second is a
+//! duplicate, never a conflict) and its `.partial` deleted. `archive-get` serves a `.partial`
+//! under the segment's name when the complete segment is not there.
 //!
 //! Positions reported to the server: `write` is what was received. With `--synchronous`,
 //! `flush` is always where WAL is durable in the repository (the end of the last stored
@@ -79,6 +80,9 @@ pub enum StreamError {
         /// Where the stream resumes.
         at: Lsn,
     },
+    /// Compressing WAL failed.
+    #[error("cannot compress WAL for the repository: {0}")]
+    Encode(std::io::Error),
     /// The repository writer ended (its own error is reported instead).
     #[error("the repository writer stopped")]
     WriterStopped,
@@ -95,7 +99,7 @@ pub struct StreamOptions {
     pub create_slot: bool,
     /// Compression of stored segments.
     pub compression: Compression,
-    /// Where completed segments are written before they are stored.
+    /// Where a timeline history file is written before it is stored.
     pub spool: PathBuf,
     /// Report as flushed only WAL durable in the repository (RPO 0 with a synchronous
     /// primary); the `.partial` is then written as soon as WAL arrives.

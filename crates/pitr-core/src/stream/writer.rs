@@ -59,7 +59,7 @@ pub(super) struct Durable {
 pub(super) struct WriterOptions {
     /// Compression of stored objects.
     pub compression: Compression,
-    /// Where completed segments are written before they are stored.
+    /// Where a timeline history file is written before it is stored.
     pub spool: PathBuf,
     /// Least time between two `.partial` writes (zero: as received).
     pub partial_interval: Duration,
@@ -226,8 +226,7 @@ impl Writer {
                 tli,
                 name,
                 start: seg_start,
-                frame: GrowingFrame::new(self.opts.compression)
-                    .map_err(|e| spool_io(&self.opts.spool, e))?,
+                frame: GrowingFrame::new(self.opts.compression).map_err(StreamError::Encode)?,
                 written: 0,
                 found,
                 admitted: false,
@@ -236,9 +235,7 @@ impl Writer {
         let Some(cur) = self.current.as_mut() else {
             return Ok(());
         };
-        cur.frame
-            .append(bytes)
-            .map_err(|e| spool_io(&self.opts.spool, e))?;
+        cur.frame.append(bytes).map_err(StreamError::Encode)?;
         if cur.frame.len() as u64 == seg.bytes() {
             self.complete().await?;
         }
@@ -265,10 +262,7 @@ impl Writer {
             )
             .await?;
         }
-        let (obj, summary) = cur
-            .frame
-            .snapshot()
-            .map_err(|e| spool_io(&self.opts.spool, e))?;
+        let (obj, summary) = cur.frame.snapshot().map_err(StreamError::Encode)?;
         let put = self
             .cluster
             .put_wal_frame(&cur.name, obj, summary)
@@ -298,10 +292,7 @@ impl Writer {
             archive::admit_segment(&self.cluster, &cur.name, head, self.opts.seg.bytes()).await?;
             cur.admitted = true;
         }
-        let (obj, _) = cur
-            .frame
-            .snapshot()
-            .map_err(|e| spool_io(&self.opts.spool, e))?;
+        let (obj, _) = cur.frame.snapshot().map_err(StreamError::Encode)?;
         self.cluster
             .put_stream_partial(&cur.name, obj)
             .await
@@ -319,13 +310,6 @@ impl Writer {
         let d = Durable { tli, lsn };
         self.report.durable = Some(d);
         self.durable.send_replace(Some(d));
-    }
-}
-
-fn spool_io(spool: &std::path::Path, source: std::io::Error) -> StreamError {
-    StreamError::Spool {
-        path: spool.to_path_buf(),
-        source,
     }
 }
 
