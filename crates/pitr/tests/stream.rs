@@ -352,10 +352,10 @@ fn stream_synchronous_loses_no_commit(install: &PgInstall) {
     assert_eq!(st["segment"], seg.as_str(), "{info}");
     assert!(lsn(st["end_lsn"].as_str().unwrap()) >= at, "{st} < {at:X}");
     let m = pitr(&["--repo", s(&repo), "metrics"]).expect_code(0).stdout;
-    let want = format!("pitr_stream_end_lsn_bytes{{cluster=\"main\",timeline=\"1\"}} ");
+    let want = "pitr_stream_end_lsn_bytes{cluster=\"main\",timeline=\"1\"} ";
     let line = m
         .lines()
-        .find(|l| l.starts_with(&want))
+        .find(|l| l.starts_with(want))
         .unwrap_or_else(|| panic!("{m}"));
     assert!(
         line[want.len()..].parse::<f64>().unwrap() >= at as f64,
