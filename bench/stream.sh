@@ -56,7 +56,6 @@ SOCK=$WORK/sock
 BIN=$WORK/bin
 RESULTS=$WORK/results.txt
 mkdir -p "$SOCK" "$BIN"
-cp "$PITR_BIN" "$BIN/pitr"
 chown -R postgres: "$WORK"
 as_pg() { runuser -u postgres -- "$@"; }
 # exec as postgres keeping the pid (runuser would stay the parent: a signal must reach the receiver)
@@ -115,6 +114,9 @@ BACKLOG=$(psql_pg -c "SELECT ('$END_LSN'::pg_lsn - '$START_LSN'::pg_lsn)::bigint
 log "backlog $FIRST .. $LAST: $BACKLOG bytes (generated in $((SECONDS - t_load)) s)"
 
 # ---------------------------------------------------------------- the timed runs
+cp "$PITR_BIN" "$BIN/pitr"
+chmod 755 "$BIN/pitr"
+log "pitr binary: $PITR_BIN ($(stat -c %y "$PITR_BIN"))"
 # run TOOL REP: starts the receiver on its slot, waits until LAST is complete at its
 # destination, stops it; appends "tool rep seconds bytes-at-destination" to RESULTS.
 run() {
