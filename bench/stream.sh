@@ -59,7 +59,7 @@ mkdir -p "$SOCK" "$BIN"
 chown -R postgres: "$WORK"
 as_pg() { runuser -u postgres -- "$@"; }
 # exec as postgres keeping the pid (runuser would stay the parent: a signal must reach the receiver)
-exec_pg() { setpriv --reuid postgres --regid postgres --init-groups "$@"; }
+EXEC_PG=(setpriv --reuid postgres --regid postgres --init-groups)
 RECEIVER_PID=
 cleanup() {
   local rc=$?
@@ -130,12 +130,12 @@ run() {
   sync
   t0=${EPOCHREALTIME/./}
   case $tool in
-    pitr) exec_pg "$BIN/pitr" --repo "$dest/repo" -q stream -h "$SOCK" -p "$PORT" -U postgres \
+    pitr) "${EXEC_PG[@]}" "$BIN/pitr" --repo "$dest/repo" -q stream -h "$SOCK" -p "$PORT" -U postgres \
             --slot "$slot" --spool "$dest/spool" & ;;
-    pitr-interval) exec_pg "$BIN/pitr" --repo "$dest/repo" -q stream -h "$SOCK" -p "$PORT" -U postgres \
+    pitr-interval) "${EXEC_PG[@]}" "$BIN/pitr" --repo "$dest/repo" -q stream -h "$SOCK" -p "$PORT" -U postgres \
             --slot "$slot" --spool "$dest/spool" --partial-interval 10 & ;;
-    pg_receivewal) exec_pg "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n & ;;
-    pg_receivewal-lz4) exec_pg "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n --compress=lz4 & ;;
+    pg_receivewal) "${EXEC_PG[@]}" "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n & ;;
+    pg_receivewal-lz4) "${EXEC_PG[@]}" "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n --compress=lz4 & ;;
   esac
   RECEIVER_PID=$!
   until [ -f "$done_file" ] || [ -f "$done_file.lz4" ]; do
@@ -154,7 +154,7 @@ run() {
     as_pg "$BIN/pitr" --repo "$dest/repo" archive-get "$LAST" "$got"
     cmp -s "$got" "$PGDATA/pg_wal/$LAST" || die "pitr: $LAST fetched back differs from pg_wal/$LAST"
   fi
-  [ "$rep" = "$REPEAT" ] || rm -rf "$dest"
+  [ "$rep" = "$REPEAT" ] || rm -rf "$dest" || true
 }
 
 : >"$RESULTS"
