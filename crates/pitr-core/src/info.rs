@@ -40,6 +40,56 @@ pub struct ClusterInfo {
     /// The timeline `latest` follows branched off one that went on: both reaches, and the
     /// option that follows the other.
     pub timeline_warnings: Vec<crate::restore::choose::BranchWarning>,
+    /// Where WAL received by `pitr stream` ends: its newest `.partial` (absent when the
+    /// repository holds none).
+    pub streamed: Option<StreamedEnd>,
+}
+
+/// The segment `pitr stream` is receiving, as kept in the repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamedEnd {
+    /// Timeline.
+    pub timeline: u32,
+    /// The segment (served by `archive-get` under this name until it is stored complete).
+    pub segment: String,
+    /// Where the streamed WAL ends.
+    pub end_lsn: String,
+    /// Bytes of the segment received.
+    pub bytes: u64,
+    /// When the `.partial` was last written (RFC 3339), when the storage tells.
+    pub written_at: Option<String>,
+    /// Seconds since then.
+    pub age_seconds: Option<f64>,
+}
+
+/// The newest streamed `.partial` of `cluster`, read from its trailer.
+pub async fn streamed_end(
+    cluster: &pitr_repo::ClusterRepo,
+    seg_size: Option<WalSegSize>,
+) -> RepoResult<Option<StreamedEnd>> {
+    let (Some(size), Some(newest)) = (seg_size, cluster.stream_partials().await?.pop()) else {
+        return Ok(None);
+    };
+    let Some(summary) = cluster.stream_partial_summary(&newest.segment).await? else {
+        return Ok(None);
+    };
+    let start = newest
+        .segment
+        .segno(size)
+        .and_then(|n| size.start_of(n))
+        .unwrap_or_default();
+    let written = cluster.stream_partial_modified(&newest.segment).await?;
+    let ts = written.and_then(|t| jiff::Timestamp::try_from(t).ok());
+    Ok(Some(StreamedEnd {
+        timeline: newest.segment.timeline().0,
+        segment: newest.segment.to_string(),
+        end_lsn: pitr_pg::Lsn(start.0 + summary.len).to_string(),
+        bytes: summary.len,
+        written_at: ts.map(|t| t.to_string()),
+        age_seconds: written
+            .and_then(|t| t.elapsed().ok())
+            .map(|d| d.as_secs_f64()),
+    }))
 }
 
 /// One base backup.
@@ -154,6 +204,7 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
                 _ => (None, Vec::new()),
             };
         let window_problems = crate::verify::window_problems(&entries, &manifests);
+        let streamed = streamed_end(&cluster, seg_size).await?;
         let backups = manifests
             .into_iter()
             .map(|m| BackupInfo {
@@ -178,6 +229,7 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
             window,
             window_problems,
             timeline_warnings,
+            streamed,
         });
     }
     Ok(RepoInfo {

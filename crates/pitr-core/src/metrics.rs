@@ -72,6 +72,8 @@ pub struct ClusterMetrics {
     pub archiver: Option<ArchiverMetrics>,
     /// With a server given: whether it answered.
     pub server_up: Option<bool>,
+    /// Where WAL received by `pitr stream` ends (its newest `.partial`), when there is one.
+    pub streamed: Option<crate::info::StreamedEnd>,
 }
 
 /// Backups of one type.
@@ -248,6 +250,7 @@ pub async fn execute(
             window,
             archiver,
             server_up: mine.map(|(_, a)| a.is_some()),
+            streamed: p.info.streamed.clone(),
         });
     }
     Ok(MetricsReport { at: now, clusters })

@@ -6,6 +6,7 @@
 //! pitr.repository                         repository marker (metadata, kind "repository")
 //! <cluster>/cluster.json                  identity: system identifier, major version, segment size
 //! <cluster>/wal/<TLI>/<WAL file name>     framed WAL segment / .partial / .history / .backup
+//! <cluster>/stream/<TLI>/<segment>.partial the segment `pitr stream` is receiving (see [`StreamPartial`])
 //! ```
 //! See `docs/repository-format.md` for the full description.
 
@@ -18,6 +19,7 @@ pub mod frame;
 pub mod history;
 pub mod lease;
 pub mod meta;
+mod partial;
 
 use std::sync::Arc;
 
@@ -32,6 +34,7 @@ pub use crypt::{CryptError, KeyFile};
 pub use error::{RepoError, RepoResult};
 pub use frame::{Checksum, Compression, FrameSummary};
 pub use lease::{FoundLease, Lease, LeaseRecord};
+pub use partial::StreamPartial;
 
 /// Repository format written by this version.
 pub const REPO_FORMAT: u32 = 1;

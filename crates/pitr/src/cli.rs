@@ -152,8 +152,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Prometheus metrics: backups, archived WAL, the recovery window (text, or served over HTTP)
     Metrics(MetricsArgs),
-    /// Receive WAL over the replication protocol (like pg_receivewal) and store every
-    /// completed segment as archive-push does; runs until SIGTERM/SIGINT
+    /// Receive WAL over the replication protocol (like pg_receivewal) into the repository:
+    /// completed segments as archive-push stores them, the one in progress as a .partial
+    /// (RPO 0 with --synchronous); runs until SIGTERM/SIGINT
     Stream(StreamArgs),
     /// Write a self-contained HTML page picturing the recovery window (backups, WAL, gaps, timelines)
     Report(ReportArgs),
@@ -282,9 +283,13 @@ pub struct BackupArgs {
     after_help = "Connects to the server given by -h/-p/-U (a replication connection), starts at \
 the slot's restart position (15+), else at the start of the server's current segment, and stores \
 each completed segment exactly as archive-push does, so a segment both streamed and archived is one \
-object. Only stored segments are reported as flushed, so the slot keeps what is not stored yet. \
+object. The segment in progress is kept in the repository as a .partial (written as WAL arrives, or \
+every --partial-interval), which archive-get serves under the segment's name while the complete \
+segment is not stored. Only WAL durable in the repository is reported as flushed, so the slot keeps \
+the rest; with --synchronous, and this --application-name in the primary's \
+synchronous_standby_names, a commit is acknowledged only once it is in the repository (RPO 0). \
 Reconnects with backoff after the server restarts; follows a timeline switch (a promoted standby) \
-with the new history file. Not yet: the segment in progress (.partial), --synchronous (RPO 0)."
+with the new history file."
 )]
 pub struct StreamArgs {
     /// Physical replication slot to stream from (recommended: the server keeps WAL until it
@@ -294,10 +299,22 @@ pub struct StreamArgs {
     /// Create the slot (reserving WAL) unless it exists
     #[arg(long, requires = "slot")]
     pub create_slot: bool,
-    /// Directory for a completed segment on its way into the repository [default: a directory
-    /// under $TMPDIR]
+    /// Directory for a timeline history file on its way into the repository [default: a
+    /// directory under $TMPDIR]
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
+    /// Report WAL as flushed only once it is durable in the repository: with this name in the
+    /// primary's synchronous_standby_names, a commit is acknowledged only once it is stored
+    /// (RPO 0)
+    #[arg(long)]
+    pub synchronous: bool,
+    /// application_name of the replication connection (what synchronous_standby_names names)
+    #[arg(long, value_name = "NAME", default_value = "pitr")]
+    pub application_name: String,
+    /// Least seconds between two writes of the segment in progress (the .partial) [default: 0
+    /// (as WAL arrives) for a directory, 5 for S3; --synchronous writes at once]
+    #[arg(long, value_name = "SECONDS")]
+    pub partial_interval: Option<f64>,
 }
 
 /// `pitr status`.

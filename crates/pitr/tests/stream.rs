@@ -92,11 +92,28 @@ fn stream_stores_segments_as_archive_push_does(install: &PgInstall) {
             object(&streamed, seg).is_file()
         });
         assert!(c.wait_archived(seg, Duration::from_secs(30)));
-        assert_eq!(
+        // The same content, length and checksum (the trailer), so that either one makes the
+        // other a duplicate; only the payload's cut into zstd frames may differ.
+        let (a, b) = (
             fs::read(object(&streamed, seg)).unwrap(),
             fs::read(object(&archived, seg)).unwrap(),
-            "{seg}: streamed and archived objects differ"
         );
+        assert_eq!(a[..16], b[..16], "{seg}: frame headers differ");
+        assert_eq!(
+            a[a.len() - 48..],
+            b[b.len() - 48..],
+            "{seg}: streamed and archived objects hold different WAL"
+        );
+        let (ga, gb) = (scratch.path().join("a"), scratch.path().join("b"));
+        fs::create_dir_all(&ga).unwrap();
+        fs::create_dir_all(&gb).unwrap();
+        let (ga, gb) = (ga.join(seg), gb.join(seg));
+        pitr(&["--repo", s(&streamed), "archive-get", seg, s(&ga)]).expect_code(0);
+        pitr(&["--repo", s(&archived), "archive-get", seg, s(&gb)]).expect_code(0);
+        assert!(fs::read(&ga).unwrap() == fs::read(&gb).unwrap());
+        // Archived into the streamed repository as well: a duplicate, not a conflict.
+        let push = pitr(&["--repo", s(&streamed), "archive-push", s(&gb)]).expect_code(0);
+        assert!(format!("{push:?}").contains("already"), "{push:?}");
     }
     // The slot keeps only what is not stored yet.
     let last = segments.last().unwrap();
@@ -239,3 +256,259 @@ fn stream_follows_a_promotion(install: &PgInstall) {
     assert_eq!(rep["timeline_switches"], 1, "{rep}");
 }
 pg_test_matrix!(stream_follows_a_promotion);
+
+fn partial_object(repo: &Path, segment: &str) -> PathBuf {
+    repo.join("main/stream")
+        .join(&segment[..8])
+        .join(format!("{segment}.partial"))
+}
+
+/// `pitr stream` as the postgres OS user, logging to `log`.
+fn start_stream(c: &Cluster, repo: &Path, log: &Path, extra: &[&str]) -> Streamer {
+    start_stream_env(c, s(repo), &[], log, extra)
+}
+
+/// [`start_stream`] into any repository location, with `env` added.
+fn start_stream_env(
+    c: &Cluster,
+    repo: &str,
+    env: &[(String, String)],
+    log: &Path,
+    extra: &[&str],
+) -> Streamer {
+    let port = c.port().to_string();
+    let mut cmd = Command::new(pitr_bin());
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["--repo", repo, "--json", "stream", "-h"])
+        .arg(c.socket_dir())
+        .args(["-p", &port, "-U", "postgres"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(log).unwrap());
+    pitr_testkit::as_postgres(&mut cmd);
+    Streamer(cmd.spawn().unwrap())
+}
+
+/// SIGTERM, then the JSON report of a clean exit.
+fn stop_stream(mut st: Streamer, log: &Path) -> serde_json::Value {
+    let pid = st.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = st.0.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(st.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let log = fs::read_to_string(log).unwrap_or_default();
+    assert!(status.success(), "{status:?}\n{log}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{log}"))
+}
+
+fn lsn(text: &str) -> u64 {
+    let (hi, lo) = text.trim().split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+/// RPO 0: the primary has no archive_command (only the stream gets its WAL) and names the
+/// stream in synchronous_standby_names. A commit acknowledged to the client is at once in the
+/// streamed `.partial` (which `archive-get` serves under the segment's name and `info` shows);
+/// after a switch the complete segment replaces it, and wins over a stale `.partial`; the
+/// primary then dies (`-m immediate`) right after a last commit, and a restore to the end of
+/// WAL from the repository has that commit.
+fn stream_synchronous_loses_no_commit(install: &PgInstall) {
+    let scratch = scratch_dir();
+    let repo = scratch.path().join("repo");
+    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
+    // Archiving on (backups need it) but no archive_command: the stream is the only way WAL
+    // reaches the repository.
+    let c = Cluster::init(install, ClusterOptions::default().set("archive_mode", "on"));
+    c.start();
+    let log = scratch.path().join("stream.log");
+    let streamer = start_stream(
+        &c,
+        &repo,
+        &log,
+        &["--slot", "pitr", "--create-slot", "--synchronous"],
+    );
+    wait_until("the stream to start", 30, || {
+        c.psql("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pitr'") == "1"
+    });
+    c.psql("CREATE TABLE t (id int)");
+    pitr_on(&c, &repo, "backup", &["--pgdata", s(c.datadir())]).expect_code(0);
+    c.psql("ALTER SYSTEM SET synchronous_standby_names = 'pitr'");
+    c.psql("SELECT pg_reload_conf()");
+    wait_until("the stream to be the synchronous standby", 30, || {
+        c.psql("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'pitr'")
+            == "sync"
+    });
+
+    // Acknowledged means stored: the .partial holds the commit the moment it returns.
+    c.psql("INSERT INTO t VALUES (1)");
+    let at = lsn(&c.psql("SELECT pg_current_wal_lsn()"));
+    let seg = c.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    assert!(
+        partial_object(&repo, &seg).is_file(),
+        "no .partial for {seg}"
+    );
+    let info = json(&pitr(&["--repo", s(&repo), "--json", "info"]).expect_code(0));
+    let st = &info["clusters"][0]["streamed"];
+    assert_eq!(st["segment"], seg.as_str(), "{info}");
+    assert!(lsn(st["end_lsn"].as_str().unwrap()) >= at, "{st} < {at:X}");
+    let m = pitr(&["--repo", s(&repo), "metrics"]).expect_code(0).stdout;
+    let want = "pitr_stream_end_lsn_bytes{cluster=\"main\",timeline=\"1\"} ";
+    let line = m
+        .lines()
+        .find(|l| l.starts_with(want))
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(
+        line[want.len()..].parse::<f64>().unwrap() >= at as f64,
+        "{line}"
+    );
+    assert!(m.contains("pitr_stream_partial_age_seconds{"), "{m}");
+    // verify reads the .partial too.
+    let v = json(&pitr(&["--repo", s(&repo), "--json", "verify"]).expect_code(0));
+    assert!(v["wal_files"].as_u64().unwrap() >= 2, "{v}");
+    let seg_bytes = fs::metadata(c.datadir().join("pg_wal").join(&seg))
+        .unwrap()
+        .len();
+    let got = scratch.path().join("got");
+    pitr(&["--repo", s(&repo), "archive-get", &seg, s(&got)]).expect_code(0);
+    assert_eq!(
+        fs::metadata(&got).unwrap().len(),
+        seg_bytes,
+        "padded to a segment"
+    );
+    let stale = fs::read(partial_object(&repo, &seg)).unwrap();
+
+    // A switch: the complete segment is stored and its .partial deleted.
+    c.switch_wal();
+    wait_until(&format!("{seg} to be stored complete"), 30, || {
+        object(&repo, &seg).is_file() && !partial_object(&repo, &seg).exists()
+    });
+    // A .partial left over (an earlier run's) never hides the complete segment.
+    fs::write(partial_object(&repo, &seg), &stale).unwrap();
+    pitr(&["--repo", s(&repo), "archive-get", &seg, s(&got)]).expect_code(0);
+    assert!(
+        fs::read(&got).unwrap() == fs::read(c.datadir().join("pg_wal").join(&seg)).unwrap(),
+        "archive-get served the stale .partial, not the complete {seg}"
+    );
+
+    // The last commit, then the primary is lost at once.
+    c.psql("INSERT INTO t VALUES (42)");
+    c.stop_mode("immediate");
+    let rep = stop_stream(streamer, &log);
+    assert!(rep["partial_writes"].as_u64().unwrap() >= 2, "{rep}");
+
+    let dir = scratch.path().join("restored");
+    let rep = json(
+        &pitr(&[
+            "--repo",
+            s(&repo),
+            "--json",
+            "restore",
+            "--pgdata",
+            s(&dir),
+            "--start",
+            "--pg-bin",
+            s(&install.bindir),
+            "--wait-timeout",
+            "120",
+        ])
+        .expect_code(0),
+    );
+    assert_eq!(rep["start"]["outcome"], "promoted", "{rep}");
+    let rows = psql_port(
+        install,
+        c.socket_dir(),
+        c.port(),
+        "SELECT string_agg(id::text, ',' ORDER BY id) FROM t",
+    );
+    let mut stop = Command::new(install.bin("pg_ctl"));
+    stop.arg("-D")
+        .arg(&dir)
+        .args(["-m", "immediate", "-w", "stop"]);
+    pitr_testkit::as_postgres(&mut stop);
+    let _ = stop.output();
+    assert_eq!(rows, "1,42", "the last acknowledged commit is missing");
+}
+pg_test_matrix!(stream_synchronous_loses_no_commit);
+
+/// On S3 (a real SeaweedFS), without --synchronous and with `--partial-interval 1`: the segment
+/// in progress reaches the bucket within the interval, byte for byte what the server has so far;
+/// archive-get serves it from the bucket, then, after a switch, the complete segment.
+#[test]
+fn stream_uploads_the_partial_to_s3_at_its_interval() {
+    let install = newest_pg();
+    let server = pitr_testkit::SeaweedFs::shared();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let url = format!(
+        "s3://{}/stream-{}-{nanos}",
+        server.bucket(),
+        std::process::id()
+    );
+    let env = server.env();
+    let with_env = |args: &[&str]| {
+        let mut cmd = Command::new(pitr_bin());
+        cmd.envs(env.iter().map(|(k, v)| (k, v))).args(args);
+        let o = cmd.output().unwrap();
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    with_env(&["init", "--repo", &url]).expect_code(0);
+    let c = Cluster::init(&install, ClusterOptions::default());
+    c.start();
+    c.psql("CREATE TABLE t (id int)");
+    let scratch = scratch_dir();
+    let log = scratch.path().join("stream.log");
+    let streamer = start_stream_env(&c, &url, &env, &log, &["--partial-interval", "1"]);
+    wait_until("the stream to start", 30, || {
+        c.psql("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pitr'") == "1"
+    });
+    c.psql("INSERT INTO t SELECT generate_series(1, 1000)");
+    let at = lsn(&c.psql("SELECT pg_current_wal_lsn()"));
+    let seg = c.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let streamed = || {
+        let info = json(&with_env(&["--repo", &url, "--json", "info"]).expect_code(0));
+        info["clusters"][0]["streamed"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = streamed();
+        if st["segment"] == seg.as_str() && lsn(st["end_lsn"].as_str().unwrap()) >= at {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the .partial of {seg} up to {at:X} never reached the bucket: {st}\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let received = streamed()["bytes"].as_u64().unwrap() as usize;
+    let got = scratch.path().join("got");
+    with_env(&["--repo", &url, "archive-get", &seg, s(&got)]).expect_code(0);
+    let served = fs::read(&got).unwrap();
+    let local = fs::read(c.datadir().join("pg_wal").join(&seg)).unwrap();
+    assert_eq!(served.len(), local.len(), "padded to a segment");
+    assert!(
+        served[..received] == local[..received],
+        "the .partial differs from the server's WAL"
+    );
+    assert!(
+        served[received..].iter().all(|&b| b == 0),
+        "not zero-padded"
+    );
+
+    c.switch_wal();
+    let complete = fs::read(c.datadir().join("pg_wal").join(&seg)).unwrap();
+    wait_until(&format!("{seg} to be stored complete"), 30, || {
+        streamed()["segment"] != seg.as_str()
+            && with_env(&["--repo", &url, "archive-get", &seg, s(&got)]).code == 0
+            && fs::read(&got).unwrap() == complete
+    });
+    let rep = stop_stream(streamer, &log);
+    assert!(rep["partial_writes"].as_u64().unwrap() >= 1, "{rep}");
+}

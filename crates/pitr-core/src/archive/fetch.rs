@@ -19,6 +19,27 @@ pub(crate) async fn fetch_to(
     name: &WalFileName,
     dest: &Path,
 ) -> Result<Option<u64>, ArchiveError> {
+    fetch_from(cluster, name, dest, None).await
+}
+
+/// Like [`fetch_to`] from the streamed `.partial` of segment `name` (see `pitr stream`): its
+/// bytes, then zeros up to `seg_bytes`, a full-size segment whose WAL ends where streaming
+/// stopped (PostgreSQL reads it as the end of WAL). `None` when there is no `.partial`.
+pub(crate) async fn fetch_partial_to(
+    cluster: &ClusterRepo,
+    name: &WalFileName,
+    dest: &Path,
+    seg_bytes: u64,
+) -> Result<Option<u64>, ArchiveError> {
+    fetch_from(cluster, name, dest, Some(seg_bytes)).await
+}
+
+async fn fetch_from(
+    cluster: &ClusterRepo,
+    name: &WalFileName,
+    dest: &Path,
+    partial_of: Option<u64>,
+) -> Result<Option<u64>, ArchiveError> {
     let dest_err = |source| ArchiveError::Dest {
         path: dest.to_path_buf(),
         user: current_os_user(),
@@ -33,7 +54,10 @@ pub(crate) async fn fetch_to(
         head: Vec::new(),
         error: None,
     };
-    let result = cluster.get_wal_into(name, &mut w).await;
+    let result = match partial_of {
+        None => cluster.get_wal_into(name, &mut w).await,
+        Some(_) => cluster.get_stream_partial_into(name, &mut w).await,
+    };
     let outcome = (|| {
         // A failed write to the destination is the destination's fault, not corruption.
         if let Some(e) = w.error.take() {
@@ -42,13 +66,29 @@ pub(crate) async fn fetch_to(
         let Some(summary) = result? else {
             return Ok(None);
         };
+        io::Write::flush(&mut w.inner).map_err(dest_err)?;
+        let len = match partial_of {
+            Some(seg_bytes) if summary.len <= seg_bytes => {
+                w.inner.get_ref().set_len(seg_bytes).map_err(dest_err)?;
+                seg_bytes
+            }
+            Some(_) => {
+                return Err(ArchiveError::BadContent {
+                    name: *name,
+                    reason: format!(
+                        "its streamed .partial holds {} bytes, more than a segment",
+                        summary.len
+                    ),
+                })
+            }
+            None => summary.len,
+        };
         if name.holds_wal() {
             // Defence in depth: what we hand PostgreSQL must at least look like that segment.
-            segment_identity(name, &w.head, summary.len)?;
+            segment_identity(name, &w.head, len)?;
         }
-        io::Write::flush(&mut w.inner).map_err(dest_err)?;
         std::fs::rename(&tmp, dest).map_err(dest_err)?;
-        Ok(Some(summary.len))
+        Ok(Some(len))
     })();
     if !matches!(outcome, Ok(Some(_))) {
         let _ = std::fs::remove_file(&tmp);

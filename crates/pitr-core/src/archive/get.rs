@@ -7,7 +7,7 @@ use std::time::Duration;
 use pitr_pg::WalFileName;
 use pitr_repo::{ClusterRepo, RepoError};
 
-use super::fetch::fetch_to;
+use super::fetch::{fetch_partial_to, fetch_to};
 use super::spool::Spool;
 use super::{parse_name, ArchiveError};
 
@@ -78,9 +78,35 @@ pub async fn get(
                 if let (WalFileName::History { .. }, Some(spool)) = (name, spool) {
                     spool.clear();
                 }
+                if let WalFileName::Segment { .. } = name {
+                    if let Some(bytes) = streamed_partial(cluster, &name, dest).await? {
+                        return Ok(GetOutcome::Restored {
+                            bytes,
+                            from_spool: false,
+                        });
+                    }
+                }
                 return Ok(GetOutcome::NotFound);
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A segment not (yet) stored complete, served from the `.partial` `pitr stream` keeps of it:
+/// what a restore to the end of WAL needs after the primary is lost. The complete segment
+/// always wins, also when it is stored (and the `.partial` deleted) while we look.
+async fn streamed_partial(
+    cluster: &ClusterRepo,
+    name: &WalFileName,
+    dest: &Path,
+) -> Result<Option<u64>, ArchiveError> {
+    let Some(id) = cluster.identity().await? else {
+        return Ok(None);
+    };
+    if let Some(bytes) = fetch_partial_to(cluster, name, dest, id.wal_seg_size).await? {
+        tracing::info!("{name} served from the streamed {name}.partial (WAL received so far)");
+        return Ok(Some(bytes));
+    }
+    fetch_to(cluster, name, dest).await
 }

@@ -79,6 +79,20 @@ pub fn segment_identity(
     })
 }
 
+/// Checks the start of a segment received another way (by `pitr stream`, before any of it is
+/// stored) against its name and the repository's cluster, registering the identity on first
+/// use as [`push`] does: a stream from another cluster is refused before it writes anything.
+pub(crate) async fn admit_segment(
+    cluster: &ClusterRepo,
+    name: &WalFileName,
+    head: &[u8],
+    seg_bytes: u64,
+) -> Result<(), ArchiveError> {
+    let found = segment_identity(name, head, seg_bytes)?;
+    let stored = cluster.register(&found).await?;
+    check_identity(cluster, name, &found, &stored)
+}
+
 fn check_identity(
     cluster: &ClusterRepo,
     name: &WalFileName,

@@ -12,12 +12,14 @@
 //!
 //! - `layout`: the header and trailer bytes (what a later format version changes);
 //! - `encode`: whole buffers, files (read and compressed on several threads) and streams;
+//! - `growing`: a frame re-published as bytes keep arriving (the streamed `.partial`);
 //! - `decode`: sequential decoding, verified;
 //! - `parallel`: decoding a zstd payload cut in pieces on several threads, the BLAKE3 tree
 //!   rebuilt from the pieces' subtree hashes.
 
 mod decode;
 mod encode;
+mod growing;
 mod layout;
 mod parallel;
 #[cfg(test)]
@@ -27,6 +29,7 @@ use std::fmt;
 
 pub use decode::{decode, decode_into};
 pub use encode::{encode, encode_file, FrameEncoder, ZSTD_PIECE};
+pub use growing::{GrowingFrame, GROWING_PIECE};
 pub use layout::{summary, END_MAGIC, HEADER_LEN, MAGIC, MAX_ORIGINAL_LEN, TRAILER_LEN};
 pub use parallel::{decode_to, WriteAt};
 

@@ -105,6 +105,18 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
                 w.to_string().trim_start_matches("reachable: ")
             );
         }
+        if let Some(st) = &c.streamed {
+            outln!(
+                "  streamed WAL ends at {} (timeline {}, {} of segment {} received{})",
+                st.end_lsn,
+                st.timeline,
+                human_bytes(st.bytes),
+                st.segment,
+                st.age_seconds
+                    .map(|a| format!(", written {a:.0} s ago"))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(strip) = window_strip(c, 60) {
             outln!("  {strip}");
         }

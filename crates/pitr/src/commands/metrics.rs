@@ -85,6 +85,8 @@ struct Families {
     last_lsn: FGauge,
     last_time: FGauge,
     last_age: FGauge,
+    stream_lsn: FGauge,
+    stream_age: FGauge,
     gaps: FGauge,
     missing: FGauge,
     win_start_time: FGauge,
@@ -124,6 +126,8 @@ impl Families {
             last_lsn: g("wal_last_archived_lsn", "End LSN of the newest archived segment, as a byte position", b.clone()),
             last_time: g("wal_last_archived_time", "When the newest segment was archived (Unix time)", s.clone()),
             last_age: g("wal_last_archived_age", "Seconds since the newest segment was archived", s.clone()),
+            stream_lsn: g("stream_end_lsn", "End of the WAL pitr stream keeps in the repository (its newest .partial), as a byte position", b.clone()),
+            stream_age: g("stream_partial_age", "Seconds since pitr stream last wrote its newest .partial (grows while the stream is stalled or the server idle)", s.clone()),
             gaps: g("wal_gaps", "Missing runs of WAL segments between the first and last archived, all timelines", None),
             missing: g("wal_missing_segments", "WAL segments missing in those runs", None),
             win_start_time: g("recovery_window_start_time", "Earliest time recovery can reach: the oldest usable backup's consistency time (Unix time)", s.clone()),
@@ -232,6 +236,15 @@ pub fn render(report: &MetricsReport) -> String {
             }
             if let Some(a) = s.age_seconds {
                 set(&f.last_age, &ls, a);
+            }
+        }
+        if let Some(st) = &c.streamed {
+            let ls = labels(c, &[("timeline", st.timeline.to_string())]);
+            if let Ok(lsn) = st.end_lsn.parse::<pitr_pg::Lsn>() {
+                set(&f.stream_lsn, &ls, lsn.0 as f64);
+            }
+            if let Some(a) = st.age_seconds {
+                set(&f.stream_age, &ls, a);
             }
         }
         if let Some(w) = &c.window {

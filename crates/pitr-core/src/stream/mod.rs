@@ -1,35 +1,52 @@
 //! `pitr stream`: a WAL receiver over the replication protocol (as `pg_receivewal`) that
-//! stores every completed segment into the repository.
+//! stores WAL into the repository as it arrives.
 //!
-//! Each completed segment is written to a spool file under its own name and stored by the
-//! very function `archive-push` runs ([`crate::archive::push`]), so a segment both streamed and
-//! archived by the server's `archive_command` is one identical object (the second push finds
-//! the same content and does nothing). Only then is the segment's end reported to the server
-//! as flushed, so a slot keeps every byte not yet in the repository; in between, status
-//! updates carry only the write position (an invalid flush position), so that a server
-//! shutting down, which waits until its last WAL is confirmed, is not held up by a segment
-//! that is not complete (`pg_stat_replication.flush_lsn` is then NULL).
+//! Receiving (this module) and storing (`writer.rs`, a task of its own) are apart, so that the
+//! connection is read while the repository is written. The segment in progress is kept durable
+//! as a streamed `.partial` (`<cluster>/stream/<TLI>/<segment>.partial`, an ordinary
+//! checksummed, compressed, possibly encrypted frame of the bytes received so far), written as
+//! WAL arrives or at most every `--partial-interval`; once complete, the segment is stored
+//! under its own name (checked against the repository's cluster as `archive-push` checks it,
+//! the same content, length and checksum as the object `archive-push` makes, so a segment both
+//! streamed and archived by the server's `archive_command` is one object: the second is a
+//! duplicate, never a conflict) and its `.partial` deleted. `archive-get` serves a `.partial`
+//! under the segment's name when the complete segment is not there.
+//!
+//! Positions reported to the server: `write` is what was received. With `--synchronous`,
+//! `flush` is always where WAL is durable in the repository (the end of the last stored
+//! segment or `.partial`), so a primary naming the stream's `application_name` in
+//! `synchronous_standby_names` acknowledges a commit only once it is in the repository: RPO 0.
+//! Without it, the durable position is sent each time it moves, and the automatic updates in
+//! between carry an invalid flush position, so that a server shutting down (which waits until
+//! its last WAL is confirmed) is not held up by a `.partial` interval; a slot's restart
+//! position follows what is durable either way.
 //!
 //! After a lost connection (a server restart), it reconnects with backoff (1 s doubling to
-//! 30 s) and resumes at the first segment not yet stored. When the timeline it streams ends
-//! (the server, a standby, was promoted), it stores the new timeline's history file and goes on
-//! from the first segment of the new timeline that holds its start. Not done yet: keeping the
-//! segment in progress as a `.partial` object, and `--synchronous` (RPO 0).
+//! 30 s) and resumes where it stopped receiving. When the timeline it streams ends (the
+//! server, a standby, was promoted), it stores the new timeline's history file and goes on
+//! from the first segment of the new timeline that holds its start; the old timeline's
+//! `.partial` stays (it is that timeline's end).
+
+mod writer;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pitr_pg::{Lsn, TimelineId, WalFileName, WalSegSize};
+use pitr_pg::{Lsn, TimelineId, WalSegSize};
 use pitr_proto::repl::{SlotOptions, StandbyStatus, StartReplication, StreamEnd, WalEvent};
 use pitr_proto::{ConnParams, ProtoError, ReplConnection};
 use pitr_repo::{ClusterRepo, Compression};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::archive::{self, ArchiveError};
+use crate::archive::ArchiveError;
+use writer::{Durable, ToWriter, Writer, WriterOptions, WriterReport};
 
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// WAL messages queued for the writer before receiving waits (up to 128 KiB each).
+const WRITER_QUEUE: usize = 512;
 
 /// A failed stream.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +80,12 @@ pub enum StreamError {
         /// Where the stream resumes.
         at: Lsn,
     },
+    /// Compressing WAL failed.
+    #[error("cannot compress WAL for the repository: {0}")]
+    Encode(std::io::Error),
+    /// The repository writer ended (its own error is reported instead).
+    #[error("the repository writer stopped")]
+    WriterStopped,
 }
 
 /// Options of `pitr stream`.
@@ -76,8 +99,13 @@ pub struct StreamOptions {
     pub create_slot: bool,
     /// Compression of stored segments.
     pub compression: Compression,
-    /// Where completed segments are written before they are stored.
+    /// Where a timeline history file is written before it is stored.
     pub spool: PathBuf,
+    /// Report as flushed only WAL durable in the repository (RPO 0 with a synchronous
+    /// primary); the `.partial` is then written as soon as WAL arrives.
+    pub synchronous: bool,
+    /// Least time between two writes of the `.partial` (zero: as WAL arrives).
+    pub partial_interval: Duration,
 }
 
 /// What a stream did until it was stopped.
@@ -87,20 +115,34 @@ pub struct StreamReport {
     pub segments: u64,
     /// The last one.
     pub last_segment: Option<String>,
+    /// Writes of the segment in progress as a `.partial`.
+    pub partial_writes: u64,
     /// WAL received, in bytes.
     pub received_bytes: u64,
     /// Connections made (more than 1 after reconnections).
     pub connections: u32,
     /// Timeline switches followed.
     pub timeline_switches: u32,
-    /// End of the last stored segment: where streaming resumes.
+    /// Where WAL is durable in the repository (end of the last stored segment or `.partial`).
     pub flushed: Option<String>,
+    /// Its timeline.
+    pub flushed_timeline: Option<u32>,
 }
 
-/// Where the stream is: the next segment to receive.
-#[derive(Debug, Default)]
+/// The writer task and its channels.
+struct WriterHandle {
+    seg: WalSegSize,
+    tx: mpsc::Sender<ToWriter>,
+    durable: watch::Receiver<Option<Durable>>,
+    join: tokio::task::JoinHandle<Result<WriterReport, StreamError>>,
+}
+
+/// Where the stream is.
+#[derive(Default)]
 struct Position {
+    /// Where the next connection starts: the end of what was received.
     resume: Option<(TimelineId, Lsn)>,
+    writer: Option<WriterHandle>,
     report: StreamReport,
 }
 
@@ -114,10 +156,10 @@ pub async fn stream(
 ) -> Result<StreamReport, StreamError> {
     let mut pos = Position::default();
     let mut backoff = Duration::from_secs(1);
-    loop {
+    let result = loop {
         let connections = pos.report.connections;
         match session(cluster, opts, &mut pos, &mut stop).await {
-            Ok(SessionEnd::Stopped) => return Ok(pos.report),
+            Ok(SessionEnd::Stopped) => break Ok(()),
             // A new timeline: reconnect at once, from its first segment.
             Ok(SessionEnd::NextTimeline) => continue,
             Err(StreamError::Server(e)) if pos.report.connections > 0 => {
@@ -127,14 +169,38 @@ pub async fn stream(
                 tracing::warn!("stream interrupted: {e}; reconnecting in {backoff:?}");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return Ok(pos.report),
+                    _ = stop.changed() => break Ok(()),
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            Err(e) => return Err(e),
+            Err(e) => break Err(e),
         }
         if *stop.borrow() {
-            return Ok(pos.report);
+            break Ok(());
+        }
+    };
+    // The writer stores what it was given, the `.partial` last, then reports.
+    let written = match pos.writer.take() {
+        Some(w) => {
+            drop(w.tx);
+            Some(w.join.await.map_err(|e| {
+                StreamError::Unexpected(format!("the repository writer failed: {e}"))
+            })?)
+        }
+        None => None,
+    };
+    match (result, written) {
+        (Err(StreamError::WriterStopped), Some(Err(e))) | (Ok(()), Some(Err(e))) => Err(e),
+        (Err(e), _) => Err(e),
+        (Ok(()), w) => {
+            if let Some(Ok(w)) = w {
+                pos.report.segments = w.segments;
+                pos.report.last_segment = w.last_segment;
+                pos.report.partial_writes = w.partial_writes;
+                pos.report.flushed = w.durable.map(|d| d.lsn.to_string());
+                pos.report.flushed_timeline = w.durable.map(|d| d.tli.0);
+            }
+            Ok(pos.report)
         }
     }
 }
@@ -180,6 +246,58 @@ enum SessionEnd {
     NextTimeline,
 }
 
+/// Starts the writer on the first connection (the segment size comes from the server); a
+/// later server must have the same segment size.
+fn writer_for<'p>(
+    pos: &'p mut Position,
+    cluster: &ClusterRepo,
+    opts: &StreamOptions,
+    seg: WalSegSize,
+) -> Result<&'p mut WriterHandle, StreamError> {
+    if let Some(w) = &pos.writer {
+        if w.seg != seg {
+            return Err(StreamError::Unexpected(format!(
+                "the server's WAL segment size is now {} bytes, it was {} bytes\nhint: a stream follows one cluster; restart pitr stream for another",
+                seg.bytes(),
+                w.seg.bytes()
+            )));
+        }
+    }
+    let w = pos.writer.get_or_insert_with(|| {
+        let (dtx, drx) = watch::channel(None);
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let wopts = WriterOptions {
+            compression: opts.compression,
+            spool: opts.spool.clone(),
+            partial_interval: opts.partial_interval,
+            synchronous: opts.synchronous,
+            seg,
+        };
+        let writer = Writer::new(cluster.clone(), wopts, dtx);
+        WriterHandle {
+            seg,
+            tx,
+            durable: drx,
+            join: tokio::spawn(writer.run(rx)),
+        }
+    });
+    Ok(w)
+}
+
+/// The positions to report: `received` as written; with `synchronous` the durable position
+/// as flushed, else an invalid one (see the module documentation).
+fn status_for(received: Lsn, durable: Option<Durable>, synchronous: bool) -> StandbyStatus {
+    let flush = match (synchronous, durable) {
+        (true, Some(d)) => d.lsn,
+        _ => Lsn(0),
+    };
+    StandbyStatus {
+        write: received.max(flush),
+        flush,
+        apply: Lsn(0),
+    }
+}
+
 /// One connection: from the resume point (or the slot's, or the server's position) until
 /// stopped or broken.
 async fn session(
@@ -218,6 +336,9 @@ async fn session(
             at: start,
         });
     }
+    let sync = opts.synchronous;
+    let w = writer_for(pos, cluster, opts, seg)?;
+    let (tx, mut durable) = (w.tx.clone(), w.durable.clone());
     tracing::info!("streaming timeline {tli} from {start}");
     let req = StartReplication {
         slot: opts.slot.clone(),
@@ -227,65 +348,72 @@ async fn session(
     let endpoint = conn.endpoint().clone();
     let mut stream = conn.start_replication(&req).await?;
     pos.report.connections += 1;
-    let seg_bytes = seg.bytes() as usize;
-    let mut buf: Vec<u8> = Vec::with_capacity(seg_bytes);
-    let mut seg_start = start;
+    let mut received = start;
+    stream.set_status(status_for(received, *durable.borrow(), sync));
     loop {
         let event = tokio::select! {
             ev = stream.next_event() => ev?,
+            changed = durable.changed() => {
+                if changed.is_err() {
+                    return Err(StreamError::WriterStopped);
+                }
+                let d = *durable.borrow_and_update();
+                if let Some(d) = d {
+                    // Report the durable position now (the slot and a waiting commit follow it).
+                    let now = StandbyStatus { flush: d.lsn, ..status_for(received, Some(d), true) };
+                    stream.send_status(now, false).await?;
+                    stream.set_status(status_for(received, Some(d), sync));
+                }
+                continue;
+            }
             _ = stop.changed() => return Ok(SessionEnd::Stopped),
         };
         match event {
             Some(WalEvent::Data(x)) => {
-                let expected = Lsn(seg_start.0 + buf.len() as u64);
-                if x.start != expected {
+                if x.start != received {
                     return Err(StreamError::Unexpected(format!(
-                        "the server sent WAL at {} where {expected} was expected",
+                        "the server sent WAL at {} where {received} was expected",
                         x.start
                     )));
                 }
                 pos.report.received_bytes += x.data.len() as u64;
-                // Between stored segments only the write position is reported (flush invalid):
-                // a shutting-down server waits until its last WAL is confirmed, and the segment
-                // in progress is not in the repository. The slot keeps its restart position.
-                stream.set_status(StandbyStatus {
-                    write: x.end(),
-                    flush: Lsn(0),
-                    apply: Lsn(0),
-                });
-                let mut data = &x.data[..];
+                let mut data = x.data.clone();
+                let mut at = x.start;
                 while !data.is_empty() {
-                    let take = (seg_bytes - buf.len()).min(data.len());
-                    buf.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    if buf.len() == seg_bytes {
-                        store(cluster, opts, tli, seg, seg_start, &buf, &mut pos.report).await?;
-                        seg_start = Lsn(seg_start.0 + seg.bytes());
-                        buf.clear();
-                        pos.resume = Some((tli, seg_start));
-                        pos.report.flushed = Some(seg_start.to_string());
-                        let status = StandbyStatus {
-                            write: x.end(),
-                            flush: seg_start,
-                            apply: Lsn(0),
-                        };
-                        stream.send_status(status, false).await?;
-                        stream.set_status(StandbyStatus {
-                            flush: Lsn(0),
-                            ..status
-                        });
-                    }
+                    let seg_end = seg
+                        .start_of(seg.segno_of(at).next())
+                        .unwrap_or(Lsn(u64::MAX));
+                    let take = usize::try_from(seg_end.0 - at.0)
+                        .unwrap_or(usize::MAX)
+                        .min(data.len());
+                    let bytes = data.split_to(take);
+                    tx.send(ToWriter::Wal {
+                        tli,
+                        start: at,
+                        bytes,
+                    })
+                    .await
+                    .map_err(|_| StreamError::WriterStopped)?;
+                    at = Lsn(at.0 + take as u64);
                 }
+                received = x.end();
+                pos.resume = Some((tli, received));
+                stream.set_status(status_for(received, *durable.borrow(), sync));
             }
             Some(WalEvent::Keepalive(_)) => {}
             Some(WalEvent::End(StreamEnd::TimelineEnd {
                 next_timeline,
                 next_start,
             })) => {
-                // The old timeline's last segment is incomplete: the server archives it as
-                // `.partial`; the new timeline's copy of that segment is streamed from its start.
+                // The old timeline's last segment is incomplete: its `.partial` stays; the new
+                // timeline's copy of that segment is streamed from its start.
                 let history = conn.timeline_history(next_timeline).await?;
-                store_file(cluster, opts, &history.file_name, &history.content).await?;
+                tx.send(ToWriter::History {
+                    name: history.file_name.clone(),
+                    content: history.content.to_vec(),
+                })
+                .await
+                .map_err(|_| StreamError::WriterStopped)?;
                 let next_seg = seg.start_of(seg.segno_of(next_start)).unwrap_or(next_start);
                 tracing::info!(
                     "timeline {tli} ends at {next_start}; following timeline {next_timeline}"
@@ -303,48 +431,6 @@ async fn session(
             }
         }
     }
-}
-
-/// Stores one completed segment exactly as `archive-push` would.
-async fn store(
-    cluster: &ClusterRepo,
-    opts: &StreamOptions,
-    tli: TimelineId,
-    seg: WalSegSize,
-    start: Lsn,
-    data: &[u8],
-    report: &mut StreamReport,
-) -> Result<(), StreamError> {
-    let name = WalFileName::segment(tli, seg.segno_of(start), seg).to_string();
-    store_file(cluster, opts, &name, data).await?;
-    report.segments += 1;
-    report.last_segment = Some(name);
-    Ok(())
-}
-
-/// Writes `data` to the spool as `name` and stores it with `archive-push`'s function.
-async fn store_file(
-    cluster: &ClusterRepo,
-    opts: &StreamOptions,
-    name: &str,
-    data: &[u8],
-) -> Result<(), StreamError> {
-    let path = opts.spool.join(name);
-    let spool_err = |source| StreamError::Spool {
-        path: path.clone(),
-        source,
-    };
-    tokio::fs::create_dir_all(&opts.spool)
-        .await
-        .map_err(spool_err)?;
-    tokio::fs::write(&path, data).await.map_err(spool_err)?;
-    let pushed = archive::push(cluster, &path, opts.compression).await;
-    if let Err(e) = tokio::fs::remove_file(&path).await {
-        tracing::debug!("removing spool file {}: {e}", path.display());
-    }
-    let pushed = pushed?;
-    tracing::info!("stored {} ({:?})", pushed.name, pushed.outcome);
-    Ok(())
 }
 
 #[cfg(test)]
