@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pgbin;
 pub mod report;
 pub mod restore;
+pub mod standby;
 pub mod status;
 pub mod stream;
 pub mod verify;
