@@ -157,6 +157,10 @@ pub enum Command {
     Stream(StreamArgs),
     /// Write a self-contained HTML page picturing the recovery window (backups, WAL, gaps, timelines)
     Report(ReportArgs),
+    /// Streaming standbys: create one (from the primary or the repository), promote it, rejoin
+    /// a former primary after a failover
+    #[command(subcommand)]
+    Standby(crate::commands::standby::StandbyCommand),
 }
 
 /// `pitr wal …`.
