@@ -14,7 +14,6 @@ use super::conf::{self, conninfo, StandbySettings};
 use super::local::{self, entries, ensure_stopped, owner_for};
 use super::receive::{receive_into, Received};
 use super::StandbyError;
-use crate::restore::start::{start_and_wait, StartOptions};
 use crate::restore::{self, OsUser, RestoreOptions, TargetSpec};
 
 /// Where the standby's data comes from.
@@ -335,29 +334,55 @@ fn make_pgdata(pgdata: &Path, owner: Option<&OsUser>) -> Result<(), StandbyError
     conf::chown(pgdata, owner)
 }
 
-/// Starts the standby on `pgdata` and waits until it is consistent and its WAL receiver
-/// streams.
+/// Starts the standby on `pgdata` (`pg_ctl -w start`: until it accepts read-only connections)
+/// and waits until its WAL receiver streams. A WAL receiver that fails and retries (FATAL lines
+/// in the log while the primary is not ready for it) is normal for a standby; only the timeout
+/// ends the wait.
 pub async fn start_standby(
     pgdata: &Path,
     owner: Option<&OsUser>,
     spec: &StartSpec,
 ) -> Result<Started, StandbyError> {
     let t0 = Instant::now();
-    let so = StartOptions {
-        pgdata: pgdata.to_path_buf(),
-        pg_major: local::pgdata_major(pgdata)?,
-        pg_bin: spec.pg_bin.clone(),
-        owner: owner.cloned(),
-        port: None,
-        log_file: spec.log_file.clone(),
-        timeout: Some(spec.timeout),
-        standby: true,
-    };
-    let sr = start_and_wait(&so).await?;
+    let major = local::pgdata_major(pgdata)?;
+    let bindir = local::bindir(spec.pg_bin.as_deref(), major, &["pg_ctl", "postgres"])?;
+    let log = spec
+        .log_file
+        .clone()
+        .unwrap_or_else(|| pgdata.join("log").join("pitr-start.log"));
+    if let Some(dir) = log.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(StandbyError::io("create", dir))?;
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(StandbyError::io("set the mode of", dir))?;
+            conf::chown(dir, owner)?;
+        }
+    }
+    crate::restore::port::ensure_free(&crate::restore::port::listen_settings(pgdata, None))?;
+    let secs = spec.timeout.as_secs().max(1).to_string();
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "-D".as_ref(),
+        pgdata.as_os_str(),
+        "-l".as_ref(),
+        log.as_os_str(),
+        "-o".as_ref(),
+        "-c logging_collector=off -c log_destination=stderr -c lc_messages=C".as_ref(),
+        "-w".as_ref(),
+        "-t".as_ref(),
+        secs.as_ref(),
+        "start".as_ref(),
+    ];
+    local::run_program(
+        &bindir.join("pg_ctl"),
+        &args,
+        owner,
+        pgdata,
+        Some(format!("see the server log {}", log.display())),
+    )?;
     let left = spec.timeout.saturating_sub(t0.elapsed());
-    let at = local::wait_streaming(pgdata, owner, left, Some(&sr.log_file)).await?;
+    let at = local::wait_streaming(pgdata, owner, left, Some(&log)).await?;
     Ok(Started {
-        log_file: sr.log_file,
+        log_file: log,
         streaming_at: at,
         seconds: t0.elapsed().as_secs_f64(),
     })

@@ -152,7 +152,7 @@ pub async fn wait_streaming(
         let rows = client
             .query_text(
                 "pg_stat_wal_receiver",
-                "SELECT status, COALESCE(flushed_lsn, received_lsn)::text FROM pg_stat_wal_receiver",
+                "SELECT status, flushed_lsn::text FROM pg_stat_wal_receiver",
             )
             .await?;
         if let Some(row) = rows.first() {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use pitr_pg::control::ControlFile;
 use pitr_pg::walname::WalFileName;
-use pitr_pg::TimelineId;
+use pitr_pg::{TimelineHistory, TimelineId, WalSegSize};
 use pitr_proto::repl::connect_replication;
 use pitr_proto::ConnParams;
 use pitr_repo::ClusterRepo;
@@ -79,6 +79,9 @@ pub struct RejoinPlan {
     pub reason: String,
     /// The cluster's system identifier (pg_control).
     pub system_id: String,
+    /// WAL segment size (pg_control).
+    #[serde(skip)]
+    seg_size: WalSegSize,
     #[serde(skip)]
     opts: RejoinOptions,
 }
@@ -163,6 +166,7 @@ pub fn plan_rejoin(opts: &RejoinOptions) -> Result<RejoinPlan, StandbyError> {
         method,
         reason,
         system_id: control.system_id.to_string(),
+        seg_size: control.wal_seg_size,
         opts: RejoinOptions {
             pgdata,
             ..opts.clone()
@@ -218,7 +222,7 @@ pub async fn rejoin(
                 StandbyError::Usage("rejoin by restore needs --repo".into())
             })?;
             check_identity(cluster, system_id.parse().unwrap_or_default()).await?;
-            wait_history(cluster, timeline, opts.timeout).await?;
+            wait_fork(cluster, &client, timeline, plan.seg_size, opts.timeout).await?;
             let label = restore_standby(
                 cluster,
                 &StandbyRestore {
@@ -299,22 +303,60 @@ fn rewind(
 }
 
 /// Waits until the repository holds the history file of `timeline` (the new primary archives
-/// it right after its promotion): a restore follows the newest timeline the repository knows.
-async fn wait_history(
+/// it right after its promotion) and the new timeline's first segment, switching WAL on the
+/// new primary if needed.
+///
+/// Why the segment: the old primary archived the rest of its last segment on the old timeline
+/// when it shut down (PostgreSQL switches WAL at a shutdown with archiving on), WAL that goes
+/// past the fork. A standby looks for each segment in the archive on the newest timeline first
+/// and then on older ones, so while the new timeline's segment holding the fork is missing
+/// from the repository it would replay the old primary's own WAL past the fork.
+async fn wait_fork(
     cluster: &ClusterRepo,
+    client: &pitr_proto::PgClient,
     timeline: TimelineId,
+    seg_size: WalSegSize,
     timeout: Duration,
 ) -> Result<(), StandbyError> {
     if timeline.0 <= 1 {
         return Ok(());
     }
-    let name = format!("{}.history", timeline.hex8());
-    let wal = WalFileName::parse(&name)
-        .map_err(|e| StandbyError::Server(format!("timeline {}: {e}", timeline.0)))?;
     let t0 = Instant::now();
+    let name = format!("{}.history", timeline.hex8());
+    let history = wait_object(cluster, &name, t0, timeout).await?;
+    let parsed = TimelineHistory::parse(timeline, &history)
+        .map_err(|e| StandbyError::Server(format!("{name} in the repository: {e}")))?;
+    let Some(fork) = parsed.begin_of(timeline) else {
+        return Ok(());
+    };
+    let segment = seg_size.segno_of(fork).file_name(timeline, seg_size);
+    let wal = WalFileName::parse(&segment)
+        .map_err(|e| StandbyError::Server(format!("segment {segment}: {e}")))?;
+    if cluster.get_wal(&wal).await?.is_none() {
+        tracing::info!("switching WAL on the new primary so that {segment} is archived");
+        if let Err(e) = client
+            .query_text("pg_switch_wal", "SELECT pg_switch_wal()::text")
+            .await
+        {
+            tracing::warn!("cannot switch WAL on the new primary ({e}); waiting for {segment}");
+        }
+    }
+    wait_object(cluster, &segment, t0, timeout).await?;
+    Ok(())
+}
+
+/// Waits until the repository holds the WAL file `name`; its content.
+async fn wait_object(
+    cluster: &ClusterRepo,
+    name: &str,
+    t0: Instant,
+    timeout: Duration,
+) -> Result<Vec<u8>, StandbyError> {
+    let wal = WalFileName::parse(name)
+        .map_err(|e| StandbyError::Server(format!("{name}: {e}")))?;
     loop {
-        if cluster.get_wal(&wal).await?.is_some() {
-            return Ok(());
+        if let Some(bytes) = cluster.get_wal(&wal).await? {
+            return Ok(bytes);
         }
         if t0.elapsed() > timeout {
             return Err(StandbyError::Timeout {
