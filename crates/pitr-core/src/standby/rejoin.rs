@@ -283,8 +283,14 @@ fn rewind(
         "--source-server".into(),
         source.into(),
     ];
-    if settings.restore_command.is_some() {
-        conf::write(&plan.pgdata, settings, plan.owner.as_ref())?;
+    if let Some(cmd) = &settings.restore_command {
+        // Without read-ahead: pg_rewind walks pg_wal, where the read-ahead spool would be
+        // filled meanwhile.
+        let during = StandbySettings {
+            restore_command: Some(cmd.replace(" archive-get %f ", " archive-get --prefetch 0 %f ")),
+            ..settings.clone()
+        };
+        conf::write(&plan.pgdata, &during, plan.owner.as_ref())?;
         // Not a standby while pg_rewind runs its single-user crash recovery, if it must.
         let signal = plan.pgdata.join("standby.signal");
         std::fs::remove_file(&signal).map_err(StandbyError::io("remove", &signal))?;
