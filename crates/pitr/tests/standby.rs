@@ -44,8 +44,7 @@ fn wait_or(what: &str, secs: u64, f: &mut impl FnMut() -> bool, diag: impl Fn() 
 }
 
 fn count(c: &Cluster) -> String {
-    c.try_psql("SELECT count(*) FROM t")
-        .unwrap_or_else(|e| e)
+    c.try_psql("SELECT count(*) FROM t").unwrap_or_else(|e| e)
 }
 
 /// The end of the log a node started by pitr writes (for failure messages).
@@ -60,7 +59,14 @@ fn start_log(c: &Cluster) -> String {
 fn create_started(primary: &Cluster, repo: &std::path::Path, extra: &[&str]) -> (Cluster, Value) {
     let node = Cluster::empty(primary.install(), ClusterOptions::default());
     let sock = own_socket(&node);
-    let mut args = vec!["--pgdata", s(node.datadir()), "--start", "--set", &sock, "--json"];
+    let mut args = vec![
+        "--pgdata",
+        s(node.datadir()),
+        "--start",
+        "--set",
+        &sock,
+        "--json",
+    ];
     args.extend_from_slice(extra);
     let r = json(&standby(primary, repo, "create", &args).expect_code(0));
     assert!(r["started"]["streaming_at"].is_string(), "{r}");
@@ -90,7 +96,9 @@ fn create_promote_and_rejoin_by_restore(install: &PgInstall) {
     let active = primary.psql("SELECT active FROM pg_replication_slots WHERE slot_name = 's1'");
     assert_eq!(active, "t");
     primary.psql("INSERT INTO t VALUES (2)");
-    wait_for("row 2 on the standby made from the primary", 15, || count(&s1) == "2");
+    wait_for("row 2 on the standby made from the primary", 15, || {
+        count(&s1) == "2"
+    });
 
     let (s2, r) = create_started(&primary, &repo, &["--from-repo"]);
     assert_eq!(r["source"], "repository", "{r}");
@@ -104,18 +112,34 @@ fn create_promote_and_rejoin_by_restore(install: &PgInstall) {
     // running one.
     let e = standby(&primary, &repo, "create", &["--pgdata", s(s1.datadir())]).expect_code(4);
     assert!(e.stderr.contains("is running"), "{}", e.stderr);
-    let e = standby(&primary, &repo, "promote", &["--pgdata", s(primary.datadir())]).expect_code(4);
+    let e = standby(
+        &primary,
+        &repo,
+        "promote",
+        &["--pgdata", s(primary.datadir())],
+    )
+    .expect_code(4);
     assert!(e.stderr.contains("not a standby"), "{}", e.stderr);
     s2.stop();
     let e = standby(&primary, &repo, "promote", &["--pgdata", s(s2.datadir())]).expect_code(4);
-    assert!(e.stderr.contains("no PostgreSQL server is running"), "{}", e.stderr);
+    assert!(
+        e.stderr.contains("no PostgreSQL server is running"),
+        "{}",
+        e.stderr
+    );
     let e = standby(&primary, &repo, "create", &["--pgdata", s(s2.datadir())]).expect_code(4);
     assert!(e.stderr.contains("not empty"), "{}", e.stderr);
     let e = standby(&s1, &repo, "rejoin", &["--pgdata", s(primary.datadir())]).expect_code(4);
     assert!(e.stderr.contains("is running"), "{}", e.stderr);
 
     let p = json(
-        &standby(&s1, &repo, "promote", &["--pgdata", s(s1.datadir()), "--json"]).expect_code(0),
+        &standby(
+            &s1,
+            &repo,
+            "promote",
+            &["--pgdata", s(s1.datadir()), "--json"],
+        )
+        .expect_code(0),
     );
     assert_eq!(p["timeline"], 2, "{p}");
     assert_eq!(p["previous_timeline"], 1, "{p}");
@@ -160,7 +184,13 @@ fn rejoin_by_rewind_with_checksums(install: &PgInstall) {
     let (s1, _) = create_started(&primary, &repo, &[]);
     wait_for("row 1 on the standby", 15, || count(&s1) == "1");
     let p = json(
-        &standby(&s1, &repo, "promote", &["--pgdata", s(s1.datadir()), "--json"]).expect_code(0),
+        &standby(
+            &s1,
+            &repo,
+            "promote",
+            &["--pgdata", s(s1.datadir()), "--json"],
+        )
+        .expect_code(0),
     );
     assert_eq!(p["timeline"], 2, "{p}");
     // The old primary goes on alone for a moment: its history diverges.
@@ -169,7 +199,14 @@ fn rejoin_by_rewind_with_checksums(install: &PgInstall) {
     s1.psql("INSERT INTO t VALUES (2)");
 
     let sock = own_socket(&primary);
-    let args = ["--pgdata", s(primary.datadir()), "--start", "--set", &sock, "--json"];
+    let args = [
+        "--pgdata",
+        s(primary.datadir()),
+        "--start",
+        "--set",
+        &sock,
+        "--json",
+    ];
     let j = json(&standby(&s1, &repo, "rejoin", &args).expect_code(0));
     assert_eq!(j["plan"]["method"], "rewind", "{j}");
     s1.psql("INSERT INTO t VALUES (3)");

@@ -37,7 +37,10 @@ pub struct StandbySettings {
 impl StandbySettings {
     /// The settings as (name, unquoted value), in the order written.
     pub fn pairs(&self) -> Vec<(String, String)> {
-        let mut out = vec![("primary_conninfo".to_string(), self.primary_conninfo.clone())];
+        let mut out = vec![(
+            "primary_conninfo".to_string(),
+            self.primary_conninfo.clone(),
+        )];
         if let Some(s) = &self.slot {
             out.push(("primary_slot_name".into(), s.clone()));
         }
@@ -143,7 +146,8 @@ pub fn write(
     let signal = pgdata.join("standby.signal");
     write_small(&signal, b"", 0o600).map_err(StandbyError::io("write", &signal))?;
     chown(&signal, owner)?;
-    crate::restore::execute::finish::fsync_dir(pgdata).map_err(StandbyError::io("fsync", pgdata))?;
+    crate::restore::execute::finish::fsync_dir(pgdata)
+        .map_err(StandbyError::io("fsync", pgdata))?;
     Ok(vec!["postgresql.auto.conf".into(), "standby.signal".into()])
 }
 
@@ -165,7 +169,11 @@ pub fn parse_setting(item: &str) -> Result<(String, String), StandbyError> {
     };
     let (n, v) = item.split_once('=').ok_or_else(bad)?;
     let n = n.trim();
-    if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+    if n.is_empty()
+        || !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    {
         return Err(bad());
     }
     Ok((n.to_string(), v.trim().to_string()))

@@ -11,7 +11,7 @@ use pitr_proto::ConnParams;
 use pitr_repo::ClusterRepo;
 
 use super::conf::{self, conninfo, StandbySettings};
-use super::local::{self, entries, ensure_stopped, owner_for};
+use super::local::{self, ensure_stopped, entries, owner_for};
 use super::receive::{receive_into, Received};
 use super::StandbyError;
 use crate::restore::{self, OsUser, RestoreOptions, TargetSpec};
@@ -125,7 +125,8 @@ pub struct CreateReport {
 
 /// Checks the directory, the server on it and the OS user.
 pub fn plan_create(opts: &CreateOptions) -> Result<CreatePlan, StandbyError> {
-    let pgdata = std::path::absolute(&opts.pgdata).map_err(StandbyError::io("resolve", &opts.pgdata))?;
+    let pgdata =
+        std::path::absolute(&opts.pgdata).map_err(StandbyError::io("resolve", &opts.pgdata))?;
     ensure_stopped(&pgdata)?;
     let n = entries(&pgdata)?;
     if n > 0 {
@@ -316,7 +317,10 @@ pub async fn restore_standby(
     };
     let rplan = restore::plan(cluster, &ro).await?;
     let label = rplan.backup.label.clone();
-    tracing::info!("restoring backup {label} into {} as a standby", ro.pgdata.display());
+    tracing::info!(
+        "restoring backup {label} into {} as a standby",
+        ro.pgdata.display()
+    );
     restore::execute(cluster, rplan, None).await?;
     Ok(label)
 }
@@ -326,11 +330,8 @@ fn make_pgdata(pgdata: &Path, owner: Option<&OsUser>) -> Result<(), StandbyError
     if !pgdata.exists() {
         std::fs::create_dir_all(pgdata).map_err(StandbyError::io("create", pgdata))?;
     }
-    std::fs::set_permissions(
-        pgdata,
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .map_err(StandbyError::io("set the mode of", pgdata))?;
+    std::fs::set_permissions(pgdata, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(StandbyError::io("set the mode of", pgdata))?;
     conf::chown(pgdata, owner)
 }
 

@@ -89,7 +89,10 @@ pub fn run_program(
 
 /// A session with the server running on `pgdata`, through the socket and port in its
 /// `postmaster.pid`, as `owner` (or the OS user running pitr).
-pub async fn connect_local(pgdata: &Path, owner: Option<&OsUser>) -> Result<PgClient, StandbyError> {
+pub async fn connect_local(
+    pgdata: &Path,
+    owner: Option<&OsUser>,
+) -> Result<PgClient, StandbyError> {
     let pf = pitr_os::PidFile::read(pgdata).map_err(|_| StandbyError::NotRunning {
         pgdata: pgdata.to_path_buf(),
     })?;
@@ -119,7 +122,10 @@ pub async fn query_one(
     sql: &str,
 ) -> Result<Option<String>, StandbyError> {
     let rows = client.query_text(what, sql).await?;
-    Ok(rows.into_iter().next().and_then(|r| r.into_iter().next().flatten()))
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next().flatten()))
 }
 
 /// The timeline the server writes (or replays) on now: the first 8 hex digits of the WAL file
@@ -162,7 +168,10 @@ pub async fn wait_streaming(
         }
         if started.elapsed() > timeout {
             return Err(StandbyError::Timeout {
-                what: format!("the standby on {} to stream from its primary", pgdata.display()),
+                what: format!(
+                    "the standby on {} to stream from its primary",
+                    pgdata.display()
+                ),
                 secs: timeout.as_secs(),
                 log: log.map(Path::to_path_buf),
             });

@@ -36,16 +36,20 @@ pub struct PromoteReport {
 /// Promotes the standby running on `opts.pgdata`; refused when no server runs there or it is
 /// not a standby.
 pub async fn promote(opts: &PromoteOptions) -> Result<PromoteReport, StandbyError> {
-    let pgdata = std::path::absolute(&opts.pgdata)
-        .map_err(StandbyError::io("resolve", &opts.pgdata))?;
+    let pgdata =
+        std::path::absolute(&opts.pgdata).map_err(StandbyError::io("resolve", &opts.pgdata))?;
     let major = local::pgdata_major(&pgdata)?;
     if pitr_os::running_postmaster(&pgdata).is_none() {
         return Err(StandbyError::NotRunning { pgdata });
     }
     let owner = owner_for(&pgdata, None)?;
     let client = connect_local(&pgdata, owner.as_ref()).await?;
-    let in_recovery = query_one(&client, "pg_is_in_recovery", "SELECT pg_is_in_recovery()::text")
-        .await?;
+    let in_recovery = query_one(
+        &client,
+        "pg_is_in_recovery",
+        "SELECT pg_is_in_recovery()::text",
+    )
+    .await?;
     if in_recovery.as_deref() != Some("true") {
         return Err(StandbyError::NotStandby { pgdata });
     }
@@ -87,7 +91,10 @@ pub async fn promote(opts: &PromoteOptions) -> Result<PromoteReport, StandbyErro
         }
         if t0.elapsed() > opts.timeout {
             return Err(StandbyError::Timeout {
-                what: format!("the server on {} to accept writes after promotion", pgdata.display()),
+                what: format!(
+                    "the server on {} to accept writes after promotion",
+                    pgdata.display()
+                ),
                 secs: opts.timeout.as_secs(),
                 log: None,
             });

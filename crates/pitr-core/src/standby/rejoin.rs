@@ -187,7 +187,12 @@ pub async fn rejoin(
     }
     let client = pitr_proto::connect(&sql_params).await?;
     let primary = client.endpoint().to_string();
-    let recovery = query_one(&client, "pg_is_in_recovery", "SELECT pg_is_in_recovery()::text").await?;
+    let recovery = query_one(
+        &client,
+        "pg_is_in_recovery",
+        "SELECT pg_is_in_recovery()::text",
+    )
+    .await?;
     if recovery.as_deref() != Some("false") {
         return Err(StandbyError::Server(format!(
             "the server at {primary} is a standby, not the new primary\nhint: promote it first (pitr standby promote), or give -h/-p of the new primary"
@@ -218,9 +223,8 @@ pub async fn rejoin(
     );
     let (restored_backup, rewind_output) = match plan.method {
         RejoinMethod::Restore => {
-            let cluster = cluster.ok_or_else(|| {
-                StandbyError::Usage("rejoin by restore needs --repo".into())
-            })?;
+            let cluster = cluster
+                .ok_or_else(|| StandbyError::Usage("rejoin by restore needs --repo".into()))?;
             check_identity(cluster, system_id.parse().unwrap_or_default()).await?;
             wait_fork(cluster, &client, timeline, plan.seg_size, opts.timeout).await?;
             let label = restore_standby(
@@ -358,8 +362,7 @@ async fn wait_object(
     t0: Instant,
     timeout: Duration,
 ) -> Result<Vec<u8>, StandbyError> {
-    let wal = WalFileName::parse(name)
-        .map_err(|e| StandbyError::Server(format!("{name}: {e}")))?;
+    let wal = WalFileName::parse(name).map_err(|e| StandbyError::Server(format!("{name}: {e}")))?;
     loop {
         if let Some(bytes) = cluster.get_wal(&wal).await? {
             return Ok(bytes);
