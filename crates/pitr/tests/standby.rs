@@ -28,7 +28,7 @@ fn own_socket(c: &Cluster) -> String {
 }
 
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    wait_or(what, secs, &mut f, || String::new())
+    wait_or(what, secs, &mut f, String::new)
 }
 
 fn wait_or(what: &str, secs: u64, f: &mut impl FnMut() -> bool, diag: impl Fn() -> String) {
@@ -81,7 +81,7 @@ fn create_promote_and_rejoin_by_restore(install: &PgInstall) {
         no_data_checksums: true,
         ..Default::default()
     };
-    let (_scratch, repo, primary) = archiving_cluster(install, "", opts);
+    let (scratch, repo, primary) = archiving_cluster(install, "", opts);
     primary.psql("CREATE TABLE t (id int)");
     primary.psql("INSERT INTO t VALUES (1)");
     pitr_on(&primary, &repo, "backup", &[]).expect_code(0);
@@ -129,6 +129,13 @@ fn create_promote_and_rejoin_by_restore(install: &PgInstall) {
     );
     let e = standby(&primary, &repo, "create", &["--pgdata", s(s2.datadir())]).expect_code(4);
     assert!(e.stderr.contains("not empty"), "{}", e.stderr);
+    if pitr_testkit::postgres_uid_gid().is_some() {
+        // Run as postgres into a directory root owns: refused, naming both users.
+        let root_owned = scratch.path().join("root-owned");
+        std::fs::create_dir(&root_owned).unwrap();
+        let e = standby(&primary, &repo, "create", &["--pgdata", s(&root_owned)]).expect_code(4);
+        assert!(e.stderr.contains("belongs to OS user root"), "{}", e.stderr);
+    }
     let e = standby(&s1, &repo, "rejoin", &["--pgdata", s(primary.datadir())]).expect_code(4);
     assert!(e.stderr.contains("is running"), "{}", e.stderr);
 

@@ -306,9 +306,10 @@ fn rewind(
         &refs,
         plan.owner.as_ref(),
         &plan.pgdata,
-        Some(format!(
+        Some(
             "the new primary must allow this connection (a superuser, or a role granted pg_rewind's functions) and still hold the WAL since the timelines diverged; else rejoin with --method restore (a --delta restore from the repository)"
-        )),
+            .to_string(),
+        ),
     )
 }
 
