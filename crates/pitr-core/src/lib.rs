@@ -13,6 +13,7 @@ pub mod pause;
 pub mod pgbin;
 pub mod report;
 pub mod restore;
+pub mod standby;
 pub mod status;
 pub mod stream;
 pub mod verify;

@@ -29,6 +29,9 @@ pub struct ClusterOptions {
     pub wal_segsize_mb: Option<u32>,
     /// Data page checksums (`initdb -k`).
     pub data_checksums: bool,
+    /// No data page checksums even where initdb enables them by default (18+:
+    /// `--no-data-checksums`).
+    pub no_data_checksums: bool,
     /// Sets `archive_mode = on` and this `archive_command` (`%p`, `%f` as PostgreSQL expands
     /// them; it runs as the postgres OS user, in the data directory).
     pub archive_command: Option<String>,
@@ -111,6 +114,8 @@ impl Cluster {
         }
         if cluster.opts.data_checksums {
             cmd.arg("--data-checksums");
+        } else if cluster.opts.no_data_checksums && install.major >= 18 {
+            cmd.arg("--no-data-checksums");
         }
         cluster.run_server_cmd(&mut cmd, "initdb");
         cluster.write_conf();

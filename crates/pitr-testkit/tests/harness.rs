@@ -80,6 +80,7 @@ fn options_reach_initdb_and_config(pg: &PgInstall) {
     let opts = ClusterOptions {
         wal_segsize_mb: Some(1),
         data_checksums: true,
+        no_data_checksums: false,
         archive_command: Some(format!("cp %p '{}/%f'", archive.path().display())),
         conf: vec![("work_mem".into(), "3MB".into())],
         hba: Vec::new(),

@@ -74,6 +74,9 @@ pub enum CliError {
     /// `pitr stream`.
     #[error(transparent)]
     Stream(#[from] pitr_core::stream::StreamError),
+    /// `pitr standby`.
+    #[error(transparent)]
+    Standby(#[from] pitr_core::standby::StandbyError),
 }
 
 impl CliError {
@@ -98,6 +101,14 @@ impl CliError {
                 ErrorClass::Corrupt => EXIT_CORRUPT,
                 ErrorClass::Failed => EXIT_ERROR,
             },
+            CliError::Standby(pitr_core::standby::StandbyError::Usage(_)) => EXIT_USAGE,
+            CliError::Standby(pitr_core::standby::StandbyError::Restore(e)) => match e.class() {
+                ErrorClass::Usage => EXIT_USAGE,
+                ErrorClass::Refused => EXIT_REFUSED,
+                ErrorClass::Corrupt => EXIT_CORRUPT,
+                ErrorClass::Failed => EXIT_ERROR,
+            },
+            CliError::Standby(e) if e.is_refusal() => EXIT_REFUSED,
             _ => EXIT_ERROR,
         }
     }

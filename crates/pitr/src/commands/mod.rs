@@ -12,6 +12,7 @@ mod init;
 mod metrics;
 mod report;
 mod restore;
+pub mod standby;
 mod status;
 mod stream;
 mod verify;
@@ -53,6 +54,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Metrics(a) => metrics::run(&g, a).await,
         Command::Stream(a) => stream::run(&g, a).await,
         Command::Report(a) => report::run(&g, a).await,
+        Command::Standby(a) => standby::run(&g, a).await,
     }
 }
 
