@@ -314,6 +314,8 @@ pub async fn restore_standby(
         owner: r.owner.clone(),
         jobs: r.jobs.max(1),
         restore_command: r.restore_command.clone(),
+        // A standby archives only with archive_mode = always: the settings stay as backed up.
+        archive_mode: restore::ArchiveMode::Preserve,
     };
     let rplan = restore::plan(cluster, &ro).await?;
     let label = rplan.backup.label.clone();
