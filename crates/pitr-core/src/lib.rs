@@ -10,6 +10,7 @@ pub mod history;
 pub mod info;
 pub mod metrics;
 pub mod pgbin;
+pub mod pin;
 pub mod report;
 pub mod restore;
 pub mod status;

@@ -17,6 +17,7 @@ pub mod error;
 pub mod frame;
 pub mod history;
 pub mod meta;
+pub mod pin;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub use backup::{BackupKind, BackupManifest, ManifestDir, ManifestFile, Manifest
 pub use crypt::{CryptError, KeyFile};
 pub use error::{RepoError, RepoResult};
 pub use frame::{Checksum, Compression, FrameSummary};
+pub use pin::Pin;
 
 /// Repository format written by this version.
 pub const REPO_FORMAT: u32 = 1;

@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pitr_core::backup::{self, BackupMethod, BackupOptions, Progress};
+use pitr_core::backup::{self, BackupMethod, BackupOptions, BackupReport, Progress};
+use pitr_core::expire::{self, ExpireReport, Policy};
+use pitr_core::pin::PinReport;
 use pitr_repo::BackupKind;
 
 use super::{archive_command_for, compression, conn_params, open_cluster, print_json};
@@ -13,6 +15,14 @@ use crate::cli::{BackupArgs, GlobalArgs};
 use crate::error::CliError;
 
 pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
+    let policy = Policy {
+        retain_full: a.retain_full.or(g.retain_full),
+        retain_days: a.retain_days.or(g.retain_days),
+    };
+    if a.expire {
+        // A policy expire would refuse is refused before the backup, not after it.
+        expire::plan(&[], policy, jiff::Timestamp::now())?;
+    }
     let cluster = open_cluster(g).await?;
     let client = pitr_proto::connect(&conn_params(g)).await?;
     let opts = BackupOptions {
@@ -67,8 +77,29 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
         pb.finish_and_clear();
     }
     let report = result?;
+    // The backup is complete and listed: pinning and expiring come after, on their own.
+    let pin = if a.keep {
+        Some(pitr_core::pin::pin(&cluster, &report.label, "backup --keep").await?)
+    } else {
+        None
+    };
+    let expired = if a.expire {
+        Some(expire::expire(&cluster, policy, false).await.map_err(|e| {
+            tracing::error!(
+                "backup {} is complete; the expire after it failed",
+                report.label
+            );
+            e
+        })?)
+    } else {
+        None
+    };
     if g.json {
-        print_json(&report);
+        print_json(&BackupOutput {
+            backup: &report,
+            pin: pin.as_ref(),
+            expire: expired.as_ref(),
+        });
         return Ok(0);
     }
     if !g.quiet {
@@ -87,7 +118,24 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
         for (path, blocks) in &report.checksum_failures {
             eprintln!("pitr: warning: data page checksum failures in {path}: blocks {blocks:?}");
         }
+        if let Some(p) = &pin {
+            eprintln!("{}", super::pin::line(p));
+        }
+        for line in expired.iter().flat_map(super::expire::lines) {
+            eprintln!("{line}");
+        }
     }
     println!("{}", report.label);
     Ok(0)
+}
+
+/// `backup --json`: the backup's report, with what `--keep` and `--expire` did.
+#[derive(serde::Serialize)]
+struct BackupOutput<'a> {
+    #[serde(flatten)]
+    backup: &'a BackupReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin: Option<&'a PinReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expire: Option<&'a ExpireReport>,
 }

@@ -1,6 +1,6 @@
 //! `pitr expire`.
 
-use pitr_core::expire::{self, Policy};
+use pitr_core::expire::{self, ExpireReport, Policy};
 
 use super::info::human_bytes;
 use super::{open_cluster, print_json};
@@ -21,52 +21,75 @@ pub async fn run(g: &GlobalArgs, a: ExpireArgs) -> Result<u8, CliError> {
     if g.quiet {
         return Ok(0);
     }
+    for line in lines(&report) {
+        outln!("{line}");
+    }
+    Ok(0)
+}
+
+/// The report in words, one line each (`expire` prints them on stdout, `backup --expire` on
+/// stderr beside the backup's own lines).
+pub fn lines(report: &ExpireReport) -> Vec<String> {
+    let mut out = Vec::new();
     let verb = if report.dry_run {
         "would remove"
     } else {
         "removed"
     };
     let mut what = Vec::new();
-    if let Some(n) = policy.retain_full {
+    if let Some(n) = report.policy.retain_full {
         what.push(if n == 1 {
             "the newest full backup".to_string()
         } else {
             format!("the newest {n} full backups")
         });
     }
-    if let Some(d) = policy.retain_days {
+    if let Some(d) = report.policy.retain_days {
         what.push(format!(
             "what recovery to any time in the last {d} day{} needs",
             if d == 1 { "" } else { "s" }
         ));
     }
-    outln!("cluster {}: keeping {}", report.cluster, what.join(" and "));
+    out.push(format!(
+        "cluster {}: keeping {}",
+        report.cluster,
+        what.join(" and ")
+    ));
     for e in &report.expired {
-        outln!(
+        out.push(format!(
             "  {verb} backup {} ({}, finished {}, {}): {}",
             e.label,
             e.kind,
             e.stop_time.strftime("%Y-%m-%d %H:%M:%S UTC"),
             human_bytes(e.stored_bytes),
             e.reason
-        );
+        ));
     }
     for l in &report.leftovers {
-        outln!("  {verb} the leftovers of backup {l} (no manifest: an interrupted expire)");
+        out.push(format!(
+            "  {verb} the leftovers of backup {l} (no manifest: an interrupted expire)"
+        ));
+    }
+    for p in &report.pinned {
+        out.push(format!(
+            "  kept backup {p}: pinned (`pitr unpin {p}` lets expire apply the policy to it)"
+        ));
     }
     match &report.wal_kept_from {
-        Some(first) if report.wal_files > 0 => outln!(
+        Some(first) if report.wal_files > 0 => out.push(format!(
             "  {verb} {} WAL files ({}) before {first}, the start of the oldest backup kept",
             report.wal_files,
             human_bytes(report.wal_bytes)
-        ),
-        Some(first) => outln!("  no WAL before {first} (the start of the oldest backup kept)"),
-        None => outln!("  WAL untouched: no backup to anchor it"),
+        )),
+        Some(first) => out.push(format!(
+            "  no WAL before {first} (the start of the oldest backup kept)"
+        )),
+        None => out.push("  WAL untouched: no backup to anchor it".to_string()),
     }
     if report.expired.is_empty() && report.leftovers.is_empty() {
-        outln!("  no backup to remove");
+        out.push("  no backup to remove".to_string());
     }
-    outln!(
+    out.push(format!(
         "  kept {} backup{}: {}",
         report.kept.len(),
         if report.kept.len() == 1 { "" } else { "s" },
@@ -75,6 +98,6 @@ pub async fn run(g: &GlobalArgs, a: ExpireArgs) -> Result<u8, CliError> {
         } else {
             report.kept.join(", ")
         }
-    );
-    Ok(0)
+    ));
+    out
 }
