@@ -15,6 +15,9 @@
 //! again finishes the job.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::progress::Progress;
 
 use jiff::{SignedDuration, Timestamp};
 use pitr_pg::{Lsn, SegNo, WalFileName, WalSegSize};
@@ -254,6 +257,18 @@ pub async fn expire(
     policy: Policy,
     dry_run: bool,
 ) -> Result<ExpireReport, ExpireError> {
+    expire_with_progress(cluster, policy, dry_run, None).await
+}
+
+/// [`expire`], telling `progress` about each backup removed (totals: the backups to remove and
+/// their stored bytes; the WAL goes in batches at the end).
+pub async fn expire_with_progress(
+    cluster: &ClusterRepo,
+    policy: Policy,
+    dry_run: bool,
+    progress: Option<Arc<dyn Progress>>,
+) -> Result<ExpireReport, ExpireError> {
+    let progress = progress.filter(|_| !dry_run);
     let manifests = cluster.backups().await?;
     let mut report = ExpireReport {
         cluster: cluster.name().to_string(),
@@ -284,8 +299,18 @@ pub async fn expire(
                 .await
                 .map_err(RepoError::from)?;
         }
+        if let Some(p) = &progress {
+            p.start(
+                plan.expired.len() as u64,
+                plan.expired.iter().map(|e| e.stored_bytes).sum(),
+            );
+        }
         for e in &plan.expired {
             remove_prefix(cluster, &cluster.backup_prefix(&e.label)).await?;
+            if let Some(p) = &progress {
+                p.advance(e.stored_bytes);
+                p.file_done();
+            }
         }
     }
 
@@ -348,6 +373,9 @@ pub async fn expire(
             .prune(&format!("{}/wal/", cluster.name()))
             .await
             .map_err(RepoError::from)?;
+    }
+    if let Some(p) = &progress {
+        p.finish();
     }
     Ok(report)
 }

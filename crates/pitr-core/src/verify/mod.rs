@@ -7,6 +7,7 @@ mod window;
 
 use std::sync::Arc;
 
+use crate::progress::Progress;
 use pitr_pg::{Lsn, WalFileName, WalSegSize};
 use pitr_repo::frame;
 use pitr_repo::{ClusterRepo, RepoResult};
@@ -84,6 +85,16 @@ pub fn window_problems(
 
 /// Verifies everything stored for `cluster`, `jobs` objects at a time.
 pub async fn verify(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyReport> {
+    verify_with_progress(cluster, jobs, None).await
+}
+
+/// [`verify`], telling `progress` about each object checked (totals: the objects, and their
+/// original bytes as the manifests and the WAL segment size give them).
+pub async fn verify_with_progress(
+    cluster: &ClusterRepo,
+    jobs: usize,
+    progress: Option<Arc<dyn Progress>>,
+) -> RepoResult<VerifyReport> {
     let wal = cluster.list_wal().await?;
     let backups = cluster.backups().await?;
     let mut report = VerifyReport {
@@ -131,6 +142,23 @@ pub async fn verify(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyRepo
         .problems
         .extend(window::missing_histories(&wal, &backups));
     report.problems.extend(window::broken_chains(&backups));
+    if let Some(p) = &progress {
+        let seg = match cluster.identity().await {
+            Ok(Some(id)) => id.wal_seg_size,
+            _ => backups.first().map_or(0, |b| b.wal_seg_size),
+        };
+        let wal_bytes: u64 = wal
+            .iter()
+            .filter(|e| matches!(e.name, WalFileName::Segment { .. }))
+            .map(|_| seg)
+            .sum();
+        let backup_bytes: u64 = work
+            .iter()
+            .filter_map(|(_, e)| e.as_ref())
+            .map(|e| e.0)
+            .sum();
+        p.start(work.len() as u64, wal_bytes + backup_bytes);
+    }
     let sem = Arc::new(Semaphore::new(jobs.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut keys = std::collections::HashMap::new();
@@ -157,6 +185,10 @@ pub async fn verify(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyRepo
     while let Some(r) = tasks.join_next_with_id().await {
         match r {
             Ok((_, (bytes, problem))) => {
+                if let Some(p) = &progress {
+                    p.advance(bytes);
+                    p.file_done();
+                }
                 report.bytes_checked += bytes;
                 report.problems.extend(problem);
             }
@@ -169,6 +201,9 @@ pub async fn verify(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyRepo
                 problem: format!("the check did not complete: {e}"),
             }),
         }
+    }
+    if let Some(p) = &progress {
+        p.finish();
     }
     report.problems.sort_by(|a, b| a.object.cmp(&b.object));
     Ok(report)

@@ -1,18 +1,19 @@
 //! `pitr backup`.
 
 use std::io::IsTerminal;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pitr_core::backup::{self, BackupMethod, BackupOptions, BackupReport, Progress};
 use pitr_core::expire::{self, ExpireReport, Policy};
 use pitr_core::pin::PinReport;
+use pitr_core::progress::Progress as _;
 use pitr_repo::BackupKind;
 
 use super::{archive_command_for, compression, conn_params, open_cluster, print_json};
 use crate::cli::{BackupArgs, GlobalArgs};
 use crate::error::CliError;
+use crate::progress;
 
 pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
     let policy = Policy {
@@ -48,33 +49,21 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
         archive_timeout: Duration::from_secs(a.archive_timeout),
         archive_command_hint: archive_command_for(g),
     };
-    let progress = Arc::new(Progress::default());
-    let bar = (!g.quiet && !g.json && std::io::stderr().is_terminal()).then(|| {
-        let pb = indicatif::ProgressBar::new_spinner();
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} backup: {msg} [{elapsed_precise}]")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        pb.enable_steady_tick(Duration::from_millis(120));
-        pb
-    });
-    let ticker = bar.clone().map(|pb| {
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            loop {
-                let bytes = progress.bytes.load(Ordering::Relaxed);
-                let files = progress.files.load(Ordering::Relaxed);
-                pb.set_message(format!("{files} files, {}", indicatif::HumanBytes(bytes)));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
-    let result = backup::backup(&cluster, &client, &opts, progress).await;
-    if let Some(t) = ticker {
-        t.abort();
-    }
-    if let Some(pb) = bar {
-        pb.finish_and_clear();
+    let counters = Arc::new(Progress::default());
+    let reporter = Arc::new(progress::for_step(
+        "backup",
+        "files",
+        !g.quiet && !g.json && std::io::stderr().is_terminal(),
+    ));
+    let ticker = tokio::spawn(progress::follow_backup(counters.clone(), reporter.clone()));
+    let result = backup::backup(&cluster, &client, &opts, counters.clone()).await;
+    ticker.abort();
+    if result.is_ok() {
+        // What the last tick did not see yet, then the end line.
+        reporter.sync_backup(&counters);
+        reporter.finish();
+    } else {
+        reporter.abandon();
     }
     let report = result?;
     // The backup is complete and listed: pinning and expiring come after, on their own.
@@ -84,13 +73,18 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
         None
     };
     let expired = if a.expire {
-        Some(expire::expire(&cluster, policy, false).await.map_err(|e| {
-            tracing::error!(
-                "backup {} is complete; the expire after it failed",
-                report.label
-            );
-            e
-        })?)
+        let progress = super::expire::progress(g);
+        Some(
+            expire::expire_with_progress(&cluster, policy, false, Some(progress))
+                .await
+                .map_err(|e| {
+                    tracing::error!(
+                        "backup {} is complete; the expire after it failed",
+                        report.label
+                    );
+                    e
+                })?,
+        )
     } else {
         None
     };

@@ -1,6 +1,10 @@
 //! `pitr expire`.
 
+use std::io::IsTerminal;
+use std::sync::Arc;
+
 use pitr_core::expire::{self, ExpireReport, Policy};
+use pitr_core::progress::Progress;
 
 use super::info::human_bytes;
 use super::{open_cluster, print_json};
@@ -13,7 +17,8 @@ pub async fn run(g: &GlobalArgs, a: ExpireArgs) -> Result<u8, CliError> {
         retain_full: a.retain_full.or(g.retain_full),
         retain_days: a.retain_days.or(g.retain_days),
     };
-    let report = expire::expire(&cluster, policy, a.dry_run).await?;
+    let report =
+        expire::expire_with_progress(&cluster, policy, a.dry_run, Some(progress(g))).await?;
     if g.json {
         print_json(&report);
         return Ok(0);
@@ -25,6 +30,15 @@ pub async fn run(g: &GlobalArgs, a: ExpireArgs) -> Result<u8, CliError> {
         outln!("{line}");
     }
     Ok(0)
+}
+
+/// Expire's progress reporter (backups removed).
+pub fn progress(g: &GlobalArgs) -> Arc<dyn Progress> {
+    Arc::new(crate::progress::for_step(
+        "expire",
+        "backups",
+        !g.quiet && !g.json && std::io::stderr().is_terminal(),
+    ))
 }
 
 /// The report in words, one line each (`expire` prints them on stdout, `backup --expire` on
