@@ -77,12 +77,11 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
         Some(
             expire::expire_with_progress(&cluster, policy, false, Some(progress))
                 .await
-                .map_err(|e| {
-                    tracing::error!(
-                        "backup {} is complete; the expire after it failed",
+                .inspect_err(|_| {
+                    eprintln!(
+                        "pitr: backup {} is complete and listed; the expire after it failed:",
                         report.label
                     );
-                    e
                 })?,
         )
     } else {
