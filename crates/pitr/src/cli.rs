@@ -359,8 +359,9 @@ pub struct CheckArgs {
     after_help = "Keeps the newest N full backups (with the incrementals built on them) and/or \
 every backup that finished in the last D days plus the newest one before (recovery to the start of \
 the window restores it); both together keep the union. Archived WAL before the start of the oldest \
-backup kept is removed on every timeline; timeline history files stay. Policies can also be set in \
-the config file as retain_full / retain_days."
+backup kept is removed on every timeline; timeline history files stay. Pinned backups (pitr pin, \
+backup --keep) always stay, with their parents. Policies can also be set in the config file as \
+retain_full / retain_days."
 )]
 pub struct ExpireArgs {
     /// Keep the newest N full backups
