@@ -3,7 +3,7 @@
 # throwaway PostgreSQL cluster and a repository in a temporary directory, removed at the end.
 # On a fresh Debian machine it first installs PostgreSQL 15 (apt) when no PostgreSQL is found
 # and it may (root or passwordless sudo). Extra arguments go to `pitr demo` (e.g. --pg-bin DIR,
-# --keep, -v).
+# --keep, -v). PITR_DEMO_PROFILE=release builds with the release profile instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +23,16 @@ if ! have_pg; then
   fi
 fi
 
-cargo build --release -q -p pitr
-exec target/release/pitr demo "$@"
+# The demo profile: release without LTO and with 16 codegen units (Cargo.toml): a shorter first
+# build at a run-time cost measured in bench/README.md.
+profile=${PITR_DEMO_PROFILE:-demo}
+if [ -x "target/$profile/pitr" ]; then
+  echo "demo: updating pitr (cargo build --profile $profile): seconds when little changed" >&2
+else
+  echo "demo: building pitr for the first time (cargo build --profile $profile): about 10 minutes on" >&2
+  echo "demo: 2 cores, 3-4 on 8; later runs take seconds. Cargo's progress follows." >&2
+fi
+started=$SECONDS
+cargo build --profile "$profile" -p pitr
+echo "demo: build done in $((SECONDS - started)) s" >&2
+exec "target/$profile/pitr" demo "$@"

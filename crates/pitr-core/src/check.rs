@@ -5,6 +5,8 @@
 //! (`pg_logical_emit_message`, which touches no table), switches WAL and waits until the
 //! segment it closed is in the repository.
 
+mod access;
+
 use std::time::{Duration, Instant, SystemTime};
 
 use pitr_pg::WalFileName;
@@ -113,7 +115,11 @@ pub async fn check(
     checks.push(archiver_item(&archiver, opts));
 
     let mut archived = None;
+    // Access is read from mode bits alone (an ACL may grant more): it does not stop the round
+    // trip, which is the proof either way.
     let blocked = checks.iter().any(|c| c.status == Status::Failed);
+    let access_at = checks.len();
+    checks.push(access::access_item(cluster, &info));
     let round_trip = if opts.no_switch {
         CheckItem::new("archive round trip", Status::Skipped, "--no-switch given")
     } else if info.in_recovery {
@@ -130,6 +136,17 @@ pub async fn check(
         )
     } else {
         let (item, segment) = round_trip_item(cluster, client, opts).await;
+        if segment.is_some() {
+            if let Some(a) = checks
+                .get_mut(access_at)
+                .filter(|a| a.status == Status::Failed)
+            {
+                a.status = Status::Warning;
+                a.detail.push_str(
+                    ", by the mode bits; yet the round trip worked (an ACL grants more?)",
+                );
+            }
+        }
         archived = segment;
         item
     };
@@ -201,24 +218,18 @@ async fn round_trip_item(
             Some((name.to_string(), secs)),
         ),
         Err(RoundTrip::Timeout(name)) => {
-            let failing = client
-                .archiver_status()
-                .await
-                .ok()
-                .filter(failing_now)
-                .and_then(|a| a.last_failed_wal)
-                .map(|w| format!("; pg_stat_archiver reports {w} failing"))
-                .unwrap_or_default();
+            let why = timeout_reason(client).await;
+            let log = server_log(client).await;
             let item = CheckItem::new(
                 "archive round trip",
                 Status::Failed,
                 format!(
-                    "{name} did not reach the repository within {:?} after pg_switch_wal(){failing}",
+                    "{name} did not reach the repository within {:?} after pg_switch_wal(); {why}",
                     opts.archive_timeout
                 ),
             )
             .hint(format!(
-                "check that archive_command = '{}' works: the server log shows its errors; a larger --archive-timeout helps when the archiver is behind",
+                "{log} has archive_command's error (\"archive command failed\"); archive_command should be '{}'; a larger --archive-timeout helps when the archiver is only behind",
                 opts.archive_command_hint
             ));
             (item, None)
@@ -240,6 +251,63 @@ async fn round_trip_item(
             ),
             None,
         ),
+    }
+}
+
+/// Why a switched segment did not arrive, from `pg_stat_archiver` (the last failure and when)
+/// and the segments waiting in `pg_wal/archive_status`.
+async fn timeout_reason(client: &PgClient) -> String {
+    let waiting = client
+        .query_text(
+            "pg_ls_archive_statusdir",
+            "SELECT count(*)::text FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'",
+        )
+        .await
+        .ok()
+        .and_then(|rows| rows.first()?.first()?.clone())
+        .map(|n| format!("; {n} segments wait in pg_wal/archive_status"))
+        .unwrap_or_default();
+    match client.archiver_status().await {
+        Ok(a) if failing_now(&a) => format!(
+            "pg_stat_archiver: archive_command failed on {} {} ({} failures in all; last success: {}){waiting}",
+            a.last_failed_wal.as_deref().unwrap_or("?"),
+            a.last_failed_time.map(ago).unwrap_or_default(),
+            a.failed_count,
+            match (&a.last_archived_wal, a.last_archived_time) {
+                (Some(w), Some(t)) => format!("{w} {}", ago(t)),
+                _ => "none".to_string(),
+            }
+        ),
+        Ok(a) => format!(
+            "pg_stat_archiver reports no failure since the last success ({}): archive_command exits 0 without storing the segment here, or the archiver is behind{waiting}",
+            match (&a.last_archived_wal, a.last_archived_time) {
+                (Some(w), Some(t)) => format!("{w} {}", ago(t)),
+                _ => "none yet".to_string(),
+            }
+        ),
+        Err(e) => format!("pg_stat_archiver cannot be read: {e}"),
+    }
+}
+
+/// Where the server's log is: `pg_current_logfile()` with the logging collector, else its
+/// standard error.
+async fn server_log(client: &PgClient) -> String {
+    let rows = client
+        .query_text(
+            "pg_current_logfile",
+            "SELECT pg_current_logfile()::text, current_setting('data_directory')",
+        )
+        .await
+        .ok();
+    match rows.as_ref().and_then(|r| r.first()) {
+        Some(row) => match (row.first().cloned().flatten(), row.get(1).cloned().flatten()) {
+            (Some(file), Some(dir)) if !file.starts_with('/') => {
+                format!("the server log {dir}/{file}")
+            }
+            (Some(file), _) => format!("the server log {file}"),
+            _ => "the server log (its standard error: the logging collector is off; with systemd, journalctl -u postgresql*)".to_string(),
+        },
+        None => "the server log".to_string(),
     }
 }
 

@@ -3,7 +3,8 @@
 //! Which backups stay is decided from the manifests alone ([`plan`], pure): the newest
 //! `retain_full` full backups, and/or every backup that finished in the last `retain_days` days
 //! plus the newest one before (it is what recovery to the start of that window restores), then
-//! every ancestor of what stays (an incremental reuses its parents' files). Archived WAL before
+//! every ancestor of what stays (an incremental reuses its parents' files). Pinned backups
+//! (`pitr pin`, `pitr backup --keep`) always stay, with their ancestors. Archived WAL before
 //! the start of the oldest backup kept is expired on every timeline: recovery from any backup
 //! kept starts at or after that point. Timeline history files always stay.
 //!
@@ -14,6 +15,9 @@
 //! again finishes the job.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::progress::Progress;
 
 use jiff::{SignedDuration, Timestamp};
 use pitr_pg::{Lsn, SegNo, WalFileName, WalSegSize};
@@ -64,6 +68,8 @@ pub struct Plan {
     pub expired: Vec<ExpiredBackup>,
     /// The start of the oldest backup kept: archived WAL before it is not needed.
     pub wal_needed_from: Option<Lsn>,
+    /// Backups kept because they are pinned (the policy alone would have removed them).
+    pub pinned: Vec<String>,
 }
 
 /// Decides which backups stay. Pure: `manifests` are the complete backups (any order), `now`
@@ -71,6 +77,16 @@ pub struct Plan {
 pub fn plan(
     manifests: &[BackupManifest],
     policy: Policy,
+    now: Timestamp,
+) -> Result<Plan, ExpireError> {
+    plan_with_pins(manifests, policy, &BTreeSet::new(), now)
+}
+
+/// [`plan`], keeping the backups labelled in `pinned` (and their ancestors) whatever the policy.
+pub fn plan_with_pins(
+    manifests: &[BackupManifest],
+    policy: Policy,
+    pinned: &BTreeSet<String>,
     now: Timestamp,
 ) -> Result<Plan, ExpireError> {
     if policy.retain_full.is_none() && policy.retain_days.is_none() {
@@ -131,28 +147,27 @@ pub fn plan(
             "not needed to recover to any time in the last {days} days"
         ));
     }
-    // Every ancestor of what stays, stays.
-    let mut frontier: Vec<&str> = keep.iter().copied().collect();
-    while let Some(label) = frontier.pop() {
-        let parent = all
-            .iter()
-            .find(|m| m.label == label)
-            .and_then(|m| m.parent.as_deref());
-        if let Some(p) = parent {
-            if all.iter().any(|m| m.label == p) && keep.insert(p) {
-                frontier.push(p);
-            }
+    // Every ancestor of what stays, stays; pinned backups stay whatever the policy says.
+    let by_policy: BTreeSet<&str> = closure(keep.clone(), &all);
+    for m in &all {
+        if pinned.contains(&m.label) {
+            keep.insert(&m.label);
         }
     }
+    let keep = closure(keep, &all);
     let reason = why.join(", and ");
     let mut plan = Plan {
         kept: Vec::new(),
         expired: Vec::new(),
         wal_needed_from: None,
+        pinned: Vec::new(),
     };
     for m in &all {
         if keep.contains(m.label.as_str()) {
             plan.kept.push(m.label.clone());
+            if !by_policy.contains(m.label.as_str()) {
+                plan.pinned.push(m.label.clone());
+            }
             let start = m.start();
             if plan.wal_needed_from.is_none_or(|w| start < w) {
                 plan.wal_needed_from = Some(start);
@@ -178,6 +193,23 @@ pub fn plan(
         }
     }
     Ok(plan)
+}
+
+/// `keep` with every ancestor of what it holds (an incremental needs its parents' files).
+fn closure<'a>(mut keep: BTreeSet<&'a str>, all: &[&'a BackupManifest]) -> BTreeSet<&'a str> {
+    let mut frontier: Vec<&str> = keep.iter().copied().collect();
+    while let Some(label) = frontier.pop() {
+        let parent = all
+            .iter()
+            .find(|m| m.label == label)
+            .and_then(|m| m.parent.as_deref());
+        if let Some(p) = parent {
+            if all.iter().any(|m| m.label == p) && keep.insert(p) {
+                frontier.push(p);
+            }
+        }
+    }
+    keep
 }
 
 /// The full backup an incremental chain starts from (itself for a full backup); `None` when a
@@ -207,6 +239,8 @@ pub struct ExpireReport {
     pub kept: Vec<String>,
     /// Backups removed.
     pub expired: Vec<ExpiredBackup>,
+    /// Backups kept only because they are pinned (`pitr unpin` lets them go).
+    pub pinned: Vec<String>,
     /// The first WAL segment kept (the one holding the start of the oldest backup kept).
     pub wal_kept_from: Option<String>,
     /// WAL files removed (segments, partial segments, backup history files).
@@ -234,6 +268,18 @@ pub async fn expire(
     policy: Policy,
     dry_run: bool,
 ) -> Result<ExpireReport, ExpireError> {
+    expire_with_progress(cluster, policy, dry_run, None).await
+}
+
+/// [`expire`], telling `progress` about each backup removed (totals: the backups to remove and
+/// their stored bytes; the WAL goes in batches at the end).
+pub async fn expire_with_progress(
+    cluster: &ClusterRepo,
+    policy: Policy,
+    dry_run: bool,
+    progress: Option<Arc<dyn Progress>>,
+) -> Result<ExpireReport, ExpireError> {
+    let progress = progress.filter(|_| !dry_run);
     let manifests = cluster.backups().await?;
     let mut report = ExpireReport {
         cluster: cluster.name().to_string(),
@@ -241,6 +287,7 @@ pub async fn expire(
         policy,
         kept: Vec::new(),
         expired: Vec::new(),
+        pinned: Vec::new(),
         wal_kept_from: None,
         wal_files: 0,
         wal_bytes: 0,
@@ -248,7 +295,9 @@ pub async fn expire(
         in_use: Vec::new(),
         lapsed_leases: Vec::new(),
     };
-    let mut plan = plan(&manifests, policy, Timestamp::now())?;
+    let pinned: BTreeSet<String> = cluster.pins().await?.into_iter().map(|p| p.label).collect();
+    let mut plan = plan_with_pins(&manifests, policy, &pinned, Timestamp::now())?;
+    report.pinned = plan.pinned.clone();
     let first = leases::read(cluster, &manifests).await?;
     spare(&mut plan, &manifests, &first, &mut report);
     let storage = cluster.repo().storage().clone();
@@ -278,8 +327,18 @@ pub async fn expire(
             }
         }
         spare(&mut plan, &manifests, &in_use, &mut report);
+        if let Some(p) = &progress {
+            p.start(
+                plan.expired.len() as u64,
+                plan.expired.iter().map(|e| e.stored_bytes).sum(),
+            );
+        }
         for e in &plan.expired {
             remove_prefix(cluster, &cluster.backup_prefix(&e.label)).await?;
+            if let Some(p) = &progress {
+                p.advance(e.stored_bytes);
+                p.file_done();
+            }
         }
     }
     report.kept = plan.kept.clone();
@@ -318,6 +377,9 @@ pub async fn expire(
 
     // 3. WAL before the oldest backup kept (and before what a lease needs), on every timeline.
     let Some(mut from) = plan.wal_needed_from else {
+        if let Some(p) = &progress {
+            p.finish();
+        }
         return Ok(report);
     };
     if let Some(w) = in_use.wal_from.filter(|w| *w < from) {
@@ -328,6 +390,9 @@ pub async fn expire(
         from = w;
     }
     expire_wal(cluster, &manifests, &plan, from, dry_run, &mut report).await?;
+    if let Some(p) = &progress {
+        p.finish();
+    }
     Ok(report)
 }
 

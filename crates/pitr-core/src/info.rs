@@ -117,6 +117,8 @@ pub struct BackupInfo {
     pub files: usize,
     /// Blocks that failed data page checksum verification.
     pub checksum_failures: usize,
+    /// Pinned (`pitr pin`, `backup --keep`): expire never removes it.
+    pub pinned: bool,
 }
 
 /// Archived WAL of one timeline.
@@ -205,6 +207,7 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
             };
         let window_problems = crate::verify::window_problems(&entries, &manifests);
         let streamed = streamed_end(&cluster, seg_size).await?;
+        let pins: Vec<String> = cluster.pins().await?.into_iter().map(|p| p.label).collect();
         let backups = manifests
             .into_iter()
             .map(|m| BackupInfo {
@@ -218,6 +221,7 @@ pub async fn info(repo: &Repo) -> RepoResult<RepoInfo> {
                 stop_time: m.stop_time.to_string(),
                 start_lsn: m.start_lsn,
                 stop_lsn: m.stop_lsn,
+                pinned: pins.contains(&m.label),
                 label: m.label,
             })
             .collect();

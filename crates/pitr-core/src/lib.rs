@@ -11,6 +11,8 @@ pub mod info;
 pub mod metrics;
 pub mod pause;
 pub mod pgbin;
+pub mod pin;
+pub mod progress;
 pub mod report;
 pub mod restore;
 pub mod standby;

@@ -74,6 +74,23 @@ pub struct ClusterMetrics {
     pub server_up: Option<bool>,
     /// Where WAL received by `pitr stream` ends (its newest `.partial`), when there is one.
     pub streamed: Option<crate::info::StreamedEnd>,
+    /// Backups pinned (`pitr pin`): expire keeps them.
+    pub pinned_backups: u64,
+    /// The newest restore drill in the repository's history.
+    pub last_drill: Option<DrillMetrics>,
+}
+
+/// The newest restore drill (`pitr drill`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillMetrics {
+    /// When it started.
+    pub at: Timestamp,
+    /// It passed.
+    pub passed: bool,
+    /// Restore plus replay: the measured recovery time (RTO), in seconds.
+    pub total_seconds: f64,
+    /// The backup it restored.
+    pub backup: String,
 }
 
 /// Backups of one type.
@@ -251,9 +268,28 @@ pub async fn execute(
             archiver,
             server_up: mine.map(|(_, a)| a.is_some()),
             streamed: p.info.streamed.clone(),
+            pinned_backups: p.info.backups.iter().filter(|b| b.pinned).count() as u64,
+            last_drill: last_drill(&cluster).await?,
         });
     }
     Ok(MetricsReport { at: now, clusters })
+}
+
+/// The newest drill recorded in the cluster's history.
+async fn last_drill(cluster: &pitr_repo::ClusterRepo) -> RepoResult<Option<DrillMetrics>> {
+    let history: Vec<crate::history::HistoryRecord> = cluster.history().await?;
+    Ok(history
+        .into_iter()
+        .filter(|r| r.kind == "drill")
+        .filter_map(|r| {
+            Some(DrillMetrics {
+                at: r.at.parse().ok()?,
+                passed: r.outcome == "passed",
+                total_seconds: r.total_seconds,
+                backup: r.backup,
+            })
+        })
+        .max_by_key(|d| d.at))
 }
 
 fn backup_metrics(info: &ClusterInfo) -> Vec<BackupTypeMetrics> {

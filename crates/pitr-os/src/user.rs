@@ -64,6 +64,41 @@ pub fn effective_user_name() -> String {
     }
 }
 
+/// Whether `user` may create files in the existing directory `dir`, by the mode bits: every
+/// ancestor searchable and `dir` writable and searchable, through the owner, a group (primary or
+/// supplementary) or other. Root may always. ACLs and mount options are not read, so `true` is
+/// "the mode bits allow it", and `false` is a refusal unless an ACL grants more.
+pub fn may_create_in(dir: &std::path::Path, user: &User) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    if user.uid == 0 {
+        return Ok(true);
+    }
+    let groups: Vec<u32> = match std::ffi::CString::new(user.name.clone()) {
+        Ok(name) => nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(user.gid))
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_else(|_| vec![user.gid]),
+        Err(_) => vec![user.gid],
+    };
+    let allows = |path: &std::path::Path, want: u32| -> io::Result<bool> {
+        let md = std::fs::metadata(path)?;
+        let mode = md.mode();
+        let bits = if md.uid() == user.uid {
+            mode >> 6
+        } else if groups.contains(&md.gid()) {
+            mode >> 3
+        } else {
+            mode
+        };
+        Ok(bits & want == want)
+    };
+    for ancestor in dir.ancestors().skip(1) {
+        if !allows(ancestor, 0o1)? {
+            return Ok(false);
+        }
+    }
+    allows(dir, 0o3)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

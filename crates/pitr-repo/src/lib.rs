@@ -20,6 +20,7 @@ pub mod history;
 pub mod lease;
 pub mod meta;
 mod partial;
+pub mod pin;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub use error::{RepoError, RepoResult};
 pub use frame::{Checksum, Compression, FrameSummary};
 pub use lease::{FoundLease, Lease, LeaseRecord};
 pub use partial::StreamPartial;
+pub use pin::Pin;
 
 /// Repository format written by this version.
 pub const REPO_FORMAT: u32 = 1;

@@ -163,6 +163,17 @@ pub enum Command {
     /// a former primary after a failover
     #[command(subcommand)]
     Standby(crate::commands::standby::StandbyCommand),
+    /// Pin a backup: expire never removes it (nor its parents, nor the WAL from its start on)
+    Pin(PinArgs),
+    /// Unpin a backup: the next expire applies the retention policy to it again
+    Unpin(PinArgs),
+}
+
+/// `pitr pin` / `pitr unpin`.
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The backup's label (as `pitr backup` printed it and `pitr info` lists it)
+    pub label: String,
 }
 
 /// `pitr wal …`.
@@ -280,6 +291,19 @@ pub struct BackupArgs {
     /// server's, else replication
     #[arg(long, default_value = "auto", value_parser = ["auto", "copy", "replication"])]
     pub method: String,
+    /// Pin the new backup: expire never removes it (`pitr unpin LABEL` undoes)
+    #[arg(long)]
+    pub keep: bool,
+    /// After a successful backup, apply the retention policy (as `pitr expire` does)
+    #[arg(long)]
+    pub expire: bool,
+    /// With --expire: keep the newest N full backups [default: retain_full from the config]
+    #[arg(long, env = "PITR_RETAIN_FULL", value_name = "N")]
+    pub retain_full: Option<u32>,
+    /// With --expire: keep what recovery to any time in the last D days needs [default:
+    /// retain_days from the config]
+    #[arg(long, env = "PITR_RETAIN_DAYS", value_name = "D")]
+    pub retain_days: Option<u32>,
 }
 
 /// `pitr stream`.
@@ -357,8 +381,9 @@ pub struct CheckArgs {
     after_help = "Keeps the newest N full backups (with the incrementals built on them) and/or \
 every backup that finished in the last D days plus the newest one before (recovery to the start of \
 the window restores it); both together keep the union. Archived WAL before the start of the oldest \
-backup kept is removed on every timeline; timeline history files stay. Policies can also be set in \
-the config file as retain_full / retain_days."
+backup kept is removed on every timeline; timeline history files stay. Pinned backups (pitr pin, \
+backup --keep) always stay, with their parents. Policies can also be set in the config file as \
+retain_full / retain_days."
 )]
 pub struct ExpireArgs {
     /// Keep the newest N full backups

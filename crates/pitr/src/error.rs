@@ -77,6 +77,9 @@ pub enum CliError {
     /// `pitr standby`.
     #[error(transparent)]
     Standby(#[from] pitr_core::standby::StandbyError),
+    /// `pitr pin` / `pitr unpin`.
+    #[error(transparent)]
+    Pin(#[from] pitr_core::pin::PinError),
 }
 
 impl CliError {
@@ -93,6 +96,8 @@ impl CliError {
             CliError::Wal(pitr_core::walscan::WalScanError::Repo(r)) => repo_code(r),
             CliError::Expire(pitr_core::expire::ExpireError::Usage(_)) => EXIT_USAGE,
             CliError::Expire(pitr_core::expire::ExpireError::Repo(r)) => repo_code(r),
+            CliError::Pin(pitr_core::pin::PinError::NoSuchBackup { .. }) => EXIT_USAGE,
+            CliError::Pin(pitr_core::pin::PinError::Repo(r)) => repo_code(r),
             CliError::Wal(e) if e.is_usage() => EXIT_USAGE,
             CliError::Wal(e) if e.is_corrupt() => EXIT_CORRUPT,
             CliError::Restore(e) => match e.class() {

@@ -1,21 +1,43 @@
-//! Restore progress, rendered: an indicatif bar on a terminal (bytes and files done, rate,
-//! ETA), else plain `tracing` info lines, for logs and `journalctl`: one when the restore starts,
-//! one about every [`LOG_EVERY`] while it runs (files and bytes done of the total, rate), one at
-//! the end.
+//! Progress of a long step (restore, backup, verify, expire), rendered one way for all: an
+//! indicatif bar on a terminal (bytes and files done, rate, ETA), else plain `tracing` info
+//! lines, for logs and `journalctl`: one when the step starts, one about every [`log_every`]
+//! while it runs (files and bytes done of the total, rate, ETA), one at the end. A step whose
+//! totals are unknown (a backup over the replication protocol) shows what is done and the rate.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use pitr_core::restore::Progress;
+use pitr_core::progress::Progress;
 
-/// How often the plain reporter writes a line.
+/// How often the plain reporter writes a line by default.
 pub const LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// `pitr restore`'s progress reporter.
+/// How often the plain reporter writes a line: `PITR_PROGRESS_SECONDS` (a number of seconds,
+/// fractions allowed), else [`LOG_EVERY`].
+pub fn log_every() -> Duration {
+    std::env::var("PITR_PROGRESS_SECONDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .unwrap_or(LOG_EVERY)
+}
+
+/// A bar when `show_bar` (stderr is a terminal and output is wanted), else log lines.
+pub fn for_step(step: &'static str, noun: &'static str, show_bar: bool) -> StepProgress {
+    if show_bar {
+        StepProgress::bar(step, noun)
+    } else {
+        StepProgress::log(step, noun, log_every())
+    }
+}
+
+/// One step's progress reporter.
 #[derive(Debug)]
-pub struct RestoreProgress {
+pub struct StepProgress {
+    step: &'static str,
+    noun: &'static str,
     files: AtomicU64,
     bytes: AtomicU64,
     files_done: AtomicU64,
@@ -35,30 +57,28 @@ enum Output {
     },
 }
 
-impl RestoreProgress {
-    /// A bar on a terminal.
-    pub fn bar() -> RestoreProgress {
-        let pb = ProgressBar::new(0);
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{spinner} restore [{elapsed_precise}] [{bar:30}] {bytes}/{total_bytes}, {msg} ({binary_bytes_per_sec}, ETA {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        RestoreProgress::with(Output::Bar(pb))
+impl StepProgress {
+    /// A bar on a terminal, for `step` (`restore`) counting `noun`s (`files`).
+    pub fn bar(step: &'static str, noun: &'static str) -> StepProgress {
+        StepProgress::with(step, noun, Output::Bar(ProgressBar::new(0)))
     }
 
-    /// Log lines, at most one every `every` while files are restored.
-    pub fn log(every: Duration) -> RestoreProgress {
-        RestoreProgress::with(Output::Log {
-            every,
-            last: Mutex::new(None),
-        })
+    /// Log lines, at most one every `every` while the step runs.
+    pub fn log(step: &'static str, noun: &'static str, every: Duration) -> StepProgress {
+        StepProgress::with(
+            step,
+            noun,
+            Output::Log {
+                every,
+                last: Mutex::new(None),
+            },
+        )
     }
 
-    fn with(out: Output) -> RestoreProgress {
-        RestoreProgress {
+    fn with(step: &'static str, noun: &'static str, out: Output) -> StepProgress {
+        StepProgress {
+            step,
+            noun,
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             files_done: AtomicU64::new(0),
@@ -69,11 +89,11 @@ impl RestoreProgress {
     }
 
     fn files_message(&self) -> String {
-        format!(
-            "{}/{} files",
-            self.files_done.load(Ordering::Relaxed),
-            self.files.load(Ordering::Relaxed)
-        )
+        let done = self.files_done.load(Ordering::Relaxed);
+        match self.files.load(Ordering::Relaxed) {
+            0 => format!("{done} {}", self.noun),
+            total => format!("{done}/{total} {}", self.noun),
+        }
     }
 
     /// Logs a line when the last one is `every` old (one thread at a time; the others skip).
@@ -93,29 +113,51 @@ impl RestoreProgress {
         tracing::info!("{}", self.line(false));
     }
 
-    /// `restore: 120/1200 files, 1.20 GiB/8.00 GiB (15%), 95.30 MiB/s`, or at the end
-    /// `restore: 1200/1200 files, 8.00 GiB in 86.0s (95.30 MiB/s)`.
+    /// `restore: 120/1200 files, 1.20 GiB/8.00 GiB (15%), 95.30 MiB/s, ETA 72s`, or at the end
+    /// `restore: 1200/1200 files, 8.00 GiB in 86.0s (95.30 MiB/s)`; without a known total
+    /// `backup: 120 files, 1.20 GiB, 95.30 MiB/s`.
     fn line(&self, end: bool) -> String {
         let bytes_done = self.bytes_done.load(Ordering::Relaxed);
         let bytes = self.bytes.load(Ordering::Relaxed);
         let secs = lock(&self.started).map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let per_sec = if secs > 0.0 {
+            bytes_done as f64 / secs
+        } else {
+            0.0
+        };
         let rate = if secs > 0.0 {
-            HumanBytes((bytes_done as f64 / secs) as u64).to_string()
+            HumanBytes(per_sec as u64).to_string()
         } else {
             "-".to_string()
         };
+        let step = self.step;
         if end {
             format!(
-                "restore: {}, {} in {secs:.1}s ({rate}/s)",
+                "{step}: {}, {} in {secs:.1}s ({rate}/s)",
+                self.files_message(),
+                HumanBytes(bytes_done)
+            )
+        } else if bytes == 0 {
+            format!(
+                "{step}: {}, {}, {rate}/s",
                 self.files_message(),
                 HumanBytes(bytes_done)
             )
         } else {
             let pct = (bytes_done.saturating_mul(100))
                 .checked_div(bytes)
-                .unwrap_or(100);
+                .unwrap_or(100)
+                .min(100);
+            let eta = if per_sec > 0.0 {
+                format!(
+                    ", ETA {:.0}s",
+                    bytes.saturating_sub(bytes_done) as f64 / per_sec
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "restore: {}, {}/{} ({pct}%), {rate}/s",
+                "{step}: {}, {}/{} ({pct}%), {rate}/s{eta}",
                 self.files_message(),
                 HumanBytes(bytes_done),
                 HumanBytes(bytes)
@@ -124,20 +166,40 @@ impl RestoreProgress {
     }
 }
 
-impl Progress for RestoreProgress {
+impl Progress for StepProgress {
     fn start(&self, files: u64, bytes: u64) {
         self.files.store(files, Ordering::Relaxed);
         self.bytes.store(bytes, Ordering::Relaxed);
         *lock(&self.started) = Some(Instant::now());
+        let step = self.step;
         match &self.out {
             Output::Bar(pb) => {
+                let template = if bytes == 0 {
+                    format!("{{spinner}} {step} [{{elapsed_precise}}] {{bytes}}, {{msg}} ({{binary_bytes_per_sec}})")
+                } else {
+                    format!("{{spinner}} {step} [{{elapsed_precise}}] [{{bar:30}}] {{bytes}}/{{total_bytes}}, {{msg}} ({{binary_bytes_per_sec}}, ETA {{eta}})")
+                };
+                pb.set_style(
+                    ProgressStyle::with_template(&template)
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
                 pb.set_message(self.files_message());
                 pb.set_length(bytes);
                 pb.enable_steady_tick(Duration::from_millis(120));
             }
             Output::Log { last, .. } => {
                 *lock(last) = Some(Instant::now());
-                tracing::info!("restore: {files} files, {} to restore", HumanBytes(bytes));
+                match (files, bytes) {
+                    (0, 0) => tracing::info!("{step}: started"),
+                    (_, 0) => tracing::info!("{step}: {files} {}", self.noun),
+                    _ => tracing::info!(
+                        "{step}: {files} {}, {} to {}",
+                        self.noun,
+                        HumanBytes(bytes),
+                        if step == "backup" { "back up" } else { step }
+                    ),
+                }
             }
         }
     }
@@ -162,6 +224,48 @@ impl Progress for RestoreProgress {
         match &self.out {
             Output::Bar(pb) => pb.finish_and_clear(),
             Output::Log { .. } => tracing::info!("{}", self.line(true)),
+        }
+    }
+}
+
+/// Reports a backup's progress from its shared counters (`pitr_core::backup::Progress`, which
+/// the copying threads update) every 200 ms until aborted.
+pub async fn follow_backup(
+    counters: std::sync::Arc<pitr_core::backup::Progress>,
+    to: std::sync::Arc<StepProgress>,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        to.sync_backup(&counters);
+    }
+}
+
+impl StepProgress {
+    /// Brings the reporter up to a backup's counters: starts it once the totals are known (or
+    /// bytes flow without them), then passes on what was done since the last call.
+    pub fn sync_backup(&self, c: &pitr_core::backup::Progress) {
+        let total_files = c.total_files.load(Ordering::Relaxed);
+        let (files, bytes) = (
+            c.files.load(Ordering::Relaxed),
+            c.bytes.load(Ordering::Relaxed),
+        );
+        if lock(&self.started).is_none() {
+            if total_files == 0 && bytes == 0 {
+                return;
+            }
+            self.start(total_files, c.total_bytes.load(Ordering::Relaxed));
+        }
+        let before = self.bytes_done.load(Ordering::Relaxed);
+        self.advance(bytes.saturating_sub(before));
+        for _ in self.files_done.load(Ordering::Relaxed)..files {
+            self.file_done();
+        }
+    }
+
+    /// The step failed: clear the bar, write no end line (the error says what happened).
+    pub fn abandon(&self) {
+        if let Output::Bar(pb) = &self.out {
+            pb.finish_and_clear();
         }
     }
 }
@@ -204,7 +308,7 @@ mod tests {
 
     #[test]
     fn log_lines_tell_files_and_bytes_without_terminal_codes() {
-        let p = RestoreProgress::log(Duration::ZERO);
+        let p = StepProgress::log("restore", "files", Duration::ZERO);
         let out = logged(|| {
             p.start(3, 3 << 20);
             p.advance(1 << 20);
@@ -231,7 +335,7 @@ mod tests {
 
     #[test]
     fn log_lines_are_spaced_out() {
-        let p = RestoreProgress::log(Duration::from_secs(3600));
+        let p = StepProgress::log("restore", "files", Duration::from_secs(3600));
         let out = logged(|| {
             p.start(1000, 1000);
             for _ in 0..1000 {

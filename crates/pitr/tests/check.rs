@@ -80,6 +80,7 @@ fn a_working_setup_passes_with_a_real_round_trip(install: &PgInstall) {
         "archive_command",
         "repository",
         "archiver",
+        "repository access",
         "archive round trip",
     ] {
         assert_eq!(item(&report, name)["status"], "ok", "{name}: {report}");
@@ -98,6 +99,14 @@ fn a_working_setup_passes_with_a_real_round_trip(install: &PgInstall) {
     let report = json(&check(&st, &repo, &["--json", "--no-switch"]).expect_code(0));
     assert_eq!(item(&report, "archive round trip")["status"], "skipped");
     assert!(report["archived_segment"].is_null());
+    // …and says so, rather than "works".
+    let run = check(&st, &repo, &["--no-switch"]).expect_code(0);
+    assert!(
+        run.stdout.contains("was not proven: no WAL was switched")
+            && !run.stdout.contains("archiving into this repository works"),
+        "{}",
+        run.stdout
+    );
 
     // The text report, for people.
     let run = check(&st, &repo, &[]).expect_code(0);
@@ -143,6 +152,17 @@ fn broken_setups_fail_on_the_right_line() {
         "did not reach the repository within 3s",
     );
     assert!(rt["hint"].as_str().unwrap().contains("archive-push %p"));
+    assert!(
+        rt["detail"]
+            .as_str()
+            .unwrap()
+            .contains("reports no failure"),
+        "{report}"
+    );
+    assert!(
+        rt["hint"].as_str().unwrap().contains("server log"),
+        "{report}"
+    );
 
     // A failing archive_command: after the round trip, pg_stat_archiver shows the failure.
     st.c.append_conf(&[("archive_command", "false")]);
@@ -151,12 +171,33 @@ fn broken_setups_fail_on_the_right_line() {
     let report = json(&check(&st, &st.repo, &["--json", "--archive-timeout", "4"]).expect_code(3));
     let rt = item(&report, "archive round trip");
     assert!(
-        rt["detail"].as_str().unwrap().contains("failing"),
+        rt["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pg_stat_archiver: archive_command failed on 0000"),
         "{report}"
     );
     let report = json(&check(&st, &st.repo, &["--json", "--no-switch"]).expect_code(3));
     expect_item(&report, "archiver", "failed", "archive_command is failing");
     drop(st);
+
+    // A repository the server's OS user cannot write (made by root): --no-switch says so
+    // instead of "works".
+    if pitr_os::is_root() {
+        let scratch = scratch_dir();
+        let roots = scratch.path().join("roots");
+        pitr(&["init", "--repo", s(&roots)]).expect_code(0);
+        let st = setup(&install, |_| Some(archive_command(&roots, "")));
+        let run = check(&st, &roots, &["--no-switch"]).expect_code(3);
+        assert!(
+            run.stdout.contains("repository access")
+                && run.stdout.contains("cannot write in")
+                && run.stdout.contains("does NOT work"),
+            "{}",
+            run.stdout
+        );
+        drop(st);
+    }
 
     // pitr archiving into another repository than the one checked.
     let scratch = scratch_dir();

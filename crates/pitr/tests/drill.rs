@@ -59,6 +59,26 @@ fn drills_restore_check_clean_up_and_are_recorded(install: &PgInstall) {
         "scratch directory left behind"
     );
 
+    // `pitr metrics` tells the last drill's result, time and measured RTO.
+    let metric = |name: &str| -> f64 {
+        let text = pitr_as_postgres(&["--repo", s(&repo), "metrics"])
+            .expect_code(0)
+            .stdout;
+        let prefix = format!("pitr_{name}{{cluster=\"main\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(metric("drill_last_success"), 1.0);
+    let rto = metric("drill_last_rto_seconds");
+    assert!(
+        (rto - rec["total_seconds"].as_f64().unwrap()).abs() < 0.001,
+        "{rto} {r}"
+    );
+    assert!(metric("drill_last_time_seconds") > 1.7e9);
+
     // A failing check: exit 3, the server stopped, the kept directory says where to look.
     let r = drill(
         &[
@@ -78,6 +98,12 @@ fn drills_restore_check_clean_up_and_are_recorded(install: &PgInstall) {
     assert!(
         !kept.join("pgdata/postmaster.pid").exists(),
         "the failed drill's server still runs"
+    );
+
+    assert_eq!(
+        metric("drill_last_success"),
+        0.0,
+        "the failed drill is the last"
     );
 
     // Neither drill archived its new timeline into the production repository.

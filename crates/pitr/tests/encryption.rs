@@ -98,8 +98,22 @@ fn encrypted_repository_end_to_end(install: &PgInstall) {
     c.start();
     c.psql("CREATE TABLE t AS SELECT g, md5(g::text) AS v FROM generate_series(1, 30000) g");
     c.switch_wal();
-    let backup = pitr_on(&c, &repo, "backup", &["--encryption-key-file", k]).expect_code(0);
-    assert!(!backup.stdout.trim().is_empty(), "{backup:?}");
+    // --keep: the pin is an object of the repository like any other, sealed with the key.
+    let backup =
+        pitr_on(&c, &repo, "backup", &["--encryption-key-file", k, "--keep"]).expect_code(0);
+    let label = backup.stdout.trim().to_string();
+    assert!(!label.is_empty(), "{backup:?}");
+    let pin = fs::read(repo.join(format!("main/pins/{label}.json"))).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&pin).contains("pinned_at"),
+        "a pin stored in clear in an encrypted repository"
+    );
+    let listed =
+        json(&pitr(&["--repo", r, "--encryption-key-file", k, "--json", "info"]).expect_code(0));
+    assert_eq!(
+        listed["clusters"][0]["backups"][0]["pinned"], true,
+        "{listed}"
+    );
     c.psql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(30001, 30100) g");
     let last = c.switch_wal();
     assert!(

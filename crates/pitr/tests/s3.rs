@@ -352,6 +352,21 @@ fn s3_repository_end_to_end(pg: &PgInstall) {
     );
     block_on(lab.store.put(&victim, original, PutMode::Overwrite)).unwrap();
 
+    // A pinned backup survives expire on S3 as on a local disk; unpinned, it goes.
+    lab.json(&["pin", &b2]);
+    assert_eq!(
+        lab.json(&["info"])["clusters"][0]["backups"][1]["pinned"],
+        true
+    );
+    let held = lab.json(&["expire", "--retain-full", "1"]);
+    assert_eq!(
+        held["pinned"],
+        serde_json::json!([b1.as_str(), b2.as_str()]),
+        "{held}"
+    );
+    assert_eq!(held["expired"], serde_json::json!([]), "{held}");
+    lab.json(&["unpin", &b2]);
+
     // expire: keep the newest full backup (taken on timeline 2); the others go, with the WAL
     // before it, and what remains verifies.
     let done = lab.json(&["expire", "--retain-full", "1"]);

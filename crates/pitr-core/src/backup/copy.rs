@@ -59,13 +59,18 @@ impl From<StorageError> for CopyError {
     }
 }
 
-/// Progress counters shared with a progress bar.
+/// Progress counters shared with a progress reporter (which polls them).
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Bytes read so far.
     pub bytes: AtomicU64,
     /// Files done.
     pub files: AtomicU64,
+    /// Files to copy, once known (0 until then; the replication method never knows).
+    pub total_files: AtomicU64,
+    /// Bytes to read, once known (their size when listed: files still grow or shrink while
+    /// the backup runs, so this is an estimate).
+    pub total_bytes: AtomicU64,
 }
 
 /// Copies `files` into backup `label`, `jobs` at a time; returns their manifest entries in the
@@ -79,6 +84,12 @@ pub async fn copy_files(
     verifier: Option<Arc<dyn PageVerifier>>,
     progress: Arc<Progress>,
 ) -> Result<Vec<ManifestFile>, CopyError> {
+    progress
+        .total_files
+        .fetch_add(files.len() as u64, Ordering::Relaxed);
+    progress
+        .total_bytes
+        .fetch_add(files.iter().map(|f| f.size).sum(), Ordering::Relaxed);
     // An object store's uploads wait on the network: more of them in flight than cores.
     let in_flight = jobs.max(cluster.repo().storage().requests_in_flight());
     let sem = Arc::new(Semaphore::new(in_flight.max(1)));

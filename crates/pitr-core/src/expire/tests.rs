@@ -128,6 +128,42 @@ fn retain_full_keeps_the_newest_fulls_with_their_incrementals() {
 }
 
 #[test]
+fn a_pinned_incremental_stays_with_its_parents_and_their_wal() {
+    let now = ts("2026-11-03T06:00:00Z");
+    let pinned: BTreeSet<String> = ["20261102T120000I".to_string()].into();
+    let p = plan_with_pins(
+        &history(),
+        Policy {
+            retain_full: Some(1),
+            retain_days: None,
+        },
+        &pinned,
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        labels(&p).0,
+        vec!["20261102T000000F", "20261102T120000I", "20261103T000000F"]
+    );
+    // The parent stays because of the pin too; the incremental built on the pinned one goes.
+    assert_eq!(p.pinned, vec!["20261102T000000F", "20261102T120000I"]);
+    assert!(p.expired.iter().any(|e| e.label == "20261102T180000I"));
+    assert_eq!(p.wal_needed_from, Some(Lsn(6 * SEG + 0x28)));
+    // A pin on a backup the policy keeps anyway changes nothing.
+    let p = plan_with_pins(
+        &history(),
+        Policy {
+            retain_full: Some(9),
+            retain_days: None,
+        },
+        &pinned,
+        now,
+    )
+    .unwrap();
+    assert!(p.pinned.is_empty() && p.expired.is_empty());
+}
+
+#[test]
 fn retain_days_keeps_the_window_and_the_backup_it_starts_from() {
     // The window starts 2026-11-02T10:00: I2 and after are in it; F2 is the newest before it,
     // and I1 (on F1) is not needed.

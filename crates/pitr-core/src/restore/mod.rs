@@ -140,16 +140,5 @@ impl std::str::FromStr for ArchiveMode {
     }
 }
 
-/// Receives progress while files are restored (e.g. a progress bar). Called from the restoring
-/// tasks and threads, concurrently.
-pub trait Progress: Send + Sync {
-    /// Called once, first, with the totals.
-    fn start(&self, files: u64, bytes: u64);
-    /// Called as bytes are restored: each piece written, or a whole file kept by `--delta`.
-    /// The calls of a complete restore add up to the `bytes` given to [`Progress::start`].
-    fn advance(&self, bytes: u64);
-    /// Called when one more file is done.
-    fn file_done(&self);
-    /// Called when all files are done.
-    fn finish(&self);
-}
+/// Receives progress while files are restored (see [`crate::progress::Progress`]).
+pub use crate::progress::Progress;

@@ -8,6 +8,7 @@ mod window;
 
 use std::sync::Arc;
 
+use crate::progress::Progress;
 use pitr_pg::{Lsn, WalFileName, WalSegSize};
 use pitr_repo::frame;
 use pitr_repo::{ClusterRepo, RepoResult};
@@ -88,6 +89,16 @@ pub fn window_problems(
 /// Holds a lease on every backup and all archived WAL while it runs, so that an `expire`
 /// running meanwhile does not remove objects under its feet (which would read as damage).
 pub async fn verify(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyReport> {
+    verify_with_progress(cluster, jobs, None).await
+}
+
+/// [`verify`], telling `progress` about each object checked (totals: the objects, and their
+/// original bytes as the manifests and the WAL segment size give them).
+pub async fn verify_with_progress(
+    cluster: &ClusterRepo,
+    jobs: usize,
+    progress: Option<Arc<dyn Progress>>,
+) -> RepoResult<VerifyReport> {
     let labels = cluster.backup_labels().await?;
     // A repository this user may only read cannot take a lease: verify all the same.
     let lease = match cluster
@@ -105,7 +116,7 @@ pub async fn verify(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyRepo
             None
         }
     };
-    let report = verify_leased(cluster, jobs).await;
+    let report = verify_leased(cluster, jobs, progress).await;
     if let Some(lease) = lease {
         if let Err(e) = lease.release().await {
             tracing::warn!("cannot remove verify's lease (it lapses by itself): {e}");
@@ -114,7 +125,11 @@ pub async fn verify(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyRepo
     report
 }
 
-async fn verify_leased(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyReport> {
+async fn verify_leased(
+    cluster: &ClusterRepo,
+    jobs: usize,
+    progress: Option<Arc<dyn Progress>>,
+) -> RepoResult<VerifyReport> {
     let wal = cluster.list_wal().await?;
     let backups = cluster.backups().await?;
     let mut report = VerifyReport {
@@ -172,6 +187,23 @@ async fn verify_leased(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyR
         .problems
         .extend(window::missing_histories(&wal, &backups));
     report.problems.extend(window::broken_chains(&backups));
+    if let Some(p) = &progress {
+        let seg = match cluster.identity().await {
+            Ok(Some(id)) => id.wal_seg_size,
+            _ => backups.first().map_or(0, |b| b.wal_seg_size),
+        };
+        let wal_bytes: u64 = wal
+            .iter()
+            .filter(|e| matches!(e.name, WalFileName::Segment { .. }))
+            .map(|_| seg)
+            .sum();
+        let backup_bytes: u64 = work
+            .iter()
+            .filter_map(|(_, e)| e.as_ref())
+            .map(|e| e.0)
+            .sum();
+        p.start(work.len() as u64, wal_bytes + backup_bytes);
+    }
     let sem = Arc::new(Semaphore::new(jobs.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut keys = std::collections::HashMap::new();
@@ -198,6 +230,10 @@ async fn verify_leased(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyR
     while let Some(r) = tasks.join_next_with_id().await {
         match r {
             Ok((_, (bytes, problem))) => {
+                if let Some(p) = &progress {
+                    p.advance(bytes);
+                    p.file_done();
+                }
                 report.bytes_checked += bytes;
                 report.problems.extend(problem);
             }
@@ -214,6 +250,9 @@ async fn verify_leased(cluster: &ClusterRepo, jobs: usize) -> RepoResult<VerifyR
     report
         .problems
         .retain(|p| !(p.problem == "missing" && partials.contains(&p.object)));
+    if let Some(p) = &progress {
+        p.finish();
+    }
     report.problems.sort_by(|a, b| a.object.cmp(&b.object));
     Ok(report)
 }

@@ -42,15 +42,31 @@ pub async fn run(g: &GlobalArgs, a: CheckArgs) -> Result<u8, CliError> {
             }
         }
         if !g.quiet {
-            println!(
-                "{}",
-                if report.ok {
-                    "archiving into this repository works"
-                } else {
-                    "archiving into this repository does NOT work: see the FAILED lines"
-                }
-            );
+            println!("{}", verdict(&report));
         }
     }
     Ok(if report.ok { 0 } else { EXIT_ERROR })
+}
+
+/// The last line: what was proven, and what was not.
+fn verdict(report: &check::CheckReport) -> String {
+    if !report.ok {
+        return "archiving into this repository does NOT work: see the FAILED lines".into();
+    }
+    if report.archived_segment.is_some() {
+        return "archiving into this repository works".into();
+    }
+    let access = report
+        .checks
+        .iter()
+        .find(|c| c.name == "repository access")
+        .map_or(Status::Skipped, |c| c.status);
+    format!(
+        "the settings look right, but archiving into this repository was not proven: no WAL was switched{}",
+        if access == Status::Ok {
+            " (the OS user of archive_command may write into the repository, by its permissions)"
+        } else {
+            ", and whether archive_command's OS user may write into the repository was not checked"
+        }
+    )
 }

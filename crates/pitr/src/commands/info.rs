@@ -90,10 +90,11 @@ pub async fn run(g: &GlobalArgs, _a: InfoArgs) -> Result<u8, CliError> {
                     b.stop_time,
                     human_bytes(b.size),
                     human_bytes(b.stored_size),
-                    if b.checksum_failures > 0 {
-                        format!("  ({} page checksum failures!)", b.checksum_failures)
-                    } else {
-                        String::new()
+                    match (b.pinned, b.checksum_failures) {
+                        (true, 0) => "  pinned".to_string(),
+                        (true, n) => format!("  pinned ({n} page checksum failures!)"),
+                        (false, 0) => String::new(),
+                        (false, n) => format!("  ({n} page checksum failures!)"),
                     }
                 );
             }

@@ -94,6 +94,10 @@ struct Families {
     win_end_time: FGauge,
     win_end_lsn: FGauge,
     win_length: FGauge,
+    pinned: FGauge,
+    drill_time: FGauge,
+    drill_success: FGauge,
+    drill_rto: FGauge,
     archived: Family<Labels, Counter<u64>>,
     failed: Family<Labels, Counter<u64>>,
     last_failed: FGauge,
@@ -134,7 +138,11 @@ impl Families {
             win_start_lsn: g("recovery_window_start_lsn", "Earliest LSN recovery can reach, as a byte position", b.clone()),
             win_end_time: g("recovery_window_end_time", "Latest commit, restore point or checkpoint time in the archived WAL recovery reaches (Unix time)", s.clone()),
             win_end_lsn: g("recovery_window_end_lsn", "End of archived WAL recovery reaches, as a byte position", b.clone()),
-            win_length: g("recovery_window_length", "Length of the recovery window", s),
+            win_length: g("recovery_window_length", "Length of the recovery window", s.clone()),
+            pinned: g("backups_pinned", "Base backups pinned (pitr pin): expire keeps them", None),
+            drill_time: g("drill_last_time", "When the newest restore drill started (Unix time)", s.clone()),
+            drill_success: g("drill_last_success", "Whether the newest restore drill passed (1) or failed (0)", None),
+            drill_rto: g("drill_last_rto", "Measured recovery time (restore plus replay) of the newest restore drill", s),
             last_failed: FGauge::default(),
             last_archived: FGauge::default(),
             server_up: FGauge::default(),
@@ -256,6 +264,12 @@ pub fn render(report: &MetricsReport) -> String {
                 set(&f.win_end_time, &le, unix(t));
                 set(&f.win_length, &l, unix(t) - unix(w.start_time));
             }
+        }
+        set(&f.pinned, &l, c.pinned_backups as f64);
+        if let Some(d) = &c.last_drill {
+            set(&f.drill_time, &l, unix(d.at));
+            set(&f.drill_success, &l, if d.passed { 1.0 } else { 0.0 });
+            set(&f.drill_rto, &l, d.total_seconds);
         }
         if let Some(up) = c.server_up {
             set(&f.server_up, &l, if up { 1.0 } else { 0.0 });

@@ -10,6 +10,7 @@ mod expire;
 mod info;
 mod init;
 mod metrics;
+mod pin;
 mod report;
 mod restore;
 pub mod standby;
@@ -55,6 +56,8 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Stream(a) => stream::run(&g, a).await,
         Command::Report(a) => report::run(&g, a).await,
         Command::Standby(a) => standby::run(&g, a).await,
+        Command::Pin(a) => pin::pin(&g, a).await,
+        Command::Unpin(a) => pin::unpin(&g, a).await,
     }
 }
 

@@ -17,7 +17,7 @@ use pitr_core::restore::{
 use super::{open_cluster, print_json, repo_location, DEFAULT_CLUSTER};
 use crate::cli::{GlobalArgs, RestoreArgs, TargetArgs};
 use crate::error::CliError;
-use crate::progress::{RestoreProgress, LOG_EVERY};
+use crate::progress;
 
 /// The `restore_command` a restored server fetches WAL with: this binary, the repository (an
 /// absolute path when local), the cluster, and the S3 and key options (never secrets).
@@ -164,12 +164,11 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
     // for read-only connections.
     let endless_standby =
         a.standby && opts.spec.target == pitr_core::restore::target::RecoveryTarget::EndOfWal;
-    let progress: Arc<dyn restore::Progress> =
-        if !g.quiet && !g.json && std::io::stderr().is_terminal() {
-            Arc::new(RestoreProgress::bar())
-        } else {
-            Arc::new(RestoreProgress::log(LOG_EVERY))
-        };
+    let progress: Arc<dyn restore::Progress> = Arc::new(progress::for_step(
+        "restore",
+        "files",
+        !g.quiet && !g.json && std::io::stderr().is_terminal(),
+    ));
     let at = pitr_core::history::now();
     // Held until recovery ends with --start: it replays the backup's WAL from the repository.
     let lease = if a.start {

@@ -1,5 +1,8 @@
 //! `pitr verify`.
 
+use std::io::IsTerminal;
+use std::sync::Arc;
+
 use pitr_core::verify;
 
 use super::{open_cluster, print_json};
@@ -8,10 +11,16 @@ use crate::error::{CliError, EXIT_CORRUPT};
 
 pub async fn run(g: &GlobalArgs, a: VerifyArgs) -> Result<u8, CliError> {
     let cluster = open_cluster(g).await?;
-    let report = verify::verify(
+    let progress = crate::progress::for_step(
+        "verify",
+        "objects",
+        !g.quiet && !g.json && std::io::stderr().is_terminal(),
+    );
+    let report = verify::verify_with_progress(
         &cluster,
         a.jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get())),
+        Some(Arc::new(progress)),
     )
     .await?;
     if g.json {
