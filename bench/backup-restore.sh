@@ -5,7 +5,7 @@
 # Usage: bench/backup-restore.sh [--scale N] [--segments N] [--keep] [--workdir DIR]
 #
 # Measures, each tool on the same cluster:
-#   backup:  pitr backup (zstd, -j cores) | pgbackrest backup (zst, process-max 2) |
+#   backup:  pitr backup (zstd, -j cores; copy, and --method replication) | pgbackrest backup (zst, process-max 2) |
 #            pg_basebackup -Fp (plain) | pg_basebackup -Ft --compress=client-zstd | cp -a + sync
 #   restore: pitr restore | pgbackrest restore (process-max 2) | tar -x of the zstd tarball |
 #            cp -a of the plain copy + sync
@@ -113,6 +113,10 @@ run() { # name dest-size-path command...
 
 # ---------------------------------------------------------------- backups
 run backup-pitr "$WORK/repo-pitr/main/backup" as_pg $PITR backup -h "$SOCK" -p "$PORT" -U postgres
+# The same over the replication protocol (BASE_BACKUP) into the same repository (where its WAL is
+# archived); its stored bytes are what it added.
+run backup-pitr-replication "$WORK/repo-pitr/main/backup" as_pg $PITR backup --method replication -h "$SOCK" -p "$PORT" -U postgres
+BYTES[backup-pitr-replication]=$((BYTES[backup-pitr-replication] - BYTES[backup-pitr]))
 run backup-pgbackrest "$WORK/repo-pgbackrest/backup" as_pg $PGBR --type=full backup
 run backup-basebackup-plain "$WORK/out/bb-plain" as_pg "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -D "$WORK/out/bb-plain" -Fp -X fetch -c fast
 run backup-basebackup-zstd "$WORK/out/bb-tar" as_pg "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -D "$WORK/out/bb-tar" -Ft -X fetch -c fast --compress=client-zstd
@@ -181,7 +185,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 printf '\nbackup / restore / replay: pgbench scale %s, data directory %s MB without pg_wal, PostgreSQL 15, pgBackRest %s, %s CPUs\n' \
   "$SCALE" $((DB_BYTES / 1048576)) "$PGBR_VERSION" "$(nproc)"
 printf '%-28s %9s %9s %14s %11s %11s\n' step seconds MB/s stored_bytes speed/pgbr size/pgbr
-for k in backup-pitr backup-pgbackrest backup-basebackup-plain backup-basebackup-zstd backup-cp; do
+for k in backup-pitr backup-pitr-replication backup-pgbackrest backup-basebackup-plain backup-basebackup-zstd backup-cp; do
   printf '%-28s %9s %9s %14s %11s %11s\n' "$k" "${SECS[$k]}" "$(mb "${SECS[$k]}")" "${BYTES[$k]}" \
     "$(ratio "${SECS[backup-pgbackrest]}" "${SECS[$k]}")" "$(ratio "${BYTES[$k]}" "${BYTES[backup-pgbackrest]}")"
 done
