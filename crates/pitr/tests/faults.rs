@@ -205,19 +205,8 @@ fn archive_push_and_get_killed_anywhere_lose_nothing() {
 fn backups_killed_anywhere_are_never_listed(pg: &PgInstall) {
     let (scratch, repo, c) = archiving_cluster(pg, "", ClusterOptions::default());
     c.pgbench_init(1);
-    let backup = ["--repo", s(&repo), "backup"];
-    let mut full_args = backup.to_vec();
-    let conn = [
-        "--pgdata",
-        s(c.datadir()),
-        "-h",
-        s(c.socket_dir()),
-        "-p",
-        &c.port().to_string(),
-    ]
-    .map(str::to_string);
-    let conn: Vec<&str> = conn.iter().map(String::as_str).collect();
-    full_args.extend(&conn);
+    let full_args = backup_args(&repo, &c);
+    let full_args: Vec<&str> = full_args.iter().map(String::as_str).collect();
     let run = |args: &[&str]| {
         let mut cmd = pitr_cmd(args);
         as_postgres(&mut cmd);
@@ -303,12 +292,7 @@ fn backups_killed_anywhere_are_never_listed(pg: &PgInstall) {
         psql_port(pg, sock, c.port(), "SELECT answer FROM after"),
         "42"
     );
-    let mut stop = Command::new(pg.bin("pg_ctl"));
-    stop.arg("-D")
-        .arg(&target)
-        .args(["-m", "fast", "-w", "stop"]);
-    as_postgres(&mut stop);
-    assert!(stop.status().unwrap().success());
+    stop_restored(pg, &target);
     eprintln!(
         "PostgreSQL {}: backup killed at {kills} points ({published} just after its manifest landed), 0 listed half-backups, {kills}/{kills} followed by a successful backup; the last restored every row",
         pg.major
@@ -316,6 +300,26 @@ fn backups_killed_anywhere_are_never_listed(pg: &PgInstall) {
     assert!(kills >= 7, "only {kills} backup kills landed");
 }
 pg_test_matrix!(backups_killed_anywhere_are_never_listed);
+
+/// `pitr --repo REPO backup` of `c` by the copy method, as the arguments of a command line.
+fn backup_args(repo: &Path, c: &Cluster) -> Vec<String> {
+    let (repo, pgdata, sock) = (s(repo), s(c.datadir()), s(c.socket_dir()));
+    [
+        "--repo", repo, "backup", "--pgdata", pgdata, "-h", sock, "-p",
+    ]
+    .map(str::to_string)
+    .into_iter()
+    .chain([c.port().to_string()])
+    .collect()
+}
+
+/// Stops the server a restore started on `dir` (fast).
+fn stop_restored(pg: &PgInstall, dir: &Path) {
+    let mut stop = Command::new(pg.bin("pg_ctl"));
+    stop.arg("-D").arg(dir).args(["-m", "fast", "-w", "stop"]);
+    as_postgres(&mut stop);
+    assert!(stop.status().unwrap().success(), "pg_ctl stop {dir:?}");
+}
 
 /// A tmpfs mounted for the test's lifetime (root only).
 struct Tmpfs(PathBuf);
@@ -378,17 +382,8 @@ fn no_space_on_repository_or_destination_fails_cleanly_and_reruns_finish() {
          md5((g * 13)::text) AS b FROM generate_series(1, 200000) g",
     );
     let port = c.port().to_string();
-    let backup = [
-        "--repo",
-        s(&repo),
-        "backup",
-        "--pgdata",
-        s(c.datadir()),
-        "-h",
-        s(c.socket_dir()),
-        "-p",
-        &port,
-    ];
+    let backup = backup_args(&repo, &c);
+    let backup: Vec<&str> = backup.iter().map(String::as_str).collect();
     let full = pitr_as_postgres(&backup);
     assert!(
         (1..=125).contains(&full.code) && full.stderr.to_lowercase().contains("no space left"),
@@ -450,12 +445,7 @@ fn no_space_on_repository_or_destination_fails_cleanly_and_reruns_finish() {
         psql_port(&pg, sock, c.port(), "SELECT count(*) FROM noise"),
         count
     );
-    let mut stop = Command::new(pg.bin("pg_ctl"));
-    stop.arg("-D")
-        .arg(&target)
-        .args(["-m", "fast", "-w", "stop"]);
-    as_postgres(&mut stop);
-    assert!(stop.status().unwrap().success());
+    stop_restored(&pg, &target);
     let leftovers: Vec<_> = walk(&repo)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("pitr-tmp"))
@@ -479,18 +469,8 @@ fn permissions_changed_mid_backup_fail_it_clearly_and_a_rerun_succeeds() {
     let pg = newest_pg();
     let (_scratch, repo, c) = archiving_cluster(&pg, "", ClusterOptions::default());
     c.pgbench_init(1);
-    let port = c.port().to_string();
-    let args = [
-        "--repo",
-        s(&repo),
-        "backup",
-        "--pgdata",
-        s(c.datadir()),
-        "-h",
-        s(c.socket_dir()),
-        "-p",
-        &port,
-    ];
+    let args = backup_args(&repo, &c);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let log = repo.parent().unwrap().join("backup.stderr");
     let mut cmd = pitr_cmd(&args);
     cmd.stderr(fs::File::create(&log).unwrap());
