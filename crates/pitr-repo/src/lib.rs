@@ -488,7 +488,15 @@ impl ClusterRepo {
         name: &WalFileName,
         out: &mut W,
     ) -> RepoResult<Option<FrameSummary>> {
-        let key = self.wal_key(name);
+        self.get_frame_into(self.wal_key(name), out).await
+    }
+
+    /// Decodes the framed object `key` into `out`, verified; `None` when it does not exist.
+    pub(crate) async fn get_frame_into<W: std::io::Write>(
+        &self,
+        key: String,
+        out: &mut W,
+    ) -> RepoResult<Option<FrameSummary>> {
         let Some(obj) = self.repo.storage.get(&key).await? else {
             return Ok(None);
         };

@@ -62,17 +62,8 @@ impl ClusterRepo {
         segment: &WalFileName,
         out: &mut W,
     ) -> RepoResult<Option<FrameSummary>> {
-        let key = self.stream_partial_key(segment);
-        let Some(obj) = self.repo.storage.get(&key).await? else {
-            return Ok(None);
-        };
-        frame::decode_into(&obj, out)
-            .map(Some)
-            .map_err(|source| RepoError::Corrupt {
-                repo: self.repo.location(),
-                key,
-                source,
-            })
+        self.get_frame_into(self.stream_partial_key(segment), out)
+            .await
     }
 
     /// Length and checksum of the bytes a streamed `.partial` holds (its trailer, not
