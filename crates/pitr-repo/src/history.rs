@@ -43,22 +43,6 @@ impl ClusterRepo {
 
     /// Every record, oldest first.
     pub async fn history<T: DeserializeOwned>(&self) -> RepoResult<Vec<T>> {
-        let mut keys: Vec<String> = self
-            .repo()
-            .storage()
-            .list(&self.history_prefix())
-            .await?
-            .into_iter()
-            .map(|o| o.key)
-            .filter(|k| k.ends_with(".json"))
-            .collect();
-        keys.sort();
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(r) = self.repo().read_meta(KIND, &key).await? {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        self.repo().read_metas(KIND, &self.history_prefix()).await
     }
 }

@@ -329,6 +329,31 @@ impl Repo {
             })
     }
 
+    /// Every metadata object (`*.json`) under `prefix`, read and verified, in key order (one
+    /// deleted between the listing and its read is skipped).
+    pub async fn read_metas<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        prefix: &str,
+    ) -> RepoResult<Vec<T>> {
+        let mut keys: Vec<String> = self
+            .storage
+            .list(prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| k.ends_with(".json"))
+            .collect();
+        keys.sort();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(m) = self.read_meta(kind, &key).await? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes a metadata object atomically.
     pub async fn write_meta<T: Serialize>(
         &self,

@@ -60,22 +60,6 @@ impl ClusterRepo {
 
     /// Every pin, by label.
     pub async fn pins(&self) -> RepoResult<Vec<Pin>> {
-        let mut keys: Vec<String> = self
-            .repo()
-            .storage()
-            .list(&self.pins_prefix())
-            .await?
-            .into_iter()
-            .map(|o| o.key)
-            .filter(|k| k.ends_with(".json"))
-            .collect();
-        keys.sort();
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(p) = self.repo().read_meta(KIND, &key).await? {
-                out.push(p);
-            }
-        }
-        Ok(out)
+        self.repo().read_metas(KIND, &self.pins_prefix()).await
     }
 }
