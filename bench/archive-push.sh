@@ -58,12 +58,7 @@ REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ensure_pgbackrest
 [ "$PGBR_VERSION" = 2.45 ] || log "warning: pgBackRest $PGBR_VERSION (the target is stated against 2.45)"
 
-if [ -z "${PITR_BIN:-}" ]; then
-  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-  log "cargo build --release -p pitr (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-  (cd "$REPO_ROOT" && cargo build --release -q -p pitr) || die "cargo build failed"
-  PITR_BIN=$CARGO_TARGET_DIR/release/pitr
-fi
+ensure_pitr_bin "$REPO_ROOT"
 [ -x "$PITR_BIN" ] || die "no pitr binary at $PITR_BIN"
 
 # ---------------------------------------------------------------- work directory

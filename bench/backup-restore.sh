@@ -47,11 +47,7 @@ command -v zstd >/dev/null || { apt-get install -y -qq zstd >/dev/null 2>&1 || d
 ensure_pgbackrest
 
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${PITR_BIN:-}" ]; then
-  log "cargo build --release -p pitr"
-  (cd "$REPO_ROOT" && cargo build --release -q -p pitr) || die "cargo build failed"
-  PITR_BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/pitr
-fi
+ensure_pitr_bin "$REPO_ROOT"
 
 WORK=$(mktemp -d "$WORKPARENT/pitr-bench-br.XXXXXX")
 chmod 755 "$WORK"

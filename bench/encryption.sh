@@ -36,11 +36,7 @@ done
 [ "$(id -u)" = 0 ] || die "run as root (PostgreSQL and pitr run as the postgres OS user)"
 [ -x "$PGBIN/pgbench" ] || die "no PostgreSQL with pgbench in $PGBIN"
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${PITR_BIN:-}" ]; then
-  log "cargo build --release -p pitr"
-  (cd "$REPO_ROOT" && cargo build --release -q -p pitr) || die "cargo build failed"
-  PITR_BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/pitr
-fi
+ensure_pitr_bin "$REPO_ROOT"
 
 WORK=$(mktemp -d "$WORKPARENT/pitr-bench-enc.XXXXXX")
 chmod 755 "$WORK"

@@ -97,3 +97,13 @@ s3_prefix_bytes() {
   echo "fs.du /buckets/$SW_BUCKET/$1" | "$weed" shell -master="$SW_MASTER" 2>/dev/null |
     sed -n 's/.*logical size: *\([0-9]*\).*/\1/p' | tail -1
 }
+
+# ensure_pitr_bin REPO_ROOT: sets PITR_BIN to the release binary, building it unless PITR_BIN is
+# already given.
+ensure_pitr_bin() {
+  [ -n "${PITR_BIN:-}" ] && return 0
+  local target=${CARGO_TARGET_DIR:-$1/target}
+  log "cargo build --release -p pitr (target directory $target)"
+  (cd "$1" && CARGO_TARGET_DIR=$target cargo build --release -q -p pitr) || die "cargo build failed"
+  PITR_BIN=$target/release/pitr
+}

@@ -50,11 +50,7 @@ ensure_pgbackrest
 [ "$PGBR_VERSION" = 2.45 ] || log "warning: pgBackRest $PGBR_VERSION (the target is stated against 2.45)"
 
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "${PITR_BIN:-}" ]; then
-  log "cargo build --release -p pitr"
-  (cd "$REPO_ROOT" && cargo build --release -q -p pitr) || die "cargo build failed"
-  PITR_BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/pitr
-fi
+ensure_pitr_bin "$REPO_ROOT"
 
 WORK=$(mktemp -d "$WORKPARENT/pitr-bench-s3.XXXXXX")
 chmod 755 "$WORK"

@@ -41,12 +41,7 @@ id postgres >/dev/null 2>&1 || die "no postgres OS user (install postgresql-15)"
 [ -x "$PGBIN/pg_receivewal" ] && [ -x "$PGBIN/pgbench" ] || die "no PostgreSQL with pg_receivewal and pgbench in $PGBIN"
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-if [ -z "${PITR_BIN:-}" ]; then
-  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-  log "cargo build --release -p pitr (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-  (cd "$REPO_ROOT" && cargo build --release -q -p pitr) || die "cargo build failed"
-  PITR_BIN=$CARGO_TARGET_DIR/release/pitr
-fi
+ensure_pitr_bin "$REPO_ROOT"
 [ -x "$PITR_BIN" ] || die "no pitr binary at $PITR_BIN"
 
 WORK=$(mktemp -d "$WORKPARENT/pitr-bench-stream.XXXXXX")
