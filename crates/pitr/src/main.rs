@@ -111,7 +111,11 @@ where
     let filter = std::env::var("PITR_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(format!("{level},tokio_postgres=warn")));
+        .unwrap_or_else(|| {
+            // Progress lines of long steps are logged without -v (see progress.rs), not with -q.
+            let progress = if quiet { "" } else { ",progress=info" };
+            EnvFilter::new(format!("{level}{progress},tokio_postgres=warn"))
+        });
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)

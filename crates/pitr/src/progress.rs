@@ -1,15 +1,21 @@
-//! Progress of a long step (restore, backup, verify, expire), rendered one way for all: an
-//! indicatif bar on a terminal (bytes and files done, rate, ETA), else plain `tracing` info
-//! lines, for logs and `journalctl`: one when the step starts, one about every [`log_every`]
-//! while it runs (files and bytes done of the total, rate, ETA), one at the end. A step whose
-//! totals are unknown (a backup over the replication protocol) shows what is done and the rate.
+//! Progress of a long step (restore, `--start` replay, backup, verify, expire), rendered one way
+//! for all: an indicatif bar on a terminal (bytes and files done, rate, ETA), else plain
+//! `tracing` info lines, for logs and `journalctl`: one about every [`log_every`] while it runs
+//! (files and bytes done of the total, rate, ETA) and one at the end. Those are logged under the
+//! target [`TARGET`], which pitr's log set-up enables without `-v` (but not with `-q`), so a
+//! step that lasts gets its lines in a timer's journal while a short one stays quiet; `-v` adds
+//! a line when each step starts and the end line of short steps. A step whose totals are
+//! unknown (a backup over the replication protocol) shows what is done and the rate.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use pitr_core::progress::Progress;
+
+/// The `tracing` target of the periodic lines (enabled at the default log level).
+pub const TARGET: &str = "progress";
 
 /// How often the plain reporter writes a line by default.
 pub const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -43,6 +49,8 @@ pub struct StepProgress {
     files_done: AtomicU64,
     bytes_done: AtomicU64,
     started: Mutex<Option<Instant>>,
+    /// Whether a periodic line was logged (then the end line is logged at the same level).
+    periodic: AtomicBool,
     out: Output,
 }
 
@@ -84,6 +92,7 @@ impl StepProgress {
             files_done: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
             started: Mutex::new(None),
+            periodic: AtomicBool::new(false),
             out,
         }
     }
@@ -110,7 +119,8 @@ impl StepProgress {
         }
         *last = Some(now);
         drop(last);
-        tracing::info!("{}", self.line(false));
+        self.periodic.store(true, Ordering::Relaxed);
+        tracing::info!(target: TARGET, "{}", self.line(false));
     }
 
     /// `restore: 120/1200 files, 1.20 GiB/8.00 GiB (15%), 95.30 MiB/s, ETA 72s`, or at the end
@@ -223,6 +233,9 @@ impl Progress for StepProgress {
     fn finish(&self) {
         match &self.out {
             Output::Bar(pb) => pb.finish_and_clear(),
+            Output::Log { .. } if self.periodic.load(Ordering::Relaxed) => {
+                tracing::info!(target: TARGET, "{}", self.line(true));
+            }
             Output::Log { .. } => tracing::info!("{}", self.line(true)),
         }
     }
@@ -298,9 +311,14 @@ mod tests {
 
     /// Runs `f` under pitr's own log set-up (`-v`, stderr not a terminal), writing into memory.
     fn logged(f: impl FnOnce()) -> String {
+        logged_at(1, f)
+    }
+
+    /// Runs `f` under pitr's own log set-up with `verbose` times `-v` (stderr not a terminal).
+    fn logged_at(verbose: u8, f: impl FnOnce()) -> String {
         let buf = Buf::default();
         let w = buf.clone();
-        let sub = crate::log_subscriber(1, false, false, move || w.clone()).finish();
+        let sub = crate::log_subscriber(verbose, false, false, move || w.clone()).finish();
         tracing::subscriber::with_default(sub, f);
         let out = lock(&buf.0).clone();
         String::from_utf8(out).unwrap()
@@ -349,6 +367,37 @@ mod tests {
         assert!(
             out.contains("restore: 1000/1000 files, 1000 B in "),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn without_v_a_long_step_logs_its_progress_and_a_short_one_stays_quiet() {
+        let run = |every| {
+            let p = StepProgress::log("verify", "objects", every);
+            logged_at(0, || {
+                p.start(2, 2 << 20);
+                p.advance(1 << 20);
+                p.file_done();
+                p.advance(1 << 20);
+                p.file_done();
+                p.finish();
+            })
+        };
+        let long = run(Duration::ZERO);
+        assert!(
+            !long.contains("to verify"),
+            "no start line without -v:\n{long}"
+        );
+        assert!(
+            long.contains("verify: 1/2 objects, 1.00 MiB/2.00 MiB (50%)"),
+            "{long}"
+        );
+        let last = long.lines().last().unwrap();
+        assert!(last.contains("verify: 2/2 objects, 2.00 MiB in "), "{long}");
+        let short = run(Duration::from_secs(3600));
+        assert_eq!(
+            short, "",
+            "a step shorter than the period logs nothing without -v"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Progress where stderr is not a terminal (a log file, a pipe, journald): plain `tracing`
 //! lines, without terminal codes, that add up to what the command reports: `pitr restore`,
 //! `pitr backup` (totals, then a line every `PITR_PROGRESS_SECONDS` with the percentage and the
-//! ETA) and `pitr verify`.
+//! ETA), `pitr verify`, and the replay of `restore --start` (logged without `-v`).
 //!
 //! Progress does not depend on the PostgreSQL version: this runs on one, the newest selected.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,7 +17,16 @@ fn restore_progress_in_a_log_is_plain_text_that_adds_up() {
     let install = newest_pg();
     let (scratch, repo, c) = archiving_cluster(&install, "", ClusterOptions::default());
     backup_and_verify_log_progress(&c, &repo);
+    // WAL after the backup for `--start` to replay: a few segments, then a target inside the last.
+    for _ in 0..3 {
+        c.psql("INSERT INTO filler SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+        c.psql("SELECT pg_switch_wal()");
+    }
+    c.psql("INSERT INTO filler VALUES (0, 'target')");
+    let target = c.psql("SELECT pg_current_wal_insert_lsn()");
+    c.psql("SELECT pg_switch_wal()");
     c.stop();
+    replay_progress_is_logged_without_v(&install, &repo, &scratch.path().join("replayed"), &target);
 
     let dest = scratch.path().join("restored");
     // -v: progress lines are info; stderr is a pipe here, as in a log.
@@ -62,6 +71,72 @@ fn restore_progress_in_a_log_is_plain_text_that_adds_up() {
         progress.last().is_some_and(|l| l.contains(&last)),
         "no end line {last:?}:\n{}",
         run.stderr
+    );
+}
+
+/// `restore --start` to `target` (shut down there) logs the replay's progress without `-v`: lines
+/// `replay: k/n segments, …` that end with every segment of the span replayed.
+fn replay_progress_is_logged_without_v(
+    install: &pitr_testkit::PgInstall,
+    repo: &std::path::Path,
+    dest: &std::path::Path,
+    target: &str,
+) {
+    let mut cmd = std::process::Command::new(pitr_bin());
+    cmd.args([
+        "--repo",
+        s(repo),
+        "--json",
+        "restore",
+        "--pgdata",
+        s(dest),
+        "--target-lsn",
+        target,
+        "--target-action",
+        "shutdown",
+        "--start",
+        "--pg-bin",
+        s(&install.bindir),
+        "--wait-timeout",
+        "120",
+    ])
+    .env("PITR_PROGRESS_SECONDS", "0")
+    .env_remove("PITR_REPO")
+    .env_remove("PITR_CONFIG");
+    let o = cmd.output().unwrap();
+    let run = Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+    .expect_code(0);
+    assert_eq!(
+        json(&run)["start"]["outcome"],
+        "shut-down",
+        "{}",
+        run.stdout
+    );
+    let lines = progress_lines(&run, "replay");
+    assert!(
+        lines.len() >= 2,
+        "no replay progress without -v:\n{}",
+        run.stderr
+    );
+    let counts = |l: &str| -> (u64, u64) {
+        let rest = &l[l.find("replay: ").unwrap() + "replay: ".len()..];
+        let (done, rest) = rest.split_once('/').unwrap();
+        let total = rest.split(' ').next().unwrap();
+        (done.parse().unwrap(), total.parse().unwrap())
+    };
+    let (done, total) = counts(lines.last().unwrap());
+    assert!(
+        total >= 4,
+        "the span holds the segments switched after the backup: {lines:?}"
+    );
+    assert_eq!(done, total, "replay ended short of its span: {lines:?}");
+    assert!(
+        lines.last().unwrap().contains(" segments, ") && lines.last().unwrap().contains(" in "),
+        "{lines:?}"
     );
 }
 

@@ -22,6 +22,7 @@ pub mod layout;
 pub mod locate;
 pub mod plan;
 pub mod port;
+mod replay;
 pub mod start;
 pub mod target;
 
@@ -40,6 +41,7 @@ pub use plan::backup::recovery_window;
 pub use plan::dirs::DirState;
 pub use plan::owner::OsUser;
 pub use plan::{plan, BackupSummary, DirAction, RestorePlan, Setting, TablespacePlan};
+pub use replay::{replay_span, ReplayProgress};
 pub use target::{RecoveryTarget, TargetAction, TargetError, TargetSpec, TimelineGoal};
 
 pub(crate) fn ser_display<T: fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {

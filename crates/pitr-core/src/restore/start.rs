@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::replay::{ReplayProgress, ReplayTracker};
 use super::OsUser;
 use crate::pgbin::{find_pg_bin, PgBinError};
 
@@ -236,6 +237,10 @@ pub struct LogState {
     pub new_timeline: Option<u32>,
     /// Timeline of the last WAL file restored.
     pub replay_timeline: Option<u32>,
+    /// Name of the last WAL segment restored (`restored log file "…" from archive`).
+    pub last_restored: Option<String>,
+    /// How many WAL segments were restored so far.
+    pub restored_segments: u64,
     /// `pausing at the end of recovery` / `recovery has paused`.
     pub paused: bool,
     /// `database system is ready to accept connections` (read-write).
@@ -363,6 +368,10 @@ impl LogState {
                 if name.len() >= 8 {
                     self.replay_timeline = u32::from_str_radix(&name[..8], 16).ok();
                 }
+                if pitr_pg::walname::WalFileName::parse(&name).is_ok_and(|n| n.holds_wal()) {
+                    self.last_restored = Some(name);
+                    self.restored_segments += 1;
+                }
             }
         } else if msg.starts_with("starting ")
             || msg.starts_with("redo starts at")
@@ -436,6 +445,14 @@ pub(crate) fn as_owner<'a>(cmd: &'a mut Command, owner: Option<&OsUser>) -> &'a 
 
 /// Starts the server on a restored data directory and waits until recovery ends.
 pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartError> {
+    start_and_wait_reporting(opts, None).await
+}
+
+/// [`start_and_wait`], reporting replay as it goes (see [`ReplayProgress`]).
+pub async fn start_and_wait_reporting(
+    opts: &StartOptions,
+    replay: Option<ReplayProgress>,
+) -> Result<StartReport, StartError> {
     let bindir = find_pg_bin(
         opts.pg_bin.as_deref(),
         Some(opts.pg_major),
@@ -451,7 +468,12 @@ pub async fn start_and_wait(opts: &StartOptions) -> Result<StartReport, StartErr
     let started = Instant::now();
     super::port::ensure_free(&super::port::listen_settings(&opts.pgdata, opts.port))?;
     pg_ctl_start(&bindir, opts, &log)?;
-    let (outcome, state) = wait_for_recovery(opts, &log, &mut offset, started).await?;
+    let mut replay = replay.and_then(|r| ReplayTracker::new(r, &opts.pgdata));
+    let (outcome, state) =
+        wait_for_recovery(opts, &log, &mut offset, started, replay.as_mut()).await?;
+    if let Some(r) = &replay {
+        r.finish();
+    }
     Ok(report(bindir, log, opts, outcome, state, started).await)
 }
 
@@ -530,6 +552,7 @@ async fn wait_for_recovery(
     log: &Path,
     offset: &mut u64,
     started: Instant,
+    mut replay: Option<&mut ReplayTracker>,
 ) -> Result<(RecoveryOutcome, LogState), StartError> {
     let failed = |state: &LogState, fatal: &str| StartError::RecoveryFailed {
         hint: hint_for(fatal),
@@ -541,6 +564,9 @@ async fn wait_for_recovery(
     let mut seen_running = false;
     loop {
         follow(log, offset, &mut state).map_err(io_err("read", log))?;
+        if let Some(r) = replay.as_deref_mut() {
+            r.update(state.last_restored.as_deref(), state.restored_segments);
+        }
         let running = postmaster_alive(&opts.pgdata);
         seen_running |= running;
         if let Some(fatal) = state.fatal.clone() {

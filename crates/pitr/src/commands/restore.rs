@@ -164,11 +164,10 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
     // for read-only connections.
     let endless_standby =
         a.standby && opts.spec.target == pitr_core::restore::target::RecoveryTarget::EndOfWal;
-    let progress: Arc<dyn restore::Progress> = Arc::new(progress::for_step(
-        "restore",
-        "files",
-        !g.quiet && !g.json && std::io::stderr().is_terminal(),
-    ));
+    let show_bar = !g.quiet && !g.json && std::io::stderr().is_terminal();
+    let spec_target = opts.spec.target.clone();
+    let progress: Arc<dyn restore::Progress> =
+        Arc::new(progress::for_step("restore", "files", show_bar));
     let at = pitr_core::history::now();
     // Held until recovery ends with --start: it replays the backup's WAL from the repository.
     let lease = if a.start {
@@ -191,7 +190,15 @@ pub async fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<u8, CliError> {
         if !g.quiet && !g.json {
             eprintln!("pitr: starting PostgreSQL {major} and waiting for recovery to end");
         }
-        match start::start_and_wait(&opts).await {
+        let replay = (!endless_standby)
+            .then(|| restore::replay_span(&report.plan, &spec_target))
+            .flatten()
+            .map(|(from, to)| restore::ReplayProgress {
+                from,
+                to,
+                progress: Arc::new(progress::for_step("replay", "segments", show_bar)),
+            });
+        match start::start_and_wait_reporting(&opts, replay).await {
             Ok(r) => Some(r),
             Err(e) => {
                 if g.json {
