@@ -82,6 +82,9 @@ apt_install libipc-run-perl
 apt_install man-db systemd
 # `pitr report`'s test renders the page in a real headless browser (and fails without one).
 apt_install chromium
+# `pitr check`'s test grants and denies the repository with ACLs (setfacl); setpriv (util-linux,
+# always there) is what check uses to write as the server's OS user.
+apt_install acl
 python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
 record 15 /usr/lib/postgresql/15/bin
 

@@ -115,11 +115,11 @@ pub async fn check(
     checks.push(archiver_item(&archiver, opts));
 
     let mut archived = None;
-    // Access is read from mode bits alone (an ACL may grant more): it does not stop the round
-    // trip, which is the proof either way.
+    // Access does not stop the round trip, which is the proof either way.
     let blocked = checks.iter().any(|c| c.status == Status::Failed);
     let access_at = checks.len();
-    checks.push(access::access_item(cluster, &info));
+    let (access, by_mode_bits) = access::access_item(cluster, &info);
+    checks.push(access);
     let round_trip = if opts.no_switch {
         CheckItem::new("archive round trip", Status::Skipped, "--no-switch given")
     } else if info.in_recovery {
@@ -136,15 +136,14 @@ pub async fn check(
         )
     } else {
         let (item, segment) = round_trip_item(cluster, client, opts).await;
-        if segment.is_some() {
+        if segment.is_some() && by_mode_bits {
             if let Some(a) = checks
                 .get_mut(access_at)
                 .filter(|a| a.status == Status::Failed)
             {
                 a.status = Status::Warning;
-                a.detail.push_str(
-                    ", by the mode bits; yet the round trip worked (an ACL grants more?)",
-                );
+                a.detail
+                    .push_str("; yet the round trip worked (an ACL grants more?)");
             }
         }
         archived = segment;

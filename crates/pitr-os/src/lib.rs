@@ -21,6 +21,6 @@ mod user;
 pub use fs::{chown_tree, start_writeback, syncfs, TreeError};
 pub use server::{running_postmaster, server_using_tablespace, PidFile};
 pub use user::{
-    effective_uid, effective_user, effective_user_name, is_root, may_create_in, user_by_name,
-    user_by_uid, User,
+    effective_uid, effective_user, effective_user_name, is_root, may_create_in, probe_create_as,
+    user_by_name, user_by_uid, Probe, User,
 };

@@ -99,6 +99,78 @@ pub fn may_create_in(dir: &std::path::Path, user: &User) -> io::Result<bool> {
     allows(dir, 0o3)
 }
 
+/// What a real write as another user found (see [`probe_create_as`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A file was created (exclusively) and removed in the directory, as that user.
+    Created,
+    /// Creating it failed; the reason, as the OS gave it.
+    Refused(String),
+    /// This process cannot act as that user (neither that user nor root, or `setpriv` is
+    /// missing): nothing was tried.
+    CannotActAs(String),
+}
+
+/// Creates and removes an empty file in `dir` as `user`, the way a process of that user would
+/// (so ACLs, read-only mounts and supplementary groups count, unlike [`may_create_in`]): directly
+/// when this process is that user; as root through util-linux's `setpriv` (`--reuid --regid
+/// --init-groups`, the user's groups as a login would set them).
+pub fn probe_create_as(dir: &std::path::Path, user: &User) -> Probe {
+    let name = format!(".pitr-check-{}", std::process::id());
+    if effective_uid() == user.uid {
+        let path = dir.join(&name);
+        return match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&path);
+                Probe::Created
+            }
+            Err(e) => Probe::Refused(e.to_string()),
+        };
+    }
+    if !is_root() {
+        return Probe::CannotActAs(format!(
+            "this process runs as {}, not as {} or root",
+            effective_user_name(),
+            user.name
+        ));
+    }
+    // `set -C`: the redirection creates the file exclusively, as create_new above.
+    let script = r#"set -C; f="$1/$2"; : > "$f" && rm -f "$f""#;
+    let out = std::process::Command::new("setpriv")
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .arg("--init-groups")
+        .args(["--", "/bin/sh", "-c", script, "sh"])
+        .arg(dir)
+        .arg(&name)
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Err(e) => Probe::CannotActAs(format!("cannot run setpriv (util-linux): {e}")),
+        Ok(o) if o.status.success() => Probe::Created,
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            // sh says "sh: 1: cannot create DIR/NAME: Permission denied".
+            let reason = err
+                .lines()
+                .last()
+                .map(|l| l.rsplit(": ").next().unwrap_or(l).trim().to_string())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| format!("exit status {}", o.status));
+            if err.trim_start().starts_with("setpriv") {
+                Probe::CannotActAs(reason)
+            } else {
+                Probe::Refused(reason)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +216,42 @@ mod tests {
             Some(u) => assert_eq!(u.name, name),
             None => assert_eq!(name, format!("uid {uid}")),
         }
+    }
+
+    #[test]
+    fn a_real_write_as_another_user_sees_what_the_mode_bits_say_and_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = effective_user().unwrap().unwrap();
+        assert_eq!(probe_create_as(dir.path(), &me), Probe::Created);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the probe file stays"
+        );
+        if !is_root() {
+            return;
+        }
+        let pg = user_by_name("postgres").unwrap().unwrap();
+        // Root's 0755 directory: postgres may not create in it.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        match probe_create_as(dir.path(), &pg) {
+            Probe::Refused(why) => assert!(why.contains("Permission denied"), "{why}"),
+            other => panic!("postgres wrote in root's 0755 directory: {other:?}"),
+        }
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        assert_eq!(probe_create_as(dir.path(), &pg), Probe::Created);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the probe file stays"
+        );
     }
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
 use pitr_testkit::{pg_test_matrix, scratch_dir, Cluster, ClusterOptions, PgInstall};
@@ -196,6 +197,35 @@ fn broken_setups_fail_on_the_right_line() {
             "{}",
             run.stdout
         );
+        // The access line is a real write as the server's OS user, so ACLs count both ways:
+        // granted by an ACL on root's 0755 directories (the mode bits would say no) ...
+        let setfacl = |args: &[&str]| {
+            let out = Command::new("setfacl")
+                .args(args)
+                .arg(&roots)
+                .output()
+                .expect("setfacl (Debian package acl, installed by scripts/install-test-deps.sh)");
+            assert!(out.status.success(), "setfacl {args:?}: {out:?}");
+        };
+        setfacl(&["-R", "-m", "u:postgres:rwX"]);
+        let report = json(&check(&st, &roots, &["--json", "--no-switch"]));
+        expect_item(
+            &report,
+            "repository access",
+            "ok",
+            "created and removed a file in",
+        );
+        // ... and refused by one on 0777 directories (the mode bits would say yes).
+        setfacl(&["-R", "-b"]);
+        let chmod = Command::new("chmod")
+            .args(["-R", "0777"])
+            .arg(&roots)
+            .status()
+            .unwrap();
+        assert!(chmod.success());
+        setfacl(&["-R", "-m", "u:postgres:r-x"]);
+        let report = json(&check(&st, &roots, &["--json", "--no-switch"]));
+        expect_item(&report, "repository access", "failed", "Permission denied");
         drop(st);
     }
 

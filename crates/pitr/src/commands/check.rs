@@ -64,7 +64,7 @@ fn verdict(report: &check::CheckReport) -> String {
     format!(
         "the settings look right, but archiving into this repository was not proven: no WAL was switched{}",
         if access == Status::Ok {
-            " (the OS user of archive_command may write into the repository, by its permissions)"
+            " (the OS user of archive_command may write into the repository)"
         } else {
             ", and whether archive_command's OS user may write into the repository was not checked"
         }
