@@ -257,6 +257,85 @@ fn stream_follows_a_promotion(install: &PgInstall) {
 }
 pg_test_matrix!(stream_follows_a_promotion);
 
+/// A failover the stream saw more of than the new primary: the stream received WAL from the old
+/// primary that its standby never got; the old primary dies, the standby takes over its address
+/// (socket and port) and is promoted. The reconnected stream cannot resume where it was (that
+/// point is past the fork on the new server's history): it keeps what it had as the old
+/// timeline's end, warns, and follows the new timeline from the fork point instead of retrying
+/// forever.
+fn stream_follows_a_failover_past_the_fork_point(install: &PgInstall) {
+    let scratch = scratch_dir();
+    let repo = scratch.path().join("streamed");
+    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
+    let primary = Cluster::init(install, ClusterOptions::default());
+    primary.start();
+    primary.psql("CREATE TABLE t (id int)");
+    let standby = Cluster::empty(install, ClusterOptions::default());
+    let mut bb = primary.command("pg_basebackup");
+    bb.arg("-D")
+        .arg(standby.datadir())
+        .args(["-R", "-X", "stream", "-c", "fast"]);
+    pitr_testkit::as_postgres(&mut bb);
+    pitr_testkit::run_ok(&mut bb);
+    standby.write_conf();
+    standby.start();
+    let log = scratch.path().join("stream.log");
+    let streamer = start_stream(&primary, &repo, &log, &[]);
+    let both_caught_up =
+        "SELECT count(*) FILTER (WHERE write_lsn >= pg_current_wal_lsn()) FROM pg_stat_replication";
+    let first = fill_segment(&primary, 1);
+    wait_until("the standby and the stream to catch up", 30, || {
+        primary.psql(both_caught_up) == "2"
+    });
+    // The standby stops; the stream alone receives what the primary writes next.
+    standby.stop();
+    primary.psql("INSERT INTO t SELECT g FROM generate_series(100, 5100) g");
+    wait_until("the stream to receive the last commit", 30, || {
+        primary.psql(both_caught_up) == "1"
+    });
+    primary.stop_mode("immediate");
+
+    // The standby takes over the old primary's address and is promoted.
+    let auto = standby.datadir().join("postgresql.auto.conf");
+    let kept: String = fs::read_to_string(&auto)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("primary_conninfo"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&auto, kept).unwrap();
+    let port = primary.port().to_string();
+    standby.append_conf(&[
+        ("port", &port),
+        ("unix_socket_directories", s(primary.socket_dir())),
+    ]);
+    standby.start();
+    let sql = |q: &str| psql_port(install, primary.socket_dir(), primary.port(), q);
+    sql("SELECT pg_promote()");
+    sql("INSERT INTO t VALUES (2)");
+    let new = sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    assert!(new.starts_with("00000002"), "promoted onto timeline 2: {new}");
+    sql("SELECT pg_switch_wal()");
+    wait_until(&format!("{new} (timeline 2) to be streamed"), 60, || {
+        object(&repo, &new).is_file()
+    });
+    assert!(
+        object(&repo, &first).is_file(),
+        "{first} was streamed before"
+    );
+    assert!(repo.join("main/wal/00000002/00000002.history").is_file());
+    let rep = stop_stream(streamer, &log);
+    assert_eq!(rep["timeline_switches"], 1, "{rep}");
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("never reached this server") && text.contains("following timeline 2"),
+        "{text}"
+    );
+    let verify = pitr(&["--repo", s(&repo), "verify"]).expect_code(0);
+    assert!(verify.stdout.contains("everything verified"), "{verify:?}");
+}
+pg_test_matrix!(stream_follows_a_failover_past_the_fork_point);
+
 fn partial_object(repo: &Path, segment: &str) -> PathBuf {
     repo.join("main/stream")
         .join(&segment[..8])

@@ -80,6 +80,16 @@ pub enum StreamError {
         /// Where the stream resumes.
         at: Lsn,
     },
+    /// The stream's timeline is not on the server's history (another cluster's promotion).
+    #[error("this stream is on timeline {reached} at {at}, which is not in the history of the server's timeline {server}\nhint: connect to the server that was promoted from this stream's timeline (-h/-p), or restart pitr stream to start over on this server's timeline")]
+    NotOnHistory {
+        /// The server's timeline.
+        server: u32,
+        /// The stream's.
+        reached: u32,
+        /// Where the stream resumes.
+        at: Lsn,
+    },
     /// Compressing WAL failed.
     #[error("cannot compress WAL for the repository: {0}")]
     Encode(std::io::Error),
@@ -339,6 +349,27 @@ async fn session(
     let sync = opts.synchronous;
     let w = writer_for(pos, cluster, opts, seg)?;
     let (tx, mut durable) = (w.tx.clone(), w.durable.clone());
+    if tli < ident.timeline {
+        if let Some((end, next)) = fork_point(&mut conn, ident.timeline, tli, start).await? {
+            // The stream got further on `tli` than the promoted server ever had (WAL of the old
+            // primary that no standby received): that WAL stays stored as `tli`'s end, and the
+            // stream goes on along the server's history, as at the end of a timeline.
+            tracing::warn!(
+                "this stream received timeline {tli} up to {start}, past {end} where the server's timeline {} forked from it: the WAL from {end} to {start} on timeline {tli} never reached this server (it stays in the repository as the end of timeline {tli}); following timeline {next} from {end}",
+                ident.timeline
+            );
+            let history = conn.timeline_history(next).await?;
+            tx.send(ToWriter::History {
+                name: history.file_name.clone(),
+                content: history.content.to_vec(),
+            })
+            .await
+            .map_err(|_| StreamError::WriterStopped)?;
+            pos.resume = Some((next, seg.start_of(seg.segno_of(end)).unwrap_or(end)));
+            pos.report.timeline_switches += 1;
+            return Ok(SessionEnd::NextTimeline);
+        }
+    }
     tracing::info!("streaming timeline {tli} from {start}");
     let req = StartReplication {
         slot: opts.slot.clone(),
@@ -430,6 +461,31 @@ async fn session(
                 }))
             }
         }
+    }
+}
+
+/// Where `tli` ends on the history of the server's timeline `server` and the timeline that
+/// follows there, when the stream's position `start` on `tli` lies past that end (the server
+/// cannot stream from there); `None` when the server can stream `tli` from `start` (it then
+/// ends the timeline itself).
+async fn fork_point(
+    conn: &mut ReplConnection,
+    server: TimelineId,
+    tli: TimelineId,
+    start: Lsn,
+) -> Result<Option<(Lsn, TimelineId)>, StreamError> {
+    let file = conn.timeline_history(server).await?;
+    let history = file
+        .history()
+        .map_err(|e| StreamError::Unexpected(format!("the server's {}: {e}", file.file_name)))?;
+    match history.end_of(tli) {
+        Err(()) => Err(StreamError::NotOnHistory {
+            server: server.0,
+            reached: tli.0,
+            at: start,
+        }),
+        Ok(Some(end)) if start > end => Ok(Some((end, history.timeline_at(end)))),
+        Ok(_) => Ok(None),
     }
 }
 
