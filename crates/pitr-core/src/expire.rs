@@ -455,7 +455,8 @@ async fn expire_wal(
             Some(WalFileName::segment(oldest.tli(), first_kept, seg_size).to_string());
     }
     let mut doomed = Vec::new();
-    for e in cluster.list_wal().await? {
+    let wal = cluster.list_wal().await?;
+    for e in &wal {
         let Some(segno) = e.name.segno(seg_size) else {
             continue; // timeline history files stay
         };
@@ -466,16 +467,30 @@ async fn expire_wal(
         report.wal_bytes += e.stored_len;
         doomed.push(cluster.wal_key(&e.name));
     }
+    // Streamed `.partial`s go with the WAL before the oldest kept backup, and once the complete
+    // segment is stored (archive-get serves that one first; a running stream deletes its own).
+    let complete: std::collections::HashSet<String> =
+        wal.iter().map(|e| e.name.to_string()).collect();
+    for p in cluster.stream_partials().await? {
+        let old = p.segment.segno(seg_size).is_some_and(|n| n < first_kept);
+        if old || complete.contains(&p.segment.to_string()) {
+            report.wal_files += 1;
+            report.wal_bytes += p.stored_len;
+            doomed.push(p.key);
+        }
+    }
     if !dry_run {
         // Batched (one request per 1,000 keys on S3); any order is safe: no kept backup needs them.
         storage
             .delete_many(&doomed)
             .await
             .map_err(RepoError::from)?;
-        storage
-            .prune(&format!("{}/wal/", cluster.name()))
-            .await
-            .map_err(RepoError::from)?;
+        for dir in ["wal", "stream"] {
+            storage
+                .prune(&format!("{}/{dir}/", cluster.name()))
+                .await
+                .map_err(RepoError::from)?;
+        }
     }
     Ok(())
 }

@@ -166,6 +166,25 @@ fn stream_stores_segments_as_archive_push_does(install: &PgInstall) {
         || object(&streamed, &after).is_file(),
     );
     pitr(&["--repo", s(&streamed), "verify"]).expect_code(0);
+    // A backup into the streamed repository: its WAL arrives through the stream.
+    pitr(&[
+        "--repo",
+        s(&streamed),
+        "backup",
+        "-h",
+        s(c.socket_dir()),
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+    ])
+    .expect_code(0);
+    // WAL in a segment not complete yet, received before the stop.
+    c.psql("INSERT INTO t VALUES (99)");
+    wait_until("the stream to receive the last commit", 30, || {
+        c.psql("SELECT count(*) FROM pg_stat_replication WHERE write_lsn >= pg_current_wal_lsn()")
+            == "1"
+    });
 
     // SIGTERM: a clean stop with the report.
     let pid = streamer.0.id().to_string();
@@ -189,6 +208,43 @@ fn stream_stores_segments_as_archive_push_does(install: &PgInstall) {
     wait_until("the slot to be released", 10, || {
         c.psql("SELECT count(*) FROM pg_replication_slots WHERE active") == "0"
     });
+
+    // The stream left the segment in progress as a `.partial`; once that segment is archived
+    // whole, expire removes the `.partial` (and keeps it while it is the only copy).
+    let in_progress = c.psql("SELECT pg_walfile_name(pg_current_wal_insert_lsn())");
+    let partial = partial_object(&streamed, &in_progress);
+    assert!(partial.is_file(), "no {partial:?} after the stop");
+    let expire = |dry: bool| {
+        let mut args = vec![
+            "--repo",
+            s(&streamed),
+            "--json",
+            "expire",
+            "--retain-full",
+            "1",
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        json(&pitr(&args).expect_code(0))
+    };
+    expire(false);
+    assert!(
+        partial.is_file(),
+        "expire removed the only copy of {in_progress}"
+    );
+    c.switch_wal();
+    let whole = c.datadir().join("pg_wal").join(&in_progress);
+    pitr(&["--repo", s(&streamed), "archive-push", s(&whole)]).expect_code(0);
+    assert_eq!(
+        expire(true)["wal_files"],
+        1,
+        "the superseded .partial, counted"
+    );
+    assert!(partial.is_file(), "a dry run removed {partial:?}");
+    expire(false);
+    assert!(!partial.exists(), "expire kept the superseded {partial:?}");
+    pitr(&["--repo", s(&streamed), "verify"]).expect_code(0);
 }
 pg_test_matrix!(stream_stores_segments_as_archive_push_does);
 
@@ -314,7 +370,10 @@ fn stream_follows_a_failover_past_the_fork_point(install: &PgInstall) {
     sql("SELECT pg_promote()");
     sql("INSERT INTO t VALUES (2)");
     let new = sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-    assert!(new.starts_with("00000002"), "promoted onto timeline 2: {new}");
+    assert!(
+        new.starts_with("00000002"),
+        "promoted onto timeline 2: {new}"
+    );
     sql("SELECT pg_switch_wal()");
     wait_until(&format!("{new} (timeline 2) to be streamed"), 60, || {
         object(&repo, &new).is_file()
