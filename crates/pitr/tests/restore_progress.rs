@@ -116,6 +116,12 @@ fn replay_progress_is_logged_without_v(
         "{}",
         run.stdout
     );
+    // The start's log names each line's process, so that only recovery's own FATAL fails it.
+    let server_log = std::fs::read_to_string(dest.join("log/pitr-start.log")).unwrap();
+    assert!(
+        server_log.contains("<startup> LOG:  redo starts at"),
+        "no backend type in the start's log:\n{server_log}"
+    );
     let lines = progress_lines(&run, "replay");
     assert!(
         lines.len() >= 2,

@@ -257,6 +257,22 @@ pub struct LogState {
     pub relevant: Vec<String>,
 }
 
+/// Whether a log line comes from the startup process or the postmaster, by the backend type
+/// the start's `log_line_prefix` puts in angle brackets (`<startup>`); lines without one (a log
+/// written with another prefix) count as theirs.
+fn recovery_process(line: &str) -> bool {
+    let Some(level_at) = line.find(":  ") else {
+        return true;
+    };
+    let head = &line[..level_at];
+    match (head.rfind('<'), head.rfind('>')) {
+        (Some(open), Some(close)) if open < close => {
+            matches!(&head[open + 1..close], "startup" | "postmaster")
+        }
+        _ => true,
+    }
+}
+
 /// The message part of a log line and its level (`LOG`, `FATAL`, …), whatever the prefix.
 fn split_level(line: &str) -> Option<(&str, &str)> {
     for level in [
@@ -305,7 +321,9 @@ impl LogState {
         };
         match level {
             "FATAL" | "PANIC" => {
-                if self.fatal.is_none() {
+                // A FATAL of a client connection or of the WAL receiver (which retries) is not
+                // recovery failing; one of the startup process or the postmaster is.
+                if self.fatal.is_none() && (level == "PANIC" || recovery_process(line)) {
                     self.fatal = Some(msg.to_string());
                 }
                 keep(self);
@@ -501,8 +519,11 @@ fn prepare_log_dir(log: &Path, owner: Option<&OsUser>) -> Result<(), StartError>
 
 /// `pg_ctl start` as the owner, with the log settings this run needs (see the module doc).
 fn pg_ctl_start(bindir: &Path, opts: &StartOptions, log: &Path) -> Result<(), StartError> {
-    let mut server_opts =
-        String::from("-c logging_collector=off -c log_destination=stderr -c lc_messages=C");
+    // `<%b>`: the backend type, so that a client's or the WAL receiver's FATAL is told apart
+    // from recovery's own (see `recovery_process`).
+    let mut server_opts = String::from(
+        "-c logging_collector=off -c log_destination=stderr -c lc_messages=C -c log_line_prefix='%m [%p] <%b> '",
+    );
     if let Some(p) = opts.port {
         server_opts.push_str(&format!(" -p {p}"));
     }
@@ -707,6 +728,35 @@ mod tests {
             s.feed(l);
         }
         s
+    }
+
+    #[test]
+    fn only_recovery_s_own_fatal_fails_it() {
+        let s = feed(
+            "2026-12-03 13:00:00.100 UTC [42] <startup> LOG:  entering standby mode\n\
+2026-12-03 13:00:00.200 UTC [51] <client backend> FATAL:  the database system is not yet accepting connections\n\
+2026-12-03 13:00:00.300 UTC [52] <walreceiver> FATAL:  could not connect to the primary server: connection to server on socket \"/nowhere/.s.PGSQL.5432\" failed: No such file or directory\n\
+2026-12-03 13:00:00.400 UTC [40] <postmaster> LOG:  database system is ready to accept read-only connections\n",
+        );
+        assert_eq!(s.fatal, None);
+        assert_eq!(s.outcome(true, true), Some(RecoveryOutcome::Standby));
+        let s = feed(
+            "2026-12-03 13:00:00.100 UTC [42] <startup> FATAL:  requested timeline 3 is not a child of this server's history\n",
+        );
+        assert!(s
+            .fatal
+            .as_deref()
+            .unwrap()
+            .starts_with("requested timeline 3"));
+        let s = feed("2026-12-03 13:00:00.100 UTC [40] <postmaster> FATAL:  could not create lock file \"/tmp/.s.PGSQL.5432.lock\": Permission denied\n");
+        assert!(s.fatal.is_some());
+        let s = feed("2026-12-03 13:00:00.100 UTC [55] <client backend> PANIC:  could not write to file \"pg_wal/xlogtemp.55\": No space left on device\n");
+        assert!(s.fatal.is_some(), "a PANIC takes the whole server down");
+        // A log written with another prefix: every FATAL counts, as before.
+        let s = feed(
+            "2026-12-03 13:00:00.100 UTC [42] FATAL:  could not connect to the primary server\n",
+        );
+        assert!(s.fatal.is_some());
     }
 
     #[test]
