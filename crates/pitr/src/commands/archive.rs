@@ -13,8 +13,8 @@ use crate::error::{CliError, EXIT_NOT_FOUND};
 
 pub async fn push(g: &GlobalArgs, a: ArchivePushArgs) -> Result<u8, CliError> {
     let c = compression(g)?;
-    let cluster = open_cluster(g).await?;
-    let report = archive::push(&cluster, &a.wal_path, c).await?;
+    // The repository opens while the segment is compressed (see push_opening).
+    let report = archive::push_opening(open_cluster(g), &a.wal_path, c).await?;
     if g.json {
         print_json(&report);
     } else if report.outcome == PushOutcome::AlreadyArchived && !g.quiet {
