@@ -1,8 +1,9 @@
-//! What one `archive-push` costs on S3, counted in HTTP requests on the real SeaweedFS harness:
-//! opening the repository (a one-key listing, the key object, the marker), the cluster's
-//! identity and the create-only PUT, each once, with the reads overlapping the compression
-//! (`push_opening`); a duplicate adds one GET of the stored copy's summary. A push that adds a
-//! request fails here instead of silently slowing every archive_command.
+//! What one `archive-push` costs on S3, counted in HTTP requests on the real SeaweedFS harness,
+//! opening the repository as the command does (no bucket listing, no marker HEAD): the key
+//! object's GET and the cluster identity's GET, both overlapping the compression
+//! (`push_opening`), then the create-only PUT; a duplicate adds one GET of the stored copy's
+//! summary. A push that adds a request fails here instead of silently slowing every
+//! archive_command.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -10,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pitr_core::archive::{push_opening, ArchiveError, PushOutcome};
-use pitr_repo::{Compression, Repo};
-use pitr_storage::{S3Config, S3Credentials, S3Storage, Storage};
+use pitr_repo::{Compression, Repo, RepoError};
+use pitr_storage::{PutMode, S3Config, S3Credentials, S3Storage, Storage};
 use pitr_testkit::SeaweedFs;
 
 const NAME: &str = "000000010000000000000002";
@@ -46,9 +47,10 @@ async fn push_counted(cfg: &S3Config, seg: &Path) -> (PushOutcome, u64) {
     let open = {
         let s3 = s3.clone();
         async move {
-            s3.check().await.map_err(ArchiveError::from)?;
             let storage: Arc<dyn Storage> = s3;
-            let repo = Repo::open(storage).await.map_err(ArchiveError::from)?;
+            let repo = Repo::open_with_key_unchecked(storage, None)
+                .await
+                .map_err(ArchiveError::from)?;
             Ok::<_, ArchiveError>(repo.cluster("main").map_err(ArchiveError::from)?)
         }
     };
@@ -64,16 +66,17 @@ async fn a_push_to_s3_costs_one_request_per_check_and_one_put() {
     let prefix = format!("s3-push-{}", std::process::id());
     let cfg = config(server, &prefix);
 
-    // The first push into an empty location also writes the marker and the identity.
+    // The first push into an empty location also checks that it is empty (marker HEAD, a
+    // listing) and writes the marker and the identity.
     let (outcome, first) = push_counted(&cfg, &seg).await;
     assert_eq!(outcome, PushOutcome::Stored);
 
-    // A duplicate: listing, key object, marker, identity, PUT (412), the stored summary.
+    // A duplicate: key object, identity, PUT (412), the stored summary.
     let (outcome, dup) = push_counted(&cfg, &seg).await;
     assert_eq!(outcome, PushOutcome::AlreadyArchived);
-    assert_eq!(dup, 6, "requests of a duplicate push");
+    assert_eq!(dup, 4, "requests of a duplicate push");
 
-    // The usual push (repository and identity exist, the segment does not): five requests,
+    // The usual push (repository and identity exist, the segment does not): three requests,
     // of which only the PUT waits for the compression.
     let s3 = S3Storage::new(cfg.clone()).unwrap();
     s3.delete(&format!("main/wal/00000001/{NAME}"))
@@ -81,7 +84,38 @@ async fn a_push_to_s3_costs_one_request_per_check_and_one_put() {
         .unwrap();
     let (outcome, usual) = push_counted(&cfg, &seg).await;
     assert_eq!(outcome, PushOutcome::Stored);
-    assert_eq!(usual, 5, "requests of a push");
+    assert_eq!(usual, 3, "requests of a push");
     eprintln!("S3 requests per archive-push: first {first}, usual {usual}, duplicate {dup}");
     assert!(first > usual, "{first}");
+
+    // Opened unchecked, a push into a location that holds something else still refuses it
+    // before writing anything (no identity there proves it a repository).
+    let foreign = config(server, &format!("{prefix}-foreign"));
+    let s3 = S3Storage::new(foreign.clone()).unwrap();
+    s3.put("PG_VERSION", "17\n".into(), PutMode::Create)
+        .await
+        .unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(s3);
+    let repo = Repo::open_with_key_unchecked(storage.clone(), None)
+        .await
+        .unwrap();
+    let open = async move { Ok::<_, ArchiveError>(repo.cluster("main").unwrap()) };
+    let err = push_opening(open, &seg, Compression::Zstd(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            ArchiveError::Repo(RepoError::NotARepository { example, .. }) if example == "PG_VERSION"
+        ),
+        "{err}"
+    );
+    let keys: Vec<String> = storage
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["PG_VERSION"]);
 }

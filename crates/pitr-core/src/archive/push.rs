@@ -148,8 +148,10 @@ pub async fn push(
 
 /// [`push`] into the cluster that `open` opens, opened while the file is read, hashed and
 /// compressed: on an object store, opening the repository and reading the cluster's identity
-/// are round trips (a listing, the key object, the marker, the identity) that then cost no
-/// time of their own, and the create-only PUT is the one request left after the compression.
+/// are round trips (the key object, the identity) that then cost no time of their own, and
+/// the create-only PUT is the one request left after the compression. `open` may skip the
+/// check that the location is a repository ([`pitr_repo::Repo::open_with_key_unchecked`]):
+/// the push makes it before writing unless the cluster's recorded identity proves it.
 /// Every check runs to completion before that PUT is sent: a foreign segment, a missing key
 /// or an unreadable repository stores nothing; a failure to open discards the compressed
 /// bytes.
@@ -194,7 +196,7 @@ where
             pitr_repo::frame::encode_file(&file, len, compression)
         });
         let cluster = open.await?;
-        let stored = cluster.register(&found).await.map_err(ArchiveError::from)?;
+        let stored = recorded_identity(&cluster, &found).await?;
         check_identity(&cluster, &name, &found, &stored)?;
         let (obj, summary) = encode
             .await
@@ -209,11 +211,9 @@ where
         let data = tokio::fs::read(path).await.map_err(read_err)?;
         check_text(&name, &data)?;
         let cluster = open.await?;
-        cluster
-            .repo()
-            .ensure_marker()
-            .await
-            .map_err(ArchiveError::from)?;
+        let repo = cluster.repo();
+        repo.check_location().await.map_err(ArchiveError::from)?;
+        repo.ensure_marker().await.map_err(ArchiveError::from)?;
         let put = cluster
             .put_wal(&name, &data, compression)
             .await
@@ -239,6 +239,21 @@ where
             report(PushOutcome::AlreadyArchived, len, None, summary.checksum)
         }
     })
+}
+
+/// The cluster's recorded identity, registering `found` on first use. The location may have
+/// been opened without checking that it is a repository ([`pitr_repo::Repo::open_with_key_unchecked`]):
+/// a recorded identity proves it is (pitr writes one only into a repository, after its marker,
+/// and reads it back verified), otherwise the location is checked before anything is written.
+async fn recorded_identity(
+    cluster: &ClusterRepo,
+    found: &ClusterIdentity,
+) -> Result<ClusterIdentity, ArchiveError> {
+    if let Some(stored) = cluster.identity().await? {
+        return Ok(stored);
+    }
+    cluster.repo().check_location().await?;
+    Ok(cluster.register(found).await?)
 }
 
 /// A timeline history file must parse; a backup history file must be text.
