@@ -51,7 +51,7 @@ async fn push_counted(cfg: &S3Config, seg: &Path) -> (PushOutcome, u64) {
             let repo = Repo::open_with_key_unchecked(storage, None)
                 .await
                 .map_err(ArchiveError::from)?;
-            Ok::<_, ArchiveError>(repo.cluster("main").map_err(ArchiveError::from)?)
+            repo.cluster("main").map_err(ArchiveError::from)
         }
     };
     let report = push_opening(open, seg, Compression::Zstd(1)).await.unwrap();
