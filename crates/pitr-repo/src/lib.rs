@@ -140,33 +140,51 @@ impl Repo {
         storage: Arc<dyn Storage>,
         key: Option<&KeyFile>,
     ) -> RepoResult<Repo> {
+        let repo = Repo::open_keyed(storage, key).await?;
+        repo.check_location().await?;
+        Ok(repo)
+    }
+
+    /// [`Repo::open_with_key`] without the check that the location is a repository (one
+    /// request less on an object store: the marker's HEAD): the caller runs
+    /// [`Repo::check_location`] before it writes anything, unless an object only pitr writes
+    /// after that check (a cluster's identity, [`ClusterRepo::identity`]) already proves it.
+    /// The encryption checks (key required, right key, no key for a plain repository) are
+    /// made here all the same.
+    pub async fn open_with_key_unchecked(
+        storage: Arc<dyn Storage>,
+        key: Option<&KeyFile>,
+    ) -> RepoResult<Repo> {
+        Repo::open_keyed(storage, key).await
+    }
+
+    async fn open_keyed(storage: Arc<dyn Storage>, key: Option<&KeyFile>) -> RepoResult<Repo> {
         let plain = Repo::new(storage.clone());
         let location = plain.location();
         let ring = plain.keyring().await?;
         let (dk, ring) = match (ring, key) {
             (Some(ring), Some(key)) => (ring.unwrap_key(key, &location)?, ring),
             (Some(_), None) => return Err(CryptError::MissingKey { repo: location }.into()),
-            (None, None) => return plain.checked().await,
+            (None, None) => return Ok(plain),
             (None, Some(key)) => plain.make_encrypted(key).await?,
         };
         let sealed: Arc<dyn Storage> = Arc::new(crypt::EncryptedStorage::new(storage, dk));
-        Repo {
+        Ok(Repo {
             storage: sealed,
             encryption: Some(Arc::new(ring.info())),
-        }
-        .checked()
-        .await
+        })
     }
 
-    /// Itself, unless the location holds something that is not a repository.
-    async fn checked(self) -> RepoResult<Repo> {
+    /// `Ok` unless the location holds something that is not a repository
+    /// ([`RepoError::NotARepository`]).
+    pub async fn check_location(&self) -> RepoResult<()> {
         if let Some(example) = self.foreign_entry().await {
             return Err(RepoError::NotARepository {
                 location: self.location(),
                 example,
             });
         }
-        Ok(self)
+        Ok(())
     }
 
     /// The key object, if the repository is encrypted.

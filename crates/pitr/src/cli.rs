@@ -66,7 +66,8 @@ pub struct GlobalArgs {
     /// it makes the new repository encrypted
     #[arg(long, global = true, env = "PITR_ENCRYPTION_KEY", value_name = "FILE")]
     pub encryption_key_file: Option<PathBuf>,
-    /// Compression for new objects: zstd, zstd:LEVEL, lz4 or none [default: zstd]
+    /// Compression for new objects: zstd (= zstd:1, tuned for WAL), zstd:LEVEL (1-19), lz4 or
+    /// none [default: zstd]
     #[arg(long, global = true, env = "PITR_COMPRESS", value_name = "ALGO")]
     pub compress: Option<String>,
     /// S3 endpoint URL, e.g. https://minio.example:9000 (path-style addressing) [default: AWS]

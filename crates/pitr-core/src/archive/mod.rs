@@ -22,7 +22,7 @@ use pitr_storage::StorageError;
 
 pub use get::{get, GetOutcome, GET_RETRY_DELAYS};
 pub(crate) use push::admit_segment;
-pub use push::{push, segment_identity, PushOutcome, PushReport};
+pub use push::{push, push_opening, segment_identity, PushOutcome, PushReport};
 pub use spool::Spool;
 
 /// A failed archive operation.

@@ -142,6 +142,28 @@ pub async fn push(
     path: &Path,
     compression: Compression,
 ) -> Result<PushReport, ArchiveError> {
+    let cluster = cluster.clone();
+    push_opening(async move { Ok(cluster) }, path, compression).await
+}
+
+/// [`push`] into the cluster that `open` opens, opened while the file is read, hashed and
+/// compressed: on an object store, opening the repository and reading the cluster's identity
+/// are round trips (the key object, the identity) that then cost no time of their own, and
+/// the create-only PUT is the one request left after the compression. `open` may skip the
+/// check that the location is a repository ([`pitr_repo::Repo::open_with_key_unchecked`]):
+/// the push makes it before writing unless the cluster's recorded identity proves it.
+/// Every check runs to completion before that PUT is sent: a foreign segment, a missing key
+/// or an unreadable repository stores nothing; a failure to open discards the compressed
+/// bytes.
+pub async fn push_opening<F, E>(
+    open: F,
+    path: &Path,
+    compression: Compression,
+) -> Result<PushReport, E>
+where
+    F: std::future::Future<Output = Result<ClusterRepo, E>>,
+    E: From<ArchiveError>,
+{
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -160,13 +182,6 @@ pub async fn push(
             }
         }
     };
-    let report = |outcome, original_bytes, stored_bytes, blake3: Checksum| PushReport {
-        name: name.to_string(),
-        outcome,
-        original_bytes,
-        stored_bytes,
-        blake3: blake3.to_string(),
-    };
     let put = if name.holds_wal() {
         // Segments (and .partial segments) are large: check the header, then read, hash and
         // compress the file in parallel ranges without a whole-file copy first.
@@ -175,41 +190,42 @@ pub async fn push(
         let mut head = vec![0u8; usize::try_from(len.min(HEAD_LEN)).unwrap_or(0)];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).map_err(read_err)?;
         let found = segment_identity(&name, &head, len)?;
-        // Compress while the recorded identity is read (a round trip on an object store); a
-        // mismatch discards the work.
+        // Compress while the repository is opened and the recorded identity read (round trips
+        // on an object store); a failure or a mismatch discards the work.
         let encode = tokio::task::spawn_blocking(move || {
             pitr_repo::frame::encode_file(&file, len, compression)
         });
-        let stored = cluster.register(&found).await?;
-        check_identity(cluster, &name, &found, &stored)?;
+        let cluster = open.await?;
+        let stored = recorded_identity(&cluster, &found).await?;
+        check_identity(&cluster, &name, &found, &stored)?;
         let (obj, summary) = encode
             .await
             .map_err(|e| read_err(io::Error::other(e)))?
             .map_err(read_err)?;
-        (len, cluster.put_wal_frame(&name, obj, summary).await?)
+        let put = cluster
+            .put_wal_frame(&name, obj, summary)
+            .await
+            .map_err(ArchiveError::from)?;
+        (len, put)
     } else {
         let data = tokio::fs::read(path).await.map_err(read_err)?;
-        match name {
-            WalFileName::History { tli } => {
-                TimelineHistory::parse(tli, &data).map_err(|e| ArchiveError::BadContent {
-                    name,
-                    reason: e.to_string(),
-                })?;
-            }
-            _ => {
-                if std::str::from_utf8(&data).is_err() {
-                    return Err(ArchiveError::BadContent {
-                        name,
-                        reason: "a backup history file must be text".into(),
-                    });
-                }
-            }
-        }
-        cluster.repo().ensure_marker().await?;
-        (
-            data.len() as u64,
-            cluster.put_wal(&name, &data, compression).await?,
-        )
+        check_text(&name, &data)?;
+        let cluster = open.await?;
+        let repo = cluster.repo();
+        repo.check_location().await.map_err(ArchiveError::from)?;
+        repo.ensure_marker().await.map_err(ArchiveError::from)?;
+        let put = cluster
+            .put_wal(&name, &data, compression)
+            .await
+            .map_err(ArchiveError::from)?;
+        (data.len() as u64, put)
+    };
+    let report = |outcome, original_bytes, stored_bytes, blake3: Checksum| PushReport {
+        name: name.to_string(),
+        outcome,
+        original_bytes,
+        stored_bytes,
+        blake3: blake3.to_string(),
     };
     Ok(match put {
         (
@@ -223,6 +239,42 @@ pub async fn push(
             report(PushOutcome::AlreadyArchived, len, None, summary.checksum)
         }
     })
+}
+
+/// The cluster's recorded identity, registering `found` on first use. The location may have
+/// been opened without checking that it is a repository ([`pitr_repo::Repo::open_with_key_unchecked`]):
+/// a recorded identity proves it is (pitr writes one only into a repository, after its marker,
+/// and reads it back verified), otherwise the location is checked before anything is written.
+async fn recorded_identity(
+    cluster: &ClusterRepo,
+    found: &ClusterIdentity,
+) -> Result<ClusterIdentity, ArchiveError> {
+    if let Some(stored) = cluster.identity().await? {
+        return Ok(stored);
+    }
+    cluster.repo().check_location().await?;
+    Ok(cluster.register(found).await?)
+}
+
+/// A timeline history file must parse; a backup history file must be text.
+fn check_text(name: &WalFileName, data: &[u8]) -> Result<(), ArchiveError> {
+    match name {
+        WalFileName::History { tli } => {
+            TimelineHistory::parse(*tli, data).map_err(|e| ArchiveError::BadContent {
+                name: *name,
+                reason: e.to_string(),
+            })?;
+        }
+        _ => {
+            if std::str::from_utf8(data).is_err() {
+                return Err(ArchiveError::BadContent {
+                    name: *name,
+                    reason: "a backup history file must be text".into(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How much of a segment [`push`] reads to check its long page header.

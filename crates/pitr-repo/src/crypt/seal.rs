@@ -15,8 +15,7 @@
 //! The chunk layout is fixed, so a plaintext byte range maps to a ciphertext range (ranged
 //! reads) and chunks open independently (parallel decryption).
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 
 /// Magic at the start of every sealed object (includes the format version byte).
 pub const SEAL_MAGIC: &[u8; 8] = b"PITRENC\x01";
@@ -78,11 +77,16 @@ pub(crate) fn random<const N: usize>() -> Result<[u8; N], SealError> {
 
 /// The cipher of one object: its key derived from the data key and the object's salt.
 pub(crate) struct ObjectCipher {
-    aead: Aes256Gcm,
+    aead: LessSafeKey,
 }
 
 impl ObjectCipher {
     /// The cipher for the object whose header holds `salt`.
+    ///
+    /// AES-256-GCM as ring implements it (BoringSSL's assembly: AES-NI, VAES and carry-less
+    /// multiplication where the CPU has them), the same bytes as RustCrypto's `aes-gcm` (which
+    /// still wraps the data key, [`super::Keyring`]) at several times its speed: decrypting a
+    /// restore's objects is what an encrypted repository costs (`bench/README.md`).
     pub(crate) fn new(dk: &DataKey, salt: &[u8; SALT_LEN]) -> ObjectCipher {
         let mut sub = blake3::Hasher::new_keyed(&dk.0)
             .update(b"pitr object key v1")
@@ -90,8 +94,11 @@ impl ObjectCipher {
             .finalize()
             .as_bytes()
             .to_owned();
-        let aead = Aes256Gcm::new((&sub).into());
+        let unbound = UnboundKey::new(&AES_256_GCM, &sub);
         zeroize::Zeroize::zeroize(&mut sub);
+        // ring refuses only a key of the wrong length; `sub` is 32 bytes, AES-256's length.
+        #[allow(clippy::expect_used)]
+        let aead = LessSafeKey::new(unbound.expect("a 32-byte AES-256 key"));
         ObjectCipher { aead }
     }
 
@@ -104,10 +111,15 @@ impl ObjectCipher {
     /// Encrypts chunk `index` of object `key` in place; returns its tag.
     fn seal_detached(&self, key: &str, index: u64, last: bool, buf: &mut [u8]) -> [u8; TAG] {
         // AES-GCM refuses only plaintexts over 64 GiB; a chunk is 64 KiB.
-        self.aead
-            .encrypt_in_place_detached(&nonce(index), &aad(key, index, last), buf)
-            .map(Into::into)
-            .unwrap_or([0u8; TAG])
+        let mut out = [0u8; TAG];
+        if let Ok(tag) = self.aead.seal_in_place_separate_tag(
+            nonce(index),
+            Aad::from(aad(key, index, last)),
+            buf,
+        ) {
+            out.copy_from_slice(tag.as_ref());
+        }
+        out
     }
 
     /// Decrypts chunk `index` of object `key` (ciphertext and tag) in place; returns the
@@ -138,20 +150,24 @@ impl ObjectCipher {
         tag: &[u8],
     ) -> Result<(), SealError> {
         let bad = SealError::Chunk { index };
-        if tag.len() != TAG {
-            return Err(bad);
-        }
-        let tag = Tag::clone_from_slice(tag);
+        let tag = Tag::try_from(tag).map_err(|_| SealError::Chunk { index })?;
         self.aead
-            .decrypt_in_place_detached(&nonce(index), &aad(key, index, last), data, &tag)
+            .open_in_place_separate_tag(
+                nonce(index),
+                Aad::from(aad(key, index, last)),
+                tag,
+                data,
+                0..,
+            )
+            .map(|_| ())
             .map_err(|_| bad)
     }
 }
 
-fn nonce(index: u64) -> Nonce<aes_gcm::aead::consts::U12> {
+fn nonce(index: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[..8].copy_from_slice(&index.to_le_bytes());
-    Nonce::from(n)
+    Nonce::assume_unique_for_key(n)
 }
 
 fn aad(key: &str, index: u64, last: bool) -> Vec<u8> {
@@ -356,5 +372,51 @@ impl Sealer {
     pub(crate) fn finish(mut self) -> Vec<u8> {
         self.seal_pending(true);
         self.out
+    }
+}
+
+#[cfg(test)]
+mod ring_matches_rustcrypto {
+    #![allow(clippy::unwrap_used)]
+    use aes_gcm::aead::{Aead, Payload};
+    use aes_gcm::KeyInit;
+
+    use super::*;
+
+    /// Objects sealed before chunks went through ring (by RustCrypto's `aes-gcm`) open, and
+    /// the other way round: the same AES-256-GCM bytes.
+    #[test]
+    fn chunks_are_the_same_aes_256_gcm_bytes() {
+        let dk = DataKey([9u8; 32]);
+        let salt = [3u8; SALT_LEN];
+        let sub = blake3::Hasher::new_keyed(&dk.0)
+            .update(b"pitr object key v1")
+            .update(&salt)
+            .finalize();
+        let rc = aes_gcm::Aes256Gcm::new(sub.as_bytes().into());
+        let cipher = ObjectCipher::new(&dk, &salt);
+        let plain: Vec<u8> = (0..CHUNK as u32).map(|i| (i * 7 % 251) as u8).collect();
+        for (index, last) in [(0u64, false), (5, true)] {
+            let mut n = [0u8; 12];
+            n[..8].copy_from_slice(&index.to_le_bytes());
+            let aad = aad("c/wal/x", index, last);
+            let theirs = rc
+                .encrypt(
+                    (&n).into(),
+                    Payload {
+                        msg: &plain,
+                        aad: &aad,
+                    },
+                )
+                .unwrap();
+            let mut ours = plain.clone();
+            cipher.seal("c/wal/x", index, last, &mut ours);
+            assert_eq!(ours, theirs);
+            let len = cipher.open("c/wal/x", index, last, &mut ours).unwrap();
+            assert_eq!(&ours[..len], &plain[..]);
+            assert!(cipher
+                .open("c/wal/x", index, !last, &mut theirs.clone())
+                .is_err());
+        }
     }
 }

@@ -41,7 +41,7 @@ impl GrowingFrame {
     /// An empty frame with compression `c`.
     pub fn new(c: Compression) -> io::Result<GrowingFrame> {
         let compressor = match c {
-            Compression::Zstd(level) => Some(zstd::bulk::Compressor::new(level)?),
+            Compression::Zstd(level) => Some(super::encode::zstd_compressor(level)?),
             Compression::None | Compression::Lz4 => None,
         };
         Ok(GrowingFrame {

@@ -65,7 +65,8 @@ impl Compression {
     }
 }
 
-/// Default zstd level: fast, and within a few percent of level 3's ratio on WAL.
+/// Default zstd level: level 1 with pitr's tuning for WAL (see `encode::zstd_compressor`):
+/// as fast as plain level 1 within a third, and smaller than level 3 on pgbench WAL.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 impl fmt::Display for Compression {

@@ -16,10 +16,12 @@
 //!   failure is a [`StorageError::Remote`] with its [`RemoteFailure`] class and a hint.
 
 mod config;
+mod count;
 mod error;
 mod upload;
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,7 +30,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{
     AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsCredential, S3ConditionalPut,
 };
-use object_store::client::{HttpClient, HttpConnector, ReqwestConnector};
+use object_store::client::{HttpClient, HttpConnector};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{
@@ -66,6 +68,8 @@ pub(crate) struct S3Inner {
     endpoint: String,
     /// The repository's key prefix with a trailing `/`, or empty.
     root: String,
+    /// HTTP requests sent so far (every attempt).
+    sent: Arc<AtomicU64>,
 }
 
 impl S3Storage {
@@ -79,6 +83,7 @@ impl S3Storage {
         }
         let endpoint = cfg.effective_endpoint();
         let options = client_options(&cfg, endpoint.as_deref())?;
+        let sent = Arc::new(AtomicU64::new(0));
         let retry = RetryConfig {
             backoff: BackoffConfig {
                 init_backoff: std::time::Duration::from_millis(100),
@@ -96,7 +101,8 @@ impl S3Storage {
             .with_region(cfg.effective_region())
             .with_conditional_put(S3ConditionalPut::ETagMatch)
             .with_retry(retry)
-            .with_client_options(options.clone());
+            .with_client_options(options.clone())
+            .with_http_connector(count::CountingConnector { sent: sent.clone() });
         builder = match &endpoint {
             Some(ep) => builder
                 .with_endpoint(ep)
@@ -116,7 +122,7 @@ impl S3Storage {
         let store = builder
             .build()
             .map_err(|e| config_error(&url, &e.to_string()))?;
-        let http = ReqwestConnector::default()
+        let http = count::CountingConnector { sent: sent.clone() }
             .connect(&options)
             .map_err(|e| config_error(&url, &e.to_string()))?;
         let root = if cfg.prefix.is_empty() {
@@ -132,6 +138,7 @@ impl S3Storage {
                 cfg,
                 endpoint,
                 root,
+                sent,
             }),
         })
     }
@@ -158,6 +165,11 @@ impl S3Storage {
             .await
             .map_err(|e| s3.fail("list", "", &e))?;
         Ok(())
+    }
+
+    /// How many HTTP requests this driver has sent (each attempt of a retried one included).
+    pub fn requests_sent(&self) -> u64 {
+        self.inner.sent.load(Ordering::Relaxed)
     }
 
     /// The configuration this driver was built from.

@@ -7,14 +7,14 @@ use pitr_core::archive::Spool;
 use pitr_core::archive::{self, GetOutcome, PushOutcome};
 use pitr_pg::WalFileName;
 
-use super::{compression, open_cluster, print_json, DEFAULT_CLUSTER};
+use super::{compression, open_cluster, open_cluster_for_push, print_json, DEFAULT_CLUSTER};
 use crate::cli::{ArchiveGetArgs, ArchivePushArgs, GlobalArgs, SpoolFillArgs};
 use crate::error::{CliError, EXIT_NOT_FOUND};
 
 pub async fn push(g: &GlobalArgs, a: ArchivePushArgs) -> Result<u8, CliError> {
     let c = compression(g)?;
-    let cluster = open_cluster(g).await?;
-    let report = archive::push(&cluster, &a.wal_path, c).await?;
+    // The repository opens while the segment is compressed (see push_opening).
+    let report = archive::push_opening(open_cluster_for_push(g), &a.wal_path, c).await?;
     if g.json {
         print_json(&report);
     } else if report.outcome == PushOutcome::AlreadyArchived && !g.quiet {
