@@ -27,10 +27,10 @@ mod tests;
 
 use std::fmt;
 
-pub use decode::{decode, decode_into};
+pub use decode::{decode, decode_into, decode_payload};
 pub use encode::{encode, encode_file, FrameEncoder, ZSTD_PIECE};
 pub use growing::{GrowingFrame, GROWING_PIECE};
-pub use layout::{summary, END_MAGIC, HEADER_LEN, MAGIC, MAX_ORIGINAL_LEN, TRAILER_LEN};
+pub use layout::{ends, summary, END_MAGIC, HEADER_LEN, MAGIC, MAX_ORIGINAL_LEN, TRAILER_LEN};
 pub use parallel::{decode_to, WriteAt};
 
 /// Compression of a frame's payload.
