@@ -489,12 +489,20 @@ impl ClusterRepo {
         let (Some(h), Some(t)) = (header, trailer) else {
             return Err(corrupt(frame::FrameError::Truncated(0)));
         };
-        let truncated = || corrupt(frame::FrameError::Truncated(usize::try_from(size).unwrap_or(0)));
+        let truncated = || {
+            corrupt(frame::FrameError::Truncated(
+                usize::try_from(size).unwrap_or(0),
+            ))
+        };
         if size < (frame::HEADER_LEN + frame::TRAILER_LEN) as u64 {
             return Err(truncated());
         }
-        let h = h.first_chunk::<{ frame::HEADER_LEN }>().ok_or_else(truncated)?;
-        let t = t.first_chunk::<{ frame::TRAILER_LEN }>().ok_or_else(truncated)?;
+        let h = h
+            .first_chunk::<{ frame::HEADER_LEN }>()
+            .ok_or_else(truncated)?;
+        let t = t
+            .first_chunk::<{ frame::TRAILER_LEN }>()
+            .ok_or_else(truncated)?;
         frame::ends(h, t).map(|(_, s)| s).map_err(corrupt)
     }
 

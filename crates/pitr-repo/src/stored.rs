@@ -85,7 +85,11 @@ pub async fn decode_stored<W: Write + Send + 'static>(
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             frame::decode_payload(code, reader, summary, &mut out)
         }))
-        .unwrap_or_else(|_| Err(FrameError::Decompress("the decoding thread panicked".into())));
+        .unwrap_or_else(|_| {
+            Err(FrameError::Decompress(
+                "the decoding thread panicked".into(),
+            ))
+        });
         (out, r)
     })
     .await;
@@ -94,7 +98,9 @@ pub async fn decode_stored<W: Write + Send + 'static>(
         Ok((out, r)) => (Some(out), r),
         Err(e) => (
             None,
-            Err(FrameError::Decompress(format!("the decoding thread stopped: {e}"))),
+            Err(FrameError::Decompress(format!(
+                "the decoding thread stopped: {e}"
+            ))),
         ),
     };
     if let Some(e) = lock(&storage_error).take() {

@@ -578,7 +578,14 @@ fn short_writes_are_never_acknowledged_and_reruns_finish() {
     let name = seg.file_name().unwrap().to_str().unwrap().to_string();
     let original = fs::read(&seg).unwrap();
     let dest = scratch.path().join("dest");
-    let push = ["--repo", s(&repo), "--compress", "none", "archive-push", s(&seg)];
+    let push = [
+        "--repo",
+        s(&repo),
+        "--compress",
+        "none",
+        "archive-push",
+        s(&seg),
+    ];
     let get = ["--repo", s(&repo), "archive-get", &name, s(&dest)];
     let mut trials = 0;
     for limit_kb in [1, 4096, 40_000, 65_535] {
@@ -606,7 +613,11 @@ fn short_writes_are_never_acknowledged_and_reruns_finish() {
     pitr(&["--repo", s(&repo), "verify"]).expect_code(0);
     let leftovers: Vec<_> = walk(&repo)
         .into_iter()
-        .chain(walk(scratch.path()).into_iter().filter(|p| p.starts_with(&dest)))
+        .chain(
+            walk(scratch.path())
+                .into_iter()
+                .filter(|p| p.starts_with(&dest)),
+        )
         .filter(|p| p.to_string_lossy().contains("pitr-tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");

@@ -102,7 +102,13 @@ fn archive_get_and_verify_of_a_large_object_stay_within_bounded_memory() {
             base.iter().chain(rest).map(|a| a.to_string()).collect()
         };
         pitr(&run(&with(&["init"]))).expect_code(0);
-        pitr(&run(&with(&["--compress", "none", "archive-push", s(&seg)]))).expect_code(0);
+        pitr(&run(&with(&[
+            "--compress",
+            "none",
+            "archive-push",
+            s(&seg),
+        ])))
+        .expect_code(0);
         let stored = stored_size(&repo, &name);
         assert!(stored >= original_len, "stored in {stored} bytes");
 

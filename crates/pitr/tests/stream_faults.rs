@@ -43,7 +43,11 @@ fn start_stream(c: &Cluster, repo: &Path, log: &Path, create: bool) -> Child {
 /// The segment names stored under `repo`'s cluster `main`, sorted.
 fn stored_segments(repo: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    for tli in fs::read_dir(repo.join("main/wal")).into_iter().flatten().flatten() {
+    for tli in fs::read_dir(repo.join("main/wal"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         for e in fs::read_dir(tli.path()).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.len() == 24 && name.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -154,7 +158,10 @@ fn stream_killed_anywhere_keeps_whole_segments_and_reruns_continue(install: &PgI
         .filter(|n| *n >= first && *n <= lastb && !in_b.contains(n))
         .collect();
     if install.major >= 15 {
-        assert!(missing.is_empty(), "not streamed after a rerun: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "not streamed after a rerun: {missing:?}"
+        );
     }
     eprintln!(
         "PostgreSQL {}: stream killed at {kills} points ({with_partial} left a .partial), verify \

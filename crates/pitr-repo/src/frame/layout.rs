@@ -74,10 +74,7 @@ pub(super) fn parts(obj: &[u8]) -> Result<(u8, &[u8], FrameSummary), FrameError>
 
 /// Checks a frame's header `h` and trailer `t` (read apart, e.g. by ranged reads of a large
 /// object); returns the compression code and the summary.
-pub fn ends(
-    h: &[u8; HEADER_LEN],
-    t: &[u8; TRAILER_LEN],
-) -> Result<(u8, FrameSummary), FrameError> {
+pub fn ends(h: &[u8; HEADER_LEN], t: &[u8; TRAILER_LEN]) -> Result<(u8, FrameSummary), FrameError> {
     if &h[..8] != MAGIC {
         return Err(FrameError::BadMagic);
     }
