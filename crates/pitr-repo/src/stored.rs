@@ -43,6 +43,88 @@ pub enum StoredError {
 /// cancelled, when the runtime shuts down) and the outcome.
 pub type StoredRead<W> = (Option<W>, Result<Option<FrameSummary>, StoredError>);
 
+/// A stored frame opened for reading: small, in memory; or large, its payload arriving in
+/// pieces (see [`open_stored`]).
+#[derive(Debug)]
+pub enum Opened {
+    /// The whole object (at most [`FIRST_READ`] bytes).
+    Whole(Bytes),
+    /// A larger object, read by ranged reads as its payload is consumed.
+    Streamed(StreamedFrame),
+}
+
+/// A large stored frame being read: its header and trailer checked, its payload a [`Read`]
+/// fed by a task doing ranged reads at most [`PIECES_AHEAD`] pieces ahead. The task stops when
+/// this is dropped.
+#[derive(Debug)]
+pub struct StreamedFrame {
+    /// Compression code of the payload (the header's).
+    pub code: u8,
+    /// What the trailer says.
+    pub summary: FrameSummary,
+    /// The object's stored size.
+    pub stored_len: u64,
+    /// The payload (read it to the end, then check [`StreamedFrame::storage_error`]).
+    pub payload: Pieces,
+    fetcher: tokio::task::AbortHandle,
+}
+
+impl StreamedFrame {
+    /// The storage failure that cut the payload short, if any (report it rather than the
+    /// decoder's error).
+    pub fn storage_error(&self) -> Option<StorageError> {
+        lock(&self.payload.error).take()
+    }
+}
+
+impl Drop for StreamedFrame {
+    fn drop(&mut self) {
+        self.fetcher.abort();
+    }
+}
+
+/// Opens the frame stored under `key`: one read when it is at most [`FIRST_READ`] bytes,
+/// else its header and trailer (checked) and a payload fed by ranged reads. `None` when the
+/// object does not exist. Must be called on a Tokio runtime (the fetching task is spawned on
+/// it); the payload is read from a blocking thread.
+pub async fn open_stored(
+    storage: &Arc<dyn Storage>,
+    key: &str,
+) -> Result<Option<Opened>, StoredError> {
+    let Some(first) = storage
+        .get_range(key, 0..FIRST_READ)
+        .await
+        .map_err(StoredError::Storage)?
+    else {
+        return Ok(None);
+    };
+    if (first.len() as u64) < FIRST_READ {
+        return Ok(Some(Opened::Whole(first)));
+    }
+    let Some(plan) = plan(storage, key, &first).await? else {
+        return Ok(None);
+    };
+    let (tx, rx) = mpsc::channel(PIECES_AHEAD);
+    let fetcher = tokio::spawn(fetch_pieces(
+        storage.clone(),
+        key.to_string(),
+        FIRST_READ..plan.payload_end,
+        tx,
+    ));
+    Ok(Some(Opened::Streamed(StreamedFrame {
+        code: plan.code,
+        summary: plan.summary,
+        stored_len: plan.payload_end + TRAILER_LEN as u64,
+        payload: Pieces {
+            current: first.slice(HEADER_LEN.min(first.len())..),
+            left: plan.payload_end - HEADER_LEN as u64,
+            rx,
+            error: Arc::new(Mutex::new(None)),
+        },
+        fetcher: fetcher.abort_handle(),
+    })))
+}
+
 /// Decodes the frame stored under `key` into `out`, verified (length and BLAKE3), with memory
 /// bounded by a few pieces (see the module documentation). Returns `out` back with the
 /// summary, `None` when the object does not exist. On error `out` may have received bytes:
@@ -52,61 +134,42 @@ pub async fn decode_stored<W: Write + Send + 'static>(
     key: &str,
     mut out: W,
 ) -> StoredRead<W> {
-    let first = match storage.get_range(key, 0..FIRST_READ).await {
-        Ok(Some(b)) => b,
-        Ok(None) => return (Some(out), Ok(None)),
-        Err(e) => return (Some(out), Err(StoredError::Storage(e))),
-    };
-    if (first.len() as u64) < FIRST_READ {
-        let r = frame::decode_into(&first, &mut out);
-        return (Some(out), r.map(Some).map_err(StoredError::Frame));
-    }
-    let plan = match plan(storage, key, &first).await {
-        Ok(Some(p)) => p,
+    let streamed = match open_stored(storage, key).await {
         Ok(None) => return (Some(out), Ok(None)),
         Err(e) => return (Some(out), Err(e)),
+        Ok(Some(Opened::Whole(obj))) => {
+            let r = frame::decode_into(&obj, &mut out);
+            return (Some(out), r.map(Some).map_err(StoredError::Frame));
+        }
+        Ok(Some(Opened::Streamed(s))) => s,
     };
-    let (tx, rx) = mpsc::channel(PIECES_AHEAD);
-    let fetcher = tokio::spawn(fetch_pieces(
-        storage.clone(),
-        key.to_string(),
-        FIRST_READ..plan.payload_end,
-        tx,
-    ));
-    let storage_error = Arc::new(Mutex::new(None));
-    let reader = Pieces {
-        current: first.slice(HEADER_LEN.min(first.len())..),
-        left: plan.payload_end - HEADER_LEN as u64,
-        rx,
-        error: storage_error.clone(),
-    };
-    let (code, summary) = (plan.code, plan.summary);
     let joined = tokio::task::spawn_blocking(move || {
+        let mut streamed = streamed;
+        let (code, summary) = (streamed.code, streamed.summary);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            frame::decode_payload(code, reader, summary, &mut out)
+            frame::decode_payload(code, &mut streamed.payload, summary, &mut out)
         }))
         .unwrap_or_else(|_| {
             Err(FrameError::Decompress(
                 "the decoding thread panicked".into(),
             ))
         });
+        let r = match streamed.storage_error() {
+            Some(e) => Err(StoredError::Storage(e)),
+            None => r.map(Some).map_err(StoredError::Frame),
+        };
         (out, r)
     })
     .await;
-    fetcher.abort();
-    let (out, r) = match joined {
+    match joined {
         Ok((out, r)) => (Some(out), r),
         Err(e) => (
             None,
-            Err(FrameError::Decompress(format!(
+            Err(StoredError::Frame(FrameError::Decompress(format!(
                 "the decoding thread stopped: {e}"
-            ))),
+            )))),
         ),
-    };
-    if let Some(e) = lock(&storage_error).take() {
-        return (out, Err(StoredError::Storage(e)));
     }
-    (out, r.map(Some).map_err(StoredError::Frame))
 }
 
 /// What a large object holds, from its size and trailer.
@@ -176,7 +239,8 @@ async fn fetch_pieces(
 }
 
 /// The payload as the decoder reads it: the rest of the first read, then the pieces.
-struct Pieces {
+#[derive(Debug)]
+pub struct Pieces {
     current: Bytes,
     /// Payload bytes not yet handed to the decoder.
     left: u64,
