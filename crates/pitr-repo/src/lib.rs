@@ -21,6 +21,7 @@ pub mod lease;
 pub mod meta;
 mod partial;
 pub mod pin;
+pub mod stored;
 
 use std::sync::Arc;
 
@@ -490,22 +491,37 @@ impl ClusterRepo {
         }
     }
 
+    /// The summary in a stored frame's trailer: its header and trailer read by two ranged
+    /// reads, whatever its size.
     async fn stored_summary(&self, key: &str) -> RepoResult<FrameSummary> {
-        let obj = self
-            .repo
-            .storage
-            .get(key)
-            .await?
-            .ok_or_else(|| RepoError::Corrupt {
-                repo: self.repo.location(),
-                key: key.to_string(),
-                source: frame::FrameError::Truncated(0),
-            })?;
-        frame::summary(&obj).map_err(|source| RepoError::Corrupt {
+        let corrupt = |source| RepoError::Corrupt {
             repo: self.repo.location(),
             key: key.to_string(),
             source,
-        })
+        };
+        let storage = &self.repo.storage;
+        let size = storage.head(key).await?.map_or(0, |m| m.size);
+        let trailer_at = size.saturating_sub(frame::TRAILER_LEN as u64);
+        let header = storage.get_range(key, 0..frame::HEADER_LEN as u64).await?;
+        let trailer = storage.get_range(key, trailer_at..size).await?;
+        let (Some(h), Some(t)) = (header, trailer) else {
+            return Err(corrupt(frame::FrameError::Truncated(0)));
+        };
+        let truncated = || {
+            corrupt(frame::FrameError::Truncated(
+                usize::try_from(size).unwrap_or(0),
+            ))
+        };
+        if size < (frame::HEADER_LEN + frame::TRAILER_LEN) as u64 {
+            return Err(truncated());
+        }
+        let h = h
+            .first_chunk::<{ frame::HEADER_LEN }>()
+            .ok_or_else(truncated)?;
+        let t = t
+            .first_chunk::<{ frame::TRAILER_LEN }>()
+            .ok_or_else(truncated)?;
+        frame::ends(h, t).map(|(_, s)| s).map_err(corrupt)
     }
 
     /// Reads an archived WAL file, verified; `None` when it is not archived.
@@ -523,18 +539,42 @@ impl ClusterRepo {
             })
     }
 
-    /// Decodes an archived WAL file into `out`, streaming and verified (length and checksum);
-    /// `None` when it is not archived. On error `out` may have received bytes: write to a
-    /// temporary file and publish it only on success.
-    pub async fn get_wal_into<W: std::io::Write>(
+    /// Decodes an archived WAL file into `out`, streaming and verified (length and checksum),
+    /// with memory bounded by a few pieces whatever its size ([`stored`]); `None` when it is
+    /// not archived. Returns `out` back (`None` only if the runtime shut down meanwhile). On
+    /// error `out` may have received bytes: write to a temporary file and publish it only on
+    /// success.
+    pub async fn get_wal_into<W: std::io::Write + Send + 'static>(
         &self,
         name: &WalFileName,
-        out: &mut W,
-    ) -> RepoResult<Option<FrameSummary>> {
-        self.get_frame_into(self.wal_key(name), out).await
+        out: W,
+    ) -> (Option<W>, RepoResult<Option<FrameSummary>>) {
+        self.decode_object(&self.wal_key(name), out).await
     }
 
-    /// Decodes the framed object `key` into `out`, verified; `None` when it does not exist.
+    /// Decodes the framed object `key` (written once, never replaced) into `out`, verified,
+    /// with memory bounded by a few pieces whatever its size (see [`stored`]); `None` when it
+    /// does not exist. Returns `out` back (`None` only if the runtime shut down meanwhile).
+    pub async fn decode_object<W: std::io::Write + Send + 'static>(
+        &self,
+        key: &str,
+        out: W,
+    ) -> (Option<W>, RepoResult<Option<FrameSummary>>) {
+        let (out, r) = stored::decode_stored(&self.repo.storage, key, out).await;
+        let r = r.map_err(|e| match e {
+            stored::StoredError::Storage(e) => RepoError::Storage(e),
+            stored::StoredError::Frame(source) => RepoError::Corrupt {
+                repo: self.repo.location(),
+                key: key.to_string(),
+                source,
+            },
+        });
+        (out, r)
+    }
+
+    /// Decodes the framed object `key` into `out`, verified, from one whole-object read (for
+    /// objects replaced while they may be read: the streamed `.partial`); `None` when it does
+    /// not exist.
     pub(crate) async fn get_frame_into<W: std::io::Write>(
         &self,
         key: String,

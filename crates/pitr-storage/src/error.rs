@@ -123,7 +123,7 @@ impl RemoteFailure {
             RemoteFailure::Tls => "check that the endpoint speaks https and that its certificate is trusted (the system's roots, or --s3-ca-file for a private CA); an http:// endpoint needs the http scheme in its URL",
             RemoteFailure::Auth => "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN (or the configured credentials) and that they grant s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject and s3:AbortMultipartUpload on the bucket",
             RemoteFailure::NoBucket => "create the bucket first, or fix the bucket name in --repo s3://BUCKET/prefix",
-            RemoteFailure::Server => "the object store is overloaded or failing; try again later",
+            RemoteFailure::Server => "the object store is overloaded, failing or out of space (SeaweedFS answers a full disk with HTTP 500); check its logs and free space, then try again",
             RemoteFailure::WrongRegion => "set --s3-region / AWS_REGION to the bucket's region",
             RemoteFailure::Config => "fix the S3 settings (--repo s3://bucket/prefix, --s3-endpoint, --s3-region, the CA file)",
             RemoteFailure::Other => "see the detail; if it persists, report it with the object store's name and version",

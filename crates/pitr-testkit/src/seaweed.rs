@@ -91,6 +91,10 @@ pub struct SeaweedFs {
     child: Option<(Child, ChildStdin)>,
     /// Remove `dir` when the server stops for good (the shared server).
     supervisor_cleans: bool,
+    /// Keep the data directory on a tmpfs of this many MB ([`SeaweedFs::start_with_data_tmpfs`]).
+    data_tmpfs_mb: Option<u32>,
+    /// The data directory is that tmpfs, mounted.
+    data_mounted: bool,
 }
 
 impl SeaweedFs {
@@ -112,6 +116,15 @@ impl SeaweedFs {
     /// A server of its own.
     pub fn start_with(opts: SeaweedOptions) -> SeaweedFs {
         let mut s = SeaweedFs::create(opts, false);
+        s.launch();
+        s
+    }
+
+    /// A server of its own whose data directory is a tmpfs of `mb` MB (root only): a store
+    /// that runs out of space, and gets it back with [`SeaweedFs::resize_data`].
+    pub fn start_with_data_tmpfs(mb: u32) -> SeaweedFs {
+        let mut s = SeaweedFs::create(SeaweedOptions::default(), false);
+        s.data_tmpfs_mb = Some(mb);
         s.launch();
         s
     }
@@ -139,6 +152,8 @@ impl SeaweedFs {
             secret_access_key: format!("secret-{token}-{token}"),
             child: None,
             supervisor_cleans: shared,
+            data_tmpfs_mb: None,
+            data_mounted: false,
         }
     }
 
@@ -230,6 +245,13 @@ impl SeaweedFs {
         }
     }
 
+    /// Resizes the tmpfs holding the data ([`SeaweedFs::start_with_data_tmpfs`]): the operator who
+    /// frees space.
+    pub fn resize_data(&self, mb: u32) {
+        assert!(self.data_mounted, "the data directory is not a tmpfs");
+        mount_tmpfs(&self.dir.join("data"), &format!("remount,size={mb}m"));
+    }
+
     /// Starts the server again on the same data directory and ports (after [`SeaweedFs::stop`]).
     pub fn restart(&mut self) {
         self.stop();
@@ -263,6 +285,12 @@ impl SeaweedFs {
         let data = self.dir.join("data");
         fs::create_dir_all(&data)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", data.display()));
+        if let Some(mb) = self.data_tmpfs_mb {
+            if !self.data_mounted {
+                mount_tmpfs(&data, &format!("size={mb}m"));
+                self.data_mounted = true;
+            }
+        }
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(SUPERVISOR)
@@ -414,10 +442,31 @@ impl SeaweedFs {
     }
 }
 
+/// `mount -t tmpfs -o OPTIONS tmpfs DIR` (root only).
+fn mount_tmpfs(dir: &Path, options: &str) {
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "mount -o {options} tmpfs on {} (root only)",
+        dir.display()
+    );
+}
+
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
         // Then `scratch`, if owned, removes the directory.
         self.stop();
+        if self.data_mounted {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.join("data"))
+                .status();
+        }
     }
 }
 

@@ -54,9 +54,22 @@ async fn fetch_from(
         head: Vec::new(),
         error: None,
     };
-    let result = match partial_of {
-        None => cluster.get_wal_into(name, &mut w).await,
-        Some(_) => cluster.get_stream_partial_into(name, &mut w).await,
+    let (w, result) = match partial_of {
+        // Archived segments are written once: read in bounded pieces, whatever their size.
+        None => cluster.get_wal_into(name, w).await,
+        // A `.partial` is replaced as streaming goes on: one whole (atomic) read.
+        Some(_) => {
+            let r = cluster.get_stream_partial_into(name, &mut w).await;
+            (Some(w), r)
+        }
+    };
+    let Some(mut w) = w else {
+        let _ = std::fs::remove_file(&tmp);
+        // Only when the runtime shuts down under the decoding thread.
+        return Err(match result {
+            Err(e) => ArchiveError::Repo(e),
+            Ok(_) => dest_err(io::Error::other("the decoding thread stopped")),
+        });
     };
     let outcome = (|| {
         // A failed write to the destination is the destination's fault, not corruption.

@@ -1,7 +1,7 @@
 //! Sequential decoding: the payload is decompressed in order while its length and BLAKE3
 //! checksum are checked.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use super::layout::{parts, CODE_LZ4, CODE_NONE, CODE_ZSTD};
 use super::{Checksum, FrameError, FrameSummary};
@@ -39,6 +39,18 @@ impl<W: Write> Write for Hashing<'_, W> {
 /// have received bytes: callers write to a temporary destination and publish only on success.
 pub fn decode_into<W: Write>(obj: &[u8], out: &mut W) -> Result<FrameSummary, FrameError> {
     let (code, payload, summary) = parts(obj)?;
+    decode_payload(code, payload, summary, out)
+}
+
+/// Decodes a payload read from `payload` (compression `code`, the frame's header and trailer
+/// checked apart, see [`ends`](super::layout::ends)) into `out`, and verifies it against
+/// `summary`: what [`decode_into`] does, for a payload that is not in memory as a whole.
+pub fn decode_payload<R: Read, W: Write>(
+    code: u8,
+    mut payload: R,
+    summary: FrameSummary,
+    out: &mut W,
+) -> Result<FrameSummary, FrameError> {
     let mut w = Hashing {
         inner: out,
         hasher: blake3::Hasher::new(),
@@ -46,7 +58,7 @@ pub fn decode_into<W: Write>(obj: &[u8], out: &mut W) -> Result<FrameSummary, Fr
         limit: summary.len,
     };
     let res = match code {
-        CODE_NONE => w.write_all(payload),
+        CODE_NONE => copy_large(&mut payload, &mut w),
         CODE_ZSTD => zstd::stream::copy_decode(payload, &mut w),
         CODE_LZ4 => io::copy(&mut lz4_flex::frame::FrameDecoder::new(payload), &mut w).map(|_| ()),
         other => return Err(FrameError::UnknownCompression(other)),
@@ -74,6 +86,21 @@ pub fn decode_into<W: Write>(obj: &[u8], out: &mut W) -> Result<FrameSummary, Fr
         });
     }
     Ok(summary)
+}
+
+/// Copies `r` to `w` in pieces of 256 KiB (BLAKE3 hashes large pieces faster: its SIMD
+/// paths hash several 1 KiB chunks at once).
+fn copy_large<R: Read, W: Write>(r: &mut R, w: &mut W) -> io::Result<()> {
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(buf.get(..n).unwrap_or_default())?;
+    }
 }
 
 /// Decodes a whole frame into memory, verified.

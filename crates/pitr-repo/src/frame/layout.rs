@@ -68,6 +68,13 @@ pub(super) fn parts(obj: &[u8]) -> Result<(u8, &[u8], FrameSummary), FrameError>
         }
         return Err(FrameError::Truncated(obj.len()));
     };
+    let (code, summary) = ends(h, t)?;
+    Ok((code, payload, summary))
+}
+
+/// Checks a frame's header `h` and trailer `t` (read apart, e.g. by ranged reads of a large
+/// object); returns the compression code and the summary.
+pub fn ends(h: &[u8; HEADER_LEN], t: &[u8; TRAILER_LEN]) -> Result<(u8, FrameSummary), FrameError> {
     if &h[..8] != MAGIC {
         return Err(FrameError::BadMagic);
     }
@@ -89,5 +96,5 @@ pub(super) fn parts(obj: &[u8]) -> Result<(u8, &[u8], FrameSummary), FrameError>
     if summary.len > MAX_ORIGINAL_LEN {
         return Err(FrameError::BadFrameCrc);
     }
-    Ok((h[8], payload, summary))
+    Ok((h[8], summary))
 }

@@ -15,7 +15,8 @@
 //! - `growing`: a frame re-published as bytes keep arriving (the streamed `.partial`);
 //! - `decode`: sequential decoding, verified;
 //! - `parallel`: decoding a zstd payload cut in pieces on several threads, the BLAKE3 tree
-//!   rebuilt from the pieces' subtree hashes.
+//!   rebuilt from the pieces' subtree hashes;
+//! - `windowed`: the same for a payload read as a stream, a window of pieces at a time.
 
 mod decode;
 mod encode;
@@ -24,14 +25,16 @@ mod layout;
 mod parallel;
 #[cfg(test)]
 mod tests;
+mod windowed;
 
 use std::fmt;
 
-pub use decode::{decode, decode_into};
+pub use decode::{decode, decode_into, decode_payload};
 pub use encode::{encode, encode_file, FrameEncoder, ZSTD_PIECE};
 pub use growing::{GrowingFrame, GROWING_PIECE};
-pub use layout::{summary, END_MAGIC, HEADER_LEN, MAGIC, MAX_ORIGINAL_LEN, TRAILER_LEN};
+pub use layout::{ends, summary, END_MAGIC, HEADER_LEN, MAGIC, MAX_ORIGINAL_LEN, TRAILER_LEN};
 pub use parallel::{decode_to, WriteAt};
+pub use windowed::decode_stream_to;
 
 /// Compression of a frame's payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

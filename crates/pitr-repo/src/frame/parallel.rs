@@ -201,7 +201,7 @@ pub(super) fn zstd_pieces(mut payload: &[u8], total: u64) -> Option<(u64, Vec<Pi
 /// The BLAKE3 hash of `len` bytes from the chaining values of its `piece_len`-sized subtrees
 /// (BLAKE3's tree: the left subtree holds the largest power of two of chunks below the whole).
 /// `None` when `cvs` are too few for `len`.
-fn root_hash(cvs: &[ChainingValue], piece_len: u64, len: u64) -> Option<blake3::Hash> {
+pub(super) fn root_hash(cvs: &[ChainingValue], piece_len: u64, len: u64) -> Option<blake3::Hash> {
     let (left, right) = children(cvs, piece_len, len)?;
     Some(merge_subtrees_root(&left, &right, Mode::Hash))
 }
@@ -230,10 +230,10 @@ fn subtree(cvs: &[ChainingValue], piece_len: u64, len: u64) -> Option<ChainingVa
 }
 
 /// Adapts a [`WriteAt`] to the sequential decoder, remembering the first failure of `out`.
-struct Positioned<'a> {
-    out: &'a dyn WriteAt,
-    offset: u64,
-    error: Option<io::Error>,
+pub(super) struct Positioned<'a> {
+    pub(super) out: &'a dyn WriteAt,
+    pub(super) offset: u64,
+    pub(super) error: Option<io::Error>,
 }
 
 impl Write for Positioned<'_> {

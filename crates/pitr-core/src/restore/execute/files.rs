@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pitr_repo::stored::{self, Opened, StoredError};
 use pitr_repo::{BackupManifest, ClusterRepo, ManifestFile, RepoError};
 use pitr_storage::Storage;
 use tokio::sync::Semaphore;
@@ -139,12 +140,13 @@ async fn restore_one(job: FileJob) -> Result<Outcome, RestoreError> {
     Ok(outcome)
 }
 
-/// Reads the file's object, retrying transient storage errors.
-async fn fetch(job: &FileJob) -> Result<bytes::Bytes, RestoreError> {
+/// Opens the file's object (read whole when small, else in pieces as it is decoded), retrying
+/// transient storage errors.
+async fn fetch(job: &FileJob) -> Result<Opened, RestoreError> {
     let mut attempt = 0;
     loop {
-        match job.storage.get(&job.key).await {
-            Ok(Some(b)) => return Ok(b),
+        match stored::open_stored(&job.storage, &job.key).await {
+            Ok(Some(o)) => return Ok(o),
             Ok(None) => {
                 return Err(RestoreError::MissingObject {
                     repo: job.repo.clone(),
@@ -153,12 +155,21 @@ async fn fetch(job: &FileJob) -> Result<bytes::Bytes, RestoreError> {
                     label: job.label.clone(),
                 })
             }
-            Err(e) if e.is_transient() && attempt < crate::archive::GET_RETRY_DELAYS.len() => {
+            Err(StoredError::Storage(e))
+                if e.is_transient() && attempt < crate::archive::GET_RETRY_DELAYS.len() =>
+            {
                 tracing::warn!("reading {} failed ({e}); retrying", job.key);
                 tokio::time::sleep(crate::archive::GET_RETRY_DELAYS[attempt]).await;
                 attempt += 1;
             }
-            Err(e) => return Err(RepoError::Storage(e).into()),
+            Err(StoredError::Storage(e)) => return Err(RepoError::Storage(e).into()),
+            Err(StoredError::Frame(source)) => {
+                return Err(RestoreError::Repo(RepoError::Corrupt {
+                    repo: job.repo.clone(),
+                    key: job.key.clone(),
+                    source,
+                }))
+            }
         }
     }
 }
@@ -185,11 +196,24 @@ async fn restore_file(job: FileJob) -> Result<Outcome, RestoreError> {
         FileAction::CreateEmpty => None,
         FileAction::Fetch => Some(fetch(&job).await?),
     };
-    let fetched = obj.as_ref().map(|o| o.len() as u64).unwrap_or(0);
+    let fetched = match &obj {
+        Some(Opened::Whole(b)) => b.len() as u64,
+        Some(Opened::Streamed(s)) => s.stored_len,
+        None => 0,
+    };
     blocking(move || {
         let progress = job.progress.as_deref();
-        let n = write::write_file(&job.dest, obj.as_deref(), &job.file, job.threads, progress)
-            .map_err(|e| match e {
+        let whole;
+        let src = match obj {
+            Some(Opened::Whole(b)) => {
+                whole = b;
+                write::Source::Whole(&whole)
+            }
+            Some(Opened::Streamed(s)) => write::Source::Streamed(s),
+            None => write::Source::Empty,
+        };
+        let n = write::write_file(&job.dest, src, &job.file, job.threads, progress).map_err(
+            |e| match e {
                 WriteError::Frame(source) => RestoreError::Repo(RepoError::Corrupt {
                     repo: job.repo.clone(),
                     key: job.key.clone(),
@@ -205,12 +229,14 @@ async fn restore_file(job: FileJob) -> Result<Outcome, RestoreError> {
                     found_len: found.0,
                     found: found.1,
                 },
+                WriteError::Storage(e) => RestoreError::Repo(RepoError::Storage(e)),
                 WriteError::Io(op, source) => RestoreError::Io {
                     op,
                     path: job.dest.clone(),
                     source,
                 },
-            })?;
+            },
+        )?;
         Ok(Outcome::Restored { bytes: n, fetched })
     })
     .await

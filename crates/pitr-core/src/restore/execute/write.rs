@@ -106,6 +106,8 @@ pub enum WriteError {
     },
     /// The local file system failed.
     Io(&'static str, io::Error),
+    /// Reading the object from the repository failed midway.
+    Storage(pitr_storage::StorageError),
 }
 
 /// How many bytes [`FileSink`] lets accumulate before it starts their writeback.
@@ -180,19 +182,30 @@ pub fn apply_attrs(file: &File, m: &ManifestFile) -> io::Result<()> {
     file.set_times(fs::FileTimes::new().set_modified(mtime))
 }
 
-/// Decodes `obj` (or nothing, for an empty file) to `dest` through `dest.pitr-tmp` (a large
-/// object on up to `threads` threads), verifies it against the manifest entry, sets mode and mtime and renames it into place; `progress` is told of
-/// every piece written. Not fsynced: the restore makes everything durable at once with a
-/// `syncfs` before it reports success.
+/// What a restored file is decoded from.
+#[derive(Debug)]
+pub enum Source<'a> {
+    /// Nothing: an empty file.
+    Empty,
+    /// A whole object in memory.
+    Whole(&'a [u8]),
+    /// A large object read in pieces ([`pitr_repo::stored::open_stored`]).
+    Streamed(pitr_repo::stored::StreamedFrame),
+}
+
+/// Decodes `src` to `dest` through `dest.pitr-tmp` (a large object on up to `threads`
+/// threads), verifies it against the manifest entry, sets mode and mtime and renames it into
+/// place; `progress` is told of every piece written. Not fsynced: the restore makes everything
+/// durable at once with a `syncfs` before it reports success.
 pub fn write_file(
     dest: &Path,
-    obj: Option<&[u8]>,
+    src: Source<'_>,
     m: &ManifestFile,
     threads: usize,
     progress: Option<&dyn Progress>,
 ) -> Result<u64, WriteError> {
     let tmp = tmp_path(dest);
-    let result = write_tmp(&tmp, obj, m, threads, progress).and_then(|n| {
+    let result = write_tmp(&tmp, src, m, threads, progress).and_then(|n| {
         fs::rename(&tmp, dest)
             .map_err(|e| WriteError::Io("rename", e))
             .map(|()| n)
@@ -205,7 +218,7 @@ pub fn write_file(
 
 fn write_tmp(
     tmp: &Path,
-    obj: Option<&[u8]>,
+    src: Source<'_>,
     m: &ManifestFile,
     threads: usize,
     progress: Option<&dyn Progress>,
@@ -223,25 +236,35 @@ fn write_tmp(
         unflushed: Mutex::new((0, 0)),
         error: Mutex::new(None),
     };
-    let written = match obj {
-        Some(obj) => match frame::decode_to(obj, threads, &sink) {
-            Ok(summary) => {
-                let found = (summary.len, summary.checksum.to_string());
-                if found.0 != m.size || !found.1.eq_ignore_ascii_case(&m.blake3) {
-                    return Err(WriteError::Mismatch {
-                        expected: (m.size, m.blake3.clone()),
-                        found,
-                    });
-                }
-                summary.len
+    let decoded = match src {
+        Source::Whole(obj) => Some(frame::decode_to(obj, threads, &sink)),
+        Source::Streamed(mut s) => {
+            let r = frame::decode_stream_to(s.code, &mut s.payload, s.summary, threads, &sink);
+            // A read that failed is the storage's fault, not a damaged object.
+            if let Some(e) = s.storage_error() {
+                return Err(WriteError::Storage(e));
             }
-            Err(e) => {
-                return Err(match lock(&sink.error).take() {
-                    Some(io) => WriteError::Io("write", io),
-                    None => WriteError::Frame(e),
-                })
+            Some(r)
+        }
+        Source::Empty => None,
+    };
+    let written = match decoded {
+        Some(Ok(summary)) => {
+            let found = (summary.len, summary.checksum.to_string());
+            if found.0 != m.size || !found.1.eq_ignore_ascii_case(&m.blake3) {
+                return Err(WriteError::Mismatch {
+                    expected: (m.size, m.blake3.clone()),
+                    found,
+                });
             }
-        },
+            summary.len
+        }
+        Some(Err(e)) => {
+            return Err(match lock(&sink.error).take() {
+                Some(io) => WriteError::Io("write", io),
+                None => WriteError::Frame(e),
+            })
+        }
         None => {
             if m.size != 0 {
                 return Err(WriteError::Mismatch {
@@ -328,7 +351,7 @@ mod tests {
         let (obj, _) = frame::encode(&content, pitr_repo::Compression::Zstd(1)).unwrap();
         let dest = d.path().join("1259");
         assert_eq!(
-            write_file(&dest, Some(&obj), &m, 2, None).unwrap(),
+            write_file(&dest, Source::Whole(&obj), &m, 2, None).unwrap(),
             content.len() as u64
         );
         assert_eq!(fs::read(&dest).unwrap(), content);
@@ -341,7 +364,7 @@ mod tests {
         let other = mf("base/1/1259", b"other");
         let dest2 = d.path().join("x");
         assert!(matches!(
-            write_file(&dest2, Some(&obj), &other, 2, None),
+            write_file(&dest2, Source::Whole(&obj), &other, 2, None),
             Err(WriteError::Mismatch { .. })
         ));
         assert!(!dest2.exists() && !tmp_path(&dest2).exists());
@@ -351,14 +374,14 @@ mod tests {
         let mid = broken.len() / 2;
         broken[mid] ^= 0xFF;
         assert!(matches!(
-            write_file(&dest2, Some(&broken), &m, 2, None),
+            write_file(&dest2, Source::Whole(&broken), &m, 2, None),
             Err(WriteError::Frame(_))
         ));
         assert!(!dest2.exists());
 
         // Empty files have no object.
         let e = mf("empty", b"");
-        write_file(&dest2, None, &e, 2, None).unwrap();
+        write_file(&dest2, Source::Empty, &e, 2, None).unwrap();
         assert_eq!(fs::metadata(&dest2).unwrap().len(), 0);
     }
 }

@@ -1,0 +1,403 @@
+//! Reading a stored frame with memory bounded by a few pieces, whatever the object's size.
+//!
+//! An object that fits in [`FIRST_READ`] is read in one request and decoded from memory (one
+//! round trip, as a whole-object GET). A larger one is read by ranged GETs of [`READ_PIECE`]
+//! bytes: a task on the async runtime fetches them in order, at most [`PIECES_AHEAD`] ahead of
+//! the decoder, which decompresses and hashes them on a blocking thread as they arrive. Memory
+//! stays at the first read plus a few pieces and the decompressor's window (at most one zstd
+//! piece), whatever the object's size; works the same through
+//! [`EncryptedStorage`](crate::crypt::EncryptedStorage), whose ranged reads open only the
+//! 64 KiB chunks they cover.
+//!
+//! Objects that are replaced while they are read (a streamed `.partial`) must be read whole
+//! (one GET is atomic, a series of ranges is not): [`decode_stored`] is for objects that are
+//! written once.
+
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use pitr_storage::{Storage, StorageError};
+use tokio::sync::mpsc;
+
+use crate::frame::{self, FrameError, FrameSummary, HEADER_LEN, TRAILER_LEN};
+
+/// The first read of an object: objects up to this size take one request.
+pub const FIRST_READ: u64 = 8 << 20;
+/// The size of each further ranged read.
+pub const READ_PIECE: u64 = 4 << 20;
+/// How many pieces the fetching task may hold ready before the decoder takes them.
+pub const PIECES_AHEAD: usize = 1;
+
+/// Why a stored frame could not be decoded.
+#[derive(Debug)]
+pub enum StoredError {
+    /// The storage failed (or the object changed size while it was read).
+    Storage(StorageError),
+    /// The bytes are not a valid frame, or `out` failed ([`FrameError::Write`] is not used:
+    /// the caller's writer keeps its own error).
+    Frame(FrameError),
+}
+
+/// What [`decode_stored`] gives back: the writer (`None` only if the decoding thread was
+/// cancelled, when the runtime shuts down) and the outcome.
+pub type StoredRead<W> = (Option<W>, Result<Option<FrameSummary>, StoredError>);
+
+/// A stored frame opened for reading: small, in memory; or large, its payload arriving in
+/// pieces (see [`open_stored`]).
+#[derive(Debug)]
+pub enum Opened {
+    /// The whole object (at most [`FIRST_READ`] bytes).
+    Whole(Bytes),
+    /// A larger object, read by ranged reads as its payload is consumed.
+    Streamed(StreamedFrame),
+}
+
+/// A large stored frame being read: its header and trailer checked, its payload a [`Read`]
+/// fed by a task doing ranged reads at most [`PIECES_AHEAD`] pieces ahead. The task stops when
+/// this is dropped.
+#[derive(Debug)]
+pub struct StreamedFrame {
+    /// Compression code of the payload (the header's).
+    pub code: u8,
+    /// What the trailer says.
+    pub summary: FrameSummary,
+    /// The object's stored size.
+    pub stored_len: u64,
+    /// The payload (read it to the end, then check [`StreamedFrame::storage_error`]).
+    pub payload: Pieces,
+    fetcher: tokio::task::AbortHandle,
+}
+
+impl StreamedFrame {
+    /// The storage failure that cut the payload short, if any (report it rather than the
+    /// decoder's error).
+    pub fn storage_error(&self) -> Option<StorageError> {
+        lock(&self.payload.error).take()
+    }
+}
+
+impl Drop for StreamedFrame {
+    fn drop(&mut self) {
+        self.fetcher.abort();
+    }
+}
+
+/// Opens the frame stored under `key`: one read when it is at most [`FIRST_READ`] bytes,
+/// else its header and trailer (checked) and a payload fed by ranged reads. `None` when the
+/// object does not exist. Must be called on a Tokio runtime (the fetching task is spawned on
+/// it); the payload is read from a blocking thread.
+pub async fn open_stored(
+    storage: &Arc<dyn Storage>,
+    key: &str,
+) -> Result<Option<Opened>, StoredError> {
+    let Some(first) = storage
+        .get_range(key, 0..FIRST_READ)
+        .await
+        .map_err(StoredError::Storage)?
+    else {
+        return Ok(None);
+    };
+    if (first.len() as u64) < FIRST_READ {
+        return Ok(Some(Opened::Whole(first)));
+    }
+    let Some(plan) = plan(storage, key, &first).await? else {
+        return Ok(None);
+    };
+    let (tx, rx) = mpsc::channel(PIECES_AHEAD);
+    let fetcher = tokio::spawn(fetch_pieces(
+        storage.clone(),
+        key.to_string(),
+        FIRST_READ..plan.payload_end,
+        tx,
+    ));
+    Ok(Some(Opened::Streamed(StreamedFrame {
+        code: plan.code,
+        summary: plan.summary,
+        stored_len: plan.payload_end + TRAILER_LEN as u64,
+        payload: Pieces {
+            current: first.slice(HEADER_LEN.min(first.len())..),
+            left: plan.payload_end - HEADER_LEN as u64,
+            rx,
+            error: Arc::new(Mutex::new(None)),
+        },
+        fetcher: fetcher.abort_handle(),
+    })))
+}
+
+/// Decodes the frame stored under `key` into `out`, verified (length and BLAKE3), with memory
+/// bounded by a few pieces (see the module documentation). Returns `out` back with the
+/// summary, `None` when the object does not exist. On error `out` may have received bytes:
+/// write to a temporary destination and publish it only on success.
+pub async fn decode_stored<W: Write + Send + 'static>(
+    storage: &Arc<dyn Storage>,
+    key: &str,
+    mut out: W,
+) -> StoredRead<W> {
+    let streamed = match open_stored(storage, key).await {
+        Ok(None) => return (Some(out), Ok(None)),
+        Err(e) => return (Some(out), Err(e)),
+        Ok(Some(Opened::Whole(obj))) => {
+            let r = frame::decode_into(&obj, &mut out);
+            return (Some(out), r.map(Some).map_err(StoredError::Frame));
+        }
+        Ok(Some(Opened::Streamed(s))) => s,
+    };
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut streamed = streamed;
+        let (code, summary) = (streamed.code, streamed.summary);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            frame::decode_payload(code, &mut streamed.payload, summary, &mut out)
+        }))
+        .unwrap_or_else(|_| {
+            Err(FrameError::Decompress(
+                "the decoding thread panicked".into(),
+            ))
+        });
+        let r = match streamed.storage_error() {
+            Some(e) => Err(StoredError::Storage(e)),
+            None => r.map(Some).map_err(StoredError::Frame),
+        };
+        (out, r)
+    })
+    .await;
+    match joined {
+        Ok((out, r)) => (Some(out), r),
+        Err(e) => (
+            None,
+            Err(StoredError::Frame(FrameError::Decompress(format!(
+                "the decoding thread stopped: {e}"
+            )))),
+        ),
+    }
+}
+
+/// What a large object holds, from its size and trailer.
+struct Plan {
+    /// Where the payload ends (the trailer starts).
+    payload_end: u64,
+    code: u8,
+    summary: FrameSummary,
+}
+
+/// The header (from `first`) and trailer (one more ranged read) of a large object.
+async fn plan(
+    storage: &Arc<dyn Storage>,
+    key: &str,
+    first: &Bytes,
+) -> Result<Option<Plan>, StoredError> {
+    let Some(meta) = storage.head(key).await.map_err(StoredError::Storage)? else {
+        return Ok(None);
+    };
+    let size = meta.size;
+    let short = || StoredError::Frame(FrameError::Truncated(usize::try_from(size).unwrap_or(0)));
+    let payload_end = size
+        .checked_sub(TRAILER_LEN as u64)
+        .filter(|&e| e >= HEADER_LEN as u64 && size >= first.len() as u64)
+        .ok_or_else(short)?;
+    let Some(trailer) = storage
+        .get_range(key, payload_end..size)
+        .await
+        .map_err(StoredError::Storage)?
+    else {
+        return Ok(None);
+    };
+    let header = first.first_chunk::<HEADER_LEN>().ok_or_else(short)?;
+    let trailer = trailer.first_chunk::<TRAILER_LEN>().ok_or_else(short)?;
+    let (code, summary) = frame::ends(header, trailer).map_err(StoredError::Frame)?;
+    Ok(Some(Plan {
+        payload_end,
+        code,
+        summary,
+    }))
+}
+
+/// Fetches `range` of `key` in pieces of [`READ_PIECE`], in order, into `tx`; stops at the
+/// first failure (sent) or when the decoder is gone.
+async fn fetch_pieces(
+    storage: Arc<dyn Storage>,
+    key: String,
+    range: std::ops::Range<u64>,
+    tx: mpsc::Sender<Result<Bytes, Option<StorageError>>>,
+) {
+    let mut at = range.start;
+    while at < range.end {
+        let end = (at + READ_PIECE).min(range.end);
+        // Shorter than its size said: cut while it was read (objects read this way are never
+        // replaced), reported as a truncated object by the decoder.
+        let piece = match storage.get_range(&key, at..end).await {
+            Ok(Some(b)) if b.len() as u64 == end - at => Ok(b),
+            Ok(_) => Err(None),
+            Err(e) => Err(Some(e)),
+        };
+        let failed = piece.is_err();
+        if tx.send(piece).await.is_err() || failed {
+            return;
+        }
+        at = end;
+    }
+}
+
+/// The payload as the decoder reads it: the rest of the first read, then the pieces.
+#[derive(Debug)]
+pub struct Pieces {
+    current: Bytes,
+    /// Payload bytes not yet handed to the decoder.
+    left: u64,
+    rx: mpsc::Receiver<Result<Bytes, Option<StorageError>>>,
+    /// The storage failure that ended the payload early.
+    error: Arc<Mutex<Option<StorageError>>>,
+}
+
+impl Read for Pieces {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            if self.left == 0 {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(Some(e))) => {
+                    let msg = e.to_string();
+                    lock(&self.error).get_or_insert(e);
+                    return Err(io::Error::other(msg));
+                }
+                Some(Err(None)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the object is shorter than its listed size",
+                    ))
+                }
+                None => return Err(io::Error::other("the object's reader stopped")),
+            }
+        }
+        let n = buf
+            .len()
+            .min(self.current.len())
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let (dst, src) = (buf.get_mut(..n), self.current.get(..n));
+        if let (Some(dst), Some(src)) = (dst, src) {
+            dst.copy_from_slice(src);
+        }
+        self.current = self.current.slice(n..);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use crate::crypt::{DataKey, EncryptedStorage};
+    use crate::frame::{Checksum, Compression};
+    use pitr_storage::{LocalFs, PutMode};
+
+    /// Bytes zstd barely compresses (so the stored object is large), reproducible.
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    async fn decode(storage: &Arc<dyn Storage>, key: &str) -> Result<Vec<u8>, StoredError> {
+        let (out, r) = decode_stored(storage, key, Vec::new()).await;
+        let summary = r?.expect("object exists");
+        let out = out.unwrap();
+        assert_eq!(summary.len, out.len() as u64);
+        assert_eq!(summary.checksum, Checksum::of(&out));
+        Ok(out)
+    }
+
+    /// Every compression, sizes below, at and above the first read, plain and encrypted:
+    /// decoded exactly; a flipped byte in the middle, a truncated object and a missing one are
+    /// told apart.
+    async fn round_trips(flavor: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let local: Arc<dyn Storage> = Arc::new(LocalFs::create(dir.path()).unwrap());
+        let storage: Arc<dyn Storage> = match flavor {
+            "encrypted" => Arc::new(EncryptedStorage::new(local.clone(), DataKey([7; 32]))),
+            _ => local.clone(),
+        };
+        let big = FIRST_READ as usize + READ_PIECE as usize + 12_345;
+        let codecs = match flavor {
+            "encrypted" => vec![Compression::Zstd(1)],
+            _ => vec![Compression::None, Compression::Zstd(1), Compression::Lz4],
+        };
+        for c in codecs {
+            for len in [0, 1000, FIRST_READ as usize - 64, big] {
+                let data = noise(len);
+                let (obj, _) = frame::encode(&data, c).unwrap();
+                let key = format!("o/{c}-{len}");
+                storage
+                    .put(&key, Bytes::from(obj.clone()), PutMode::Overwrite)
+                    .await
+                    .unwrap();
+                assert!(decode(&storage, &key).await.unwrap() == data, "{key}");
+                if obj.len() as u64 <= FIRST_READ || flavor == "encrypted" {
+                    continue;
+                }
+                // Damage in a later piece and truncation are found by the ranged reads too.
+                let mut bad = obj.clone();
+                bad[obj.len() - READ_PIECE as usize] ^= 1;
+                storage
+                    .put(&key, Bytes::from(bad), PutMode::Overwrite)
+                    .await
+                    .unwrap();
+                assert!(matches!(
+                    decode(&storage, &key).await,
+                    Err(StoredError::Frame(_))
+                ));
+                let cut = Bytes::from(obj[..obj.len() - 1000].to_vec());
+                storage.put(&key, cut, PutMode::Overwrite).await.unwrap();
+                assert!(matches!(
+                    decode(&storage, &key).await,
+                    Err(StoredError::Frame(_))
+                ));
+            }
+        }
+        let (_, r) = decode_stored(&storage, "o/absent", Vec::new()).await;
+        assert!(matches!(r, Ok(None)));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn round_trips_on_a_single_threaded_runtime() {
+        round_trips("plain").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn round_trips_encrypted() {
+        round_trips("encrypted").await;
+    }
+
+    /// A read that fails midway is a storage error (retryable), not a damaged object.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_ranged_read_is_a_storage_error() {
+        use pitr_storage::{Fault, FaultyStorage};
+        let dir = tempfile::tempdir().unwrap();
+        let local: Arc<dyn Storage> = Arc::new(LocalFs::create(dir.path()).unwrap());
+        let data = noise(FIRST_READ as usize + 100);
+        let (obj, _) = frame::encode(&data, Compression::None).unwrap();
+        local
+            .put("o/x", Bytes::from(obj), PutMode::Create)
+            .await
+            .unwrap();
+        // First read, head and trailer pass; the first ranged piece fails.
+        let faulty: Arc<dyn Storage> =
+            Arc::new(FaultyStorage::failing_after(local, Fault::Reads, 3));
+        let (out, r) = decode_stored(&faulty, "o/x", Vec::new()).await;
+        assert!(out.is_some());
+        assert!(matches!(r, Err(StoredError::Storage(_))), "{r:?}");
+    }
+}
