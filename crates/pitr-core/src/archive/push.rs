@@ -10,6 +10,7 @@ use pitr_repo::{Checksum, ClusterIdentity, ClusterRepo, Compression, WalPut};
 use pitr_storage::current_os_user;
 use serde::Serialize;
 
+use super::ahead::FileStamp;
 use super::{parse_name, ArchiveError};
 
 /// What `archive-push` did.
@@ -142,6 +143,17 @@ pub async fn push(
     path: &Path,
     compression: Compression,
 ) -> Result<PushReport, ArchiveError> {
+    Ok(push_stamped(cluster, path, compression).await?.0)
+}
+
+/// [`push`], also returning the [`FileStamp`] of the file that was stored when `path` still
+/// names that same, unchanged file after the push (`None` when it was replaced or touched
+/// meanwhile: then nothing may be acknowledged from this push without reading the file again).
+pub(crate) async fn push_stamped(
+    cluster: &ClusterRepo,
+    path: &Path,
+    compression: Compression,
+) -> Result<(PushReport, Option<FileStamp>), ArchiveError> {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -167,13 +179,16 @@ pub async fn push(
         stored_bytes,
         blake3: blake3.to_string(),
     };
+    let stamp;
     let put = if name.holds_wal() {
         // Segments (and .partial segments) are large: check the header, then read, hash and
         // compress the file in parallel ranges without a whole-file copy first.
         let file = std::fs::File::open(path).map_err(read_err)?;
-        let len = file.metadata().map_err(read_err)?.len();
+        let meta = file.metadata().map_err(read_err)?;
+        let len = meta.len();
         let mut head = vec![0u8; usize::try_from(len.min(HEAD_LEN)).unwrap_or(0)];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).map_err(read_err)?;
+        stamp = FileStamp::new(&meta, &head);
         let found = segment_identity(&name, &head, len)?;
         // Compress while the recorded identity is read (a round trip on an object store); a
         // mismatch discards the work.
@@ -188,7 +203,12 @@ pub async fn push(
             .map_err(read_err)?;
         (len, cluster.put_wal_frame(&name, obj, summary).await?)
     } else {
+        let meta = tokio::fs::metadata(path).await.map_err(read_err)?;
         let data = tokio::fs::read(path).await.map_err(read_err)?;
+        let head_len = data
+            .len()
+            .min(usize::try_from(HEAD_LEN).unwrap_or(usize::MAX));
+        stamp = FileStamp::new(&meta, &data[..head_len]);
         match name {
             WalFileName::History { tli } => {
                 TimelineHistory::parse(tli, &data).map_err(|e| ArchiveError::BadContent {
@@ -211,7 +231,13 @@ pub async fn push(
             cluster.put_wal(&name, &data, compression).await?,
         )
     };
-    Ok(match put {
+    // The file pushed is the one still at `path` only if nothing replaced or wrote it since it
+    // was opened (a write or a rename changes its ctime).
+    let unchanged = std::fs::metadata(path)
+        .ok()
+        .filter(|m| stamp.same_file(m))
+        .map(|_| stamp);
+    let report = match put {
         (
             len,
             WalPut::Stored {
@@ -222,7 +248,8 @@ pub async fn push(
         (len, WalPut::Duplicate { summary }) => {
             report(PushOutcome::AlreadyArchived, len, None, summary.checksum)
         }
-    })
+    };
+    Ok((report, unchanged))
 }
 
 /// How much of a segment [`push`] reads to check its long page header.
