@@ -2,7 +2,7 @@
 //! by PostgreSQL's archiver through `pitr archive-push` with its push-ahead worker; the worker
 //! killed (`kill -9`) before its first push, mid-upload and after markers, each time leaving
 //! no marker for a segment the repository does not hold; a segment changed under the same name
-//! never acknowledged from its stale marker. (S3: `s3.rs`'s `async_push_drains_a_backlog_on_s3`.)
+//! never acknowledged from its stale marker; the same backlog on S3 (a real SeaweedFS).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -36,10 +36,27 @@ fn names_with(dir: &Path, suffix: &str) -> Vec<String> {
 
 /// Fails unless the repository holds exactly the bytes of `pg_wal/NAME` for every name.
 fn assert_stored(repo: &Path, pg_wal: &Path, names: &[String], what: &str) {
+    assert_stored_in(&["--repo", s(repo)], &[], pg_wal, names, what);
+}
+
+/// [`assert_stored`] for the repository that `repo_args` (and the environment `env`) name.
+fn assert_stored_in(
+    repo_args: &[&str],
+    env: &[(String, String)],
+    pg_wal: &Path,
+    names: &[String],
+    what: &str,
+) {
     let got = pitr_testkit::scratch_dir();
     for name in names {
         let dest = got.path().join(name);
-        let r = pitr_as_postgres(&["--repo", s(repo), "archive-get", name, s(&dest)]);
+        let mut cmd = Command::new(pitr_bin());
+        cmd.args(repo_args)
+            .args(["archive-get", name, s(&dest)])
+            .env_remove("PITR_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        as_postgres(&mut cmd);
+        let r = run_of(cmd.output().unwrap());
         assert_eq!(r.code, 0, "{what}: {name} is not in the repository: {r:?}");
         assert!(
             fs::read(&dest).unwrap() == fs::read(pg_wal.join(name)).unwrap(),
@@ -275,5 +292,63 @@ fn no_async_pushes_in_the_process() {
     assert!(!c.datadir().join("pg_wal/pitr-push").exists());
     let pg_wal: PathBuf = c.datadir().join("pg_wal");
     assert_stored(&repo, &pg_wal, &ready, "sync");
+    c.stop();
+}
+
+/// The backlog drained on S3: PostgreSQL's archiver (with the AWS variables in its
+/// environment, as in production) through archive-push and its worker; every segment
+/// PostgreSQL counts as archived is in the bucket, byte for byte.
+#[test]
+fn async_push_drains_a_backlog_on_s3() {
+    let install = newest_pg();
+    let server = pitr_testkit::SeaweedFs::shared();
+    let url = format!("s3://{}/async-{}", server.bucket(), std::process::id());
+    let env = server.env();
+    let mut init = Command::new(pitr_bin());
+    init.args(["--repo", &url, "init"])
+        .env_remove("PITR_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    as_postgres(&mut init);
+    run_of(init.output().unwrap()).expect_code(0);
+    let c = Cluster::init(
+        &install,
+        ClusterOptions {
+            wal_segsize_mb: Some(1),
+            archive_command: Some(String::new()),
+            ..Default::default()
+        }
+        .set("checkpoint_timeout", "1h")
+        .envs(&env),
+    );
+    c.start();
+    let ready = backlog(&c);
+    let started = Instant::now();
+    let command = format!("'{}' --repo '{url}' archive-push %p", pitr_bin().display());
+    c.psql(&format!(
+        "ALTER SYSTEM SET archive_command = '{}'",
+        command.replace('\'', "''")
+    ));
+    c.psql("SELECT pg_reload_conf()");
+    let last = ready.last().unwrap();
+    assert!(
+        c.wait_archived(last, Duration::from_secs(120)),
+        "{last} not archived:\n{}",
+        c.log_tail(30)
+    );
+    eprintln!(
+        "S3: {} ready segments drained in {:?}",
+        ready.len(),
+        started.elapsed()
+    );
+    let pg_wal = c.datadir().join("pg_wal");
+    // The worker ran (it leaves its spool directory), and nothing failed.
+    assert!(pg_wal.join("pitr-push").is_dir());
+    assert_eq!(c.archiver().failed_count, 0, "{}", c.log_tail(30));
+    let done: Vec<String> = names_with(&pg_wal.join("archive_status"), ".done")
+        .into_iter()
+        .filter(|n| n.len() == 24)
+        .collect();
+    assert!(done.len() >= ready.len(), "{done:?}");
+    assert_stored_in(&["--repo", &url], &env, &pg_wal, &done, "S3");
     c.stop();
 }
