@@ -185,31 +185,30 @@ impl PushSpool {
     /// to the repository `repo_key`: its marker if it matches the file there now, the worker's
     /// failure on it or as a whole. A marker that does not match is removed and ignored.
     pub fn take(&self, name: &WalFileName, path: &Path, repo_key: &str) -> Spooled {
-        for err_file in [
-            self.dir.join(format!("{name}.error")),
-            self.dir.join(WORKER_ERROR),
-        ] {
+        let marker = self.marker_path(name);
+        let failed_file = self.dir.join(format!("{name}.error"));
+        if let Ok(text) = fs::read_to_string(&marker) {
+            let found = Marker::parse(&text);
+            let now = FileStamp::read(path).ok();
+            let _ = fs::remove_file(&marker);
+            match found {
+                Some(m)
+                    if m.name == name.to_string() && m.repo == repo_key && Some(m.stamp) == now =>
+                {
+                    // Stored after an earlier failure: that failure is history.
+                    let _ = fs::remove_file(&failed_file);
+                    return Spooled::Done { blake3: m.blake3 };
+                }
+                _ => tracing::info!("{}: the spooled marker is for another file; ignored", name),
+            }
+        }
+        for err_file in [failed_file, self.dir.join(WORKER_ERROR)] {
             if let Some(relayed) = read_error(&err_file) {
                 let _ = fs::remove_file(&err_file);
                 return Spooled::Failed(relayed);
             }
         }
-        let marker = self.marker_path(name);
-        let Ok(text) = fs::read_to_string(&marker) else {
-            return Spooled::Nothing;
-        };
-        let found = Marker::parse(&text);
-        let now = FileStamp::read(path).ok();
-        let _ = fs::remove_file(&marker);
-        match found {
-            Some(m) if m.name == name.to_string() && m.repo == repo_key && Some(m.stamp) == now => {
-                Spooled::Done { blake3: m.blake3 }
-            }
-            _ => {
-                tracing::info!("{}: the spooled marker is for another file; ignored", name);
-                Spooled::Nothing
-            }
-        }
+        Spooled::Nothing
     }
 
     /// Whether a worker holds the spool's lock.
@@ -363,7 +362,9 @@ impl PushSpool {
             blake3: pushed.blake3.clone(),
             stamp,
         };
-        write_durably(&self.marker_path(name), &marker.render())
+        write_durably(&self.marker_path(name), &marker.render())?;
+        let _ = fs::remove_file(self.dir.join(format!("{name}.error")));
+        Ok(())
     }
 
     /// Removes markers and failures of files PostgreSQL no longer lists as ready (archived, or
@@ -592,7 +593,19 @@ mod tests {
         );
         assert_eq!(spool.take(&name, &path, "r"), Spooled::Nothing);
         spool.record_failure(None, &relayed);
-        assert_eq!(spool.take(&name, &path, "r"), Spooled::Failed(relayed));
+        assert_eq!(
+            spool.take(&name, &path, "r"),
+            Spooled::Failed(relayed.clone())
+        );
+        // Stored on a later try: the marker clears the earlier failure.
+        spool.record_failure(Some(&name), &relayed);
+        let stamp = FileStamp::read(&path).unwrap();
+        spool.mark_done(&name, "r", &report(&name), stamp).unwrap();
+        assert!(matches!(
+            spool.take(&name, &path, "r"),
+            Spooled::Done { .. }
+        ));
+        assert_eq!(spool.take(&name, &path, "r"), Spooled::Nothing);
 
         let stamp = FileStamp::read(&path).unwrap();
         spool.mark_done(&name, "r", &report(&name), stamp).unwrap();

@@ -83,9 +83,17 @@ async fn push_async(
     let key = repo_key(g);
     let mut worker: Option<Child> = None;
     let started = Instant::now();
+    let mut poll = Duration::from_micros(500);
     loop {
         match spool.take(name, &a.wal_path, &key) {
             Spooled::Done { blake3 } => {
+                if g.json {
+                    print_json(&serde_json::json!({
+                        "name": name.to_string(),
+                        "outcome": "pushed-ahead",
+                        "blake3": blake3,
+                    }));
+                }
                 tracing::info!("archived {name} (pushed ahead, blake3 {blake3})");
                 if worker.is_none() && !spool.worker_busy() && spool.wants_worker(name) {
                     start_worker(g, a, spool);
@@ -115,7 +123,9 @@ async fn push_async(
             );
             return Ok(None);
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Poll quickly at first (the worker is usually a few ms from done), then less often.
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(Duration::from_millis(8));
     }
 }
 
