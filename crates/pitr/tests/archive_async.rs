@@ -113,6 +113,9 @@ fn archive_push(c: &Cluster, repo: &Path, name: &str) -> Run {
     run_of(cmd.output().unwrap())
 }
 
+/// When to kill the worker, given the markers there were when it started.
+type KillPoint<'a> = Box<dyn Fn(usize) -> bool + 'a>;
+
 /// The backlog: `BACKLOG` segments PostgreSQL marked ready while archive_command was empty.
 fn backlog(c: &Cluster) -> Vec<String> {
     c.psql("CREATE TABLE t (i int)");
@@ -150,7 +153,7 @@ fn async_push_drains_a_backlog_and_acknowledges_only_what_is_stored(install: &Pg
     // Worker killed before it stores anything, mid-upload (a temporary object in the
     // repository), and after one, then several markers: every marker left is stored.
     // Each point is reached relative to the markers there were when the worker started.
-    let points: [(&str, Box<dyn Fn(usize) -> bool>); 4] = [
+    let points: [(&str, KillPoint); 4] = [
         ("at start", Box::new(|_| true)),
         (
             "mid-upload",
