@@ -211,11 +211,17 @@ fn async_push_drains_a_backlog_and_acknowledges_only_what_is_stored(install: &Pg
     pitr_testkit::chown_to_postgres(&path);
     archive_push(&c, &repo, &victim).expect_code(0);
 
-    // PostgreSQL's archiver drains the rest through archive-push and its worker.
+    // PostgreSQL's archiver drains the rest through archive-push and its worker (a short queue:
+    // the worker waits for PostgreSQL to take its markers).
     let started = Instant::now();
+    let command = format!(
+        "'{}' --repo '{}' archive-push --async-jobs 3 --async-queue 8 %p",
+        pitr_bin().display(),
+        repo.display()
+    );
     c.psql(&format!(
         "ALTER SYSTEM SET archive_command = '{}'",
-        archive_command(&repo, "").replace('\'', "''")
+        command.replace('\'', "''")
     ));
     c.psql("SELECT pg_reload_conf()");
     let last = ready.last().unwrap();

@@ -298,12 +298,16 @@ impl PushSpool {
                         .iter()
                         .filter(|n| self.marker_path(n).exists())
                         .count();
+                // The oldest file without a marker is the one PostgreSQL waits for: it is pushed
+                // even when the queue is full (of files pushed ahead of it).
+                let oldest = ready.iter().find(|n| !self.marker_path(n).exists());
                 for name in &ready {
-                    if in_flight.len() >= opts.jobs.max(1) || outstanding >= opts.queue.max(1) {
-                        break;
-                    }
                     if in_flight.contains(name) || self.marker_path(name).exists() {
                         continue;
+                    }
+                    let full = outstanding >= opts.queue.max(1) && Some(name) != oldest;
+                    if in_flight.len() >= opts.jobs.max(1) || full {
+                        break;
                     }
                     let (cluster, path, name) =
                         (cluster.clone(), self.pg_wal.join(name.to_string()), *name);
