@@ -105,6 +105,15 @@ pub struct GlobalArgs {
     /// `retain_days` from the config file (the `expire` flag wins).
     #[arg(skip)]
     pub retain_days: Option<u32>,
+    /// `archive_async` from the config file (`archive-push --no-async` wins).
+    #[arg(skip)]
+    pub archive_async: Option<bool>,
+    /// `archive_async_jobs` from the config file (the `archive-push` flag wins).
+    #[arg(skip)]
+    pub archive_async_jobs: Option<usize>,
+    /// `archive_async_queue` from the config file (the `archive-push` flag wins).
+    #[arg(skip)]
+    pub archive_async_queue: Option<usize>,
     /// S3 credentials from the config file (`AWS_ACCESS_KEY_ID` in the environment wins).
     #[arg(skip)]
     pub s3_credentials: Option<pitr_storage::S3Credentials>,
@@ -136,6 +145,10 @@ pub enum Command {
     /// (internal) fetch WAL segments ahead into an archive-get spool
     #[command(name = "spool-fill", hide = true)]
     SpoolFill(SpoolFillArgs),
+    /// (internal) push the WAL files PostgreSQL marked ready into the repository ahead of its
+    /// archive-push calls
+    #[command(name = "push-ahead", hide = true)]
+    PushAhead(PushAheadArgs),
     /// (internal) write the man pages and shell completions into a directory (packaging)
     #[command(name = "generate-assets", hide = true)]
     GenerateAssets(GenerateAssetsArgs),
@@ -233,6 +246,30 @@ pub struct InitArgs {}
 pub struct ArchivePushArgs {
     /// Path of the WAL file (PostgreSQL's %p)
     pub wal_path: PathBuf,
+    /// Push only this file, in this process (no background worker pushing the files PostgreSQL
+    /// marked ready ahead of its requests); config: archive_async = false
+    #[arg(long)]
+    pub no_async: bool,
+    /// Files the background worker pushes at the same time [default: 4]; config: archive_async_jobs
+    #[arg(long, value_name = "N")]
+    pub async_jobs: Option<usize>,
+    /// Most files pushed ahead of PostgreSQL's requests [default: 64]; config: archive_async_queue
+    #[arg(long, value_name = "N")]
+    pub async_queue: Option<usize>,
+}
+
+/// `pitr push-ahead` (internal, started by archive-push).
+#[derive(Debug, Args)]
+pub struct PushAheadArgs {
+    /// The pg_wal directory
+    #[arg(long)]
+    pub pg_wal: PathBuf,
+    /// Files pushed at the same time
+    #[arg(long)]
+    pub jobs: usize,
+    /// Most files pushed ahead
+    #[arg(long)]
+    pub queue: usize,
 }
 
 /// `pitr archive-get`.

@@ -9,6 +9,9 @@
 //! host = "/var/run/postgresql"
 //! port = 5432
 //! retain_full = 2            # pitr expire: keep the newest 2 full backups
+//! archive_async = true       # archive-push: a background worker pushes ahead (default)
+//! archive_async_jobs = 4     # ... that many files at a time
+//! archive_async_queue = 64   # ... at most that many ahead of PostgreSQL's requests
 //! ```
 //!
 //! An S3 repository (credentials may also come from the environment, which wins):
@@ -48,6 +51,9 @@ pub struct ConfigFile {
     dbname: Option<String>,
     retain_full: Option<u32>,
     retain_days: Option<u32>,
+    archive_async: Option<bool>,
+    archive_async_jobs: Option<usize>,
+    archive_async_queue: Option<usize>,
     s3_endpoint: Option<String>,
     s3_region: Option<String>,
     s3_ca_file: Option<PathBuf>,
@@ -117,6 +123,9 @@ pub fn apply(mut g: GlobalArgs) -> Result<GlobalArgs, ConfigError> {
     g.dbname = g.dbname.or(file.dbname);
     g.retain_full = g.retain_full.or(file.retain_full);
     g.retain_days = g.retain_days.or(file.retain_days);
+    g.archive_async = g.archive_async.or(file.archive_async);
+    g.archive_async_jobs = g.archive_async_jobs.or(file.archive_async_jobs);
+    g.archive_async_queue = g.archive_async_queue.or(file.archive_async_queue);
     g.s3_endpoint = g.s3_endpoint.or(file.s3_endpoint);
     g.s3_region = g.s3_region.or(file.s3_region);
     g.s3_ca_file = g.s3_ca_file.or(file.s3_ca_file);

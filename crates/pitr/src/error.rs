@@ -80,6 +80,9 @@ pub enum CliError {
     /// `pitr pin` / `pitr unpin`.
     #[error(transparent)]
     Pin(#[from] pitr_core::pin::PinError),
+    /// archive-push: the asynchronous worker's failure, reported by the next call.
+    #[error("{}", .0.message)]
+    Relayed(pitr_core::archive::Relayed),
 }
 
 impl CliError {
@@ -87,6 +90,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
+            CliError::Relayed(r) => r.code,
             CliError::Archive(ArchiveError::Foreign { .. }) => EXIT_REFUSED,
             CliError::Archive(ArchiveError::Repo(r))
             | CliError::Repo(r)

@@ -2,12 +2,15 @@
 //!
 //! One way through, no file importing one that imports it back:
 //! - [`push`] (`push.rs`): check a WAL file against the repository's cluster, store it durably;
+//! - [`PushSpool`] (`ahead.rs`): asynchronous push, the detached worker that pushes the files
+//!   PostgreSQL marked ready ahead of its requests and the "done" markers it leaves in `pg_wal`;
 //! - [`get`] (`get.rs`): serve a WAL file from the read-ahead spool or the repository, and say
 //!   which segments to read ahead;
 //! - [`Spool`] (`spool.rs`): the read-ahead directory and its filler;
 //! - `fetch.rs`: one WAL file from the repository into a local file, verified, for `get` and
 //!   the spool alike.
 
+mod ahead;
 mod fetch;
 mod get;
 mod push;
@@ -20,6 +23,10 @@ use pitr_pg::WalFileName;
 use pitr_repo::RepoError;
 use pitr_storage::StorageError;
 
+pub use ahead::{
+    AheadOptions, FileStamp, PushSpool, Relayed, Spooled, WorkerFailure, WorkerReport,
+    PUSH_SPOOL_DIR,
+};
 pub use get::{get, GetOutcome, GET_RETRY_DELAYS};
 pub(crate) use push::admit_segment;
 pub use push::{push, push_opening, segment_identity, PushOutcome, PushReport};

@@ -10,6 +10,7 @@ use pitr_repo::{Checksum, ClusterIdentity, ClusterRepo, Compression, WalPut};
 use pitr_storage::current_os_user;
 use serde::Serialize;
 
+use super::ahead::FileStamp;
 use super::{parse_name, ArchiveError};
 
 /// What `archive-push` did.
@@ -142,8 +143,19 @@ pub async fn push(
     path: &Path,
     compression: Compression,
 ) -> Result<PushReport, ArchiveError> {
+    Ok(push_stamped(cluster, path, compression).await?.0)
+}
+
+/// [`push`], also returning the [`FileStamp`] of the file that was stored when `path` still
+/// names that same, unchanged file after the push (`None` when it was replaced or touched
+/// meanwhile: then nothing may be acknowledged from this push without reading the file again).
+pub(crate) async fn push_stamped(
+    cluster: &ClusterRepo,
+    path: &Path,
+    compression: Compression,
+) -> Result<(PushReport, Option<FileStamp>), ArchiveError> {
     let cluster = cluster.clone();
-    push_opening(async move { Ok(cluster) }, path, compression).await
+    push_opening_stamped(async move { Ok(cluster) }, path, compression).await
 }
 
 /// [`push`] into the cluster that `open` opens, opened while the file is read, hashed and
@@ -160,6 +172,19 @@ pub async fn push_opening<F, E>(
     path: &Path,
     compression: Compression,
 ) -> Result<PushReport, E>
+where
+    F: std::future::Future<Output = Result<ClusterRepo, E>>,
+    E: From<ArchiveError>,
+{
+    Ok(push_opening_stamped(open, path, compression).await?.0)
+}
+
+/// [`push_opening`] with the [`FileStamp`] of [`push_stamped`].
+async fn push_opening_stamped<F, E>(
+    open: F,
+    path: &Path,
+    compression: Compression,
+) -> Result<(PushReport, Option<FileStamp>), E>
 where
     F: std::future::Future<Output = Result<ClusterRepo, E>>,
     E: From<ArchiveError>,
@@ -182,13 +207,16 @@ where
             }
         }
     };
+    let stamp;
     let put = if name.holds_wal() {
         // Segments (and .partial segments) are large: check the header, then read, hash and
         // compress the file in parallel ranges without a whole-file copy first.
         let file = std::fs::File::open(path).map_err(read_err)?;
-        let len = file.metadata().map_err(read_err)?.len();
+        let meta = file.metadata().map_err(read_err)?;
+        let len = meta.len();
         let mut head = vec![0u8; usize::try_from(len.min(HEAD_LEN)).unwrap_or(0)];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0).map_err(read_err)?;
+        stamp = FileStamp::new(&meta, &head);
         let found = segment_identity(&name, &head, len)?;
         // Compress while the repository is opened and the recorded identity read (round trips
         // on an object store); a failure or a mismatch discards the work.
@@ -208,7 +236,12 @@ where
             .map_err(ArchiveError::from)?;
         (len, put)
     } else {
+        let meta = tokio::fs::metadata(path).await.map_err(read_err)?;
         let data = tokio::fs::read(path).await.map_err(read_err)?;
+        let head_len = data
+            .len()
+            .min(usize::try_from(HEAD_LEN).unwrap_or(usize::MAX));
+        stamp = FileStamp::new(&meta, &data[..head_len]);
         check_text(&name, &data)?;
         let cluster = open.await?;
         let repo = cluster.repo();
@@ -227,7 +260,13 @@ where
         stored_bytes,
         blake3: blake3.to_string(),
     };
-    Ok(match put {
+    // The file pushed is the one still at `path` only if nothing replaced or wrote it since it
+    // was opened (a write or a rename changes its ctime).
+    let unchanged = std::fs::metadata(path)
+        .ok()
+        .filter(|m| stamp.same_file(m))
+        .map(|_| stamp);
+    let report = match put {
         (
             len,
             WalPut::Stored {
@@ -238,7 +277,8 @@ where
         (len, WalPut::Duplicate { summary }) => {
             report(PushOutcome::AlreadyArchived, len, None, summary.checksum)
         }
-    })
+    };
+    Ok((report, unchanged))
 }
 
 /// The cluster's recorded identity, registering `found` on first use. The location may have

@@ -46,6 +46,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Expire(a) => expire::run(&g, a).await,
         Command::Demo(a) => demo::run(&g, a).await,
         Command::SpoolFill(a) => archive::spool_fill(&g, a).await,
+        Command::PushAhead(a) => archive::push_ahead(&g, a).await,
         Command::GenerateAssets(a) => assets::run(a),
         Command::Restore(a) => restore::run(&g, a).await,
         Command::Wal(a) => wal::run(&g, a).await,
