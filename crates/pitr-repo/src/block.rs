@@ -77,7 +77,9 @@ impl FromStr for PageMap {
                 }
             };
             if a > b || out.last().is_some_and(|&(_, e)| e >= a) {
-                return Err(format!("page map {s:?}: ranges are not ascending and disjoint"));
+                return Err(format!(
+                    "page map {s:?}: ranges are not ascending and disjoint"
+                ));
             }
             out.push((a, b));
         }
@@ -243,7 +245,12 @@ fn decode_delta(layers: &BlockLayers, d: &BlockDelta, obj: &[u8]) -> Result<Delt
         });
     }
     let bs = layers.block_size as usize;
-    let index = d.pages.blocks().enumerate().map(|(i, b)| (b, i * bs)).collect();
+    let index = d
+        .pages
+        .blocks()
+        .enumerate()
+        .map(|(i, b)| (b, i * bs))
+        .collect();
     Ok(Delta { data, index })
 }
 
@@ -350,10 +357,7 @@ impl Composer<'_, '_> {
 
     fn emit(&mut self, blk: u32, page: &[u8]) -> Result<(), RebuildError> {
         self.hasher.update(page);
-        (self.sink)(blk, page).map_err(|source| RebuildError::Sink {
-            blkno: blk,
-            source,
-        })?;
+        (self.sink)(blk, page).map_err(|source| RebuildError::Sink { blkno: blk, source })?;
         self.next = blk + 1;
         Ok(())
     }
@@ -477,8 +481,15 @@ mod tests {
             Ok(())
         };
         let hash = blake3::hash(&want).to_hex().to_string();
-        let n = rebuild(&layers, &base_obj, &[o1.clone(), o2.clone()], want.len() as u64, &hash, &mut sink)
-            .unwrap();
+        let n = rebuild(
+            &layers,
+            &base_obj,
+            &[o1.clone(), o2.clone()],
+            want.len() as u64,
+            &hash,
+            &mut sink,
+        )
+        .unwrap();
         assert_eq!(n, want.len() as u64);
         assert_eq!(got, want);
 
@@ -490,24 +501,53 @@ mod tests {
             got.extend_from_slice(p);
             Ok(())
         };
-        rebuild(&layers, &base_obj, &[o1.clone(), o2.clone()], 3 * bs as u64, &hash, &mut sink).unwrap();
+        rebuild(
+            &layers,
+            &base_obj,
+            &[o1.clone(), o2.clone()],
+            3 * bs as u64,
+            &hash,
+            &mut sink,
+        )
+        .unwrap();
         assert_eq!(got, short);
 
         // A wrong file checksum, a damaged delta and a missing page are refused.
         let mut sink = |_: u32, _: &[u8]| Ok(());
         assert!(matches!(
-            rebuild(&layers, &base_obj, &[o1.clone(), o2.clone()], 3 * bs as u64, "00", &mut sink),
+            rebuild(
+                &layers,
+                &base_obj,
+                &[o1.clone(), o2.clone()],
+                3 * bs as u64,
+                "00",
+                &mut sink
+            ),
             Err(RebuildError::Rebuilt { .. })
         ));
         let mut bad = o2.to_vec();
         let mid = bad.len() / 2;
         bad[mid] ^= 0x40;
         assert!(matches!(
-            rebuild(&layers, &base_obj, &[o1.clone(), bad.into()], 3 * bs as u64, &hash, &mut sink),
+            rebuild(
+                &layers,
+                &base_obj,
+                &[o1.clone(), bad.into()],
+                3 * bs as u64,
+                &hash,
+                &mut sink
+            ),
             Err(RebuildError::Frame { .. })
         ));
         assert!(matches!(
-            rebuild(&layers, &base_obj, &[o1, o2], 10 * bs as u64, &hash, &mut sink),
+            rebuild(
+                &layers,
+                &base_obj,
+                &[o1, o2],
+                10 * bs as u64,
+                &hash,
+                &mut sink
+            ),
             Err(RebuildError::MissingPage(8))
         ));
     }

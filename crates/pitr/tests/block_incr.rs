@@ -85,7 +85,15 @@ fn largest(m: &Value) -> Vec<(String, u64, bool)> {
 fn backup(c: &Cluster, repo: &Path, args: &[&str]) -> (String, Run) {
     let sock = c.socket_dir().to_path_buf();
     let mut all = vec![
-        "--repo", s(repo), "backup", "-h", s(&sock), "-p", "5432", "-U", "postgres",
+        "--repo",
+        s(repo),
+        "backup",
+        "-h",
+        s(&sock),
+        "-p",
+        "5432",
+        "-U",
+        "postgres",
     ];
     all.extend_from_slice(args);
     let run = pitr_as_postgres(&all).expect_code(0);
@@ -130,8 +138,7 @@ fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
     c.start();
     c.pgbench_init(2);
     // pg_amcheck where the install has it (some packaged builds lack the contrib modules).
-    let amcheck =
-        pg.bin("pg_amcheck").exists() && c.try_psql("CREATE EXTENSION amcheck").is_ok();
+    let amcheck = pg.bin("pg_amcheck").exists() && c.try_psql("CREATE EXTENSION amcheck").is_ok();
     c.psql("CREATE TABLE encoge AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g");
     c.psql("VACUUM (FREEZE, ANALYZE)");
     c.psql("CHECKPOINT");
@@ -222,7 +229,16 @@ fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
     assert_eq!(got, want);
     if amcheck {
         let mut cmd = Command::new(pg.bin("pg_amcheck"));
-        cmd.args(["-h", s(&sock), "-p", "5432", "-U", "postgres", "--all", "--heapallindexed"]);
+        cmd.args([
+            "-h",
+            s(&sock),
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "--all",
+            "--heapallindexed",
+        ]);
         as_postgres(&mut cmd);
         let out = cmd.output().unwrap();
         assert!(
@@ -232,7 +248,10 @@ fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
             String::from_utf8_lossy(&out.stderr)
         );
     } else {
-        eprintln!("PostgreSQL {}: no pg_amcheck/amcheck here, rows compared only", pg.major);
+        eprintln!(
+            "PostgreSQL {}: no pg_amcheck/amcheck here, rows compared only",
+            pg.major
+        );
     }
     let mut stop = Command::new(pg.bin("pg_ctl"));
     stop.arg("-D").arg(&dir).args(["-m", "fast", "-w", "stop"]);
@@ -241,7 +260,11 @@ fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
     fs::remove_dir_all(&dir).unwrap();
 
     // A damaged page in the newest delta: verify reports it, restore refuses the file.
-    let delta_obj = repo.join("main/backup").join(&incr2).join("data").join(&accounts);
+    let delta_obj = repo
+        .join("main/backup")
+        .join(&incr2)
+        .join("data")
+        .join(&accounts);
     let good = fs::read(&delta_obj).unwrap();
     let mut bad = good.clone();
     let mid = bad.len() / 2;
@@ -249,10 +272,21 @@ fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
     fs::write(&delta_obj, &bad).unwrap();
     let run = pitr(&["--repo", s(&repo), "verify"]);
     assert_ne!(run.code, 0, "verify missed a damaged delta: {}", run.stdout);
-    assert!(run.stdout.contains(&accounts) || run.stderr.contains(&accounts), "{run:?}");
+    assert!(
+        run.stdout.contains(&accounts) || run.stderr.contains(&accounts),
+        "{run:?}"
+    );
     let dir = scratch.path().join("damaged");
-    let run = pitr(&["--repo", s(&repo), "restore", "--pgdata", s(&dir), "--backup", &incr2])
-        .expect_code(5);
+    let run = pitr(&[
+        "--repo",
+        s(&repo),
+        "restore",
+        "--pgdata",
+        s(&dir),
+        "--backup",
+        &incr2,
+    ])
+    .expect_code(5);
     assert!(run.stderr.contains(&accounts), "{}", run.stderr);
     fs::write(&delta_obj, &good).unwrap();
 
@@ -262,7 +296,15 @@ fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
     let aside = scratch.path().join("aside");
     fs::rename(repo.join("main/backup").join(&incr1), &aside).unwrap();
     let before = listing(&dir);
-    let run = pitr(&["--repo", s(&repo), "restore", "--pgdata", s(&dir), "--backup", &incr2]);
+    let run = pitr(&[
+        "--repo",
+        s(&repo),
+        "restore",
+        "--pgdata",
+        s(&dir),
+        "--backup",
+        &incr2,
+    ]);
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains(&incr1), "{}", run.stderr);
     assert_eq!(listing(&dir), before, "a refused restore touched {dir:?}");

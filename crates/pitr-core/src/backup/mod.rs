@@ -546,7 +546,11 @@ async fn copy_backup(
                 parent_start: p.start(),
                 block_size: control.block_size,
                 relseg_size: control.relseg_size,
-                parent_files: p.files.iter().map(|f| (f.path.clone(), f.clone())).collect(),
+                parent_files: p
+                    .files
+                    .iter()
+                    .map(|f| (f.path.clone(), f.clone()))
+                    .collect(),
             })
         });
     let result = copy_phase(
@@ -639,7 +643,11 @@ fn report(
         files_block_level: manifest
             .files
             .iter()
-            .filter(|f| f.blocks.as_ref().is_some_and(|b| b.deltas.last().is_some_and(|d| d.label == manifest.label)))
+            .filter(|f| {
+                f.blocks
+                    .as_ref()
+                    .is_some_and(|b| b.deltas.last().is_some_and(|d| d.label == manifest.label))
+            })
             .count(),
         whole_files: None,
     }
@@ -653,7 +661,10 @@ async fn copy_phase(
     pgdata: &Path,
     parent: Option<&BackupManifest>,
     opts: &BackupOptions,
-    (verifier, blocks): (Option<Arc<dyn PageVerifier>>, Option<Arc<blocks::BlockIncr>>),
+    (verifier, blocks): (
+        Option<Arc<dyn PageVerifier>>,
+        Option<Arc<blocks::BlockIncr>>,
+    ),
     progress: Arc<Progress>,
 ) -> Result<CopyPhase, BackupError> {
     let root = pgdata.to_path_buf();
@@ -680,10 +691,13 @@ async fn copy_phase(
                     let mut e = pf.clone();
                     if pf.blocks.is_none() {
                         // A block file's layers already name the backups holding them.
-                        e.stored_in =
-                            Some(pf.stored_in.clone().unwrap_or_else(|| p.label.clone()));
+                        e.stored_in = Some(pf.stored_in.clone().unwrap_or_else(|| p.label.clone()));
                     }
-                    e.stored_size = if pf.blocks.is_some() { 0 } else { e.stored_size };
+                    e.stored_size = if pf.blocks.is_some() {
+                        0
+                    } else {
+                        e.stored_size
+                    };
                     e
                 })
         });

@@ -43,8 +43,8 @@ pub fn write_block_file(
     progress: Option<&dyn Progress>,
 ) -> Result<u64, BlockWriteError> {
     let tmp = tmp_path(dest);
-    let result = write_tmp(&tmp, layers, (base, deltas), m, checksums_before, progress)
-        .and_then(|n| {
+    let result =
+        write_tmp(&tmp, layers, (base, deltas), m, checksums_before, progress).and_then(|n| {
             fs::rename(&tmp, dest)
                 .map_err(|e| BlockWriteError::Io("rename", e))
                 .map(|()| n)
@@ -80,7 +80,9 @@ fn write_tmp(
                 if !m.checksum_failures.contains(&relblk) {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("the rebuilt page fails its data checksum (relation block {relblk})"),
+                        format!(
+                            "the rebuilt page fails its data checksum (relation block {relblk})"
+                        ),
                     ));
                 }
             }

@@ -48,7 +48,10 @@ pub fn validate_manifest(m: &BackupManifest) -> Result<(), RestoreError> {
                 .objects()
                 .iter()
                 .all(|o| !o.label.is_empty() && !o.label.contains('/') && !o.blake3.is_empty());
-            if f.blake3.is_empty() || b.block_size == 0 || f.size % u64::from(b.block_size) != 0 || !labels_ok
+            if f.blake3.is_empty()
+                || b.block_size == 0
+                || f.size % u64::from(b.block_size) != 0
+                || !labels_ok
             {
                 return Err(bad(format!(
                     "block file {:?} has a bad page size, checksum or layer",
