@@ -158,7 +158,7 @@ pub enum RestoreError {
         reason: String,
     },
     /// An incremental backup's chain of parents is broken.
-    #[error("backup {label} cannot be restored: backup {parent}, in its chain of parents, {why} (repository {repo}); nothing was written\nhint: restore another backup with --backup (pitr info lists them), or run pitr verify")]
+    #[error("backup {label} cannot be restored: its chain of parents is broken: backup {parent} {why} (repository {repo}); nothing was written\nhint: restore another backup with --backup (pitr info lists them), or run pitr verify")]
     BrokenChain {
         /// The backup being restored.
         label: String,

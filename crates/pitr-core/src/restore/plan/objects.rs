@@ -152,17 +152,17 @@ async fn check_chain(
             why,
         };
         if !seen.insert(label.clone()) {
-            return Err(broken("the chain of parents loops".into()));
+            return Err(broken("appears twice in it (a loop)".into()));
         }
         if !labels.contains(&label) {
-            return Err(broken("it is gone from the repository".into()));
+            return Err(broken("is gone from the repository".into()));
         }
         let p = cluster
             .manifest(&label)
             .await?
-            .ok_or_else(|| broken("its manifest is missing".into()))?;
+            .ok_or_else(|| broken("has no manifest".into()))?;
         if p.system_id != m.system_id || p.pg_major != m.pg_major {
-            return Err(broken("it belongs to another cluster".into()));
+            return Err(broken("belongs to another cluster".into()));
         }
         cur = p.parent;
     }
