@@ -12,6 +12,7 @@ use pitr_pg::{Lsn, TimelineId};
 use pitr_storage::PutMode;
 use serde::{Deserialize, Serialize};
 
+use crate::block::{BlockLayers, ObjectRef};
 use crate::{ClusterRepo, RepoResult};
 
 /// Full or incremental.
@@ -55,6 +56,35 @@ pub struct ManifestFile {
     /// Blocks whose data page checksum failed verification (twice).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checksum_failures: Vec<u32>,
+    /// A block-level incremental file: rebuilt from a base object and the changed pages stored
+    /// by the incrementals since (then `stored_in` is unset and `stored_size` counts only the
+    /// pages this backup stored; `size` and `blake3` describe the rebuilt file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<BlockLayers>,
+}
+
+impl ManifestFile {
+    /// Every object the file needs, for a file of backup `own` (none for an empty file).
+    pub fn objects<'a>(&'a self, own: &'a str) -> Vec<ObjectRef<'a>> {
+        match &self.blocks {
+            Some(b) => b.objects(),
+            None if self.size == 0 => Vec::new(),
+            None => vec![ObjectRef {
+                label: self.stored_in.as_deref().unwrap_or(own),
+                size: self.size,
+                blake3: &self.blake3,
+                stored_size: self.stored_size,
+            }],
+        }
+    }
+
+    /// The other backups whose objects the file needs (for a file of backup `own`).
+    pub fn holders<'a>(&'a self, own: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.objects(own)
+            .into_iter()
+            .map(|o| o.label)
+            .filter(move |l| *l != own)
+    }
 }
 
 /// A directory to recreate (including ones whose contents are skipped, like `pg_wal`).

@@ -13,6 +13,7 @@
 #![deny(clippy::indexing_slicing)] // parsers never panic on any input (STYLE rule 3)
 
 pub mod backup;
+pub mod block;
 pub mod crypt;
 pub mod error;
 pub mod frame;

@@ -14,10 +14,11 @@ use pitr_storage::{PutMode, StorageError};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
+use super::blocks::{copy_blocks, BlockIncr, BlockOutcome};
 use super::walk::SourceFile;
 
 /// Read size; also the granularity of output flushes to storage.
-const CHUNK: usize = 1 << 20;
+pub(super) const CHUNK: usize = 1 << 20;
 
 /// Checks data pages while they are copied.
 pub trait PageVerifier: Send + Sync {
@@ -73,8 +74,9 @@ pub struct Progress {
     pub total_bytes: AtomicU64,
 }
 
-/// Copies `files` into backup `label`, `jobs` at a time; returns their manifest entries in the
-/// order given.
+/// Copies `files` into backup `label`, `jobs` at a time (with `blocks`, relation files the
+/// parent holds are stored block-wise); returns their manifest entries in the order given.
+#[allow(clippy::too_many_arguments)]
 pub async fn copy_files(
     cluster: &ClusterRepo,
     label: &str,
@@ -82,6 +84,7 @@ pub async fn copy_files(
     jobs: usize,
     compression: Compression,
     verifier: Option<Arc<dyn PageVerifier>>,
+    blocks: Option<Arc<BlockIncr>>,
     progress: Arc<Progress>,
 ) -> Result<Vec<ManifestFile>, CopyError> {
     progress
@@ -122,16 +125,18 @@ pub async fn copy_files(
         let cluster = cluster.clone();
         let label = label.to_string();
         let verifier = verifier.clone();
+        let blocks = blocks.clone();
         let progress = progress.clone();
         let handle = Handle::current();
         tasks.spawn_blocking(move || {
-            let r = copy_one(
+            let r = copy_any(
                 &handle,
                 &cluster,
                 &label,
                 &file,
                 compression,
                 verifier.as_deref(),
+                blocks.as_deref(),
                 &progress,
             );
             drop(permit);
@@ -149,7 +154,41 @@ pub async fn copy_files(
     Ok(results.into_iter().flatten().collect())
 }
 
-/// Copies one file; `None` when it disappeared before it could be opened.
+/// Copies one file, block-wise when `blocks` allows it; `None` when it disappeared before it
+/// could be opened.
+#[allow(clippy::too_many_arguments)]
+fn copy_any(
+    rt: &Handle,
+    cluster: &ClusterRepo,
+    label: &str,
+    file: &SourceFile,
+    compression: Compression,
+    verifier: Option<&dyn PageVerifier>,
+    blocks: Option<&BlockIncr>,
+    progress: &Progress,
+) -> Result<Option<ManifestFile>, CopyError> {
+    let verify = verifier.filter(|_| is_checksummed(&file.rel));
+    if let Some((incr, pf)) = blocks.and_then(|b| b.parent_of(&file.rel).map(|pf| (b, pf))) {
+        match copy_blocks(
+            rt,
+            cluster,
+            label,
+            file,
+            compression,
+            verify,
+            progress,
+            incr,
+            pf,
+        )? {
+            BlockOutcome::Vanished => return Ok(None),
+            BlockOutcome::Stored(entry) => return Ok(Some(*entry)),
+            BlockOutcome::Whole => {}
+        }
+    }
+    copy_one(rt, cluster, label, file, compression, verifier, progress)
+}
+
+/// Copies one file whole; `None` when it disappeared before it could be opened.
 fn copy_one(
     rt: &Handle,
     cluster: &ClusterRepo,
@@ -177,6 +216,7 @@ fn copy_one(
         stored_size: 0,
         stored_in: None,
         checksum_failures: Vec::new(),
+        blocks: None,
     };
     let verify = verifier.filter(|_| is_checksummed(&file.rel));
     let first_block_of_file = verify
@@ -237,7 +277,7 @@ fn copy_one(
     Ok(Some(entry))
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {
@@ -259,7 +299,7 @@ fn is_checksummed(rel: &str) -> bool {
 }
 
 /// Segment number of a relation file (`16384.3` → 3).
-fn segment_number(rel: &str) -> u32 {
+pub(super) fn segment_number(rel: &str) -> u32 {
     rel.rsplit('/')
         .next()
         .and_then(|n| n.split_once('.'))

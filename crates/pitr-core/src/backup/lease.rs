@@ -20,11 +20,9 @@ pub(super) async fn take_lease(
     let mut held = vec![label.to_string()];
     if let Some(p) = &plan.parent {
         held.push(p.label.clone());
-        for f in &p.files {
-            if let Some(h) = &f.stored_in {
-                if !held.contains(h) {
-                    held.push(h.clone());
-                }
+        for h in p.files.iter().flat_map(|f| f.holders(&p.label)) {
+            if !held.iter().any(|x| x == h) {
+                held.push(h.to_string());
             }
         }
     }

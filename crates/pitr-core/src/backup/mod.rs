@@ -16,6 +16,7 @@
 //! hide a broken archive. Waiting fails the backup loudly instead, and a segment is written
 //! by one path only.
 
+mod blocks;
 pub mod copy;
 mod lease;
 mod replication;
@@ -200,6 +201,11 @@ pub struct BackupReport {
     pub seconds: f64,
     /// Files with blocks whose data page checksum failed, and the blocks.
     pub checksum_failures: Vec<(String, Vec<u32>)>,
+    /// Files stored as their changed pages (a block-level incremental backup).
+    pub files_block_level: usize,
+    /// Why an incremental backup copied changed files whole instead of their changed pages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whole_files: Option<String>,
 }
 
 /// A unique, time-ordered label: `YYYYMMDDTHHMMSSF` (or `I` for incremental).
@@ -242,6 +248,7 @@ pub async fn backup(
         Source::Copy { .. } => BackupMethod::Copy,
         Source::Replication => BackupMethod::Replication,
     };
+    let whole_files = plan.whole_files.clone();
     let manifest = plan.manifest(taken, opts);
     cluster.put_manifest(&manifest).await?;
     if let Err(e) = lease.release().await {
@@ -250,7 +257,9 @@ pub async fn backup(
             manifest.label
         );
     }
-    Ok(report(&manifest, method, copied, started))
+    let mut report = report(&manifest, method, copied, started);
+    report.whole_files = whole_files;
+    Ok(report)
 }
 
 /// Where the files come from.
@@ -280,6 +289,8 @@ struct Plan {
     tablespaces: Vec<ManifestTablespace>,
     /// The backup an incremental one builds on.
     parent: Option<BackupManifest>,
+    /// Why an incremental backup copies changed files whole instead of their changed pages.
+    whole_files: Option<String>,
 }
 
 /// Checks the server (a primary, archiving), its data directory and the repository's cluster,
@@ -332,12 +343,20 @@ async fn plan(
                 .ok_or_else(|| BackupError::NoParent(cluster.name().to_string()))?,
         ),
     };
+    let whole_files = match opts.kind {
+        BackupKind::Full => None,
+        BackupKind::Incr => blocks::refusal(client, info.data_checksums).await?,
+    };
+    if let Some(why) = &whole_files {
+        tracing::warn!("incremental backup at file level: {why}");
+    }
     Ok(Plan {
         source,
         identity,
         data_checksums: info.data_checksums,
         tablespaces,
         parent,
+        whole_files,
     })
 }
 
@@ -517,13 +536,30 @@ async fn copy_backup(
         }) as Arc<dyn PageVerifier>
     });
 
+    let blocks = plan
+        .parent
+        .as_ref()
+        .filter(|_| plan.whole_files.is_none())
+        .map(|p| {
+            Arc::new(blocks::BlockIncr {
+                parent_label: p.label.clone(),
+                parent_start: p.start(),
+                block_size: control.block_size,
+                relseg_size: control.relseg_size,
+                parent_files: p
+                    .files
+                    .iter()
+                    .map(|f| (f.path.clone(), f.clone()))
+                    .collect(),
+            })
+        });
     let result = copy_phase(
         cluster,
         &label,
         pgdata,
         plan.parent.as_ref(),
         opts,
-        verifier,
+        (verifier, blocks),
         progress,
     )
     .await;
@@ -604,6 +640,16 @@ fn report(
             .filter(|f| !f.checksum_failures.is_empty())
             .map(|f| (f.path.clone(), f.checksum_failures.clone()))
             .collect(),
+        files_block_level: manifest
+            .files
+            .iter()
+            .filter(|f| {
+                f.blocks
+                    .as_ref()
+                    .is_some_and(|b| b.deltas.last().is_some_and(|d| d.label == manifest.label))
+            })
+            .count(),
+        whole_files: None,
     }
 }
 
@@ -615,7 +661,10 @@ async fn copy_phase(
     pgdata: &Path,
     parent: Option<&BackupManifest>,
     opts: &BackupOptions,
-    verifier: Option<Arc<dyn PageVerifier>>,
+    (verifier, blocks): (
+        Option<Arc<dyn PageVerifier>>,
+        Option<Arc<blocks::BlockIncr>>,
+    ),
     progress: Arc<Progress>,
 ) -> Result<CopyPhase, BackupError> {
     let root = pgdata.to_path_buf();
@@ -640,7 +689,15 @@ async fn copy_phase(
                 })
                 .map(|pf| {
                     let mut e = pf.clone();
-                    e.stored_in = Some(pf.stored_in.clone().unwrap_or_else(|| p.label.clone()));
+                    if pf.blocks.is_none() {
+                        // A block file's layers already name the backups holding them.
+                        e.stored_in = Some(pf.stored_in.clone().unwrap_or_else(|| p.label.clone()));
+                    }
+                    e.stored_size = if pf.blocks.is_some() {
+                        0
+                    } else {
+                        e.stored_size
+                    };
                     e
                 })
         });
@@ -656,6 +713,7 @@ async fn copy_phase(
         opts.jobs,
         opts.compression,
         verifier,
+        blocks,
         progress,
     )
     .await?;

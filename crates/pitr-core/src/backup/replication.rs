@@ -327,6 +327,7 @@ impl Receiver<'_> {
                     stored_size: 0,
                     stored_in: None,
                     checksum_failures: Vec::new(),
+                    blocks: None,
                 };
                 let task = EncodeTask {
                     rt: Handle::current(),

@@ -303,6 +303,7 @@ async fn repository(dir: &std::path::Path) -> ClusterRepo {
                 stored_size: obj.len() as u64,
                 stored_in: holder,
                 checksum_failures: Vec::new(),
+                blocks: None,
             });
         }
         cluster.put_manifest(&m).await.unwrap();

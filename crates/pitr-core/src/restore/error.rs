@@ -145,6 +145,30 @@ pub enum RestoreError {
         /// Why, when known.
         gone: String,
     },
+    /// A block file of a block-level incremental backup could not be rebuilt verified.
+    #[error("{path} of backup {label} cannot be rebuilt from repository {repo}: {reason}\nhint: run `pitr verify`; restore another backup with --backup")]
+    BlockRebuild {
+        /// File path.
+        path: String,
+        /// The backup being restored.
+        label: String,
+        /// Repository.
+        repo: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An incremental backup's chain of parents is broken.
+    #[error("backup {label} cannot be restored: its chain of parents is broken: backup {parent} {why} (repository {repo}); nothing was written\nhint: restore another backup with --backup (pitr info lists them), or run pitr verify")]
+    BrokenChain {
+        /// The backup being restored.
+        label: String,
+        /// The ancestor at fault.
+        parent: String,
+        /// Repository.
+        repo: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// An object is intact but is not the file the manifest describes.
     #[error("{key} in repository {repo} is not the file backup {label} recorded for {path} (manifest: {expected_len} bytes, blake3 {expected}; object: {found_len} bytes, blake3 {found})\nhint: run `pitr verify`; restore another backup with --backup")]
     ObjectMismatch {
@@ -235,6 +259,8 @@ impl RestoreError {
             RestoreError::BadManifest { .. }
             | RestoreError::MissingObject { .. }
             | RestoreError::MissingObjects { .. }
+            | RestoreError::BrokenChain { .. }
+            | RestoreError::BlockRebuild { .. }
             | RestoreError::ObjectMismatch { .. }
             | RestoreError::BadHistory { .. } => ErrorClass::Corrupt,
             RestoreError::Repo(RepoError::Corrupt { .. } | RepoError::BadMeta { .. }) => {

@@ -167,11 +167,14 @@ async fn verify_leased(
     work.extend(partials.iter().map(|k| (k.clone(), None)));
     for b in &backups {
         for f in b.files.iter().filter(|f| f.size > 0) {
-            let owner = f.stored_in.as_deref().unwrap_or(&b.label);
-            work.push((
-                cluster.backup_file_key(owner, &f.path),
-                Some((f.size, f.blake3.clone())),
-            ));
+            // Each object the file needs (a block file's base and deltas) is checked against
+            // the length and checksum its manifest records.
+            for o in f.objects(&b.label) {
+                work.push((
+                    cluster.backup_file_key(o.label, &f.path),
+                    Some((o.size, o.blake3.to_string())),
+                ));
+            }
             report.backup_files += 1;
         }
         // The WAL from the backup's start to its consistency point must be archived.

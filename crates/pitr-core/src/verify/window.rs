@@ -153,7 +153,7 @@ pub fn broken_chains(backups: &[BackupManifest]) -> Vec<Problem> {
         missing.extend(
             b.files
                 .iter()
-                .filter_map(|f| f.stored_in.as_deref())
+                .flat_map(|f| f.holders(&b.label))
                 .filter(|l| !labels.contains(l)),
         );
         if !missing.is_empty() {

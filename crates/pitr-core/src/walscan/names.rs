@@ -679,12 +679,56 @@ impl<'a> Namer<'a> {
         })
     }
 
+    /// A block file of backup `i`, rebuilt from its layers, verified; `None` (with a warning)
+    /// when an object is absent or unreadable.
+    async fn read_block_file(
+        &mut self,
+        i: usize,
+        path: &str,
+        layers: &pitr_repo::block::BlockLayers,
+        size: u64,
+        blake3: &str,
+    ) -> Option<Vec<u8>> {
+        let mut objs = Vec::new();
+        for o in layers.objects() {
+            let key = self.cluster.backup_file_key(o.label, path);
+            match self.cluster.repo().storage().get(&key).await {
+                Ok(Some(obj)) => objs.push(obj),
+                Ok(None) => {
+                    self.warn(i, format!("{path}: object {key} is missing"));
+                    return None;
+                }
+                Err(e) => {
+                    self.warn(i, format!("{path}: {e}"));
+                    return None;
+                }
+            }
+        }
+        let (base, deltas) = objs.split_first()?;
+        let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let mut sink = |_: u32, page: &[u8]| {
+            out.extend_from_slice(page);
+            Ok(())
+        };
+        match pitr_repo::block::rebuild(layers, base, deltas, size, blake3, &mut sink) {
+            Ok(_) => Some(out),
+            Err(e) => {
+                self.warn(i, format!("{path}: {e}"));
+                None
+            }
+        }
+    }
+
     /// A file of backup `i`, verified; `None` (with a warning) when absent or unreadable.
     async fn read_backup_file(&mut self, i: usize, path: &str) -> Option<Vec<u8>> {
         let m = &self.backups[i].manifest;
         let f = m.files.iter().find(|f| f.path == path)?;
         if f.size == 0 {
             return Some(Vec::new());
+        }
+        if let Some(layers) = f.blocks.clone() {
+            let (size, blake3) = (f.size, f.blake3.clone());
+            return self.read_block_file(i, path, &layers, size, &blake3).await;
         }
         let key = self
             .cluster

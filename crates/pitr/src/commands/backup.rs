@@ -108,6 +108,15 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
             report.seconds,
             report.stop_lsn
         );
+        if report.files_block_level > 0 {
+            eprintln!(
+                "{} changed relation files stored as their changed pages (block-level incremental)",
+                report.files_block_level
+            );
+        }
+        if let Some(why) = &report.whole_files {
+            eprintln!("pitr: note: incremental backup at file level: {why}");
+        }
         for (path, blocks) in &report.checksum_failures {
             eprintln!("pitr: warning: data page checksum failures in {path}: blocks {blocks:?}");
         }

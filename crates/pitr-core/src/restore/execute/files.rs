@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::blocking;
+use super::rebuild;
 use super::write::{self, FileAction, WriteError};
 use crate::restore::layout::Layout;
 use crate::restore::{Progress, RestoreError};
@@ -88,6 +89,12 @@ pub async fn restore_files(
             label: m.label.clone(),
             dest: layout.dest(&f.path),
             file: f.clone(),
+            objects: f
+                .objects(&m.label)
+                .iter()
+                .map(|o| cluster.backup_file_key(o.label, &f.path))
+                .collect(),
+            checksums_before: m.data_checksums.then(|| m.start()),
             delta,
             threads: jobs,
             progress: progress.clone(),
@@ -121,6 +128,10 @@ struct FileJob {
     label: String,
     dest: PathBuf,
     file: ManifestFile,
+    /// Keys of a block file's objects: base, then deltas oldest first.
+    objects: Vec<String>,
+    /// The backup's start LSN when the cluster has data checksums (block files verify pages).
+    checksums_before: Option<pitr_pg::Lsn>,
     delta: bool,
     /// Threads a large object may be decoded on.
     threads: usize,
@@ -143,14 +154,33 @@ async fn restore_one(job: FileJob) -> Result<Outcome, RestoreError> {
 /// Opens the file's object (read whole when small, else in pieces as it is decoded), retrying
 /// transient storage errors.
 async fn fetch(job: &FileJob) -> Result<Opened, RestoreError> {
+    retrying(job, &job.key, || stored::open_stored(&job.storage, &job.key)).await
+}
+
+/// Reads object `key` of the file whole (the pieces of a block-level incremental chain),
+/// retrying transient storage errors.
+async fn fetch_key(job: &FileJob, key: &str) -> Result<bytes::Bytes, RestoreError> {
+    retrying(job, key, || async {
+        job.storage.get(key).await.map_err(StoredError::Storage)
+    })
+    .await
+}
+
+/// Runs `read` on object `key` until it succeeds, fails for good, or the retries for transient
+/// storage errors are spent; an absent object is an error naming the file and the backup.
+async fn retrying<T, F, Fut>(job: &FileJob, key: &str, read: F) -> Result<T, RestoreError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, StoredError>>,
+{
     let mut attempt = 0;
     loop {
-        match stored::open_stored(&job.storage, &job.key).await {
+        match read().await {
             Ok(Some(o)) => return Ok(o),
             Ok(None) => {
                 return Err(RestoreError::MissingObject {
                     repo: job.repo.clone(),
-                    key: job.key.clone(),
+                    key: key.to_string(),
                     path: job.file.path.clone(),
                     label: job.label.clone(),
                 })
@@ -158,7 +188,7 @@ async fn fetch(job: &FileJob) -> Result<Opened, RestoreError> {
             Err(StoredError::Storage(e))
                 if e.is_transient() && attempt < crate::archive::GET_RETRY_DELAYS.len() =>
             {
-                tracing::warn!("reading {} failed ({e}); retrying", job.key);
+                tracing::warn!("reading {key} failed ({e}); retrying");
                 tokio::time::sleep(crate::archive::GET_RETRY_DELAYS[attempt]).await;
                 attempt += 1;
             }
@@ -166,7 +196,7 @@ async fn fetch(job: &FileJob) -> Result<Opened, RestoreError> {
             Err(StoredError::Frame(source)) => {
                 return Err(RestoreError::Repo(RepoError::Corrupt {
                     repo: job.repo.clone(),
-                    key: job.key.clone(),
+                    key: key.to_string(),
                     source,
                 }))
             }
@@ -194,6 +224,7 @@ async fn restore_file(job: FileJob) -> Result<Outcome, RestoreError> {
             .await;
         }
         FileAction::CreateEmpty => None,
+        FileAction::Fetch if job.file.blocks.is_some() => return restore_block_file(job).await,
         FileAction::Fetch => Some(fetch(&job).await?),
     };
     let fetched = match &obj {
@@ -237,6 +268,46 @@ async fn restore_file(job: FileJob) -> Result<Outcome, RestoreError> {
                 },
             },
         )?;
+        Ok(Outcome::Restored { bytes: n, fetched })
+    })
+    .await
+}
+
+/// Fetches a block file's objects and rebuilds it, verified.
+async fn restore_block_file(job: FileJob) -> Result<Outcome, RestoreError> {
+    let mut objs = Vec::with_capacity(job.objects.len());
+    for key in &job.objects {
+        objs.push(fetch_key(&job, key).await?);
+    }
+    let fetched = objs.iter().map(|o| o.len() as u64).sum();
+    blocking(move || {
+        let Some(layers) = job.file.blocks.as_ref() else {
+            return Err(RestoreError::Internal("not a block file".into()));
+        };
+        let (base, deltas) = objs
+            .split_first()
+            .ok_or_else(|| RestoreError::Internal("a block file without objects".into()))?;
+        let n = rebuild::write_block_file(
+            &job.dest,
+            layers,
+            (base, deltas),
+            &job.file,
+            job.checksums_before,
+            job.progress.as_deref(),
+        )
+        .map_err(|e| match e {
+            rebuild::BlockWriteError::Rebuild(e) => RestoreError::BlockRebuild {
+                path: job.file.path.clone(),
+                label: job.label.clone(),
+                repo: job.repo.clone(),
+                reason: e.to_string(),
+            },
+            rebuild::BlockWriteError::Io(op, source) => RestoreError::Io {
+                op,
+                path: job.dest.clone(),
+                source,
+            },
+        })?;
         Ok(Outcome::Restored { bytes: n, fetched })
     })
     .await
@@ -344,6 +415,7 @@ mod tests {
                 },
                 stored_in: None,
                 checksum_failures: vec![],
+                blocks: None,
             });
         }
         (cluster, m)

@@ -15,6 +15,7 @@
 pub mod files;
 pub mod finish;
 pub mod prepare;
+pub mod rebuild;
 pub mod recovery;
 pub mod seal;
 pub mod write;
@@ -126,9 +127,9 @@ pub async fn take_lease(
 ) -> Result<Option<pitr_repo::Lease>, RestoreError> {
     let m = plan.manifest();
     let mut held = vec![m.label.clone()];
-    for h in m.files.iter().filter_map(|f| f.stored_in.as_ref()) {
-        if !held.contains(h) {
-            held.push(h.clone());
+    for h in m.files.iter().flat_map(|f| f.holders(&m.label)) {
+        if !held.iter().any(|x| x == h) {
+            held.push(h.to_string());
         }
     }
     let lease = match cluster

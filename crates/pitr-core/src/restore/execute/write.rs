@@ -297,6 +297,7 @@ mod tests {
             stored_size: 0,
             stored_in: None,
             checksum_failures: vec![],
+            blocks: None,
         }
     }
 

@@ -129,8 +129,9 @@ fn candidates(
             let gone = m
                 .files
                 .iter()
-                .filter_map(|f| f.stored_in.as_deref())
-                .find(|holder| !labels.contains(*holder));
+                .flat_map(|f| f.holders(&m.label))
+                .find(|holder| !labels.contains(*holder))
+                .map(str::to_string);
             if let Some(holder) = gone {
                 if opts.backup.as_deref() != Some(m.label.as_str()) {
                     tracing::warn!(

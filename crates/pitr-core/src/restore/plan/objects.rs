@@ -43,7 +43,22 @@ pub fn validate_manifest(m: &BackupManifest) -> Result<(), RestoreError> {
         if !seen.insert(f.path.as_str()) {
             return Err(bad(format!("file {:?} is listed twice", f.path)));
         }
-        if f.size > 0 && (f.blake3.is_empty() || f.stored_size == 0) {
+        if let Some(b) = &f.blocks {
+            let labels_ok = b
+                .objects()
+                .iter()
+                .all(|o| !o.label.is_empty() && !o.label.contains('/') && !o.blake3.is_empty());
+            if f.blake3.is_empty()
+                || b.block_size == 0
+                || f.size % u64::from(b.block_size) != 0
+                || !labels_ok
+            {
+                return Err(bad(format!(
+                    "block file {:?} has a bad page size, checksum or layer",
+                    f.path
+                )));
+            }
+        } else if f.size > 0 && (f.blake3.is_empty() || f.stored_size == 0) {
             return Err(bad(format!(
                 "file {:?} has {} bytes but no stored object or checksum",
                 f.path, f.size
@@ -74,12 +89,15 @@ pub async fn check_objects(
     m: &BackupManifest,
     labels: &BTreeSet<String>,
 ) -> Result<(), RestoreError> {
-    let mut by_holder: BTreeMap<&str, Vec<&ManifestFile>> = BTreeMap::new();
-    for f in m.files.iter().filter(|f| f.size > 0) {
-        by_holder
-            .entry(f.stored_in.as_deref().unwrap_or(&m.label))
-            .or_default()
-            .push(f);
+    check_chain(cluster, m, labels).await?;
+    let mut by_holder: BTreeMap<&str, Vec<(&ManifestFile, u64)>> = BTreeMap::new();
+    for f in &m.files {
+        for o in f.objects(&m.label) {
+            by_holder
+                .entry(o.label)
+                .or_default()
+                .push((f, o.stored_size));
+        }
     }
     let storage = cluster.repo().storage();
     for (holder, files) in by_holder {
@@ -92,8 +110,9 @@ pub async fn check_objects(
             .collect();
         let missing: Vec<(&ManifestFile, String)> = files
             .iter()
-            .map(|f| (*f, cluster.backup_file_key(holder, &f.path)))
-            .filter(|(f, key)| present.get(key) != Some(&f.stored_size))
+            .map(|(f, stored)| (*f, cluster.backup_file_key(holder, &f.path), *stored))
+            .filter(|(_, key, stored)| present.get(key) != Some(stored))
+            .map(|(f, key, _)| (f, key))
             .collect();
         if let Some((f, key)) = missing.first() {
             return Err(RestoreError::MissingObjects {
@@ -111,6 +130,41 @@ pub async fn check_objects(
                 },
             });
         }
+    }
+    Ok(())
+}
+
+/// Checks an incremental backup's chain before anything is written: every ancestor up to its
+/// full backup is in the repository, with a manifest that reads back verified and belongs to
+/// the same cluster.
+async fn check_chain(
+    cluster: &ClusterRepo,
+    m: &BackupManifest,
+    labels: &BTreeSet<String>,
+) -> Result<(), RestoreError> {
+    let mut cur = m.parent.clone();
+    let mut seen = BTreeSet::new();
+    while let Some(label) = cur {
+        let broken = |why: String| RestoreError::BrokenChain {
+            label: m.label.clone(),
+            parent: label.clone(),
+            repo: cluster.repo().location(),
+            why,
+        };
+        if !seen.insert(label.clone()) {
+            return Err(broken("appears twice in it (a loop)".into()));
+        }
+        if !labels.contains(&label) {
+            return Err(broken("is gone from the repository".into()));
+        }
+        let p = cluster
+            .manifest(&label)
+            .await?
+            .ok_or_else(|| broken("has no manifest".into()))?;
+        if p.system_id != m.system_id || p.pg_major != m.pg_major {
+            return Err(broken("belongs to another cluster".into()));
+        }
+        cur = p.parent;
     }
     Ok(())
 }
