@@ -80,6 +80,12 @@ pub enum CliError {
     /// `pitr pin` / `pitr unpin`.
     #[error(transparent)]
     Pin(#[from] pitr_core::pin::PinError),
+    /// Refused before anything changed (`pitr undo`).
+    #[error("{0}")]
+    Refused(String),
+    /// A command failed (`pitr undo`).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl CliError {
@@ -114,6 +120,7 @@ impl CliError {
                 ErrorClass::Failed => EXIT_ERROR,
             },
             CliError::Standby(e) if e.is_refusal() => EXIT_REFUSED,
+            CliError::Refused(_) => EXIT_REFUSED,
             _ => EXIT_ERROR,
         }
     }

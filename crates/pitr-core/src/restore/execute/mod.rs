@@ -17,6 +17,7 @@ pub mod finish;
 pub mod prepare;
 pub mod recovery;
 pub mod seal;
+pub mod sparse;
 pub mod write;
 
 use std::sync::Arc;
@@ -75,6 +76,10 @@ pub async fn execute(
         progress,
     )
     .await?;
+    if let Some(left) = plan.left_out.clone() {
+        let layout2 = layout.clone();
+        blocking(move || sparse::create(&left, &layout2)).await?;
+    }
     let (plan2, layout2) = (plan.clone(), layout.clone());
     let (written, commented) =
         blocking(move || recovery::write_recovery_files(&plan2, &layout2)).await?;
