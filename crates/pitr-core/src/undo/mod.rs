@@ -143,7 +143,7 @@ pub struct TableResult {
 /// What an undo did (or, with `--dry-run`, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct UndoReport {
-    /// `planned` (dry run), `undone` or `failed`.
+    /// `planned` (dry run), `undone`, `refused` (nothing changed) or `failed`.
     pub outcome: String,
     /// Why it failed.
     pub failure: Option<String>,

@@ -220,6 +220,7 @@ pub async fn run(cluster: &ClusterRepo, opts: &UndoOptions) -> Result<UndoReport
     };
     let scratch = Scratch::create_at(prepared.undo.scratch.clone()).map_err(UndoError::Refused)?;
     let result = execute(cluster, opts, prepared, &scratch, &mut report, &mut record).await;
+    let refused = matches!(result, Err(UndoError::Refused(_)));
     if let Err(e) = result {
         report.failure = Some(e.to_string());
     }
@@ -237,7 +238,8 @@ pub async fn run(cluster: &ClusterRepo, opts: &UndoOptions) -> Result<UndoReport
             record.detail = Some(summary(&report));
         }
         Some(f) => {
-            report.outcome = "failed".into();
+            report.outcome = if refused { "refused" } else { "failed" }.into();
+            record.outcome = report.outcome.clone();
             record.detail = Some(f.clone());
         }
     }
@@ -401,7 +403,7 @@ async fn copy(
             Some(l) if *l == oid => Mode::Rows,
             Some(l) => {
                 if opts.as_name.is_none() {
-                    return Err(UndoError::Failed(format!(
+                    return Err(UndoError::Refused(format!(
                         "{} was dropped (OID {oid}) and a new table by that name exists now (OID {l}): an undo never overwrites live data; nothing was changed\nhint: pass --as NEW_NAME to bring the dropped table back under another name",
                         tp.table
                     )));

@@ -11,7 +11,7 @@ use super::info::human_bytes;
 use super::restore::{jobs, restore_command_for};
 use super::{conn_params, open_cluster, print_json};
 use crate::cli::GlobalArgs;
-use crate::error::{CliError, EXIT_ERROR};
+use crate::error::{CliError, EXIT_ERROR, EXIT_REFUSED};
 
 /// `pitr undo`.
 #[derive(Debug, Args)]
@@ -106,10 +106,10 @@ pub async fn run(g: &GlobalArgs, a: UndoArgs) -> Result<u8, CliError> {
     } else {
         print_report(&report);
     }
-    Ok(if report.outcome == "failed" {
-        EXIT_ERROR
-    } else {
-        0
+    Ok(match report.outcome.as_str() {
+        "failed" => EXIT_ERROR,
+        "refused" => EXIT_REFUSED,
+        _ => 0,
     })
 }
 
