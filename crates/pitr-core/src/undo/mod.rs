@@ -113,7 +113,8 @@ pub struct UndoPlan {
     pub restore_bytes: u64,
     /// Bytes a full restore of the backup would write.
     pub full_restore_bytes: u64,
-    /// Databases (OIDs) left out: their relation files are sparse zeroed files.
+    /// Databases (OIDs) left out: their relation files are sparse zeroed files (every user
+    /// database but the one restored; the system databases are always restored).
     pub left_out_databases: Vec<u32>,
     /// Disk space the scratch directory needs: the restore, the WAL replayed, the dump.
     pub disk_needed: u64,
@@ -157,6 +158,10 @@ pub struct UndoReport {
     pub scratch_bytes: Option<u64>,
     /// The scratch server's port.
     pub port: Option<u16>,
+    /// The scratch server's last log lines, when the undo failed (the log goes with the
+    /// scratch directory).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_log_tail: Vec<String>,
     /// Scratch directories of earlier, interrupted undos removed first.
     pub stale_removed: Vec<PathBuf>,
     /// The history record (not for a dry run).

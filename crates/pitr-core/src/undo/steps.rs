@@ -193,6 +193,7 @@ pub async fn run(cluster: &ClusterRepo, opts: &UndoOptions) -> Result<UndoReport
         suggestions: Vec::new(),
         scratch_bytes: None,
         port: None,
+        server_log_tail: Vec::new(),
         stale_removed,
         record: None,
         history_key: None,
@@ -226,6 +227,12 @@ pub async fn run(cluster: &ClusterRepo, opts: &UndoOptions) -> Result<UndoReport
     }
     if let Err(e) = scratch.stop_server(opts.pg_bin.as_deref()) {
         report.failure.get_or_insert(e);
+    }
+    if report.failure.is_some() {
+        let log = std::fs::read_to_string(scratch.dir().join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(12);
+        report.server_log_tail = lines[from..].iter().map(|l| l.to_string()).collect();
     }
     if let Err(e) = scratch.remove() {
         report.failure.get_or_insert(e);

@@ -188,6 +188,12 @@ fn print_report(r: &UndoReport) {
     if let Some(f) = &r.failure {
         println!("  failure:        {f}");
         println!("  the live cluster is unchanged (the load commits only once checked)");
+        if !r.server_log_tail.is_empty() {
+            println!("  the scratch server's last log lines:");
+            for l in &r.server_log_tail {
+                println!("    {l}");
+            }
+        }
     }
     if r.outcome != "planned" {
         println!("  scratch cluster stopped and removed");

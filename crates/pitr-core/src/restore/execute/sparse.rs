@@ -1,4 +1,5 @@
-//! Databases left out of a partial restore (`pitr undo`): their relation files are created as
+//! Databases left out of a partial restore (`pitr undo`; the system databases are never left
+//! out): their relation files are created as
 //! sparse files of the size the backup recorded, holding only zeros and taking no disk space,
 //! the way pgBackRest's `restore --db-include` zeroes the databases it leaves out. Recovery
 //! replays over them as over any file (every page it writes after the backup's checkpoint comes
@@ -44,11 +45,17 @@ pub fn relation_file_db(path: &str) -> Option<u32> {
     db.parse().ok()
 }
 
-/// Moves the relation files of every database but `keep` out of `files` into a [`LeftOut`].
+/// Databases made by `initdb` (`template1`, `template0`, `postgres`) have OIDs below this
+/// (PostgreSQL's `FirstNormalObjectId`): they are always restored, as pgBackRest does, since
+/// tools (and pitr's own wait for recovery) connect to `postgres`.
+pub const FIRST_NORMAL_OID: u32 = 16384;
+
+/// Moves the relation files of every database but `keep` and the system databases out of
+/// `files` into a [`LeftOut`].
 pub fn split_off(files: &mut Vec<ManifestFile>, keep: u32) -> LeftOut {
     let mut out = LeftOut::default();
     files.retain(|f| match relation_file_db(&f.path) {
-        Some(db) if db != keep => {
+        Some(db) if db != keep && db >= FIRST_NORMAL_OID => {
             if !out.databases.contains(&db) {
                 out.databases.push(db);
             }
@@ -95,5 +102,31 @@ mod tests {
         );
         assert_eq!(relation_file_db("global/1262"), None);
         assert_eq!(relation_file_db("pg_xact/0000"), None);
+    }
+
+    #[test]
+    fn only_other_user_databases_are_left_out() {
+        let f = |path: &str| ManifestFile {
+            path: path.into(),
+            size: 8192,
+            mode: 0o600,
+            mtime: 0,
+            blake3: "x".into(),
+            stored_size: 10,
+            stored_in: None,
+            checksum_failures: Vec::new(),
+        };
+        let mut files = vec![
+            f("base/1/1259"),
+            f("base/5/1259"),
+            f("base/16384/1259"),
+            f("base/16390/1259"),
+            f("base/16390/PG_VERSION"),
+            f("global/1262"),
+        ];
+        let out = split_off(&mut files, 16384);
+        assert_eq!(out.databases, vec![16390]);
+        assert_eq!((out.files, out.bytes), (1, 8192));
+        assert_eq!(files.len(), 5);
     }
 }

@@ -149,8 +149,8 @@ impl RestorePlan {
         &self.manifest
     }
 
-    /// Restores only database `keep` (and the cluster-wide files): the relation files of every
-    /// other database become sparse zeroed files (see [`super::execute::sparse`]); the databases
+    /// Restores only database `keep` (with the cluster-wide files and the system databases):
+    /// the relation files of every other database become sparse zeroed files (see [`super::execute::sparse`]); the databases
     /// left out must never be connected to. Returns the bytes still restored.
     pub fn restore_only_database(&mut self, keep: u32) -> u64 {
         let left = super::execute::sparse::split_off(&mut self.manifest.files, keep);
