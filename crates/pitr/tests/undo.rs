@@ -116,9 +116,12 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
             s(&parent),
             "--pg-bin",
             s(&install.bindir),
-            "--json",
         ];
-        args.extend_from_slice(extra);
+        // JSON unless asked for the text ("--text", not passed on).
+        if !extra.contains(&"--text") {
+            args.push("--json");
+        }
+        args.extend(extra.iter().filter(|a| **a != "--text"));
         let r = pitr_as_postgres(&args).expect_code(code);
         assert!(
             scratch_entries(&parent).is_empty(),
@@ -358,12 +361,33 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
 
     // The next undo removes the dead run's directory; --as brings the dropped table back under
     // another name, its indexes renamed with it.
-    let r = json(&undo(
-        &[&x_drop, "--table", "orders", "--as", "orders_again"],
+    // (In text, as people read it.)
+    let r = undo(
+        &[
+            &x_drop,
+            "--table",
+            "orders",
+            "--as",
+            "orders_again",
+            "--text",
+        ],
         0,
-    ));
-    assert_eq!(r["stale_removed"].as_array().unwrap().len(), 1, "{r}");
-    assert_eq!(r["tables"][0]["rows"], 3000, "{r}");
+    );
+    eprintln!("{}", r.stdout);
+    let out = &r.stdout;
+    assert!(out.starts_with("undo UNDONE"), "{out}");
+    assert!(
+        out.contains("removed an interrupted undo's scratch directory"),
+        "{out}"
+    );
+    assert!(
+        out.contains("public.orders brought back as public.orders_again: 3000 rows"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ALTER TABLE public.order_items ADD CONSTRAINT"),
+        "{out}"
+    );
     assert_eq!(
         c.psql_db("shop", "SELECT count(*) FROM orders_again"),
         "3000"
