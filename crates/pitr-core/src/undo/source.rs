@@ -271,11 +271,11 @@ pub(super) fn dump_sql(text: &str) -> String {
     let other = |l: &&str| !l.trim().is_empty() && !l.starts_with("--");
     let first = lines
         .iter()
-        .position(|l| other(l))
+        .position(&other)
         .filter(|i| psql_key_line(lines[*i], "\\restrict "));
     let last = lines
         .iter()
-        .rposition(|l| other(l))
+        .rposition(&other)
         .filter(|i| psql_key_line(lines[*i], "\\unrestrict "));
     lines
         .iter()

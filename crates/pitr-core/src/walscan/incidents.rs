@@ -47,20 +47,26 @@ pub struct CommandContext {
     pub extra: Vec<String>,
 }
 
-/// `pitr undo XID --table T… -d DB`: the tables the transaction dropped, truncated, or deleted
-/// or updated more than `threshold` rows of (indexes and TOAST tables go with their table);
-/// `None` when no table is named (or the database is not known).
-fn undo_command(base: &[String], t: &TxnReport, threshold: u64) -> Option<String> {
-    let mut tables: Vec<&str> = Vec::new();
+/// The tables transaction `t` dropped, truncated, or deleted or updated more than `threshold`
+/// rows of, by name (indexes and TOAST tables go with their table; unnamed files are left out).
+pub fn damaged_tables(t: &TxnReport, threshold: u64) -> Vec<String> {
+    let mut tables: Vec<String> = Vec::new();
     for r in &t.relations {
         let table = matches!(r.kind.as_deref(), None | Some("r" | "p"));
         let damaged = r.dropped || r.truncated || r.deletes > threshold || r.updates > threshold;
         if let (true, true, Some(name)) = (table, damaged, r.name.as_deref()) {
-            if !tables.contains(&name) {
-                tables.push(name);
+            if !tables.iter().any(|t| t == name) {
+                tables.push(name.to_string());
             }
         }
     }
+    tables
+}
+
+/// `pitr undo XID --table T… -d DB` for the tables of [`damaged_tables`]; `None` when no table
+/// is named (or the database is not known).
+fn undo_command(base: &[String], t: &TxnReport, threshold: u64) -> Option<String> {
+    let tables = damaged_tables(t, threshold);
     let db = t.database.as_ref()?.name.as_ref()?;
     if tables.is_empty() {
         return None;
@@ -68,7 +74,7 @@ fn undo_command(base: &[String], t: &TxnReport, threshold: u64) -> Option<String
     let mut cmd = base.to_vec();
     cmd.push("undo".into());
     cmd.push(t.xid.to_string());
-    for name in tables {
+    for name in &tables {
         cmd.push("--table".into());
         cmd.push(shell_quote(name));
     }

@@ -20,7 +20,8 @@ pub struct UndoArgs {
     #[arg(value_name = "XID")]
     pub xid: u64,
     /// A table the transaction dropped, or whose rows it updated or deleted (repeatable)
-    #[arg(long = "table", value_name = "SCHEMA.NAME", required = true)]
+    /// [default: the tables the archived WAL shows the transaction damaged]
+    #[arg(long = "table", value_name = "SCHEMA.NAME")]
     pub tables: Vec<String>,
     /// Bring the table (or the rows as they were) back under this name instead of its own (or
     /// NAME_before_XID) [one --table only]
@@ -57,8 +58,13 @@ pub struct UndoArgs {
 }
 
 pub async fn run(g: &GlobalArgs, a: UndoArgs) -> Result<u8, CliError> {
-    let tables = a
-        .tables
+    let cluster = open_cluster(g).await?;
+    let named = if a.tables.is_empty() {
+        tables_of(g, &cluster, a.xid).await?
+    } else {
+        a.tables.clone()
+    };
+    let tables = named
         .iter()
         .map(|t| QualName::parse(t))
         .collect::<Result<Vec<_>, _>>()
@@ -73,7 +79,6 @@ pub async fn run(g: &GlobalArgs, a: UndoArgs) -> Result<u8, CliError> {
         Some(n) => Some(QualName::parse(n).map_err(CliError::Usage)?),
         None => None,
     };
-    let cluster = open_cluster(g).await?;
     let opts = UndoOptions {
         xid: a.xid,
         tables,
@@ -113,6 +118,42 @@ pub async fn run(g: &GlobalArgs, a: UndoArgs) -> Result<u8, CliError> {
     })
 }
 
+/// The tables transaction `xid` damaged, from the archived WAL (as `pitr wal incidents` finds
+/// them, any row count), named by the live server when it can.
+async fn tables_of(
+    g: &GlobalArgs,
+    cluster: &pitr_repo::ClusterRepo,
+    xid: u64,
+) -> Result<Vec<String>, CliError> {
+    use pitr_core::walscan::{self, names::Namer, Event, ScanOptions};
+    if !g.quiet && !g.json {
+        eprintln!("pitr: undo: no --table given: reading the archived WAL for transaction {xid}");
+    }
+    let opts = ScanOptions {
+        incidents_only: Some(0),
+        ..Default::default()
+    };
+    let plan = walscan::plan(cluster, &opts).await?;
+    let mut namer = Namer::new(cluster, &plan, Some(conn_params(g))).await;
+    let log = walscan::log(cluster, &plan, &opts, &mut namer).await?;
+    let found = log.events.iter().find_map(|e| match e {
+        Event::Transaction(t) if u64::from(t.xid) == xid & 0xffff_ffff => Some(t),
+        _ => None,
+    });
+    let Some(t) = found else {
+        return Err(CliError::Usage(format!(
+            "transaction {xid} is not in the archived WAL\nhint: pitr wal incidents lists the transactions that destroyed data; or name the table with --table SCHEMA.NAME"
+        )));
+    };
+    let tables = walscan::damaged_tables(t, 0);
+    if tables.is_empty() {
+        return Err(CliError::Usage(format!(
+            "transaction {xid} dropped, truncated, updated or deleted in no named table\nhint: name the table with --table SCHEMA.NAME"
+        )));
+    }
+    Ok(tables)
+}
+
 fn print_plan(p: &UndoPlan) {
     println!("  transaction:    {}", p.xid);
     println!("  target:         {}", p.target);
@@ -124,11 +165,18 @@ fn print_plan(p: &UndoPlan) {
         human_bytes(p.database.size)
     );
     for t in &p.tables {
-        let what = match t.mode {
-            Mode::Dropped => "dropped: comes back whole as",
-            Mode::Rows => "exists: its rows as they were go into",
+        let default_rows = t.destination
+            == t.table
+                .with_name(&format!("{}_before_{}", t.table.name, p.xid));
+        let what = match (t.mode, default_rows) {
+            (Mode::Dropped, _) => format!("dropped: comes back whole as {}", t.destination),
+            (Mode::Rows, true) => format!("exists now: its rows as they were go into {}", t.destination),
+            (Mode::Rows, false) => format!(
+                "exists now: its rows as they were go into {}, or the dropped table comes back whole under that name",
+                t.destination
+            ),
         };
-        println!("  table:          {} ({what} {})", t.table, t.destination);
+        println!("  table:          {} ({what})", t.table);
     }
     println!(
         "  restore:        {} of {} (other databases left out: {})",
