@@ -37,7 +37,11 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
     // Three databases: only `shop` is damaged; the other two hold data a full restore writes.
     for db in ["shop", "other1", "other2"] {
         // FILE_COPY (15+; 14's only way): a checkpoint, not the template copied into the WAL.
-        let strategy = if install.major >= 15 { " STRATEGY FILE_COPY" } else { "" };
+        let strategy = if install.major >= 15 {
+            " STRATEGY FILE_COPY"
+        } else {
+            ""
+        };
         c.psql(&format!("CREATE DATABASE {db}{strategy}"));
     }
     for db in ["other1", "other2"] {
@@ -65,7 +69,10 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
         "SELECT count(*) || ' ' || md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o",
     );
     pitr_on(&c, &repo, "backup", &[]).expect_code(0);
-    eprintln!("set up and backed up: {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "set up and backed up: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // The incidents, with work after each that must survive the undo.
     // One transaction: a mass DELETE of one table and a mass UPDATE of another.

@@ -28,6 +28,8 @@ struct Prepared {
     restore: RestorePlan,
     /// Each table's OID in the live cluster now.
     live_oids: Vec<Option<u32>>,
+    /// The bootstrap superuser (OID 10), whom the scratch cluster is connected to as.
+    superuser: String,
 }
 
 /// Decides the undo without changing anything: refuses unusable options, a destination name
@@ -50,6 +52,13 @@ async fn prepare(cluster: &ClusterRepo, opts: &UndoOptions) -> Result<Prepared, 
     }
     let c = live::connect(&opts.live).await?;
     let database = live::database(&c).await?;
+    let superuser = source::one(
+        &c,
+        "find the bootstrap superuser",
+        "SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10",
+    )
+    .await?
+    .unwrap_or_else(|| "postgres".into());
     let mut tables = Vec::new();
     let mut live_oids = Vec::new();
     for t in &opts.tables {
@@ -135,6 +144,7 @@ async fn prepare(cluster: &ClusterRepo, opts: &UndoOptions) -> Result<Prepared, 
         },
         restore,
         live_oids,
+        superuser,
     })
 }
 
@@ -281,6 +291,7 @@ async fn execute(
         undo,
         restore: rplan,
         live_oids,
+        superuser,
     } = prepared;
     let major = rplan.backup.pg_major;
     let failed = |what: &str| {
@@ -332,14 +343,13 @@ async fn execute(
             server.stopped.unwrap_or_default()
         )));
     }
-    let user = owner
-        .as_ref()
-        .map_or_else(pitr_os::effective_user_name, |u| u.name.clone());
+    // The scratch cluster lets local socket connections in without a password: as the
+    // bootstrap superuser, who exists there (roles are cluster-wide) and may rename and dump.
     let src = DumpSource {
         bindir: &bindir,
         socket: &scratch.socket_dir(),
         port,
-        user: &user,
+        user: &superuser,
         dbname: &undo.database.name,
         owner: owner.as_ref(),
     };
