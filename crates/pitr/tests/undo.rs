@@ -341,38 +341,52 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
         "--pg-bin",
         s(&install.bindir),
     ];
-    let mut cmd = Command::new(pitr_bin());
-    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
-    pitr_testkit::as_postgres(&mut cmd);
-    let mut child = cmd.spawn().unwrap();
-    let t0 = Instant::now();
-    let pgdata = loop {
-        let running = scratch_entries(&parent)
-            .into_iter()
-            .map(|d| d.join("pgdata"))
-            .find(|p| p.join("postmaster.pid").exists());
-        if let Some(p) = running {
-            break p;
+    // Killed (SIGKILL) once `ready` holds for its scratch data directory; then, within 30 s,
+    // no server runs there (the guard stopped it, if one had started).
+    let kill_when = |ready: &dyn Fn(&Path) -> bool, what: &str| {
+        let mut cmd = Command::new(pitr_bin());
+        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+        pitr_testkit::as_postgres(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        let t0 = Instant::now();
+        let pgdata = loop {
+            let found = scratch_entries(&parent)
+                .into_iter()
+                .map(|d| d.join("pgdata"))
+                .find(|p| ready(p));
+            if let Some(p) = found {
+                break p;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "never {what}");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "undo ended before {what}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let t0 = Instant::now();
+        while pgdata.join("postmaster.pid").exists() && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(100));
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the scratch server never started"
+            !pgdata.join("postmaster.pid").exists(),
+            "killed once {what}: the guard did not stop the scratch server"
         );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "undo ended before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     };
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let t0 = Instant::now();
-    while pgdata.join("postmaster.pid").exists() && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        !pgdata.join("postmaster.pid").exists(),
-        "the guard did not stop the scratch server"
+    // Once the restore began, and once the scratch server runs.
+    kill_when(&|p: &Path| p.exists(), "the restore began");
+    kill_when(
+        &|p: &Path| p.join("postmaster.pid").exists(),
+        "the scratch server started",
+    );
+    // The second run removed the first one's directory as it started.
+    assert_eq!(
+        scratch_entries(&parent).len(),
+        1,
+        "{:?}",
+        scratch_entries(&parent)
     );
     let exists = |t: &str| {
         c.psql_db(
