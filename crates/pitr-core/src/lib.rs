@@ -18,5 +18,6 @@ pub mod restore;
 pub mod standby;
 pub mod status;
 pub mod stream;
+pub mod undo;
 pub mod verify;
 pub mod walscan;

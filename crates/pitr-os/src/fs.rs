@@ -62,6 +62,30 @@ pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), TreeError> {
     Ok(())
 }
 
+/// Free space for an unprivileged user on the filesystem holding `path`, in bytes.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    let s = nix::sys::statvfs::statvfs(path)?;
+    Ok(s.blocks_available().saturating_mul(s.fragment_size()))
+}
+
+/// Disk space the tree at `path` takes (allocated blocks, symbolic links not followed): a
+/// sparse file counts for what it holds, not for its length.
+pub fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let mut total = meta.blocks().saturating_mul(512);
+    if meta.is_dir() {
+        if let Ok(entries) = std::fs::read_dir(path) {
+            for e in entries.flatten() {
+                total = total.saturating_add(allocated_bytes(&e.path()));
+            }
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

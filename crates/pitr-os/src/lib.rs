@@ -18,7 +18,7 @@ mod fs;
 mod server;
 mod user;
 
-pub use fs::{chown_tree, start_writeback, syncfs, TreeError};
+pub use fs::{allocated_bytes, chown_tree, free_space, start_writeback, syncfs, TreeError};
 pub use server::{running_postmaster, server_using_tablespace, PidFile};
 pub use user::{
     effective_uid, effective_user, effective_user_name, is_root, may_create_in, probe_create_as,

@@ -181,6 +181,10 @@ pub enum Command {
     Pin(PinArgs),
     /// Unpin a backup: the next expire applies the retention policy to it again
     Unpin(PinArgs),
+    /// Undo an incident in the live cluster given by -h -p -U -d: restore only the affected
+    /// database to a scratch cluster just before transaction XID, and copy the dropped table
+    /// (or the rows as they were before a bad UPDATE/DELETE, into NAME_before_XID) back
+    Undo(crate::commands::undo::UndoArgs),
 }
 
 /// `pitr pin` / `pitr unpin`.

@@ -83,6 +83,12 @@ pub enum CliError {
     /// archive-push: the asynchronous worker's failure, reported by the next call.
     #[error("{}", .0.message)]
     Relayed(pitr_core::archive::Relayed),
+    /// Refused before anything changed (`pitr undo`).
+    #[error("{0}")]
+    Refused(String),
+    /// A command failed (`pitr undo`).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl CliError {
@@ -118,6 +124,7 @@ impl CliError {
                 ErrorClass::Failed => EXIT_ERROR,
             },
             CliError::Standby(e) if e.is_refusal() => EXIT_REFUSED,
+            CliError::Refused(_) => EXIT_REFUSED,
             _ => EXIT_ERROR,
         }
     }

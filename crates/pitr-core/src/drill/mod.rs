@@ -8,7 +8,7 @@
 //! - `scratch`: the scratch cluster's settings, port, checks and stop;
 //! - this file: options, report, and the steps in order.
 
-mod scratch;
+pub(crate) mod scratch;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

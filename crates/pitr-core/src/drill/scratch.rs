@@ -38,8 +38,17 @@ pub struct Scratch {
 impl Scratch {
     /// Creates the directory (mode 0700).
     pub fn create(parent: &Path) -> Result<Scratch, String> {
+        Scratch::create_at(Scratch::fresh_path(parent, "pitr-drill"))
+    }
+
+    /// `<parent>/<prefix>-<time>-<pid>`: a scratch directory's name, not yet created.
+    pub fn fresh_path(parent: &Path, prefix: &str) -> PathBuf {
         let stamp = jiff::Timestamp::now().as_second();
-        let dir = parent.join(format!("pitr-drill-{stamp}-{}", std::process::id()));
+        parent.join(format!("{prefix}-{stamp}-{}", std::process::id()))
+    }
+
+    /// Creates the directory `dir` (mode 0700).
+    pub fn create_at(dir: PathBuf) -> Result<Scratch, String> {
         fs::create_dir_all(&dir)
             .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)))
             .map_err(|e| {
@@ -71,7 +80,8 @@ impl Scratch {
         self.dir.join("tblspc").join(oid.to_string())
     }
 
-    fn socket_dir(&self) -> PathBuf {
+    /// The scratch server's socket directory.
+    pub fn socket_dir(&self) -> PathBuf {
         self.dir.join("socket")
     }
 

@@ -13,7 +13,11 @@ pub struct Incident {
     pub transaction: TxnReport,
     /// What it did, for people: "DROP public.t", "deleted 5000 rows from public.x", …
     pub reasons: Vec<String>,
-    /// `pitr restore` to just before the transaction, by xid, promoting there.
+    /// `pitr undo` of the transaction's tables into the live cluster (the first suggestion),
+    /// when the tables are named; the caller adds the live cluster's `-h -p -U`.
+    pub undo: Option<String>,
+    /// `pitr restore` to just before the transaction, by xid, promoting there: the
+    /// alternative, a whole copy of the cluster.
     pub restore_by_xid: String,
     /// The same by LSN (the commit record's LSN, exclusive).
     pub restore_by_lsn: String,
@@ -41,6 +45,42 @@ pub struct CommandContext {
     pub cluster: Option<String>,
     /// Extra global options (e.g. `--config FILE`).
     pub extra: Vec<String>,
+}
+
+/// The tables transaction `t` dropped, truncated, or deleted or updated more than `threshold`
+/// rows of, by name (indexes and TOAST tables go with their table; unnamed files are left out).
+pub fn damaged_tables(t: &TxnReport, threshold: u64) -> Vec<String> {
+    let mut tables: Vec<String> = Vec::new();
+    for r in &t.relations {
+        let table = matches!(r.kind.as_deref(), None | Some("r" | "p"));
+        let damaged = r.dropped || r.truncated || r.deletes > threshold || r.updates > threshold;
+        if let (true, true, Some(name)) = (table, damaged, r.name.as_deref()) {
+            if !tables.iter().any(|t| t == name) {
+                tables.push(name.to_string());
+            }
+        }
+    }
+    tables
+}
+
+/// `pitr undo XID --table T… -d DB` for the tables of [`damaged_tables`]; `None` when no table
+/// is named (or the database is not known).
+fn undo_command(base: &[String], t: &TxnReport, threshold: u64) -> Option<String> {
+    let tables = damaged_tables(t, threshold);
+    let db = t.database.as_ref()?.name.as_ref()?;
+    if tables.is_empty() {
+        return None;
+    }
+    let mut cmd = base.to_vec();
+    cmd.push("undo".into());
+    cmd.push(t.xid.to_string());
+    for name in &tables {
+        cmd.push("--table".into());
+        cmd.push(shell_quote(name));
+    }
+    cmd.push("-d".into());
+    cmd.push(shell_quote(db));
+    Some(cmd.join(" "))
 }
 
 /// Picks the transactions that destroyed data and suggests the restores that undo them.
@@ -82,6 +122,7 @@ pub fn incidents(log: WalLog, threshold: u64, ctx: &CommandContext) -> Incidents
             base.push("--cluster".into());
             base.push(shell_quote(c));
         }
+        let undo = undo_command(&base, &t, threshold);
         base.extend(["restore", "--pgdata", "NEWDIR"].map(String::from));
         // Promote at the target: a paused recovery stops just before the commit, so the
         // transaction is still in progress and its locks (DROP and TRUNCATE take an ACCESS
@@ -112,6 +153,7 @@ pub fn incidents(log: WalLog, threshold: u64, ctx: &CommandContext) -> Incidents
         out.push(Incident {
             transaction: t,
             reasons,
+            undo,
             restore_by_xid: by_xid,
             restore_by_lsn: by_lsn,
         });

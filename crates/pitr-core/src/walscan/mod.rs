@@ -33,7 +33,7 @@ mod shell;
 
 pub use classify::classify;
 pub use error::WalScanError;
-pub use incidents::{incidents, CommandContext, Incident, Incidents};
+pub use incidents::{damaged_tables, incidents, CommandContext, Incident, Incidents};
 pub use options::{Bound, ScanOptions};
 pub use plan::{plan, SegmentPlan};
 pub use report::{

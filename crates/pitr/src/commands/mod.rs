@@ -16,6 +16,7 @@ mod restore;
 pub mod standby;
 mod status;
 mod stream;
+pub mod undo;
 mod verify;
 mod wal;
 
@@ -59,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Standby(a) => standby::run(&g, a).await,
         Command::Pin(a) => pin::pin(&g, a).await,
         Command::Unpin(a) => pin::unpin(&g, a).await,
+        Command::Undo(a) => undo::run(&g, a).await,
     }
 }
 

@@ -69,7 +69,14 @@ pub async fn run(g: &GlobalArgs, cmd: WalCommand) -> Result<u8, CliError> {
                 cluster: g.cluster.clone().filter(|c| c != DEFAULT_CLUSTER),
                 extra: crate::s3::command_args(g),
             };
-            let report = walscan::incidents(log, a.threshold, &ctx);
+            let mut report = walscan::incidents(log, a.threshold, &ctx);
+            // The undo works on the live cluster: the same -h -p -U as this command.
+            let live = live_args(g);
+            for i in &mut report.incidents {
+                if let Some(u) = &mut i.undo {
+                    u.push_str(&live);
+                }
+            }
             if g.json {
                 print_json(&report);
             } else {
@@ -98,7 +105,13 @@ pub async fn run(g: &GlobalArgs, cmd: WalCommand) -> Result<u8, CliError> {
                     for r in &i.reasons {
                         outln!("  {r}");
                     }
-                    outln!("  undo with: {}", i.restore_by_xid);
+                    match &i.undo {
+                        Some(u) => {
+                            outln!("  undo with: {u}");
+                            outln!("  or restore a whole copy: {}", i.restore_by_xid);
+                        }
+                        None => outln!("  undo with: {}", i.restore_by_xid),
+                    }
                     outln!("         or: {}", i.restore_by_lsn);
                 }
             }
@@ -151,6 +164,22 @@ fn options(a: &WalRangeArgs, incidents: Option<u64>) -> Result<ScanOptions, CliE
         timeline: a.timeline.map(TimelineId),
         incidents_only: incidents,
     })
+}
+
+/// ` -h HOST -p PORT -U USER` as given to this command (for the suggested `pitr undo`).
+fn live_args(g: &GlobalArgs) -> String {
+    let q = |s: &str| pitr_core::restore::conf::shell_quote(s);
+    let mut out = String::new();
+    if let Some(h) = &g.host {
+        out.push_str(&format!(" -h {}", q(h)));
+    }
+    if let Some(p) = g.port {
+        out.push_str(&format!(" -p {p}"));
+    }
+    if let Some(u) = &g.user {
+        out.push_str(&format!(" -U {}", q(u)));
+    }
+    out
 }
 
 /// The running server is asked for names only when told where it is.

@@ -18,6 +18,7 @@ pub mod prepare;
 pub mod rebuild;
 pub mod recovery;
 pub mod seal;
+pub mod sparse;
 pub mod write;
 
 use std::sync::Arc;
@@ -76,6 +77,10 @@ pub async fn execute(
         progress,
     )
     .await?;
+    if let Some(left) = plan.left_out.clone() {
+        let layout2 = layout.clone();
+        blocking(move || sparse::create(&left, &layout2)).await?;
+    }
     let (plan2, layout2) = (plan.clone(), layout.clone());
     let (written, commented) =
         blocking(move || recovery::write_recovery_files(&plan2, &layout2)).await?;

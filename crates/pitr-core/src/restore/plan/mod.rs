@@ -136,6 +136,9 @@ pub struct RestorePlan {
     pub delta: bool,
     /// Contents deleted first.
     pub force: bool,
+    /// Databases left out of a partial restore (`pitr undo`), as sparse zeroed files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_out: Option<super::execute::sparse::LeftOut>,
     #[serde(skip)]
     manifest: BackupManifest,
 }
@@ -144,6 +147,15 @@ impl RestorePlan {
     /// The manifest of the backup being restored.
     pub fn manifest(&self) -> &BackupManifest {
         &self.manifest
+    }
+
+    /// Restores only database `keep` (with the cluster-wide files and the system databases):
+    /// the relation files of every other database become sparse zeroed files (see [`super::execute::sparse`]); the databases
+    /// left out must never be connected to. Returns the bytes still restored.
+    pub fn restore_only_database(&mut self, keep: u32) -> u64 {
+        let left = super::execute::sparse::split_off(&mut self.manifest.files, keep);
+        self.left_out = Some(left);
+        self.manifest.total_size()
     }
 
     /// Where the manifest's paths land.
@@ -213,6 +225,7 @@ pub async fn plan(
         jobs: opts.jobs,
         delta,
         force: opts.force,
+        left_out: None,
         manifest,
     })
 }
