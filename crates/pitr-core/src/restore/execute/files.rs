@@ -154,7 +154,10 @@ async fn restore_one(job: FileJob) -> Result<Outcome, RestoreError> {
 /// Opens the file's object (read whole when small, else in pieces as it is decoded), retrying
 /// transient storage errors.
 async fn fetch(job: &FileJob) -> Result<Opened, RestoreError> {
-    retrying(job, &job.key, || stored::open_stored(&job.storage, &job.key)).await
+    retrying(job, &job.key, || {
+        stored::open_stored(&job.storage, &job.key)
+    })
+    .await
 }
 
 /// Reads object `key` of the file whole (the pieces of a block-level incremental chain),

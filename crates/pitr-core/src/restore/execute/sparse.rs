@@ -115,6 +115,7 @@ mod tests {
             stored_size: 10,
             stored_in: None,
             checksum_failures: Vec::new(),
+            blocks: None,
         };
         let mut files = vec![
             f("base/1/1259"),
