@@ -71,6 +71,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- real WAL
 log "initdb + pgbench -i -s $SCALE (PostgreSQL 15), then $SEGMENTS segments of pgbench WAL"
+chown -R postgres: "$WORK"
 as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres -A trust --locale=C -E UTF8 >/dev/null
 cat >>"$PGDATA/postgresql.conf" <<EOF
 port = $PORT
