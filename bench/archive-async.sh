@@ -6,7 +6,9 @@
 # into a local repository and (--where s3|both) into SeaweedFS over https.
 #
 # Usage: bench/archive-async.sh [--segments N] [--repeat N] [--scale N] [--where local|s3|both]
-#                               [--keep] [--workdir DIR]
+#                               [--keep] [--workdir DIR] [--reuse WORKDIR]
+# --reuse: measure again with the cluster and segments of a work directory kept by --keep (or
+# by a failed run), skipping the minutes of WAL generation.
 # Each run copies the segments into a fresh pg_wal-like directory with archive_status/*.ready,
 # a fresh repository per tool, then times the archiver loop (archive_command with %p and %f for
 # each ready file in order, renamed .done on success, as PostgreSQL does) until the last segment
@@ -20,13 +22,14 @@ REPEAT=3
 SCALE=10
 WHERE=both
 KEEP=0
+REUSE=
 WORKPARENT=${TMPDIR:-/tmp}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PORT=${BENCH_PORT:-25441}
 export BENCH_S3_PORT=${BENCH_S3_PORT:-28320}
 STANZA=bench
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
     --segments) SEGMENTS=$2; shift 2 ;;
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
     --where) WHERE=$2; shift 2 ;;
     --workdir) WORKPARENT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --reuse) REUSE=$(cd "$2" && pwd); KEEP=1; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "archive-async.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -51,7 +55,13 @@ ensure_pgbackrest
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ensure_pitr_bin "$REPO_ROOT"
 
-WORK=$(mktemp -d "$WORKPARENT/pitr-bench-async.XXXXXX")
+if [ -n "$REUSE" ]; then
+  WORK=$REUSE
+  [ -f "$WORK/pgdata/PG_VERSION" ] && [ -d "$WORK/segments" ] || die "$WORK is not a work directory kept by --keep"
+  rm -rf "$WORK"/out "$WORK"/wal-* "$WORK"/repo-* "$WORK"/seaweedfs "$WORK"/pgbackrest
+else
+  WORK=$(mktemp -d "$WORKPARENT/pitr-bench-async.XXXXXX")
+fi
 chmod 755 "$WORK"
 PGDATA=$WORK/pgdata
 SOCK=$WORK/sock
@@ -70,7 +80,15 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- real WAL
+if [ -n "$REUSE" ]; then
+  log "reusing the cluster and the segments of $WORK"
+  cp "$PITR_BIN" "$WORK/bin/pitr"
+  chown -R postgres: "$WORK"
+  as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
+  SEGMENTS=$(ls "$WORK/segments" | wc -l)
+else
 log "initdb + pgbench -i -s $SCALE (PostgreSQL 15), then $SEGMENTS segments of pgbench WAL"
+chown -R postgres: "$WORK"
 as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres -A trust --locale=C -E UTF8 >/dev/null
 cat >>"$PGDATA/postgresql.conf" <<EOF
 port = $PORT
@@ -95,6 +113,7 @@ done
 ls "$WORK/staging" | grep '^[0-9A-F]\{24\}$' | tail -n "$SEGMENTS" | while read -r s; do cp "$WORK/staging/$s" "$WORK/segments/"; done
 rm -rf "$WORK/staging"
 psql_pg -c "ALTER SYSTEM SET archive_command = '/bin/true'" -c 'SELECT pg_reload_conf()' >/dev/null
+fi
 chown -R postgres: "$WORK/segments"
 SEG_BYTES=$(du -sb "$WORK/segments" | cut -f1)
 
@@ -123,10 +142,10 @@ repo_of() {
     *) echo "$WORK/repo-$2-$1" ;;
   esac
 }
-# cmd_of TOOL REPO: its archive_command (%p, %f as PostgreSQL expands them).
+# cmd_of TOOL REPO DATADIR: its archive_command (%p, %f as PostgreSQL expands them).
 cmd_of() {
-  local pgbr_local="pgbackrest --config=$WORK/pgbr-local.conf --stanza=$STANZA --repo1-path=$2"
-  local pgbr_s3="pgbackrest --config=$WORK/pgbr-s3.conf --stanza=$STANZA --repo1-path=$2"
+  local pgbr_local="pgbackrest --config=$WORK/pgbr-local.conf --stanza=$STANZA --repo1-path=$2 --pg1-path=$3"
+  local pgbr_s3="pgbackrest --config=$WORK/pgbr-s3.conf --stanza=$STANZA --repo1-path=$2 --pg1-path=$3"
   case $1 in
     cp) echo "dd if=%p of=$2/%f bs=1M conv=fsync status=none" ;;
     pgbr) echo "$pgbr_local archive-push %p" ;;
@@ -181,16 +200,21 @@ n=${#TOOLS[@]}
 for r in $(seq "$REPEAT"); do
   for ((k = 0; k < n; k++)); do
     t=${TOOLS[$(( (r + k) % n ))]}
-    wal=$WORK/wal-$r-$t
-    rm -rf "$wal" "$WORK"/pgbackrest/spool/*
-    mkdir -p "$wal/archive_status"
+    # pgBackRest async wants the WAL inside pg1-path (and reads its pg_control): a data
+    # directory of its own for each run, holding the cluster's pg_control and the ready WAL.
+    fake=$WORK/wal-$r-$t
+    wal=$fake/pg_wal
+    rm -rf "$fake" "$WORK"/pgbackrest/spool/*
+    mkdir -p "$wal/archive_status" "$fake/global"
+    cp "$PGDATA/PG_VERSION" "$fake/"
+    cp "$PGDATA/global/pg_control" "$fake/global/"
     cp "$WORK"/segments/* "$wal/"
     for f in "$WORK"/segments/*; do : >"$wal/archive_status/${f##*/}.ready"; done
-    chown -R postgres: "$wal"
+    chown -R postgres: "$fake"
     repo=$(repo_of "$t" "$r")
     new_repo "$t" "$repo"
     sync
-    ms=$(as_pg $AWS "$WORK/archiver.sh" "$wal" "$(cmd_of "$t" "$repo")") || die "$t: archiving failed"
+    ms=$(as_pg $AWS "$WORK/archiver.sh" "$wal" "$(cmd_of "$t" "$repo" "$fake")") || die "$t: archiving failed"
     echo "$ms" >>"$WORK/out/$t"
     [ "$(ls "$wal/archive_status" | grep -c '\.done$')" = "$SEGMENTS" ] || die "$t: not every segment acknowledged"
     case $t in
@@ -203,7 +227,7 @@ for r in $(seq "$REPEAT"); do
     log "run $r: $t $ms ms"
     # Let a lingering worker (pitr's push-ahead, pgBackRest's async process) exit before the next tool.
     sleep 2
-    rm -rf "$wal"
+    rm -rf "$fake"
   done
 done
 
