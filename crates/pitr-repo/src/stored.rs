@@ -434,7 +434,7 @@ mod speed {
             let block: Vec<u8> = (0..4 << 20)
                 .map(|i: u32| {
                     x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    if i % 4 == 0 {
+                    if i.is_multiple_of(4) {
                         (x >> 56) as u8
                     } else {
                         0
