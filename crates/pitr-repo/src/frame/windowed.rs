@@ -55,7 +55,8 @@ pub fn decode_stream_to<R: Read>(
         _ => return w.sequential(code, summary, out),
     };
     let threads_n = threads;
-    let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(threads_n);
+    // One piece waits while the threads work on theirs: enough to keep them busy.
+    let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(1);
     let jobs_rx = Mutex::new(jobs_rx);
     let failed = AtomicBool::new(false);
     let (cvs, decoded) = std::thread::scope(|sc| {
@@ -163,19 +164,25 @@ struct Windowed<R> {
 }
 
 impl<R: Read> Windowed<R> {
-    /// Reads until the window is full or the payload ends.
+    /// Reads until the window is full or the payload ends (straight into the window).
     fn fill(&mut self) -> Result<(), FrameError> {
-        let mut chunk = vec![0u8; 1 << 20];
         while !self.eof && self.buf.len() < self.window {
-            let want = chunk.len().min(self.window - self.buf.len());
-            let got = chunk.get_mut(..want).unwrap_or_default();
-            match self.payload.read(got) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self
-                    .buf
-                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FrameError::Decompress(e.to_string())),
+            let at = self.buf.len();
+            self.buf.resize(self.window, 0);
+            let got = self
+                .payload
+                .read(self.buf.get_mut(at..).unwrap_or_default());
+            match got {
+                Ok(0) => {
+                    self.buf.truncate(at);
+                    self.eof = true;
+                }
+                Ok(n) => self.buf.truncate(at + n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(at),
+                Err(e) => {
+                    self.buf.truncate(at);
+                    return Err(FrameError::Decompress(e.to_string()));
+                }
             }
         }
         Ok(())
