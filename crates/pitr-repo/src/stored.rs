@@ -401,3 +401,76 @@ mod tests {
         assert!(matches!(r, Err(StoredError::Storage(_))), "{r:?}");
     }
 }
+
+/// Decode speed of a large object: whole (one read, [`frame::decode_to`]) against streamed
+/// (ranged reads, [`frame::decode_stream_to`]), both on two threads into a file. Run by hand:
+/// `cargo test -p pitr-repo --release --lib stored::speed -- --ignored --nocapture`.
+#[cfg(test)]
+mod speed {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::unix::fs::FileExt;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::frame::{Compression, FrameEncoder, WriteAt};
+    use pitr_storage::{LocalFs, PutMode};
+
+    struct FileOut(std::fs::File);
+    impl WriteAt for FileOut {
+        fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.0.write_all_at(data, offset)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn speed() {
+        let dir = tempfile::tempdir().unwrap();
+        let local: Arc<dyn Storage> = Arc::new(LocalFs::create(dir.path().join("r")).unwrap());
+        let mut enc = FrameEncoder::new(Compression::Zstd(1)).unwrap();
+        let mut x = 1u64;
+        for _ in 0..64 {
+            let block: Vec<u8> = (0..4 << 20)
+                .map(|i: u32| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    if i.is_multiple_of(4) {
+                        (x >> 56) as u8
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            enc.write(&block).unwrap();
+        }
+        let (obj, _) = enc.finish().unwrap();
+        let stored = obj.len();
+        local
+            .put("o/big", Bytes::from(obj), PutMode::Create)
+            .await
+            .unwrap();
+        for round in 0..6 {
+            let out = FileOut(std::fs::File::create(dir.path().join("out1")).unwrap());
+            let t = Instant::now();
+            let obj = local.get("o/big").await.unwrap().unwrap();
+            frame::decode_to(&obj, 2, &out).unwrap();
+            drop(obj);
+            let whole = t.elapsed();
+            let out = FileOut(std::fs::File::create(dir.path().join("out2")).unwrap());
+            let t = Instant::now();
+            let Some(Opened::Streamed(mut s)) = open_stored(&local, "o/big").await.unwrap() else {
+                panic!("not streamed")
+            };
+            tokio::task::spawn_blocking(move || {
+                frame::decode_stream_to(s.code, &mut s.payload, s.summary, 2, &out).unwrap();
+            })
+            .await
+            .unwrap();
+            let streamed = t.elapsed();
+            eprintln!(
+                "round {round}: 256 MB ({} MB stored): whole {whole:?}, streamed {streamed:?}",
+                stored >> 20
+            );
+        }
+    }
+}

@@ -5,7 +5,9 @@
 //! a restored directory refuses to start), `verify` passes, and a rerun finishes the work. Each
 //! test prints its counts. Restores killed at every step are `restore_crash.rs`; expire
 //! interrupted after every deletion is pitr-core's `an_interrupted_expire_is_finished_by_the_next_run`;
-//! S3 servers stopped mid-backup and mid-push are in `s3.rs`.
+//! S3 servers stopped mid-backup and mid-push are in `s3.rs`; a full S3 store is `s3_faults.rs`;
+//! `pitr stream` killed at several points is `stream_faults.rs`; short writes are here
+//! (`short_writes_are_never_acknowledged_and_reruns_finish`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -12,11 +12,14 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use pitr_testkit::{scratch_dir, Cluster, ClusterOptions};
+use pitr_testkit::{postgres_uid_gid, scratch_dir, Cluster, ClusterOptions};
 
 /// The bound: a few read pieces, the decoder's buffers and the binary itself, far below the
 /// 128 MB object.
 const BOUND_KB: u64 = 100 << 10;
+
+/// The bound for a restore on two threads: a few more pieces in flight.
+const RESTORE_BOUND_KB: u64 = 120 << 10;
 
 /// `VmHWM` (peak resident set, kB) of process `pid`, while it exists.
 fn vm_hwm(pid: u32) -> Option<u64> {
@@ -153,4 +156,82 @@ fn stored_size(repo: &Path, name: &str) -> u64 {
         None
     }
     find(repo, name).expect("the segment is stored")
+}
+
+/// A restore (`--jobs 2`) of a backup holding a 128 MB file of barely compressible bytes
+/// (stored at about its size): the file comes back exactly and the restore's peak RSS stays
+/// under [`RESTORE_BOUND_KB`], below the object's size plus the binary's own (the object is
+/// read in pieces and decoded on two threads, each holding a compressed and a decoded 8 MB
+/// piece).
+#[test]
+fn restore_of_a_large_file_stays_within_bounded_memory() {
+    let Some((uid, gid)) = postgres_uid_gid() else {
+        eprintln!(
+            "not root: the server runs as the postgres OS user; this check runs in CI as root"
+        );
+        return;
+    };
+    let install = newest_pg();
+    let scratch = scratch_dir();
+    let repo = scratch.path().join("repo");
+    pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
+    let c = Cluster::init(
+        &install,
+        ClusterOptions {
+            archive_command: Some(archive_command(&repo, "")),
+            ..Default::default()
+        },
+    );
+    c.start();
+    let big = c.datadir().join("big_noise");
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let noise: Vec<u8> = (0..128u32 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(&big, &noise).unwrap();
+    std::os::unix::fs::chown(&big, Some(uid), Some(gid)).unwrap();
+    let expected = blake3::hash(&noise);
+    drop(noise);
+    let port = c.port().to_string();
+    pitr_as_postgres(&[
+        "--repo",
+        s(&repo),
+        "backup",
+        "--pgdata",
+        s(c.datadir()),
+        "-h",
+        s(c.socket_dir()),
+        "-p",
+        &port,
+    ])
+    .expect_code(0);
+    c.stop();
+    let target = scratch.path().join("restored");
+    let peak = peak_rss_kb(
+        &[
+            "--repo".to_string(),
+            s(&repo).to_string(),
+            "restore".to_string(),
+            "--pgdata".to_string(),
+            s(&target).to_string(),
+        ]
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    );
+    assert!(blake3::hash(&fs::read(target.join("big_noise")).unwrap()) == expected);
+    eprintln!(
+        "peak RSS of a restore with a 128 MB file: {} MB",
+        peak >> 10
+    );
+    assert!(
+        peak < RESTORE_BOUND_KB,
+        "restore peaked at {} MB",
+        peak >> 10
+    );
 }

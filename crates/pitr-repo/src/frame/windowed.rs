@@ -3,6 +3,8 @@
 //! memory holds a few pieces whatever the object's size.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
 
 use blake3::hazmat::{ChainingValue, HasherExt};
 use zstd::bulk::Decompressor;
@@ -18,10 +20,10 @@ use super::{Checksum, FrameError, FrameSummary};
 const PIECE_SLACK: usize = 64 << 10;
 
 /// Decodes the payload read from `payload` (compression `code`, `summary` from the frame's
-/// trailer) into `out` on up to `threads` threads, verifying length and checksum, holding at
-/// most `threads` compressed pieces and `threads` decoded pieces at a time. A zstd payload cut
-/// in pieces of one power-of-two size (what pitr writes) is decoded a window of pieces at a
-/// time, each piece hashed as a BLAKE3 subtree; any other payload is decoded in order. A
+/// trailer) into `out` on up to `threads` threads, verifying length and checksum, holding a
+/// few compressed and `threads` decoded pieces at a time. A zstd payload cut in pieces of one
+/// power-of-two size (what pitr writes) is cut as it arrives and its pieces handed to the
+/// threads, each piece hashed as a BLAKE3 subtree; any other payload is decoded in order. A
 /// failure of `out` is [`FrameError::Write`]. On error, `out` may have received bytes.
 pub fn decode_stream_to<R: Read>(
     code: u8,
@@ -34,7 +36,7 @@ pub fn decode_stream_to<R: Read>(
         payload,
         buf: Vec::new(),
         eof: false,
-        window: threads.max(1) * (ZSTD_PIECE + PIECE_SLACK),
+        window: ZSTD_PIECE + PIECE_SLACK,
     };
     if code != CODE_ZSTD || threads < 2 {
         return w.sequential(code, summary, out);
@@ -52,42 +54,45 @@ pub fn decode_stream_to<R: Read>(
         }
         _ => return w.sequential(code, summary, out),
     };
-    let mut cvs: Vec<ChainingValue> = Vec::new();
-    let mut decoded = 0u64;
-    loop {
-        w.fill()?;
-        let frames = w.frames(threads);
-        if frames.is_empty() {
-            if w.buf.is_empty() && w.eof {
-                break;
+    let threads_n = threads;
+    // One piece waits while the threads work on theirs: enough to keep them busy.
+    let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(1);
+    let jobs_rx = Mutex::new(jobs_rx);
+    let failed = AtomicBool::new(false);
+    let (cvs, decoded) = std::thread::scope(|sc| {
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Result<ChainingValue, FrameError>)>();
+        for _ in 0..threads_n {
+            let (jobs_rx, done_tx, failed) = (&jobs_rx, done_tx.clone(), &failed);
+            sc.spawn(move || worker(jobs_rx, done_tx, failed, piece_len, out));
+        }
+        drop(done_tx);
+        let produced = w.produce(piece_len, &jobs_tx, &failed);
+        drop(jobs_tx);
+        let mut cvs: Vec<Option<ChainingValue>> = Vec::new();
+        let mut first_error = None;
+        for (i, r) in done_rx {
+            match r {
+                Ok(cv) => {
+                    if cvs.len() <= i {
+                        cvs.resize(i + 1, None);
+                    }
+                    if let Some(slot) = cvs.get_mut(i) {
+                        *slot = Some(cv);
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
-            return Err(FrameError::Decompress(
-                "the payload ends inside a zstd piece".into(),
-            ));
         }
-        let mut batch = Vec::with_capacity(frames.len());
-        for f in &frames {
-            let len = w.content_size(f.clone()).ok_or_else(irregular)?;
-            let last = f.end == w.buf.len() && w.eof;
-            if len == 0 || len > piece_len || (len < piece_len && !last) {
-                return Err(irregular());
-            }
-            batch.push((cvs.len() + batch.len(), f.clone(), len));
+        let decoded = produced?;
+        if let Some(e) = first_error {
+            return Err(e);
         }
-        let results = decode_batch(&w.buf, &batch, piece_len, out);
-        for r in results {
-            cvs.push(r?);
-        }
-        decoded += batch.iter().map(|b| b.2).sum::<u64>();
-        if decoded > summary.len {
-            return Err(FrameError::LengthMismatch {
-                expected: summary.len,
-                actual: decoded,
-            });
-        }
-        let used = frames.last().map_or(0, |f| f.end);
-        w.buf.drain(..used);
-    }
+        let cvs: Option<Vec<ChainingValue>> = cvs.into_iter().collect();
+        let cvs = cvs.ok_or_else(|| FrameError::Decompress("a piece was not decoded".into()))?;
+        Ok((cvs, decoded))
+    })?;
     if decoded != summary.len {
         return Err(FrameError::LengthMismatch {
             expected: summary.len,
@@ -106,6 +111,45 @@ pub fn decode_stream_to<R: Read>(
     Ok(summary)
 }
 
+/// One piece to decode: its index, its compressed bytes and its decompressed length.
+type Job = (usize, Vec<u8>, u64);
+
+/// A decoding thread: takes pieces until there are none (or one failed), decodes each into its
+/// buffer, writes it at its offset and sends back its chaining value.
+fn worker(
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    done: mpsc::Sender<(usize, Result<ChainingValue, FrameError>)>,
+    failed: &AtomicBool,
+    piece_len: u64,
+    out: &dyn WriteAt,
+) {
+    let mut dctx = match Decompressor::new() {
+        Ok(d) => d,
+        Err(e) => {
+            failed.store(true, Ordering::Relaxed);
+            let _ = done.send((usize::MAX, Err(FrameError::Decompress(e.to_string()))));
+            return;
+        }
+    };
+    let mut buf = vec![0u8; usize::try_from(piece_len).unwrap_or(0)];
+    loop {
+        let job = jobs.lock().map(|rx| rx.recv());
+        let Ok(Ok((i, frame, len))) = job else {
+            return;
+        };
+        if failed.load(Ordering::Relaxed) {
+            continue;
+        }
+        let r = decode_piece(&mut dctx, &mut buf, &frame, i as u64 * piece_len, len, out);
+        if r.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        if done.send((i, r)).is_err() {
+            return;
+        }
+    }
+}
+
 fn irregular() -> FrameError {
     FrameError::Decompress("the zstd pieces of the payload are not of one size".into())
 }
@@ -120,19 +164,25 @@ struct Windowed<R> {
 }
 
 impl<R: Read> Windowed<R> {
-    /// Reads until the window is full or the payload ends.
+    /// Reads until the window is full or the payload ends (straight into the window).
     fn fill(&mut self) -> Result<(), FrameError> {
-        let mut chunk = vec![0u8; 1 << 20];
         while !self.eof && self.buf.len() < self.window {
-            let want = chunk.len().min(self.window - self.buf.len());
-            let got = chunk.get_mut(..want).unwrap_or_default();
-            match self.payload.read(got) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self
-                    .buf
-                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FrameError::Decompress(e.to_string())),
+            let at = self.buf.len();
+            self.buf.resize(self.window, 0);
+            let got = self
+                .payload
+                .read(self.buf.get_mut(at..).unwrap_or_default());
+            match got {
+                Ok(0) => {
+                    self.buf.truncate(at);
+                    self.eof = true;
+                }
+                Ok(n) => self.buf.truncate(at + n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(at),
+                Err(e) => {
+                    self.buf.truncate(at);
+                    return Err(FrameError::Decompress(e.to_string()));
+                }
             }
         }
         Ok(())
@@ -164,6 +214,48 @@ impl<R: Read> Windowed<R> {
         zstd::zstd_safe::get_frame_content_size(frame).ok()?
     }
 
+    /// Reads the payload, cuts it into its zstd pieces and hands each to the decoding threads
+    /// (waiting while they are busy: at most a few pieces are in memory); returns the bytes
+    /// the pieces decode to. Stops early once a thread failed.
+    fn produce(
+        &mut self,
+        piece_len: u64,
+        jobs: &mpsc::SyncSender<Job>,
+        failed: &AtomicBool,
+    ) -> Result<u64, FrameError> {
+        let (mut index, mut decoded) = (0usize, 0u64);
+        loop {
+            if failed.load(Ordering::Relaxed) {
+                return Ok(decoded);
+            }
+            self.fill()?;
+            let frames = self.frames(usize::MAX);
+            if frames.is_empty() {
+                if self.buf.is_empty() && self.eof {
+                    return Ok(decoded);
+                }
+                return Err(FrameError::Decompress(
+                    "the payload ends inside a zstd piece".into(),
+                ));
+            }
+            for f in &frames {
+                let len = self.content_size(f.clone()).ok_or_else(irregular)?;
+                let last = f.end == self.buf.len() && self.eof;
+                if len == 0 || len > piece_len || (len < piece_len && !last) {
+                    return Err(irregular());
+                }
+                let frame = self.buf.get(f.clone()).unwrap_or_default().to_vec();
+                if jobs.send((index, frame, len)).is_err() {
+                    return Ok(decoded);
+                }
+                index += 1;
+                decoded += len;
+            }
+            let used = frames.last().map_or(0, |f| f.end);
+            self.buf.drain(..used);
+        }
+    }
+
     /// Decodes what is in the window and the rest of the payload in order.
     fn sequential(
         self,
@@ -184,45 +276,21 @@ impl<R: Read> Windowed<R> {
     }
 }
 
-/// Decodes each `(index, frame, len)` of `batch` (frames within `buf`) on its own thread,
-/// writes it at `index * piece_len` and returns its chaining value, in order.
-fn decode_batch(
-    buf: &[u8],
-    batch: &[(usize, std::ops::Range<usize>, u64)],
-    piece_len: u64,
-    out: &dyn WriteAt,
-) -> Vec<Result<ChainingValue, FrameError>> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = batch
-            .iter()
-            .map(|(i, f, len)| {
-                let frame = buf.get(f.clone()).unwrap_or_default();
-                let offset = *i as u64 * piece_len;
-                s.spawn(move || decode_piece(frame, offset, *len, out))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(FrameError::Decompress("decoding thread panicked".into()))
-                })
-            })
-            .collect()
-    })
-}
-
-/// One piece: decompressed (exactly `len` bytes), written at `offset`, hashed as a subtree.
+/// One piece: decompressed into `buf` (exactly `len` bytes), written at `offset`, hashed as a
+/// subtree.
 fn decode_piece(
+    dctx: &mut Decompressor<'_>,
+    buf: &mut [u8],
     frame: &[u8],
     offset: u64,
     len: u64,
     out: &dyn WriteAt,
 ) -> Result<ChainingValue, FrameError> {
-    let mut dctx = Decompressor::new().map_err(|e| FrameError::Decompress(e.to_string()))?;
-    let mut piece =
-        vec![0u8; usize::try_from(len).map_err(|e| FrameError::Decompress(e.to_string()))?];
-    match dctx.decompress_to_buffer(frame, &mut piece) {
+    let piece = usize::try_from(len)
+        .ok()
+        .and_then(|l| buf.get_mut(..l))
+        .ok_or_else(irregular)?;
+    match dctx.decompress_to_buffer(frame, piece) {
         Ok(n) if n as u64 == len => {}
         Ok(n) => {
             return Err(FrameError::LengthMismatch {
@@ -232,10 +300,10 @@ fn decode_piece(
         }
         Err(e) => return Err(FrameError::Decompress(e.to_string())),
     }
-    out.write_at(offset, &piece)
+    out.write_at(offset, piece)
         .map_err(|e| FrameError::Write(e.to_string()))?;
     Ok(blake3::Hasher::new()
         .set_input_offset(offset)
-        .update(&piece)
+        .update(piece)
         .finalize_non_root())
 }
