@@ -21,6 +21,9 @@
 //! its last WAL is confirmed) is not held up by a `.partial` interval; a slot's restart
 //! position follows what is durable either way.
 //!
+//! Started, it begins at its slot's restart position (PostgreSQL 15+ reads it over the
+//! replication connection), else where the repository's WAL on the server's timeline ends (as
+//! `pg_receivewal` starts from what its directory holds), else at the server's position.
 //! After a lost connection (a server restart), it reconnects with backoff (1 s doubling to
 //! 30 s) and resumes where it stopped receiving. When the timeline it streams ends (the
 //! server, a standby, was promoted), it stores the new timeline's history file and goes on
@@ -170,8 +173,9 @@ pub async fn stream(
         let connections = pos.report.connections;
         match session(cluster, opts, &mut pos, &mut stop).await {
             Ok(SessionEnd::Stopped) => break Ok(()),
-            // A new timeline: reconnect at once, from its first segment.
-            Ok(SessionEnd::NextTimeline) => continue,
+            // A new timeline, or a start the server cannot serve: reconnect at once from the
+            // new resume point.
+            Ok(SessionEnd::Moved) => continue,
             Err(StreamError::Server(e)) if pos.report.connections > 0 => {
                 if pos.report.connections > connections {
                     backoff = Duration::from_secs(1);
@@ -252,8 +256,9 @@ async fn ensure_slot(conn: &mut ReplConnection, name: &str) -> Result<(), ProtoE
 enum SessionEnd {
     /// `stop` turned true.
     Stopped,
-    /// The timeline ended; the resume point is on the next one.
-    NextTimeline,
+    /// The resume point moved: the timeline ended (it is on the next one), or the server no
+    /// longer has the WAL where the repository ends (it is the server's position).
+    Moved,
 }
 
 /// Starts the writer on the first connection (the segment size comes from the server); a
@@ -335,7 +340,17 @@ async fn session(
                     .and_then(|s| s.restart_tli.zip(s.restart_lsn)),
                 _ => None,
             };
-            let (tli, lsn) = slot_start.unwrap_or((ident.timeline, ident.xlogpos));
+            // Without a slot position (no slot, or PostgreSQL 14 which cannot read one over a
+            // replication connection), go on from what the repository holds on the server's
+            // timeline, as pg_receivewal does from its directory; else from the server's
+            // position.
+            let held = match slot_start {
+                Some(_) => None,
+                None => repository_end(cluster, ident.timeline, seg).await?,
+            };
+            let (tli, lsn) = slot_start
+                .or(held.filter(|l| *l <= ident.xlogpos).map(|l| (ident.timeline, l)))
+                .unwrap_or((ident.timeline, ident.xlogpos));
             (tli, seg.start_of(seg.segno_of(lsn)).unwrap_or(lsn))
         }
     };
@@ -367,7 +382,7 @@ async fn session(
             .map_err(|_| StreamError::WriterStopped)?;
             pos.resume = Some((next, seg.start_of(seg.segno_of(end)).unwrap_or(end)));
             pos.report.timeline_switches += 1;
-            return Ok(SessionEnd::NextTimeline);
+            return Ok(SessionEnd::Moved);
         }
     }
     tracing::info!("streaming timeline {tli} from {start}");
@@ -377,7 +392,25 @@ async fn session(
         timeline: Some(tli),
     };
     let endpoint = conn.endpoint().clone();
-    let mut stream = conn.start_replication(&req).await?;
+    let mut stream = match conn.start_replication(&req).await {
+        Ok(st) => st,
+        // The server no longer has the WAL after the repository's end (58P01): that gap cannot
+        // be streamed; start again from the server's position.
+        Err(ProtoError::Query { server, .. })
+            if server.code == "58P01" && pos.resume.is_none() && opts.slot.is_none() =>
+        {
+            let from = seg
+                .start_of(seg.segno_of(ident.xlogpos))
+                .unwrap_or(ident.xlogpos);
+            tracing::warn!(
+                "the server no longer has the WAL from {start} on timeline {tli}, where the repository's WAL ends ({}): streaming from {from}; the WAL in between is missing from the repository unless the server's archive_command stored it",
+                server.message
+            );
+            pos.resume = Some((ident.timeline, from));
+            return Ok(SessionEnd::Moved);
+        }
+        Err(e) => return Err(e.into()),
+    };
     pos.report.connections += 1;
     let mut received = start;
     stream.set_status(status_for(received, *durable.borrow(), sync));
@@ -451,7 +484,7 @@ async fn session(
                 );
                 pos.resume = Some((next_timeline, next_seg));
                 pos.report.timeline_switches += 1;
-                return Ok(SessionEnd::NextTimeline);
+                return Ok(SessionEnd::Moved);
             }
             Some(WalEvent::End(StreamEnd::Stopped)) | None => {
                 return Err(StreamError::Server(ProtoError::Connection {
@@ -462,6 +495,38 @@ async fn session(
             }
         }
     }
+}
+
+/// Where the WAL the repository holds on timeline `tli` ends: the start of the segment after
+/// the newest complete one, or of the newest streamed `.partial`'s segment when that is later
+/// (its segment is streamed again whole); `None` when it holds none.
+async fn repository_end(
+    cluster: &ClusterRepo,
+    tli: TimelineId,
+    seg: WalSegSize,
+) -> Result<Option<Lsn>, StreamError> {
+    let repo_err = |e: pitr_repo::RepoError| StreamError::Archive(ArchiveError::from(e));
+    let complete = cluster
+        .list_wal()
+        .await
+        .map_err(repo_err)?
+        .into_iter()
+        .filter(|e| {
+            e.name.timeline() == tli && matches!(e.name, pitr_pg::WalFileName::Segment { .. })
+        })
+        .filter_map(|e| e.name.segno(seg))
+        .max()
+        .and_then(|n| seg.start_of(n.next()));
+    let partial = cluster
+        .stream_partials()
+        .await
+        .map_err(repo_err)?
+        .into_iter()
+        .filter(|p| p.segment.timeline() == tli)
+        .filter_map(|p| p.segment.segno(seg))
+        .max()
+        .and_then(|n| seg.start_of(n));
+    Ok(complete.max(partial))
 }
 
 /// Where `tli` ends on the history of the server's timeline `server` and the timeline that
