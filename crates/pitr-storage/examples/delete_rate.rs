@@ -34,16 +34,15 @@ async fn main() {
     stream::iter(keys.iter())
         .map(|k| {
             let (s3, body) = (&s3, body.clone());
-            async move {
-                s3.put(k, body, PutMode::Create)
-                    .await
-                    .unwrap()
-            }
+            async move { s3.put(k, body, PutMode::Create).await.unwrap() }
         })
         .buffer_unordered(jobs)
         .collect::<Vec<_>>()
         .await;
-    println!("stored {count} objects in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "stored {count} objects in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let before = s3.requests_sent();
     let t = Instant::now();
     s3.delete_many(&keys).await.unwrap();
