@@ -1,7 +1,7 @@
 //! What one `archive-push` costs on S3, counted in HTTP requests on the real SeaweedFS harness,
 //! opening the repository as the command does (no bucket listing, no marker HEAD): the key
 //! object's GET and the cluster identity's GET, both overlapping the compression
-//! (`push_opening`), then the create-only PUT; a duplicate adds one GET of the stored copy's
+//! (`push_opening`), then the create-only PUT; a duplicate adds a HEAD and two ranged GETs of the stored copy's
 //! summary. A push that adds a request fails here instead of silently slowing every
 //! archive_command.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -71,10 +71,11 @@ async fn a_push_to_s3_costs_one_request_per_check_and_one_put() {
     let (outcome, first) = push_counted(&cfg, &seg).await;
     assert_eq!(outcome, PushOutcome::Stored);
 
-    // A duplicate: key object, identity, PUT (412), the stored summary.
+    // A duplicate: key object, identity, PUT (412), then the stored copy's summary: a HEAD for
+    // its size and ranged reads of its header and trailer (never the whole object).
     let (outcome, dup) = push_counted(&cfg, &seg).await;
     assert_eq!(outcome, PushOutcome::AlreadyArchived);
-    assert_eq!(dup, 4, "requests of a duplicate push");
+    assert_eq!(dup, 6, "requests of a duplicate push");
 
     // The usual push (repository and identity exist, the segment does not): three requests,
     // of which only the PUT waits for the compression.

@@ -27,7 +27,7 @@ pub struct LocalFs {
 impl LocalFs {
     /// A driver rooted at `root`, which must already exist.
     pub fn open(root: impl Into<PathBuf>) -> StorageResult<LocalFs> {
-        let root = root.into();
+        let root = absolute(root.into())?;
         match fs::metadata(&root) {
             Ok(m) if m.is_dir() => Ok(LocalFs { root }),
             Ok(_) => Err(StorageError::io(
@@ -44,7 +44,7 @@ impl LocalFs {
 
     /// Creates `root` (and parents) if needed, durably, and opens it.
     pub fn create(root: impl Into<PathBuf>) -> StorageResult<LocalFs> {
-        let root = root.into();
+        let root = absolute(root.into())?;
         ensure_dir(&root)?;
         LocalFs::open(root)
     }
@@ -58,6 +58,12 @@ impl LocalFs {
         validate_key(key)?;
         Ok(self.root.join(key))
     }
+}
+
+/// `root` made absolute against the working directory (a relative `--repo relrepo` has an
+/// empty parent, and the location is shown and recorded as a full path).
+fn absolute(root: PathBuf) -> StorageResult<PathBuf> {
+    std::path::absolute(&root).map_err(|e| StorageError::io("resolve", &root, e))
 }
 
 async fn blocking<T: Send + 'static>(

@@ -1,6 +1,7 @@
 //! What pitr writes where, against a real PostgreSQL: `--json` into a closed pipe ends the output
 //! without a panic (and with the command's own exit code), and log lines that land in
-//! PostgreSQL's server log (archive_command's stderr) carry no ANSI colour codes.
+//! PostgreSQL's server log (archive_command's stderr) carry no ANSI colour codes; a relative
+//! `--repo` works.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -86,4 +87,32 @@ fn closed_pipes_and_server_logs_get_clean_output() {
         !log.contains('\x1b'),
         "ANSI codes in the server log:\n{log:?}"
     );
+}
+
+/// A relative `--repo` (run from its parent directory) is a repository like any other: created,
+/// then found again, and shown as its full path.
+#[test]
+fn a_relative_repository_path_works_from_its_parent() {
+    let scratch = pitr_testkit::scratch_dir();
+    let run = |args: &[&str]| {
+        let o = Command::new(pitr_bin())
+            .args(args)
+            .current_dir(scratch.path())
+            .env_remove("PITR_REPO")
+            .env_remove("PITR_CONFIG")
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["--repo", "relrepo", "init"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(scratch.path().join("relrepo/pitr.repository").is_file());
+    let (code, out, err) = run(&["--repo", "relrepo", "--json", "info"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let full = scratch.path().join("relrepo");
+    assert!(out.contains(full.to_str().unwrap()), "{out}");
 }

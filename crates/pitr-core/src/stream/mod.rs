@@ -349,7 +349,9 @@ async fn session(
                 None => repository_end(cluster, ident.timeline, seg).await?,
             };
             let (tli, lsn) = slot_start
-                .or(held.filter(|l| *l <= ident.xlogpos).map(|l| (ident.timeline, l)))
+                .or(held
+                    .filter(|l| *l <= ident.xlogpos)
+                    .map(|l| (ident.timeline, l)))
                 .unwrap_or((ident.timeline, ident.xlogpos));
             (tli, seg.start_of(seg.segno_of(lsn)).unwrap_or(lsn))
         }
