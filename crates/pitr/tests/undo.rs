@@ -496,6 +496,15 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
         "{r:?}"
     );
 
+    // --as names one table: a usage error (exit 2, as --help says), before anything else.
+    let r = undo(
+        &[
+            &x_mass, "--table", "accounts", "--table", "ledger", "--as", "x",
+        ],
+        2,
+    );
+    assert!(r.stderr.contains("--as names one table"), "{r:?}");
+
     // An undo killed while its scratch server runs: live untouched, nothing left running.
     let args = [
         "--repo",
