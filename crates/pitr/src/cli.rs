@@ -12,7 +12,8 @@ use clap::{ArgAction, ArgGroup, Args, CommandFactory, Parser, Subcommand};
     after_help = "Exit status: 0 success; 1 archive-get: file not in the repository; 2 usage error; \
 3 error (check: a check failed); 4 refused (conflicting or foreign data, a --repo directory that is \
 not a repository, a recovery target the repository cannot reach, a restore into a non-empty directory, \
-a standby command on a directory or server in the wrong state); 5 corruption detected; archive-get uses 255 for any \
+a standby command on a directory or server in the wrong state, an undo that would overwrite a \
+table or lacks scratch space); 5 corruption detected; archive-get uses 255 for any \
 failure other than absence, so that PostgreSQL stops recovery instead of ending it early.\n\n\
 S3 repositories (--repo s3://bucket/prefix): credentials from AWS_ACCESS_KEY_ID, \
 AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (or s3_access_key_id / s3_secret_access_key in the \

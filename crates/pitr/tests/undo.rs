@@ -3,8 +3,11 @@
 //! rows written since in other tables stay; the rows a mass DELETE and a mass UPDATE changed
 //! come back beside the live table; only the affected database of three is restored (sparse
 //! files for the others: the scratch directory takes far less than a full restore); a taken
-//! name is refused and `--as` works; an undo killed with the scratch server running leaves the
-//! live cluster untouched and nothing running, and the next undo cleans up after it.
+//! name is refused and `--as` works, before the restore (a `_before_XID` name) and once the
+//! scratch cluster shows the name was reused after the DROP (exit 4, the live cluster as it was,
+//! nothing running, no scratch directory left); a scratch disk too small (an 8 MiB tmpfs, as
+//! root) is refused with and without `--dry-run`; an undo killed with the scratch server running
+//! leaves the live cluster untouched and nothing running, and the next undo cleans up after it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -29,6 +32,134 @@ fn scratch_entries(dir: &Path) -> Vec<std::path::PathBuf> {
         .flatten()
         .map(|e| e.path())
         .collect()
+}
+
+/// Processes whose command line names `dir` (a scratch server, an undo's guard).
+fn processes_naming(dir: &Path) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let needle = dir.as_os_str().as_bytes();
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().to_string();
+        if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmd.windows(needle.len()).any(|w| w == needle) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            found.push(format!("{pid}: {cmd}"));
+        }
+    }
+    found
+}
+
+/// Waits until no process names `dir` (a guard looks once a second), at most 10 s.
+fn nothing_runs_under(dir: &Path) {
+    let t0 = Instant::now();
+    loop {
+        let left = processes_naming(dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "still running under {}: {left:?}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Bytes free for an unprivileged user on the file system of `dir`, as `df` reports them.
+fn df_avail(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["-B1", "--output=avail"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "df {dir:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().last().unwrap().trim().parse().unwrap()
+}
+
+/// `--scratch` on a disk too small for the restore: refused (exit 4, as documented) with
+/// `--dry-run` and without, the message naming the directory and the bytes needed and free;
+/// nothing is written there and nothing runs. The dry run's figures (`plan`, made on the roomy
+/// scratch disk `roomy`) follow the documented rule and agree with `df`. The small disk is an
+/// 8 MiB tmpfs mounted under `work` (root only: not root, this says so and checks the figures
+/// only).
+fn small_scratch_is_refused(
+    undo_in: &dyn Fn(&Path, &[&str], i32) -> Run,
+    work: &Path,
+    roomy: &Path,
+    xid: &str,
+    plan: &serde_json::Value,
+) {
+    let field = |k: &str| plan[k].as_u64().unwrap_or_else(|| panic!("no {k}: {plan}"));
+    let (restore, needed, free) = (
+        field("restore_bytes"),
+        field("disk_needed"),
+        field("disk_free"),
+    );
+    assert_eq!(
+        needed,
+        restore + restore / 10 + (256 << 20),
+        "restored bytes + 10% + 256 MiB: {plan}"
+    );
+    let df = df_avail(roomy);
+    assert!(
+        free.abs_diff(df) < 1 << 30,
+        "the plan says {free} bytes free, df {df}"
+    );
+    if pitr_testkit::postgres_uid_gid().is_none() {
+        eprintln!(
+            "not root: cannot mount a small tmpfs, so the refusal of a scratch disk too small is NOT checked here (CI runs it as root); only the dry run's needed/free figures were"
+        );
+        return;
+    }
+    let small = work.join("small-scratch");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs on {small:?}");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    pitr_testkit::chown_to_postgres(&small);
+    let small_free = df_avail(&small);
+    assert_eq!(small_free, 8 << 20);
+    for dry_run in [true, false] {
+        let mut args = vec![xid, "--table", "public.orders"];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let r = undo_in(&small, &args, 4);
+        let msg = &r.stderr;
+        for part in [
+            "the scratch disk is too small: ".to_string(),
+            format!("{} needs {needed} bytes", small.display()),
+            format!("{small_free} bytes are free"),
+            "hint: pass --scratch DIR on a larger disk".to_string(),
+        ] {
+            assert!(
+                msg.contains(&part),
+                "dry run {dry_run}: no {part:?} in {r:?}"
+            );
+        }
+        assert!(r.stdout.is_empty(), "refused, yet a report: {r:?}");
+        assert_eq!(df_avail(&small), small_free, "written to the small disk");
+        nothing_runs_under(&small);
+    }
 }
 
 fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
@@ -110,7 +241,8 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
     std::fs::create_dir(&parent).unwrap();
     pitr_testkit::chown_to_postgres(&parent);
     let port = c.port().to_string();
-    let undo = |extra: &[&str], code: i32| {
+    // An undo with its scratch directory made under `dir`: after it, nothing is left there.
+    let undo_in = |dir: &Path, extra: &[&str], code: i32| {
         let mut args = vec![
             "--repo",
             s(&repo),
@@ -124,7 +256,7 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
             "-d",
             "shop",
             "--scratch",
-            s(&parent),
+            s(dir),
             "--pg-bin",
             s(&install.bindir),
         ];
@@ -137,12 +269,13 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
         let r = pitr_as_postgres(&args).expect_code(code);
         eprintln!("undo {extra:?}: {:.1} s", t0.elapsed().as_secs_f64());
         assert!(
-            scratch_entries(&parent).is_empty(),
+            scratch_entries(dir).is_empty(),
             "scratch left behind: {:?}",
-            scratch_entries(&parent)
+            scratch_entries(dir)
         );
         r
     };
+    let undo = |extra: &[&str], code: i32| undo_in(&parent, extra, code);
 
     // --dry-run: the plan, nothing restored; only shop's files (and the cluster's) restored.
     let plan = json(&undo(
@@ -171,6 +304,8 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
         "restore {part} of {full}, other databases {others}"
     );
     assert!(p["disk_free"].as_u64().unwrap() > p["disk_needed"].as_u64().unwrap());
+    // A scratch disk too small: refused, with and without --dry-run.
+    small_scratch_is_refused(&undo_in, scratch.path(), &parent, &x_drop, p);
 
     // DROP TABLE undone: rows, indexes, constraints, default, comment, grants, sequence.
     let r = json(&undo(&[&x_drop, "--table", "public.orders"], 0));
@@ -236,6 +371,49 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
     assert!(r["history_key"].is_string(), "{r}");
     // Other databases were not touched either.
     assert_eq!(c.psql_db("other1", "SELECT count(*) FROM filler"), "5010");
+
+    // The name is taken again by a table made after the DROP (the one just brought back: a new
+    // OID): found out once the scratch cluster runs, refused (exit 4) without --as; the live
+    // cluster keeps what it has, no scratch server runs and no scratch directory is left.
+    let orders_now = c.psql_db(
+        "shop",
+        "SELECT count(*) || ' ' || md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o",
+    );
+    let r = undo(&[&x_drop, "--table", "public.orders"], 4);
+    nothing_runs_under(&parent);
+    let r = json(&r);
+    assert_eq!(r["outcome"], "refused", "{r}");
+    let why = r["failure"].as_str().unwrap();
+    assert!(
+        why.contains("public.orders was dropped")
+            && why.contains("a new table by that name exists now")
+            && why.contains("nothing was changed")
+            && why.contains("--as NEW_NAME"),
+        "{r}"
+    );
+    assert_eq!(r["plan"]["tables"][0]["mode"], "rows", "{r}");
+    assert!(
+        r["port"].is_u64(),
+        "refused only once the scratch server ran: {r}"
+    );
+    assert!(r["tables"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(r["record"]["outcome"], "refused", "{r}");
+    assert_eq!(
+        c.psql_db(
+            "shop",
+            "SELECT count(*) || ' ' || md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o"
+        ),
+        orders_now,
+        "the refused undo changed the live table"
+    );
+    assert_eq!(
+        c.psql_db(
+            "shop",
+            &format!("SELECT count(*) FROM pg_class WHERE relname LIKE 'orders_before_{x_drop}%'")
+        ),
+        "0",
+        "the refused undo created a table"
+    );
 
     // Mass DELETE and UPDATE: the rows as they were, beside the live tables, untouched.
     let sums = |t: &str| {
@@ -317,6 +495,15 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
         r.stderr.contains(&acc_before) && r.stderr.contains("--as"),
         "{r:?}"
     );
+
+    // --as names one table: a usage error (exit 2, as --help says), before anything else.
+    let r = undo(
+        &[
+            &x_mass, "--table", "accounts", "--table", "ledger", "--as", "x",
+        ],
+        2,
+    );
+    assert!(r.stderr.contains("--as names one table"), "{r:?}");
 
     // An undo killed while its scratch server runs: live untouched, nothing left running.
     let args = [
@@ -437,13 +624,17 @@ fn undoes_drops_deletes_and_updates_in_place(install: &PgInstall) {
     assert_eq!(idx, "orders_again_customer_idx,orders_again_pkey");
 
     let h = json(&pitr_as_postgres(&["--repo", s(&repo), "history", "--json"]).expect_code(0));
-    let undos = h["history"]
+    let mut undos: Vec<&str> = h["history"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["kind"] == "undo")
-        .count();
-    assert_eq!(undos, 3, "{h}");
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    undos.sort();
+    // The refusals before a scratch directory existed (names taken, disk too small) are not
+    // recorded; the one found out in the scratch cluster is.
+    assert_eq!(undos, ["refused", "undone", "undone", "undone"], "{h}");
     assert!(
         !repo.join("main/wal/00000002").exists(),
         "a scratch cluster archived into production"

@@ -15,6 +15,16 @@ use crate::error::{CliError, EXIT_ERROR, EXIT_REFUSED};
 
 /// `pitr undo`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "The live cluster changes only by the tables added, in one transaction committed \
+once the row counts and checksums match the scratch cluster's. Exit status: 0 undone (--dry-run: \
+planned); 2 bad options (no --table and none found in the archived WAL, --as with several \
+--table); 3 failed (a connection, the restore, the recovery, the dump or the check; the live \
+cluster unchanged, the scratch cluster stopped and removed); 4 refused, nothing changed (a \
+destination name taken; a dropped table's name reused since the DROP, without --as; a scratch \
+disk too small, with or without --dry-run; a backup of another major or without the database; a \
+target the repository cannot reach); 5 damaged repository metadata."
+)]
 pub struct UndoArgs {
     /// The transaction to undo (as `pitr wal incidents` reports it)
     #[arg(value_name = "XID")]
@@ -28,7 +38,7 @@ pub struct UndoArgs {
     #[arg(long = "as", value_name = "NAME")]
     pub as_name: Option<String>,
     /// Print the plan (backup, database, size to restore, disk needed and free, target) and
-    /// change nothing
+    /// change nothing; a scratch disk too small is refused (exit 4) as without it
     #[arg(long)]
     pub dry_run: bool,
     /// Directory in which the scratch directory is made [default: the system's temporary
