@@ -88,7 +88,7 @@ timed() { # name command...: seconds into SECS[name]
 declare -A SECS BYTES
 
 write_pgbackrest_conf "$PGBR_CONF" "$WORK" "$STANZA" "$PGDATA" "$PORT" "$SOCK" \
-  process-max=2 start-fast=y repo1-bundle=y repo1-block=y
+  process-max=2 start-fast=y repo1-bundle=y repo1-block=y beta=y
 PGBR="pgbackrest --config=$PGBR_CONF --stanza=$STANZA"
 PITR="$BIN/pitr --repo $WORK/repo-pitr"
 
