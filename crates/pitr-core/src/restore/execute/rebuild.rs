@@ -225,8 +225,9 @@ impl PageSink<'_> {
 impl frame::WriteAt for PageSink<'_> {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let bs = self.bs as u64;
-        let aligned =
-            offset % bs == 0 && data.len() % self.bs == 0 && lock(&self.carry).1.is_empty();
+        let aligned = offset.is_multiple_of(bs)
+            && data.len().is_multiple_of(self.bs)
+            && lock(&self.carry).1.is_empty();
         let r = if aligned {
             self.pages(offset, data)
         } else {
