@@ -16,8 +16,10 @@
 #   incremental time / full time <= 0.3;
 #   restore speed of full + ROUNDS incrementals / restore speed of the full alone >= 0.8
 #     (speed = data directory bytes / second).
-# Environment: PITR_BIN (use this binary), PGBIN (PostgreSQL 17 bin dir, default
-# /opt/pitr-pg/17/bindir's), BENCH_PORT (25437). Run as root on a quiet machine; the
+# Environment: PITR_BIN (use this binary), PGBIN (PostgreSQL bin dir, default
+# /opt/pitr-pg/17/bindir's; pgBackRest 2.45 does not support 17: run again with
+# PGBIN=/usr/lib/postgresql/15/bin for pitr vs pgBackRest, without pg_basebackup --incremental),
+# BENCH_PORT (25437). Run as root on a quiet machine; the
 # figures are only comparable within one run (quote `uptime` with them).
 set -euo pipefail
 
@@ -29,7 +31,7 @@ PGBIN=${PGBIN:-$(cat /opt/pitr-pg/17/bindir 2>/dev/null || echo /usr/lib/postgre
 PORT=${BENCH_PORT:-25437}
 STANZA=bench
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
     --scale) SCALE=$2; shift 2 ;;
@@ -45,7 +47,8 @@ done
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root (PostgreSQL and the tools run as the postgres OS user)"
-[ -x "$PGBIN/pg_combinebackup" ] || die "no PostgreSQL 17+ with pg_combinebackup in $PGBIN"
+[ -x "$PGBIN/pgbench" ] || die "no PostgreSQL with pgbench in $PGBIN"
+HAVE_PGB=0; [ -x "$PGBIN/pg_combinebackup" ] && HAVE_PGB=1
 command -v zstd >/dev/null || { apt-get install -y -qq zstd >/dev/null 2>&1 || die "zstd missing"; }
 ensure_pgbackrest
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -85,11 +88,11 @@ timed() { # name command...: seconds into SECS[name]
 declare -A SECS BYTES
 
 write_pgbackrest_conf "$PGBR_CONF" "$WORK" "$STANZA" "$PGDATA" "$PORT" "$SOCK" \
-  process-max=2 start-fast=y repo1-bundle=y repo1-block=y
+  process-max=2 start-fast=y repo1-bundle=y repo1-block=y beta=y
 PGBR="pgbackrest --config=$PGBR_CONF --stanza=$STANZA"
 PITR="$BIN/pitr --repo $WORK/repo-pitr"
 
-MAJOR=$("$PGBIN/pg_config" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+MAJOR=$("$PGBIN/postgres" --version | sed -E 's/.* ([0-9]+)[.0-9]*.*$/\1/')
 log "initdb + pgbench -i -s $SCALE (PostgreSQL $MAJOR, data checksums, summarize_wal)"
 as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres -A trust --locale=C -E UTF8 -k >/dev/null
 as_pg $PITR init >/dev/null
@@ -98,7 +101,7 @@ port = $PORT
 listen_addresses = ''
 unix_socket_directories = '$SOCK'
 wal_level = replica
-summarize_wal = on
+$([ $HAVE_PGB = 1 ] && echo 'summarize_wal = on')
 archive_mode = on
 archive_command = '$PITR archive-push %p && { ! test -f $WORK/pgbr-on || $PGBR archive-push %p; }'
 max_wal_size = 2GB
@@ -134,8 +137,8 @@ if [ $PGBR_ON = 1 ]; then
   timed full-pgbackrest as_pg $PGBR --type=full backup
   BYTES[full-pgbackrest]=$(pgbr_last_size)
 fi
-timed full-pg_basebackup as_pg "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -D "$WORK/pgb/0" -Fp -X none -c fast
-BYTES[full-pg_basebackup]=$(size "$WORK/pgb/0")
+[ $HAVE_PGB = 1 ] && timed full-pg_basebackup as_pg "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres -D "$WORK/pgb/0" -Fp -X none -c fast
+[ $HAVE_PGB = 1 ] && BYTES[full-pg_basebackup]=$(size "$WORK/pgb/0")
 
 # ---------------------------------------------------------------- rounds: 1% of pages, incrementals
 for r in $(seq 1 "$ROUNDS"); do
@@ -147,12 +150,14 @@ for r in $(seq 1 "$ROUNDS"); do
     timed "incr$r-pgbackrest" as_pg $PGBR --type=incr backup
     BYTES[incr$r-pgbackrest]=$(( $(size "$WORK/repo-pgbackrest/backup") - before ))
   fi
-  timed "incr$r-pg_basebackup" as_pg "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres \
-    -D "$WORK/pgb/$r" -Fp -X none -c fast --incremental="$WORK/pgb/$((r - 1))/backup_manifest"
-  BYTES[incr$r-pg_basebackup]=$(size "$WORK/pgb/$r")
-  # What changed, compressed as pitr compresses (zstd -1): everything this incremental sent.
-  BYTES[incr$r-changed-zstd]=$(tar -C "$WORK/pgb/$r" --exclude=./backup_manifest -cf - . | zstd -1 -q -c | wc -c)
-  log "round $r: changed (zstd) ${BYTES[incr$r-changed-zstd]}, pitr ${BYTES[incr$r-pitr]}, pg_basebackup ${BYTES[incr$r-pg_basebackup]}, pgbackrest ${BYTES[incr$r-pgbackrest]:--}"
+  if [ $HAVE_PGB = 1 ]; then
+    timed "incr$r-pg_basebackup" as_pg "$PGBIN/pg_basebackup" -h "$SOCK" -p "$PORT" -U postgres \
+      -D "$WORK/pgb/$r" -Fp -X none -c fast --incremental="$WORK/pgb/$((r - 1))/backup_manifest"
+    BYTES[incr$r-pg_basebackup]=$(size "$WORK/pgb/$r")
+    # What changed, compressed as pitr compresses (zstd -1): everything this incremental sent.
+    BYTES[incr$r-changed-zstd]=$(tar -C "$WORK/pgb/$r" --exclude=./backup_manifest -cf - . | zstd -1 -q -c | wc -c)
+  fi
+  log "round $r: changed (zstd) ${BYTES[incr$r-changed-zstd]:--}, pitr ${BYTES[incr$r-pitr]}, pg_basebackup ${BYTES[incr$r-pg_basebackup]:--}, pgbackrest ${BYTES[incr$r-pgbackrest]:--}"
 done
 psql_pg -c 'SELECT pg_switch_wal()' >/dev/null
 sleep 2
@@ -172,11 +177,13 @@ if [ $PGBR_ON = 1 ]; then
   timed restore-chain-pgbackrest as_pg $PGBR --pg1-path="$WORK/out/r-chain-pgbr" restore
   BYTES[restore-chain-pgbackrest]=$(size "$WORK/out/r-chain-pgbr"); rm -rf "$WORK/out/r-chain-pgbr"
 fi
-timed restore-full-pg_basebackup as_pg cp -a "$WORK/pgb/0" "$WORK/out/r-full-pgb"
-BYTES[restore-full-pg_basebackup]=$(size "$WORK/out/r-full-pgb"); rm -rf "$WORK/out/r-full-pgb"
-CHAIN=(); for r in $(seq 0 "$ROUNDS"); do CHAIN+=("$WORK/pgb/$r"); done
-timed restore-chain-pg_basebackup as_pg "$PGBIN/pg_combinebackup" -o "$WORK/out/r-chain-pgb" "${CHAIN[@]}"
-BYTES[restore-chain-pg_basebackup]=$(size "$WORK/out/r-chain-pgb"); rm -rf "$WORK/out/r-chain-pgb"
+if [ $HAVE_PGB = 1 ]; then
+  timed restore-full-pg_basebackup as_pg cp -a "$WORK/pgb/0" "$WORK/out/r-full-pgb"
+  BYTES[restore-full-pg_basebackup]=$(size "$WORK/out/r-full-pgb"); rm -rf "$WORK/out/r-full-pgb"
+  CHAIN=(); for r in $(seq 0 "$ROUNDS"); do CHAIN+=("$WORK/pgb/$r"); done
+  timed restore-chain-pg_basebackup as_pg "$PGBIN/pg_combinebackup" -o "$WORK/out/r-chain-pgb" "${CHAIN[@]}"
+  BYTES[restore-chain-pg_basebackup]=$(size "$WORK/out/r-chain-pgb"); rm -rf "$WORK/out/r-chain-pgb"
+fi
 
 # ---------------------------------------------------------------- report
 mean() { # prefix suffix: mean over rounds of ARR[incr<r>-suffix] for arr SECS|BYTES
@@ -190,10 +197,15 @@ mean() { # prefix suffix: mean over rounds of ARR[incr<r>-suffix] for arr SECS|B
 div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2f", a / b }'; }
 printf '\nincremental backups: pgbench scale %s (%s MB without pg_wal, accounts %s pages), ~1%% of the accounts pages changed per round, %s rounds, PostgreSQL %s, pgBackRest %s, %s CPUs, load %s\n' \
   "$SCALE" $((DB_BYTES / 1048576)) "$PAGES" "$ROUNDS" "$MAJOR" "$PGBR_VERSION" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
-CHANGED=$(mean BYTES changed-zstd)
-printf 'compressed size of what changed per round (pg_basebackup --incremental output, tar | zstd -1): %.0f bytes\n' "$CHANGED"
+CHANGED=0
+if [ $HAVE_PGB = 1 ]; then
+  CHANGED=$(mean BYTES changed-zstd)
+  printf 'compressed size of what changed per round (pg_basebackup --incremental output, tar | zstd -1): %.0f bytes\n' "$CHANGED"
+else
+  printf 'no pg_basebackup --incremental on PostgreSQL %s: no reference for the size of what changed (incr/chg "-")\n' "$MAJOR"
+fi
 printf '%-14s %9s %13s %9s %13s %10s %10s %12s %12s %10s\n' tool full_s full_bytes incr_s incr_bytes incr/chg incr/full restore_full restore_chain chain/full
-tools=(pitr pg_basebackup); [ $PGBR_ON = 1 ] && tools=(pitr pgbackrest pg_basebackup)
+tools=(pitr); [ $PGBR_ON = 1 ] && tools+=(pgbackrest); [ $HAVE_PGB = 1 ] && tools+=(pg_basebackup)
 for t in "${tools[@]}"; do
   is=$(mean SECS "$t"); ib=$(mean BYTES "$t")
   sf=$(awk -v b="${BYTES[restore-full-$t]}" -v s="${SECS[restore-full-$t]}" 'BEGIN { printf "%.1f", b / 1048576 / s }')

@@ -221,7 +221,48 @@ pub enum RebuildError {
     },
 }
 
+/// The deltas of a block file, decoded and checked: the newest copy of each page they hold.
+#[derive(Debug)]
+pub struct Overlay {
+    bs: usize,
+    deltas: Vec<Delta>,
+}
+
+impl Overlay {
+    /// Decodes and checks `deltas` (the objects of `layers.deltas`, in that order).
+    pub fn decode(layers: &BlockLayers, deltas: &[bytes::Bytes]) -> Result<Overlay, RebuildError> {
+        if deltas.len() != layers.deltas.len() {
+            return Err(RebuildError::Rebuilt {
+                expected_len: 0,
+                expected: format!("{} delta objects", layers.deltas.len()),
+                found_len: 0,
+                found: format!("{} given", deltas.len()),
+            });
+        }
+        let deltas = layers
+            .deltas
+            .iter()
+            .zip(deltas)
+            .map(|(d, obj)| decode_delta(layers, d, obj))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Overlay {
+            bs: layers.block_size as usize,
+            deltas,
+        })
+    }
+
+    /// The newest copy of block `blk` in the deltas.
+    pub fn newest(&self, blk: u32) -> Option<&[u8]> {
+        self.deltas.iter().rev().find_map(|d| {
+            d.index
+                .get(&blk)
+                .and_then(|&at| d.data.get(at..at + self.bs))
+        })
+    }
+}
+
 /// A decoded delta: its pages by block number.
+#[derive(Debug)]
 struct Delta {
     data: Vec<u8>,
     index: HashMap<u32, usize>,

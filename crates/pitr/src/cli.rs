@@ -316,7 +316,7 @@ pub struct SpoolFillArgs {
 /// `pitr backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// full, or incr (only files changed since the last backup)
+    /// full, or incr (what changed since the last backup: the changed pages of relation files, other changed files whole)
     #[arg(long = "type", value_name = "TYPE", default_value = "full", value_parser = ["full", "incr"])]
     pub kind: String,
     /// Files copied in parallel [default: number of cores]
