@@ -3,11 +3,15 @@
 //! without recompressing or rehashing what earlier snapshots already covered.
 //!
 //! With zstd, the bytes are cut into [`GROWING_PIECE`]-sized zstd frames compressed once each
-//! (a payload may be several concatenated zstd frames); a snapshot compresses only the tail
-//! that does not fill a piece yet. BLAKE3 is kept as a running hasher, finalized per snapshot.
+//! (a payload may be several concatenated zstd frames), on threads of their own, a few at a time
+//! (so that receiving goes on while pieces compress); a snapshot waits for them in order and
+//! compresses only the tail that does not fill a piece yet. BLAKE3 is kept as a running hasher,
+//! finalized per snapshot.
 //! Other compressions are rare for WAL and re-encoded whole.
 
+use std::collections::VecDeque;
 use std::io;
+use std::thread::JoinHandle;
 
 use super::encode::encode;
 use super::layout::{header, trailer, HEADER_LEN, TRAILER_LEN};
@@ -25,6 +29,9 @@ pub struct GrowingFrame {
     pieces: Vec<u8>,
     pieces_len: usize,
     compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// Pieces of `data[pieces_len..queued_len]` being compressed, oldest first.
+    in_flight: VecDeque<JoinHandle<io::Result<Vec<u8>>>>,
+    queued_len: usize,
     hasher: blake3::Hasher,
 }
 
@@ -50,6 +57,8 @@ impl GrowingFrame {
             pieces: Vec::new(),
             pieces_len: 0,
             compressor,
+            in_flight: VecDeque::new(),
+            queued_len: 0,
             hasher: blake3::Hasher::new(),
         })
     }
@@ -73,19 +82,46 @@ impl GrowingFrame {
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.hasher.update(bytes);
         self.data.extend_from_slice(bytes);
-        if let Some(z) = &mut self.compressor {
-            while self.data.len() - self.pieces_len >= GROWING_PIECE {
-                let end = self.pieces_len + GROWING_PIECE;
-                let piece = self.data.get(self.pieces_len..end).unwrap_or_default();
-                self.pieces.extend_from_slice(&z.compress(piece)?);
-                self.pieces_len = end;
+        let Compression::Zstd(level) = self.c else {
+            return Ok(());
+        };
+        let most = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        while self.data.len() - self.queued_len >= GROWING_PIECE {
+            if self.in_flight.len() >= most {
+                self.finish_oldest()?;
             }
+            let end = self.queued_len + GROWING_PIECE;
+            let piece = self
+                .data
+                .get(self.queued_len..end)
+                .unwrap_or_default()
+                .to_vec();
+            self.in_flight.push_back(std::thread::spawn(move || {
+                super::encode::zstd_compressor(level)?.compress(&piece)
+            }));
+            self.queued_len = end;
         }
+        Ok(())
+    }
+
+    /// Waits for the oldest piece in flight and appends it to the payload.
+    fn finish_oldest(&mut self) -> io::Result<()> {
+        let Some(t) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let z = t
+            .join()
+            .map_err(|_| io::Error::other("a compression thread panicked"))??;
+        self.pieces.extend_from_slice(&z);
+        self.pieces_len += GROWING_PIECE;
         Ok(())
     }
 
     /// The frame of everything appended so far, and its summary.
     pub fn snapshot(&mut self) -> io::Result<(Vec<u8>, FrameSummary)> {
+        while !self.in_flight.is_empty() {
+            self.finish_oldest()?;
+        }
         let Some(z) = &mut self.compressor else {
             return encode(&self.data, self.c);
         };
