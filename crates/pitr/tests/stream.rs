@@ -248,12 +248,8 @@ fn stream_stores_segments_as_archive_push_does(install: &PgInstall) {
 }
 pg_test_matrix!(stream_stores_segments_as_archive_push_does);
 
-/// Streaming from a standby that is then promoted: the stream follows the new timeline, stores
-/// its history file and its segments, and a segment of the old timeline stays as it was.
-fn stream_follows_a_promotion(install: &PgInstall) {
-    let scratch = scratch_dir();
-    let streamed = scratch.path().join("streamed");
-    pitr(&["init", "--repo", s(&streamed)]).expect_code(0);
+/// A started primary with a table `t` and a streaming standby made by `pg_basebackup -R`.
+fn primary_and_standby(install: &PgInstall) -> (Cluster, Cluster) {
     let primary = Cluster::init(install, ClusterOptions::default());
     primary.start();
     primary.psql("CREATE TABLE t (id int)");
@@ -266,6 +262,16 @@ fn stream_follows_a_promotion(install: &PgInstall) {
     pitr_testkit::run_ok(&mut bb);
     standby.write_conf();
     standby.start();
+    (primary, standby)
+}
+
+/// Streaming from a standby that is then promoted: the stream follows the new timeline, stores
+/// its history file and its segments, and a segment of the old timeline stays as it was.
+fn stream_follows_a_promotion(install: &PgInstall) {
+    let scratch = scratch_dir();
+    let streamed = scratch.path().join("streamed");
+    pitr(&["init", "--repo", s(&streamed)]).expect_code(0);
+    let (primary, standby) = primary_and_standby(install);
 
     let port = standby.port().to_string();
     let log = fs::File::create(scratch.path().join("stream.log")).unwrap();
@@ -323,18 +329,7 @@ fn stream_follows_a_failover_past_the_fork_point(install: &PgInstall) {
     let scratch = scratch_dir();
     let repo = scratch.path().join("streamed");
     pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
-    let primary = Cluster::init(install, ClusterOptions::default());
-    primary.start();
-    primary.psql("CREATE TABLE t (id int)");
-    let standby = Cluster::empty(install, ClusterOptions::default());
-    let mut bb = primary.command("pg_basebackup");
-    bb.arg("-D")
-        .arg(standby.datadir())
-        .args(["-R", "-X", "stream", "-c", "fast"]);
-    pitr_testkit::as_postgres(&mut bb);
-    pitr_testkit::run_ok(&mut bb);
-    standby.write_conf();
-    standby.start();
+    let (primary, standby) = primary_and_standby(install);
     let log = scratch.path().join("stream.log");
     let streamer = start_stream(&primary, &repo, &log, &[]);
     let both_caught_up =
