@@ -106,12 +106,9 @@ fn walk(p: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// archive-push and archive-get killed at points spread over their whole run, on a 64 MB
-/// segment stored uncompressed (long enough to be interrupted anywhere): after each kill the
-/// segment is absent (archive-get exits 1) or whole; a destination holds nothing or the whole
-/// segment; a rerun always finishes.
-#[test]
-fn archive_push_and_get_killed_anywhere_lose_nothing() {
+/// A fresh repository and a cluster (newest PostgreSQL, 64 MB segments) whose first WAL
+/// segment is returned: long enough to be interrupted anywhere.
+fn segment_and_repo() -> (tempfile::TempDir, PathBuf, Cluster, PathBuf) {
     let install = newest_pg();
     let scratch = scratch_dir();
     let repo = scratch.path().join("repo");
@@ -124,6 +121,16 @@ fn archive_push_and_get_killed_anywhere_lose_nothing() {
         },
     );
     let seg = first_segment(&a);
+    (scratch, repo, a, seg)
+}
+
+/// archive-push and archive-get killed at points spread over their whole run, on a 64 MB
+/// segment stored uncompressed (long enough to be interrupted anywhere): after each kill the
+/// segment is absent (archive-get exits 1) or whole; a destination holds nothing or the whole
+/// segment; a rerun always finishes.
+#[test]
+fn archive_push_and_get_killed_anywhere_lose_nothing() {
+    let (scratch, repo, _a, seg) = segment_and_repo();
     let name = seg.file_name().unwrap().to_str().unwrap().to_string();
     let original = fs::read(&seg).unwrap();
     let len = original.len() as f64;
@@ -569,18 +576,7 @@ fn pitr_with_file_size_limit(limit_kb: u64, args: &[&str]) -> Run {
 /// 125 and nothing is under the name), and a rerun without the limit finishes; verify passes.
 #[test]
 fn short_writes_are_never_acknowledged_and_reruns_finish() {
-    let install = newest_pg();
-    let scratch = scratch_dir();
-    let repo = scratch.path().join("repo");
-    pitr(&["init", "--repo", s(&repo)]).expect_code(0);
-    let a = Cluster::init(
-        &install,
-        ClusterOptions {
-            wal_segsize_mb: Some(64),
-            ..Default::default()
-        },
-    );
-    let seg = first_segment(&a);
+    let (scratch, repo, _a, seg) = segment_and_repo();
     let name = seg.file_name().unwrap().to_str().unwrap().to_string();
     let original = fs::read(&seg).unwrap();
     let dest = scratch.path().join("dest");

@@ -37,23 +37,6 @@ fn unique_prefix(what: &str) -> String {
     )
 }
 
-/// Runs pitr as the postgres OS user with `env` added (and no stray PITR_* variables).
-fn pitr_env(env: &[(String, String)], args: &[&str]) -> Run {
-    let mut c = Command::new(pitr_bin());
-    c.args(args)
-        .env_remove("PITR_REPO")
-        .env_remove("PITR_CLUSTER")
-        .env_remove("PITR_CONFIG")
-        .envs(env.iter().map(|(k, v)| (k, v)));
-    as_postgres(&mut c);
-    let o = c.output().expect("run pitr");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 /// A driver for the same repository, for what the tests do behind pitr's back.
 fn storage(server: &SeaweedFs, url: &str) -> S3Storage {
     let mut cfg = S3Config::from_url(url).unwrap();

@@ -7,28 +7,11 @@ mod common;
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use pitr_testkit::SeaweedFs;
-use pitr_testkit::{as_postgres, postgres_uid_gid, Cluster, ClusterOptions};
-
-fn pitr_env(env: &[(String, String)], args: &[&str]) -> Run {
-    let mut c = Command::new(pitr_bin());
-    c.args(args)
-        .env_remove("PITR_REPO")
-        .env_remove("PITR_CLUSTER")
-        .env_remove("PITR_CONFIG")
-        .envs(env.iter().map(|(k, v)| (k, v)));
-    as_postgres(&mut c);
-    let o = c.output().expect("run pitr");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
+use pitr_testkit::{postgres_uid_gid, Cluster, ClusterOptions};
 
 /// SeaweedFS with 150 MB of disk: two 64 MB segments pushed uncompressed fill it; the next
 /// push and a backup fail (push within 1–125, each naming the object and the store's answer),

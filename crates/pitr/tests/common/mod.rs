@@ -70,7 +70,13 @@ pub fn pitr(args: &[&str]) -> Run {
 
 /// Runs pitr as the postgres OS user when we are root.
 pub fn pitr_as_postgres(args: &[&str]) -> Run {
+    pitr_env(&[], args)
+}
+
+/// Runs pitr as the postgres OS user (when we are root) with `env` added.
+pub fn pitr_env(env: &[(String, String)], args: &[&str]) -> Run {
     let mut c = command(args);
+    c.envs(env.iter().map(|(k, v)| (k, v)));
     as_postgres(&mut c);
     Run::from(c.output().expect("run pitr"))
 }
