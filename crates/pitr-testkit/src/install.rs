@@ -124,6 +124,27 @@ pub fn test_install(major: u32) -> Option<PgInstall> {
     }
 }
 
+/// This major's share of `items` when one test's cases are spread over the majors under test.
+///
+/// Some cases (kill points in pitr's own code, say) do not depend on the server's major, and
+/// repeating all of them on every major only costs CI time. With the majors under test in order
+/// (`$PITR_TEST_PG`, or all of 14..=18), the major at position `p` of `n` gets the items whose
+/// index `i` has `(i + p) % 2 == 0`: about half of them, and every item still runs on at least
+/// one major (on two or three of 14..=18); with one major under test it gets every item.
+pub fn share_of<T: Clone>(pg: &PgInstall, items: &[T]) -> Vec<T> {
+    let majors: Vec<u32> = wanted_majors().unwrap_or_else(|| SUPPORTED_MAJORS.collect());
+    let pos = majors.iter().position(|m| *m == pg.major);
+    match pos {
+        Some(p) if majors.len() > 1 => items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (i + p) % 2 == 0)
+            .map(|(_, t)| t.clone())
+            .collect(),
+        _ => items.to_vec(),
+    }
+}
+
 /// Parses a `$PITR_TEST_PG` value: a comma-separated list of supported majors, e.g. `15,18`
 /// (blanks around a major are ignored), returned sorted and without duplicates.
 ///

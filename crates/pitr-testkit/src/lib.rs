@@ -24,8 +24,8 @@ mod seaweed;
 
 pub use cluster::{ArchiverStats, Cluster, ClusterOptions, DEFAULT_PORT};
 pub use install::{
-    install, installs, parse_majors, test_install, test_installs, PgInstall, DEFAULT_PG_ROOT,
-    INSTALL_HINT, SUPPORTED_MAJORS,
+    install, installs, parse_majors, share_of, test_install, test_installs, PgInstall,
+    DEFAULT_PG_ROOT, INSTALL_HINT, SUPPORTED_MAJORS,
 };
 pub use os::{
     as_postgres, chown_to_postgres, create_postgres_dir, postgres_uid_gid, run_ok, scratch_dir,

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use common::*;
 use pitr_testkit::{
-    as_postgres, pg_test_matrix, postgres_uid_gid, scratch_dir, Cluster, ClusterOptions, PgInstall,
+    as_postgres, pg_test_matrix, postgres_uid_gid, scratch_dir, share_of, Cluster, ClusterOptions,
+    PgInstall,
 };
 
 /// Polls `child` and kills it once `reached()` is true; true if it was killed (false if it
@@ -250,7 +251,9 @@ fn backups_killed_anywhere_are_never_listed(pg: &PgInstall) {
     let mut expected = listed();
     assert_eq!(expected, 1);
     let (mut kills, mut published) = (0, 0);
-    for point in POINTS {
+    // The kill points are in pitr's code, not the server's: each major takes its share of them.
+    let points = share_of(pg, &POINTS);
+    for &point in &points {
         let before = labels();
         let reached = || match (point, new_label(&before)) {
             (Some(f), Some(l)) => stored(&l) >= f * files,
@@ -311,7 +314,11 @@ fn backups_killed_anywhere_are_never_listed(pg: &PgInstall) {
         "PostgreSQL {}: backup killed at {kills} points ({published} just after its manifest landed), 0 listed half-backups, {kills}/{kills} followed by a successful backup; the last restored every row",
         pg.major
     );
-    assert!(kills >= 7, "only {kills} backup kills landed");
+    assert!(
+        kills + 2 >= points.len(),
+        "only {kills} of {} backup kills landed",
+        points.len()
+    );
 }
 pg_test_matrix!(backups_killed_anywhere_are_never_listed);
 

@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pitr_testkit::{as_postgres, pg_test_matrix, scratch_dir, Cluster, ClusterOptions, PgInstall};
+use pitr_testkit::{
+    as_postgres, pg_test_matrix, scratch_dir, share_of, Cluster, ClusterOptions, PgInstall,
+};
 
 /// When to kill the restore.
 #[derive(Debug, Clone, Copy)]
@@ -260,26 +262,28 @@ fn killed_restores_never_start_and_reruns_finish_them(pg: &PgInstall) {
         KillAt::PendingControl,
         KillAt::BackupLabel,
         KillAt::SignalFile,
-    ];
+    ]
+    .map(|at| (at, false));
     let over_delta = [
         KillAt::ControlGone,
         KillAt::PendingControl,
         KillAt::BackupLabel,
         KillAt::SignalFile,
-    ];
-    let mut n = 0;
-    for at in fresh {
-        trial(n, at, false);
-        n += 1;
-    }
-    for at in over_delta {
-        trial(n, at, true);
-        n += 1;
+    ]
+    .map(|at| (at, true));
+    // The kill points are in pitr's code, not the server's: each major takes its share of them.
+    let trials = share_of(pg, &[fresh.as_slice(), over_delta.as_slice()].concat());
+    for (n, &(at, delta)) in trials.iter().enumerate() {
+        trial(n, at, delta);
     }
     eprintln!(
         "PostgreSQL {}: restore of {full:?} killed at {killed} points ({finished_first} finished before the kill), 0 startable half-restores, {killed}/{killed} finished by a rerun",
         pg.major
     );
-    assert!(killed >= 7, "only {killed} kills landed");
+    assert!(
+        killed + 2 >= trials.len(),
+        "only {killed} of {} kills landed",
+        trials.len()
+    );
 }
 pg_test_matrix!(killed_restores_never_start_and_reruns_finish_them);
