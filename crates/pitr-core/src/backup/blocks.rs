@@ -316,8 +316,7 @@ pub fn copy_summarized(
         Err(e) => return Err(read_err(e)),
     };
     let size = f.metadata().map_err(read_err)?.len();
-    let ranges = match sum.file_pages(&file.rel, size, pf.size, incr.block_size, incr.relseg_size)
-    {
+    let ranges = match sum.file_pages(&file.rel, size, pf.size, incr.block_size, incr.relseg_size) {
         FilePages::Scan => return Ok(None),
         FilePages::Unchanged => Vec::new(),
         FilePages::Blocks(r) => r,
@@ -328,7 +327,9 @@ pub fn copy_summarized(
         }
         progress.files.fetch_add(1, Ordering::Relaxed);
         progress.bytes.fetch_add(size, Ordering::Relaxed);
-        return Ok(Some(BlockOutcome::Stored(Box::new(unchanged(incr, pf, file)))));
+        return Ok(Some(BlockOutcome::Stored(Box::new(unchanged(
+            incr, pf, file,
+        )))));
     }
     let bs = incr.block_size as usize;
     let first_block_of_file = segment_number(&file.rel).saturating_mul(incr.relseg_size);
@@ -366,7 +367,9 @@ pub fn copy_summarized(
             if !out.is_empty() {
                 rt.block_on(up.write(Bytes::from(out)))?;
             }
-            progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            progress
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
             blk += n;
         }
     }

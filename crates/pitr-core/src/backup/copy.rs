@@ -186,16 +186,16 @@ fn copy_any(
         let outcome = match summarized {
             Some(o) => o,
             None => copy_blocks(
-            rt,
-            cluster,
-            label,
-            file,
-            compression,
-            verify,
-            progress,
-            incr,
-            pf,
-        )?,
+                rt,
+                cluster,
+                label,
+                file,
+                compression,
+                verify,
+                progress,
+                incr,
+                pf,
+            )?,
         };
         match outcome {
             BlockOutcome::Vanished => return Ok(None),

@@ -550,21 +550,20 @@ async fn copy_backup(
         Some(p) => changed_pages(client, p, (timeline, start_lsn)).await?,
         None => (None, None),
     };
-    let blocks = block_parent
-        .map(|p| {
-            Arc::new(blocks::BlockIncr {
-                parent_label: p.label.clone(),
-                parent_start: p.start(),
-                block_size: control.block_size,
-                relseg_size: control.relseg_size,
-                parent_files: p
-                    .files
-                    .iter()
-                    .map(|f| (f.path.clone(), f.clone()))
-                    .collect(),
-                summarized,
-            })
-        });
+    let blocks = block_parent.map(|p| {
+        Arc::new(blocks::BlockIncr {
+            parent_label: p.label.clone(),
+            parent_start: p.start(),
+            block_size: control.block_size,
+            relseg_size: control.relseg_size,
+            parent_files: p
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.clone()))
+                .collect(),
+            summarized,
+        })
+    });
     let result = copy_phase(
         cluster,
         &label,
@@ -603,9 +602,12 @@ async fn changed_pages(
     parent: &BackupManifest,
     (timeline, start_lsn): (u32, Lsn),
 ) -> Result<(Option<summaries::Summarized>, Option<String>), BackupError> {
-    let found =
-        summaries::changed_blocks(client, (parent.timeline, parent.start()), (timeline, start_lsn))
-            .await?;
+    let found = summaries::changed_blocks(
+        client,
+        (parent.timeline, parent.start()),
+        (timeline, start_lsn),
+    )
+    .await?;
     Ok(match found {
         Ok(s) => {
             let how = format!("changed pages from {}", s.description);

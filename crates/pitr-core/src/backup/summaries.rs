@@ -243,7 +243,7 @@ async fn wait_for_summarizer(
 }
 
 /// The main-fork blocks the summaries `used` name, per relation (consecutive blocks grouped
-/// into ranges by the server).
+/// into ranges by the server), ranges sorted.
 async fn contents(
     client: &PgClient,
     tli: u32,
@@ -262,8 +262,7 @@ async fn contents(
            FROM (SELECT *, relblocknumber - row_number() OVER \
                    (PARTITION BY reltablespace, reldatabase, relfilenode, is_limit_block ORDER BY relblocknumber) AS g \
                  FROM c) x \
-          GROUP BY reltablespace, reldatabase, relfilenode, is_limit_block, g \
-          ORDER BY 1, 2, 3, 5",
+          GROUP BY reltablespace, reldatabase, relfilenode, is_limit_block, g",
         values.join(", ")
     );
     let rows = client.query_text("WAL summary contents", &sql).await?;
@@ -286,6 +285,10 @@ async fn contents(
         } else {
             e.ranges.push((a, b));
         }
+    }
+    // (The values come as text: sorted here, as numbers.)
+    for e in rels.values_mut() {
+        e.ranges.sort_unstable();
     }
     Ok(rels)
 }
@@ -369,7 +372,10 @@ mod tests {
             FilePages::Blocks(vec![(2, 3), (10, 10), (12, 17)])
         );
         assert_eq!(p("base/5/16385", 8, 8, 8), FilePages::Blocks(vec![(7, 7)]));
-        assert_eq!(p("base/5/16385.1", 8, 8, 8), FilePages::Blocks(vec![(0, 1)]));
+        assert_eq!(
+            p("base/5/16385.1", 8, 8, 8),
+            FilePages::Blocks(vec![(0, 1)])
+        );
         assert_eq!(p("base/5/16385.2", 8, 8, 8), FilePages::Blocks(vec![]));
         // Not named: unchanged if the same size, else scanned.
         assert_eq!(p("base/5/16386", 8, 8, 8), FilePages::Unchanged);
