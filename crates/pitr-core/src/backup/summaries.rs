@@ -72,7 +72,7 @@ impl Summarized {
         let Some((key, segno)) = rel_key(rel) else {
             return FilePages::Scan;
         };
-        if bs == 0 || size % bs != 0 {
+        if bs == 0 || !size.is_multiple_of(bs) {
             return FilePages::Scan;
         }
         let Some(changes) = self.rels.get(&key) else {

@@ -474,7 +474,7 @@ mod tests {
         let short = &want[..3 * bs];
         let m = entry(
             short.len() as u64,
-            &blake3::hash(short).to_hex().to_string(),
+            blake3::hash(short).to_hex().as_ref(),
             &layers,
         );
         assert_eq!(run(dir.path(), &layers, &m, &objs).unwrap(), short);
