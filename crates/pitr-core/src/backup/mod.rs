@@ -547,7 +547,7 @@ async fn copy_backup(
 
     let block_parent = plan.parent.as_ref().filter(|_| plan.whole_files.is_none());
     let (summarized, changed_pages_from) = match block_parent {
-        Some(p) => changed_pages(client, p, (timeline, start_lsn)).await?,
+        Some(p) => changed_pages(client, p, (timeline, start_lsn)).await,
         None => (None, None),
     };
     let blocks = block_parent.map(|p| {
@@ -601,14 +601,21 @@ async fn changed_pages(
     client: &PgClient,
     parent: &BackupManifest,
     (timeline, start_lsn): (u32, Lsn),
-) -> Result<(Option<summaries::Summarized>, Option<String>), BackupError> {
+) -> (Option<summaries::Summarized>, Option<String>) {
     let found = summaries::changed_blocks(
         client,
         (parent.timeline, parent.start()),
         (timeline, start_lsn),
     )
-    .await?;
-    Ok(match found {
+    .await
+    // The summary functions are for superusers unless granted: fall back, and say why.
+    .unwrap_or_else(|e| {
+        Err(format!(
+            "cannot read the WAL summaries ({e}) (hint: GRANT EXECUTE ON FUNCTION pg_get_wal_summarizer_state(), pg_available_wal_summaries(), pg_wal_summary_contents(bigint, pg_lsn, pg_lsn) TO {})",
+            client.user()
+        ))
+    });
+    match found {
         Ok(s) => {
             let how = format!("changed pages from {}", s.description);
             tracing::info!("{how}");
@@ -619,7 +626,7 @@ async fn changed_pages(
             tracing::info!("{how}");
             (None, Some(how))
         }
-    })
+    }
 }
 
 impl Plan {
