@@ -213,5 +213,7 @@ for t in "${tools[@]}"; do
   printf '%-14s %9s %13s %9s %13.0f %10s %10s %10sMB/s %10sMB/s %10s\n' "$t" "${SECS[full-$t]}" "${BYTES[full-$t]}" "$is" "$ib" \
     "$(div "$ib" "$CHANGED")" "$(div "$is" "${SECS[full-$t]}")" "$sf" "$sc" "$(div "$sc" "$sf")"
 done
+# How pitr's incrementals found their changed pages (WAL summaries on 17+, else every page's LSN).
+printf '\npitr incrementals: %s\n' "$(cat "$WORK"/out/incr*-pitr.log | grep -o 'changed pages [a-z]* [^:(]*' | sed 's/ [0-9]*\/[0-9A-F]* to [0-9]*\/[0-9A-F]*//' | sort | uniq -c | tr -s ' ' | paste -sd ';' -)"
 printf '\ntargets (pitr): incr/chg <= 1.2, incr/full (time) <= 0.3, chain/full (restore speed) >= 0.8\n'
 printf '(pg_basebackup: restore_full is cp -a of the plain full backup, restore_chain is pg_combinebackup of the chain; its backups are not compressed)\n'

@@ -1,7 +1,8 @@
 //! Block-level incremental backups against real PostgreSQL 14–18: a full backup, then
-//! incrementals that store only the changed pages of relation files, restored from the chain
-//! and compared row for row (and with pg_amcheck) with the source; a broken chain is refused
-//! before the destination is touched, a damaged page is caught by verify and by restore.
+//! incrementals that store only the changed pages of relation files (found through the WAL
+//! summaries on 17+, by every page's LSN before), restored from the chain and compared row for
+//! row (and with pg_amcheck) with the source; a broken chain is refused before the destination
+//! is touched, a damaged page is caught by verify and by restore.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -123,16 +124,27 @@ fn listing(dir: &Path) -> Vec<PathBuf> {
 /// files rebuilt from all three backups) to the source's rows, and pg_amcheck finds nothing.
 /// A damaged delta is reported by verify and refused by restore; with its parent gone, the
 /// last incremental is refused before the destination is touched.
+///
+/// On 17+ the server runs with `summarize_wal = on`: both incrementals read only the pages the
+/// WAL summaries name; then, with summarize_wal turned off, a third one falls back to reading
+/// every page's LSN on top of them (its files' BLAKE3, checked by the restore, shows the
+/// summarized deltas rebuilt the right pages), and that chain is the one restored. Before 17,
+/// the fallback is said in the backup's output.
 fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
     let scratch = scratch_dir();
     let repo = scratch.path().join("repo");
+    let summaries = pg.major >= 17;
     pitr_as_postgres(&["init", "--repo", s(&repo)]).expect_code(0);
+    let mut opts = ClusterOptions::default().set("autovacuum", "off");
+    if summaries {
+        opts = opts.set("summarize_wal", "on");
+    }
     let c = Cluster::init(
         pg,
         ClusterOptions {
             archive_command: Some(archive_command(&repo, "")),
             data_checksums: true,
-            ..ClusterOptions::default().set("autovacuum", "off")
+            ..opts
         },
     );
     c.start();
@@ -156,6 +168,14 @@ fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
     ));
     let (incr1, run) = backup(&c, &repo, &["--type", "incr"]);
     assert!(run.stderr.contains("changed pages"), "{}", run.stderr);
+    let how = match summaries {
+        true => "changed pages from 1 WAL summaries of timeline 1".to_string(),
+        false => format!(
+            "reading every page's LSN: PostgreSQL {} has no WAL summaries",
+            pg.major
+        ),
+    };
+    assert!(run.stderr.contains(&how), "{how}: {}", run.stderr);
     let (mf, m1) = (manifest(&repo, &full), manifest(&repo, &incr1));
     let f1 = file_entry(&m1, &accounts);
     let layers = &f1["blocks"];
@@ -199,7 +219,13 @@ fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
     c.psql("INSERT INTO pgbench_tellers SELECT g, 1, g * 3, 'after' FROM generate_series(1, 20) g");
     c.psql("CREATE TABLE nueva AS SELECT g, md5(g::text) AS h FROM generate_series(1, 5000) g");
     c.psql("UPDATE pgbench_accounts SET abalance = abalance - 3 WHERE aid % 9000 = 5");
-    let (incr2, _) = backup(&c, &repo, &["--type", "incr"]);
+    let (incr2, run) = backup(&c, &repo, &["--type", "incr"]);
+    let how = if summaries {
+        "WAL summaries of timeline 1"
+    } else {
+        "every page's LSN"
+    };
+    assert!(run.stderr.contains(how), "{how}: {}", run.stderr);
     let m2 = manifest(&repo, &incr2);
     assert_eq!(m2["body"]["parent"], incr1.as_str());
     let f2 = file_entry(&m2, &accounts);
@@ -210,6 +236,26 @@ fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
         e2["size"].as_u64().unwrap() * 2 < file_entry(&mf, &encoge)["size"].as_u64().unwrap(),
         "encoge was truncated by VACUUM: {e2}"
     );
+    // On 17+, summaries turned off: the next incremental scans pages on top of the summarized
+    // ones, and is the one restored.
+    let target = if summaries {
+        assert_eq!(f2["blake3"], "", "read through summaries: {f2}");
+        c.psql("ALTER SYSTEM SET summarize_wal = off");
+        c.psql("SELECT pg_reload_conf()");
+        c.psql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 20000 = 9");
+        let (incr3, run) = backup(&c, &repo, &["--type", "incr"]);
+        assert!(
+            run.stderr.contains("summarize_wal is off"),
+            "{}",
+            run.stderr
+        );
+        let f3 = file_entry(&manifest(&repo, &incr3), &accounts).clone();
+        assert_eq!(f3["blocks"]["deltas"].as_array().unwrap().len(), 3, "{f3}");
+        assert_ne!(f3["blake3"], "", "read whole by the scan: {f3}");
+        incr3
+    } else {
+        incr2.clone()
+    };
     c.psql("SELECT pg_logical_emit_message(false, 'pitr-test', 'after the backups')");
     let last = c.switch_wal();
     assert!(c.wait_archived(&last, Duration::from_secs(60)));
@@ -220,10 +266,10 @@ fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
     // The last incremental, restored and started: the same rows, and pg_amcheck is content.
     let dir = scratch.path().join("restored");
     let mut args = vec!["--repo", s(&repo), "--json", "restore", "--pgdata", s(&dir)];
-    args.extend_from_slice(&["--backup", &incr2, "--start", "--pg-bin", s(&pg.bindir)]);
+    args.extend_from_slice(&["--backup", &target, "--start", "--pg-bin", s(&pg.bindir)]);
     args.extend_from_slice(&["--wait-timeout", "120", "--archive-mode", "off"]);
     let rep = json(&pitr(&args).expect_code(0));
-    assert_eq!(rep["restore"]["plan"]["backup"]["label"], incr2.as_str());
+    assert_eq!(rep["restore"]["plan"]["backup"]["label"], target.as_str());
     let sock = c.socket_dir().to_path_buf();
     let got = digests(|q| psql_port(pg, &sock, 5432, q));
     assert_eq!(got, want);

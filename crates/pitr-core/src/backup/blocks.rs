@@ -16,10 +16,16 @@
 //! from the chain and checks both. When no page qualifies but the file's checksum differs
 //! from the parent's, the file is copied whole: what the chain would rebuild is not what is
 //! on disk.
+//!
+//! With PostgreSQL 17+'s WAL summaries ([`super::summaries`]) covering the range since the
+//! parent started, only the pages they name are read ([`copy_summarized`]); the file as a
+//! whole is not read, so its BLAKE3 is not known: the entry records an empty one and restore
+//! checks each object of the chain and each page's data checksum instead.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -31,6 +37,7 @@ use pitr_storage::PutMode;
 use tokio::runtime::Handle;
 
 use super::copy::{read_full, segment_number, CopyError, PageVerifier, Progress, CHUNK};
+use super::summaries::{FilePages, Summarized};
 use super::walk::SourceFile;
 
 /// What a block-level incremental backup compares against.
@@ -46,6 +53,8 @@ pub struct BlockIncr {
     pub relseg_size: u32,
     /// The parent's files, by path.
     pub parent_files: HashMap<String, ManifestFile>,
+    /// The changed blocks from the WAL summaries, when they cover the range since the parent.
+    pub summarized: Option<Summarized>,
 }
 
 /// How a block-level copy ended.
@@ -220,7 +229,8 @@ pub fn copy_blocks(
     let mut layers = incr.layers_of(pf);
     let mut stored_size = 0;
     if pages.is_empty() {
-        if offset == pf.size && !blake3.eq_ignore_ascii_case(&pf.blake3) {
+        // (A parent read through WAL summaries has no whole-file BLAKE3: its pages are trusted.)
+        if offset == pf.size && !pf.blake3.is_empty() && !blake3.eq_ignore_ascii_case(&pf.blake3) {
             tracing::debug!(
                 "{}: no page changed by LSN but the content differs from backup {}'s: copied whole",
                 file.rel,
@@ -262,6 +272,133 @@ pub fn copy_blocks(
         checksum_failures: failures,
         blocks: Some(layers),
     })))
+}
+
+/// The parent's entry of an unchanged file, for this backup (`file`'s mode and mtime).
+fn unchanged(incr: &BlockIncr, pf: &ManifestFile, file: &SourceFile) -> ManifestFile {
+    let mut e = pf.clone();
+    if pf.blocks.is_none() {
+        e.stored_in = Some(
+            pf.stored_in
+                .clone()
+                .unwrap_or_else(|| incr.parent_label.clone()),
+        );
+    } else {
+        // A block file's layers already name the backups holding them.
+        e.stored_size = 0;
+    }
+    e.mode = file.mode;
+    e.mtime = file.mtime;
+    e
+}
+
+/// Stores the pages of `file` that the WAL summaries `sum` name (see the module documentation);
+/// `None` when the summaries do not settle it and its pages must be scanned.
+#[allow(clippy::too_many_arguments)]
+pub fn copy_summarized(
+    rt: &Handle,
+    cluster: &ClusterRepo,
+    label: &str,
+    file: &SourceFile,
+    compression: Compression,
+    verifier: Option<&dyn PageVerifier>,
+    progress: &Progress,
+    (incr, sum): (&BlockIncr, &Summarized),
+    pf: &ManifestFile,
+) -> Result<Option<BlockOutcome>, CopyError> {
+    let read_err = |source| CopyError::Read {
+        path: file.abs.clone(),
+        source,
+    };
+    let f = match File::open(&file.abs) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(BlockOutcome::Vanished)),
+        Err(e) => return Err(read_err(e)),
+    };
+    let size = f.metadata().map_err(read_err)?.len();
+    let ranges = match sum.file_pages(&file.rel, size, pf.size, incr.block_size, incr.relseg_size) {
+        FilePages::Scan => return Ok(None),
+        FilePages::Unchanged => Vec::new(),
+        FilePages::Blocks(r) => r,
+    };
+    if ranges.is_empty() {
+        if size != pf.size {
+            return Ok(None);
+        }
+        progress.files.fetch_add(1, Ordering::Relaxed);
+        progress.bytes.fetch_add(size, Ordering::Relaxed);
+        return Ok(Some(BlockOutcome::Stored(Box::new(unchanged(
+            incr, pf, file,
+        )))));
+    }
+    let bs = incr.block_size as usize;
+    let first_block_of_file = segment_number(&file.rel).saturating_mul(incr.relseg_size);
+    let key = cluster.backup_file_key(label, &file.rel);
+    let storage = cluster.repo().storage().clone();
+    let mut up = rt.block_on(storage.upload(&key))?;
+    let mut enc = FrameEncoder::new(compression).map_err(read_err)?;
+    let mut pages = PageMap::default();
+    let mut failures = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let per_chunk = (CHUNK / bs).max(1) as u32;
+    for (a, b) in ranges {
+        let mut blk = a;
+        while blk <= b {
+            let n = (b - blk + 1).min(per_chunk);
+            let chunk = buf.get_mut(..n as usize * bs).unwrap_or_default();
+            let offset = u64::from(blk) * bs as u64;
+            match f.read_exact_at(chunk, offset) {
+                Ok(()) => {}
+                // Truncated while the backup runs: copied whole, as it is now.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Ok(Some(BlockOutcome::Whole))
+                }
+                Err(e) => return Err(read_err(e)),
+            }
+            let relblk = first_block_of_file.saturating_add(blk);
+            if let Some(v) = verifier {
+                failures.extend(v.bad_blocks(&file.abs, offset, relblk, chunk));
+            }
+            for i in 0..n {
+                pages.push(blk + i);
+            }
+            enc.write(chunk).map_err(read_err)?;
+            let out = enc.take_output();
+            if !out.is_empty() {
+                rt.block_on(up.write(Bytes::from(out)))?;
+            }
+            progress
+                .bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            blk += n;
+        }
+    }
+    let (rest, summary) = enc.finish().map_err(read_err)?;
+    rt.block_on(up.write(Bytes::from(rest)))?;
+    rt.block_on(up.finish(PutMode::Overwrite))?;
+    let stored_size = rt
+        .block_on(storage.head(&key))?
+        .map(|m| m.size)
+        .unwrap_or(0);
+    let mut layers = incr.layers_of(pf);
+    layers.deltas.push(BlockDelta {
+        label: label.to_string(),
+        pages,
+        blake3: summary.checksum.to_string(),
+        stored_size,
+    });
+    progress.files.fetch_add(1, Ordering::Relaxed);
+    Ok(Some(BlockOutcome::Stored(Box::new(ManifestFile {
+        path: file.rel.clone(),
+        size,
+        mode: file.mode,
+        mtime: file.mtime,
+        blake3: String::new(),
+        stored_size,
+        stored_in: None,
+        checksum_failures: failures,
+        blocks: Some(layers),
+    }))))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use pitr_storage::{PutMode, StorageError};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use super::blocks::{copy_blocks, BlockIncr, BlockOutcome};
+use super::blocks::{copy_blocks, copy_summarized, BlockIncr, BlockOutcome};
 use super::walk::SourceFile;
 
 /// Read size; also the granularity of output flushes to storage.
@@ -169,17 +169,35 @@ fn copy_any(
 ) -> Result<Option<ManifestFile>, CopyError> {
     let verify = verifier.filter(|_| is_checksummed(&file.rel));
     if let Some((incr, pf)) = blocks.and_then(|b| b.parent_of(&file.rel).map(|pf| (b, pf))) {
-        match copy_blocks(
-            rt,
-            cluster,
-            label,
-            file,
-            compression,
-            verify,
-            progress,
-            incr,
-            pf,
-        )? {
+        let summarized = match &incr.summarized {
+            Some(sum) => copy_summarized(
+                rt,
+                cluster,
+                label,
+                file,
+                compression,
+                verify,
+                progress,
+                (incr, sum),
+                pf,
+            )?,
+            None => None,
+        };
+        let outcome = match summarized {
+            Some(o) => o,
+            None => copy_blocks(
+                rt,
+                cluster,
+                label,
+                file,
+                compression,
+                verify,
+                progress,
+                incr,
+                pf,
+            )?,
+        };
+        match outcome {
             BlockOutcome::Vanished => return Ok(None),
             BlockOutcome::Stored(entry) => return Ok(Some(*entry)),
             BlockOutcome::Whole => {}

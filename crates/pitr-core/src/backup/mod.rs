@@ -20,6 +20,7 @@ mod blocks;
 pub mod copy;
 mod lease;
 mod replication;
+mod summaries;
 mod verifier;
 pub mod walk;
 
@@ -205,6 +206,10 @@ pub struct BackupReport {
     /// Why an incremental backup copied changed files whole instead of their changed pages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub whole_files: Option<String>,
+    /// How a block-level incremental found its changed pages: PostgreSQL's WAL summaries, or
+    /// reading every page's LSN (and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_pages_from: Option<String>,
 }
 
 /// A unique, time-ordered label: `YYYYMMDDTHHMMSSF` (or `I` for incremental).
@@ -248,6 +253,7 @@ pub async fn backup(
         Source::Replication => BackupMethod::Replication,
     };
     let whole_files = plan.whole_files.clone();
+    let changed_pages_from = taken.changed_pages_from.clone();
     let manifest = plan.manifest(taken, opts);
     cluster.put_manifest(&manifest).await?;
     if let Err(e) = lease.release().await {
@@ -258,6 +264,7 @@ pub async fn backup(
     }
     let mut report = report(&manifest, method, copied, started);
     report.whole_files = whole_files;
+    report.changed_pages_from = changed_pages_from;
     Ok(report)
 }
 
@@ -431,6 +438,8 @@ struct Taken {
     dirs: Vec<pitr_repo::ManifestDir>,
     /// Files copied now (the others are the parent's).
     copied: usize,
+    /// How a block-level incremental found its changed pages.
+    changed_pages_from: Option<String>,
 }
 
 /// Takes the files (copy or replication), then waits until the backup's WAL is in the
@@ -508,6 +517,7 @@ async fn replication_backup(
         copied: files.len(),
         files,
         dirs: rx.dirs,
+        changed_pages_from: None,
     })
 }
 
@@ -535,23 +545,25 @@ async fn copy_backup(
         }) as Arc<dyn PageVerifier>
     });
 
-    let blocks = plan
-        .parent
-        .as_ref()
-        .filter(|_| plan.whole_files.is_none())
-        .map(|p| {
-            Arc::new(blocks::BlockIncr {
-                parent_label: p.label.clone(),
-                parent_start: p.start(),
-                block_size: control.block_size,
-                relseg_size: control.relseg_size,
-                parent_files: p
-                    .files
-                    .iter()
-                    .map(|f| (f.path.clone(), f.clone()))
-                    .collect(),
-            })
-        });
+    let block_parent = plan.parent.as_ref().filter(|_| plan.whole_files.is_none());
+    let (summarized, changed_pages_from) = match block_parent {
+        Some(p) => changed_pages(client, p, (timeline, start_lsn)).await,
+        None => (None, None),
+    };
+    let blocks = block_parent.map(|p| {
+        Arc::new(blocks::BlockIncr {
+            parent_label: p.label.clone(),
+            parent_start: p.start(),
+            block_size: control.block_size,
+            relseg_size: control.relseg_size,
+            parent_files: p
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.clone()))
+                .collect(),
+            summarized,
+        })
+    });
     let result = copy_phase(
         cluster,
         &label,
@@ -579,7 +591,42 @@ async fn copy_backup(
         files,
         dirs,
         copied,
+        changed_pages_from,
     })
+}
+
+/// The WAL summaries' changed blocks since `parent` started, when they cover the range, and how
+/// the incremental finds its changed pages (said in the log and the report).
+async fn changed_pages(
+    client: &PgClient,
+    parent: &BackupManifest,
+    (timeline, start_lsn): (u32, Lsn),
+) -> (Option<summaries::Summarized>, Option<String>) {
+    let found = summaries::changed_blocks(
+        client,
+        (parent.timeline, parent.start()),
+        (timeline, start_lsn),
+    )
+    .await
+    // The summary functions are for superusers unless granted: fall back, and say why.
+    .unwrap_or_else(|e| {
+        Err(format!(
+            "cannot read the WAL summaries ({e}) (hint: GRANT EXECUTE ON FUNCTION pg_get_wal_summarizer_state(), pg_available_wal_summaries(), pg_wal_summary_contents(bigint, pg_lsn, pg_lsn) TO {})",
+            client.user()
+        ))
+    });
+    match found {
+        Ok(s) => {
+            let how = format!("changed pages from {}", s.description);
+            tracing::info!("{how}");
+            (Some(s), Some(how))
+        }
+        Err(why) => {
+            let how = format!("changed pages found by reading every page's LSN: {why}");
+            tracing::info!("{how}");
+            (None, Some(how))
+        }
+    }
 }
 
 impl Plan {
@@ -649,6 +696,7 @@ fn report(
             })
             .count(),
         whole_files: None,
+        changed_pages_from: None,
     }
 }
 

@@ -114,6 +114,9 @@ pub async fn run(g: &GlobalArgs, a: BackupArgs) -> Result<u8, CliError> {
                 report.files_block_level
             );
         }
+        if let Some(how) = &report.changed_pages_from {
+            eprintln!("pitr: {how}");
+        }
         if let Some(why) = &report.whole_files {
             eprintln!("pitr: note: incremental backup at file level: {why}");
         }

@@ -160,15 +160,6 @@ async fn fetch(job: &FileJob) -> Result<Opened, RestoreError> {
     .await
 }
 
-/// Reads object `key` of the file whole (the pieces of a block-level incremental chain),
-/// retrying transient storage errors.
-async fn fetch_key(job: &FileJob, key: &str) -> Result<bytes::Bytes, RestoreError> {
-    retrying(job, key, || async {
-        job.storage.get(key).await.map_err(StoredError::Storage)
-    })
-    .await
-}
-
 /// Runs `read` on object `key` until it succeeds, fails for good, or the retries for transient
 /// storage errors are spent; an absent object is an error naming the file and the backup.
 async fn retrying<T, F, Fut>(job: &FileJob, key: &str, read: F) -> Result<T, RestoreError>
@@ -276,44 +267,63 @@ async fn restore_file(job: FileJob) -> Result<Outcome, RestoreError> {
     .await
 }
 
-/// Fetches a block file's objects and rebuilds it, verified.
+/// Rebuilds a block file, verified, from its objects read one after the other as they are
+/// decoded (memory bounded by a few pieces, whatever the file's size or the chain's length).
 async fn restore_block_file(job: FileJob) -> Result<Outcome, RestoreError> {
-    let mut objs = Vec::with_capacity(job.objects.len());
-    for key in &job.objects {
-        objs.push(fetch_key(&job, key).await?);
-    }
-    let fetched = objs.iter().map(|o| o.len() as u64).sum();
-    blocking(move || {
-        let Some(layers) = job.file.blocks.as_ref() else {
-            return Err(RestoreError::Internal("not a block file".into()));
-        };
-        let (base, deltas) = objs
-            .split_first()
-            .ok_or_else(|| RestoreError::Internal("a block file without objects".into()))?;
-        let n = rebuild::write_block_file(
-            &job.dest,
-            layers,
-            (base, deltas),
-            &job.file,
-            job.checksums_before,
-            job.progress.as_deref(),
-        )
-        .map_err(|e| match e {
+    let Some(layers) = job.file.blocks.clone() else {
+        return Err(RestoreError::Internal("not a block file".into()));
+    };
+    let fail = {
+        let (path, label, repo, dest) = (
+            job.file.path.clone(),
+            job.label.clone(),
+            job.repo.clone(),
+            job.dest.clone(),
+        );
+        move |e: rebuild::BlockWriteError| match e {
             rebuild::BlockWriteError::Rebuild(e) => RestoreError::BlockRebuild {
-                path: job.file.path.clone(),
-                label: job.label.clone(),
-                repo: job.repo.clone(),
+                path: path.clone(),
+                label: label.clone(),
+                repo: repo.clone(),
                 reason: e.to_string(),
             },
+            rebuild::BlockWriteError::Storage(e) => RestoreError::Repo(RepoError::Storage(e)),
             rebuild::BlockWriteError::Io(op, source) => RestoreError::Io {
                 op,
-                path: job.dest.clone(),
+                path: dest.clone(),
                 source,
             },
-        })?;
-        Ok(Outcome::Restored { bytes: n, fetched })
-    })
-    .await
+        }
+    };
+    let (dest, file, before) = (job.dest.clone(), job.file.clone(), job.checksums_before);
+    let f = fail.clone();
+    let mut rb =
+        blocking(move || rebuild::BlockRebuild::create(&dest, &layers, &file, before).map_err(f))
+            .await?;
+    if rb.objects() != job.objects.len() {
+        return Err(RestoreError::Internal(format!(
+            "{}: {} objects for {} layers",
+            job.file.path,
+            job.objects.len(),
+            rb.objects()
+        )));
+    }
+    let mut fetched = 0;
+    for (k, key) in job.objects.iter().enumerate() {
+        let obj = retrying(&job, key, || stored::open_stored(&job.storage, key)).await?;
+        fetched += match &obj {
+            Opened::Whole(b) => b.len() as u64,
+            Opened::Streamed(s) => s.stored_len,
+        };
+        let (threads, progress, f) = (job.threads, job.progress.clone(), fail.clone());
+        rb = blocking(move || {
+            rb.layer(k, obj, threads, progress.as_deref()).map_err(f)?;
+            Ok(rb)
+        })
+        .await?;
+    }
+    let n = blocking(move || rb.finish().map_err(fail)).await?;
+    Ok(Outcome::Restored { bytes: n, fetched })
 }
 
 #[cfg(test)]
