@@ -30,6 +30,7 @@
 //! from the first segment of the new timeline that holds its start; the old timeline's
 //! `.partial` stays (it is that timeline's end).
 
+mod store;
 mod writer;
 
 use std::path::PathBuf;
