@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pitr_pg::WalFileName;
-use pitr_repo::{ClusterRepo, Compression, FrameSummary};
+use pitr_repo::frame::GrowingFrame;
+use pitr_repo::{ClusterRepo, Compression};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::writer::Durable;
@@ -40,10 +41,9 @@ pub(super) enum StoreJob {
         name: WalFileName,
         /// Its first bytes, when its cluster is still to be checked.
         admit: Option<Vec<u8>>,
-        /// Its frame.
-        obj: Vec<u8>,
-        /// Its summary.
-        summary: FrameSummary,
+        /// Its frame, complete (its last pieces may still be compressing: the store waits
+        /// for them, not the writer).
+        frame: GrowingFrame,
         /// A `.partial` of it may exist: delete it once the segment is stored.
         delete_partial: bool,
         /// Where the WAL is durable once it is stored.
@@ -185,14 +185,17 @@ impl Store {
             StoreJob::Segment {
                 name,
                 admit,
-                obj,
-                summary,
+                mut frame,
                 delete_partial,
                 durable,
             } => {
                 if let Some(head) = admit {
                     archive::admit_segment(&self.cluster, &name, &head, self.seg_bytes).await?;
                 }
+                let (obj, summary) = tokio::task::spawn_blocking(move || frame.snapshot())
+                    .await
+                    .map_err(|e| StreamError::Unexpected(format!("compressing {name}: {e}")))?
+                    .map_err(StreamError::Encode)?;
                 let put = self
                     .cluster
                     .put_wal_frame(&name, obj, summary)

@@ -281,7 +281,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Hands the store the completed segment in progress (it then deletes its `.partial`).
+    /// Hands the store the completed segment in progress (it waits for the frame's last
+    /// pieces, stores it, then deletes its `.partial`).
     ///
     /// The object is the growing frame itself (its zstd pieces are already compressed): the
     /// same content, length and checksum as the object `archive-push` makes of that segment,
@@ -291,17 +292,17 @@ impl Writer {
         let Some(mut cur) = self.current.take() else {
             return Ok(());
         };
-        let (obj, summary) = cur.frame.snapshot().map_err(StreamError::Encode)?;
+        let admit = cur.admit();
+        let durable = Durable {
+            tli: cur.tli,
+            lsn: Lsn(cur.start.0 + cur.frame.len() as u64),
+        };
         let job = StoreJob::Segment {
             name: cur.name,
-            admit: cur.admit(),
-            obj,
-            summary,
+            admit,
+            frame: cur.frame,
             delete_partial: cur.written > 0 || cur.found > 0,
-            durable: Durable {
-                tli: cur.tli,
-                lsn: Lsn(cur.start.0 + cur.frame.len() as u64),
-            },
+            durable,
         };
         self.store.send(job).await
     }
