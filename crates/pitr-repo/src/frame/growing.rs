@@ -91,7 +91,8 @@ impl GrowingFrame {
         };
         if self.head.len() < HEAD_LEN {
             let take = (HEAD_LEN - self.head.len()).min(bytes.len());
-            self.head.extend_from_slice(bytes.get(..take).unwrap_or_default());
+            self.head
+                .extend_from_slice(bytes.get(..take).unwrap_or_default());
         }
         p.append(bytes)
     }
@@ -381,7 +382,11 @@ mod tests {
                 assert_eq!(s, summary(&obj).unwrap());
                 // The same summary as the one-shot encoder's: a duplicate is recognised.
                 assert_eq!(s, encode(&all[..at], c).unwrap().1);
-                let head = if c == Compression::Lz4 { at } else { at.min(HEAD_LEN) };
+                let head = if c == Compression::Lz4 {
+                    at
+                } else {
+                    at.min(HEAD_LEN)
+                };
                 assert_eq!(g.head(), &all[..head]);
             }
         }
