@@ -148,6 +148,8 @@ struct Pieces {
     /// Compresses a snapshot's tail.
     tail: Option<zstd::bulk::Compressor<'static>>,
     c: Compression,
+    /// Threads compressing pieces (one per core, at most 4).
+    thread_count: usize,
 }
 
 impl Pieces {
@@ -168,12 +170,8 @@ impl Pieces {
             threads: Vec::new(),
             tail,
             c,
+            thread_count: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
         })
-    }
-
-    /// Threads compressing pieces (one per core, at most 4).
-    fn thread_count() -> usize {
-        std::thread::available_parallelism().map_or(2, |n| n.get().min(4))
     }
 
     fn append(&mut self, mut bytes: &[u8]) -> io::Result<()> {
@@ -203,7 +201,7 @@ impl Pieces {
     /// Hands the full piece being filled to the threads.
     fn send_fill(&mut self) -> io::Result<()> {
         // Enough pieces queued to keep every thread busy: wait for the oldest.
-        while self.in_flight.len() >= 2 * Self::thread_count() {
+        while self.in_flight.len() >= 2 * self.thread_count {
             self.finish_oldest()?;
         }
         if self.jobs.is_none() {
@@ -228,7 +226,7 @@ impl Pieces {
     fn start_threads(&mut self) {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..Self::thread_count() {
+        for _ in 0..self.thread_count {
             let rx = Arc::clone(&rx);
             let c = self.c;
             self.threads
