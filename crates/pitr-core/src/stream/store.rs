@@ -6,7 +6,7 @@
 //! ahead of what the repository holds.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pitr_pg::WalFileName;
@@ -78,6 +78,8 @@ pub(super) struct StoreHandle {
     pending: Arc<AtomicUsize>,
     /// Signalled each time a job is done.
     done: Arc<Notify>,
+    /// Set when a job failed (the store then stops).
+    failed: Arc<AtomicBool>,
     join: tokio::task::JoinHandle<Result<StoreReport, StreamError>>,
 }
 
@@ -93,6 +95,7 @@ impl StoreHandle {
         let (tx, rx) = mpsc::channel(STORE_QUEUE);
         let pending = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(Notify::new());
+        let failed = Arc::new(AtomicBool::new(false));
         let store = Store {
             cluster,
             compression,
@@ -102,11 +105,13 @@ impl StoreHandle {
             report: StoreReport::default(),
             pending: Arc::clone(&pending),
             done: Arc::clone(&done),
+            failed: Arc::clone(&failed),
         };
         StoreHandle {
             tx,
             pending,
             done,
+            failed,
             join: tokio::spawn(store.run(rx)),
         }
     }
@@ -116,9 +121,15 @@ impl StoreHandle {
         self.pending.load(Ordering::Acquire) == 0
     }
 
-    /// Waits until a job is done (at once when one was done since the last wait).
-    pub(super) async fn job_done(&self) {
+    /// Waits until a job is done (at once when one was done since the last wait); fails
+    /// when the store stopped on an error (returned by [`StoreHandle::finish`]), so that the
+    /// writer stops at once rather than at its next write.
+    pub(super) async fn job_done(&self) -> Result<(), StreamError> {
         self.done.notified().await;
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StreamError::WriterStopped);
+        }
+        Ok(())
     }
 
     /// Queues a job (waits while the queue is full); fails when the store stopped (its error
@@ -150,12 +161,16 @@ struct Store {
     report: StoreReport,
     pending: Arc<AtomicUsize>,
     done: Arc<Notify>,
+    failed: Arc<AtomicBool>,
 }
 
 impl Store {
     async fn run(mut self, mut rx: mpsc::Receiver<StoreJob>) -> Result<StoreReport, StreamError> {
         while let Some(job) = rx.recv().await {
             let result = self.job(job).await;
+            if result.is_err() {
+                self.failed.store(true, Ordering::Release);
+            }
             self.pending.fetch_sub(1, Ordering::AcqRel);
             self.done.notify_one();
             result?;

@@ -178,15 +178,23 @@ impl Writer {
                     }
                     // Due, but the store is still writing: when it is done, this WAL and
                     // whatever arrives meanwhile go in one write.
+                    // Each wait also ends when the store finishes a job, so that a failed
+                    // store stops the writer at once.
                     Some(at) if at <= Instant::now() => tokio::select! {
                         m = rx.recv() => m,
-                        () = self.store.job_done() => continue,
+                        r = self.store.job_done() => { r?; continue; }
                     },
-                    Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
-                        Ok(m) => m,
-                        Err(_) => continue,
+                    Some(at) => tokio::select! {
+                        m = tokio::time::timeout_at(at, rx.recv()) => match m {
+                            Ok(m) => m,
+                            Err(_) => continue,
+                        },
+                        r = self.store.job_done() => { r?; continue; }
                     },
-                    None => rx.recv().await,
+                    None => tokio::select! {
+                        m = rx.recv() => m,
+                        r = self.store.job_done() => { r?; continue; }
+                    },
                 },
             };
             match msg {

@@ -205,7 +205,7 @@ impl Pieces {
             self.finish_oldest()?;
         }
         if self.jobs.is_none() {
-            self.start_threads();
+            self.start_threads()?;
         }
         let data = std::mem::take(&mut self.fill);
         let (done, rx) = mpsc::sync_channel(1);
@@ -223,16 +223,19 @@ impl Pieces {
         Ok(())
     }
 
-    fn start_threads(&mut self) {
+    fn start_threads(&mut self) -> io::Result<()> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..self.thread_count {
             let rx = Arc::clone(&rx);
             let c = self.c;
-            self.threads
-                .push(std::thread::spawn(move || piece_worker(c, &rx)));
+            let t = std::thread::Builder::new()
+                .name("pitr-piece".into())
+                .spawn(move || piece_worker(c, &rx))?;
+            self.threads.push(t);
         }
         self.jobs = Some(tx);
+        Ok(())
     }
 
     /// Waits for the oldest piece in flight and appends it to the payload.
