@@ -5,7 +5,8 @@
 #
 # Usage: bench/stream.sh [--segments N] [--repeat N] [--scale N] [--keep] [--workdir DIR]
 # Environment: CARGO_TARGET_DIR (where pitr is built), PITR_BIN (use this binary, skip the
-# build), PGBIN (PostgreSQL 15 bin dir), BENCH_PORT (server port, default 25435).
+# build), PGBIN (PostgreSQL 15 bin dir), BENCH_PORT (server port, default 25435), PERF_DIR
+# (profile each pitr receiver with `perf record -p` into PERF_DIR/TOOL-REP.data; not timed fairly).
 # Throughput = backlog bytes / seconds from the receiver's start until the backlog's last
 # segment is complete at its destination (a repository object for pitr, a file without
 # .partial for pg_receivewal). Every receiver starts from its own slot, created before the load,
@@ -20,7 +21,7 @@ WORKPARENT=${TMPDIR:-/tmp}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PORT=${BENCH_PORT:-25435}
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
     --segments) SEGMENTS=$2; shift 2 ;;
@@ -133,16 +134,24 @@ run() {
     pg_receivewal-lz4) "${EXEC_PG[@]}" "$PGBIN/pg_receivewal" -h "$SOCK" -p "$PORT" -U postgres -S "$slot" -D "$dest" -n --compress=lz4 & ;;
   esac
   RECEIVER_PID=$!
+  local perf_pid=
+  if [ -n "${PERF_DIR:-}" ] && [ "${tool#pitr}" != "$tool" ]; then
+    mkdir -p "$PERF_DIR"
+    perf record -q -F 1999 -g -p "$RECEIVER_PID" -o "$PERF_DIR/$tool-$rep.data" 2>/dev/null &
+    perf_pid=$!
+  fi
   until [ -f "$done_file" ] || [ -f "$done_file.lz4" ]; do
     kill -0 "$RECEIVER_PID" 2>/dev/null || die "$tool exited before $LAST was complete"
     sleep 0.02
   done
   t1=${EPOCHREALTIME/./}
+  local cpu; cpu=$(awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$RECEIVER_PID/stat" 2>/dev/null || echo ?)
+  [ -z "$perf_pid" ] || { kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; }
   kill -TERM "$RECEIVER_PID"; wait "$RECEIVER_PID" 2>/dev/null || true; RECEIVER_PID=
   local secs; secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
   local bytes; bytes=$(du -sb --exclude=spool "$dest" | cut -f1)
   echo "$tool $rep $secs $bytes" >>"$RESULTS"
-  log "run $rep/$REPEAT $tool: $secs s, $(awk -v b="$BACKLOG" -v s="$secs" 'BEGIN { printf "%.1f", b / s / 1048576 }') MiB/s, $bytes bytes at the destination"
+  log "run $rep/$REPEAT $tool: $secs s, $(awk -v b="$BACKLOG" -v s="$secs" 'BEGIN { printf "%.1f", b / s / 1048576 }') MiB/s, $bytes bytes at the destination, ${cpu} s CPU"
   if [ "$tool" = pitr ] && [ "$rep" = 1 ]; then
     # Correctness (not timed): the stored segments are the server's, fetched back.
     local got="$WORK/got"; rm -f "$got"

@@ -332,6 +332,12 @@ fn stream_follows_a_failover_past_the_fork_point(install: &PgInstall) {
     let (primary, standby) = primary_and_standby(install);
     let log = scratch.path().join("stream.log");
     let streamer = start_stream(&primary, &repo, &log, &[]);
+    // Connected before the switch below, so that it streams `first` from its start (else it
+    // may start at the server's position after the switch).
+    wait_until("the stream to start", 30, || {
+        primary.psql("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pitr'")
+            == "1"
+    });
     let both_caught_up =
         "SELECT count(*) FILTER (WHERE write_lsn >= pg_current_wal_lsn()) FROM pg_stat_replication";
     let first = fill_segment(&primary, 1);

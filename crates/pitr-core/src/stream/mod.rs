@@ -1,8 +1,9 @@
 //! `pitr stream`: a WAL receiver over the replication protocol (as `pg_receivewal`) that
 //! stores WAL into the repository as it arrives.
 //!
-//! Receiving (this module) and storing (`writer.rs`, a task of its own) are apart, so that the
-//! connection is read while the repository is written. The segment in progress is kept durable
+//! Receiving (this module), framing (`writer.rs`, a task of its own, compressing on threads of
+//! its frame) and storing (`store.rs`, another task) are apart, so that the connection is read
+//! while WAL is compressed and the repository written. The segment in progress is kept durable
 //! as a streamed `.partial` (`<cluster>/stream/<TLI>/<segment>.partial`, an ordinary
 //! checksummed, compressed, possibly encrypted frame of the bytes received so far), written as
 //! WAL arrives or at most every `--partial-interval`; once complete, the segment is stored
@@ -30,6 +31,7 @@
 //! from the first segment of the new timeline that holds its start; the old timeline's
 //! `.partial` stays (it is that timeline's end).
 
+mod store;
 mod writer;
 
 use std::path::PathBuf;

@@ -1,14 +1,19 @@
-//! The stream's repository side, a task of its own so that receiving never waits on storage:
-//! it appends the WAL the receiver hands it to the segment in progress, keeps that segment
-//! durable as a streamed `.partial` ([`ClusterRepo::put_stream_partial`]), stores each
-//! completed segment with `archive-push`'s function and then deletes its `.partial`, and
+//! The stream's repository side, apart from receiving so that receiving never waits on
+//! storage. The writer (this task) appends the WAL the receiver hands it to the segment in
+//! progress (a growing frame, compressed and hashed in pieces on threads of its own) and
+//! prepares the repository writes: the segment in progress as its streamed `.partial`
+//! ([`ClusterRepo::put_stream_partial`]), each completed segment as the object `archive-push`
+//! makes of it. The store (`store.rs`, a task of its own) does those writes in order and
 //! publishes how far the WAL is durable in the repository (what `--synchronous` reports as
-//! flushed).
+//! flushed), so the writer goes on with the next segment while one is fsynced or uploaded.
 //!
 //! When the `.partial` is written: once everything queued has been taken in (so a burst of
-//! WAL makes one write, not one per message), and, with a `partial_interval`, not more often
-//! than that (never delayed with `--synchronous`: the primary is waiting). It is always
-//! written before the writer ends and when the stream moves to another timeline.
+//! WAL makes one write, not one per message) and the store has finished its previous writes
+//! (a `.partial` written while more WAL arrives covers all of it: with `--synchronous` one
+//! write makes every commit waiting meanwhile durable at once), and, with a
+//! `partial_interval`, not more often than that (never delayed with `--synchronous`: the
+//! primary is waiting). It is always written before the writer ends and when the stream
+//! moves to another timeline.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +26,7 @@ use pitr_repo::{ClusterRepo, Compression};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::store::{StoreHandle, StoreJob};
 use super::StreamError;
 use crate::archive;
 
@@ -88,13 +94,21 @@ struct Current {
     name: WalFileName,
     start: Lsn,
     frame: GrowingFrame,
-    /// Bytes of it durable in the repository (0 when no `.partial` was written yet).
+    /// Bytes of it handed to the store as a `.partial` (0 when none was yet).
     written: usize,
     /// Length of a `.partial` found in the repository when the segment began (an earlier
     /// run's): a shorter one is never written over it.
     found: usize,
-    /// Its long page header was checked against the repository's cluster.
+    /// Its long page header was handed to the store to check against the repository's
+    /// cluster.
     admitted: bool,
+}
+
+impl Current {
+    /// The first bytes, for the store to check the first time the segment is stored.
+    fn admit(&mut self) -> Option<Vec<u8>> {
+        (!std::mem::replace(&mut self.admitted, true)).then(|| self.frame.head().to_vec())
+    }
 }
 
 /// The writer task's state.
@@ -103,52 +117,85 @@ pub(super) struct Writer {
     opts: WriterOptions,
     current: Option<Current>,
     last_write: Option<Instant>,
-    report: WriterReport,
-    durable: watch::Sender<Option<Durable>>,
+    store: StoreHandle,
 }
 
 impl Writer {
-    /// A writer publishing durable positions on `durable`.
+    /// A writer whose store publishes durable positions on `durable`.
     pub(super) fn new(
         cluster: ClusterRepo,
         opts: WriterOptions,
         durable: watch::Sender<Option<Durable>>,
     ) -> Writer {
+        let store = StoreHandle::start(
+            cluster.clone(),
+            opts.compression,
+            opts.spool.clone(),
+            opts.seg.bytes(),
+            durable,
+        );
         Writer {
             cluster,
             opts,
             current: None,
             last_write: None,
-            report: WriterReport::default(),
-            durable,
+            store,
         }
     }
 
     /// Runs until the receiver closes the channel (then the `.partial` is written a last
-    /// time) or a repository error.
+    /// time and the store finishes) or a repository error.
     pub(super) async fn run(
         mut self,
-        mut rx: mpsc::Receiver<ToWriter>,
+        rx: mpsc::Receiver<ToWriter>,
     ) -> Result<WriterReport, StreamError> {
+        let taken = self.take_all(rx).await;
+        let stored = self.store.finish().await;
+        // The store's own error explains a writer that could not hand it more.
+        let stored = match (taken, stored) {
+            (_, Err(e)) | (Err(e), Ok(_)) => return Err(e),
+            (Ok(()), Ok(s)) => s,
+        };
+        Ok(WriterReport {
+            segments: stored.segments,
+            last_segment: stored.last_segment,
+            partial_writes: stored.partial_writes,
+            durable: stored.durable,
+        })
+    }
+
+    /// Takes in WAL until the channel closes, then hands the store the last `.partial`.
+    async fn take_all(&mut self, mut rx: mpsc::Receiver<ToWriter>) -> Result<(), StreamError> {
         loop {
             // Take in everything queued before writing anything.
             let msg = match rx.try_recv() {
                 Ok(m) => Some(m),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    let due = self.partial_due();
-                    match due {
-                        Some(at) if at <= Instant::now() => {
-                            self.write_partial().await?;
-                            continue;
-                        }
-                        Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
+                Err(mpsc::error::TryRecvError::Empty) => match self.partial_due() {
+                    Some(at) if at <= Instant::now() && self.store.idle() => {
+                        self.write_partial().await?;
+                        continue;
+                    }
+                    // Due, but the store is still writing: when it is done, this WAL and
+                    // whatever arrives meanwhile go in one write.
+                    // Each wait also ends when the store finishes a job, so that a failed
+                    // store stops the writer at once.
+                    Some(at) if at <= Instant::now() => tokio::select! {
+                        m = rx.recv() => m,
+                        r = self.store.job_done() => { r?; continue; }
+                    },
+                    Some(at) => tokio::select! {
+                        m = tokio::time::timeout_at(at, rx.recv()) => match m {
                             Ok(m) => m,
                             Err(_) => continue,
                         },
-                        None => rx.recv().await,
-                    }
-                }
+                        r = self.store.job_done() => { r?; continue; }
+                    },
+                    None => tokio::select! {
+                        m = rx.recv() => m,
+                        r = self.store.job_done() => { r?; continue; }
+                    },
+                },
             };
             match msg {
                 Some(m) => self.take(m).await?,
@@ -158,11 +205,11 @@ impl Writer {
         if self.dirty() {
             self.write_partial().await?;
         }
-        Ok(self.report)
+        Ok(())
     }
 
-    /// True when the segment in progress holds bytes not yet durable (and at least its long
-    /// page header, which identifies the cluster).
+    /// True when the segment in progress holds bytes not yet handed to the store (and at
+    /// least its long page header, which identifies the cluster).
     fn dirty(&self) -> bool {
         self.current.as_ref().is_some_and(|c| {
             let len = c.frame.len();
@@ -193,7 +240,7 @@ impl Writer {
                 if self.dirty() {
                     self.write_partial().await?;
                 }
-                store_file(&self.cluster, &self.opts, &name, &content).await
+                self.store.send(StoreJob::History { name, content }).await
             }
         }
     }
@@ -242,7 +289,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Stores the completed segment in progress, then deletes its `.partial`.
+    /// Hands the store the completed segment in progress (it waits for the frame's last
+    /// pieces, stores it, then deletes its `.partial`).
     ///
     /// The object is the growing frame itself (its zstd pieces are already compressed): the
     /// same content, length and checksum as the object `archive-push` makes of that segment,
@@ -252,88 +300,39 @@ impl Writer {
         let Some(mut cur) = self.current.take() else {
             return Ok(());
         };
-        let name = cur.name.to_string();
-        if !cur.admitted {
-            archive::admit_segment(
-                &self.cluster,
-                &cur.name,
-                cur.frame.data(),
-                self.opts.seg.bytes(),
-            )
-            .await?;
-        }
-        let (obj, summary) = cur.frame.snapshot().map_err(StreamError::Encode)?;
-        let put = self
-            .cluster
-            .put_wal_frame(&cur.name, obj, summary)
-            .await
-            .map_err(archive::ArchiveError::from)?;
-        tracing::info!("stored {name} ({put:?})");
-        if cur.written > 0 || cur.found > 0 {
-            self.cluster
-                .delete_stream_partial(&cur.name)
-                .await
-                .map_err(archive::ArchiveError::from)?;
-        }
-        self.report.segments += 1;
-        self.report.last_segment = Some(name);
-        self.set_durable(cur.tli, Lsn(cur.start.0 + cur.frame.len() as u64));
-        Ok(())
+        let admit = cur.admit();
+        let durable = Durable {
+            tli: cur.tli,
+            lsn: Lsn(cur.start.0 + cur.frame.len() as u64),
+        };
+        let job = StoreJob::Segment {
+            name: cur.name,
+            admit,
+            frame: cur.frame,
+            delete_partial: cur.written > 0 || cur.found > 0,
+            durable,
+        };
+        self.store.send(job).await
     }
 
-    /// Writes the segment in progress as its `.partial`.
+    /// Hands the store the segment in progress as its `.partial`.
     async fn write_partial(&mut self) -> Result<(), StreamError> {
         let Some(cur) = self.current.as_mut() else {
             return Ok(());
         };
         let len = cur.frame.len();
-        if !cur.admitted {
-            let head = cur.frame.data();
-            archive::admit_segment(&self.cluster, &cur.name, head, self.opts.seg.bytes()).await?;
-            cur.admitted = true;
-        }
         let (obj, _) = cur.frame.snapshot().map_err(StreamError::Encode)?;
-        self.cluster
-            .put_stream_partial(&cur.name, obj)
-            .await
-            .map_err(archive::ArchiveError::from)?;
+        let job = StoreJob::Partial {
+            name: cur.name,
+            admit: cur.admit(),
+            obj,
+            durable: Durable {
+                tli: cur.tli,
+                lsn: Lsn(cur.start.0 + len as u64),
+            },
+        };
         cur.written = len;
-        let (tli, end) = (cur.tli, Lsn(cur.start.0 + len as u64));
-        tracing::debug!("stored {}.partial up to {end}", cur.name);
         self.last_write = Some(Instant::now());
-        self.report.partial_writes += 1;
-        self.set_durable(tli, end);
-        Ok(())
+        self.store.send(job).await
     }
-
-    fn set_durable(&mut self, tli: TimelineId, lsn: Lsn) {
-        let d = Durable { tli, lsn };
-        self.report.durable = Some(d);
-        self.durable.send_replace(Some(d));
-    }
-}
-
-/// Writes `data` to the spool as `name` and stores it with `archive-push`'s function.
-async fn store_file(
-    cluster: &ClusterRepo,
-    opts: &WriterOptions,
-    name: &str,
-    data: &[u8],
-) -> Result<(), StreamError> {
-    let path = opts.spool.join(name);
-    let spool_err = |source| StreamError::Spool {
-        path: path.clone(),
-        source,
-    };
-    tokio::fs::create_dir_all(&opts.spool)
-        .await
-        .map_err(spool_err)?;
-    tokio::fs::write(&path, data).await.map_err(spool_err)?;
-    let pushed = archive::push(cluster, &path, opts.compression).await;
-    if let Err(e) = tokio::fs::remove_file(&path).await {
-        tracing::debug!("removing spool file {}: {e}", path.display());
-    }
-    let pushed = pushed?;
-    tracing::info!("stored {} ({:?})", pushed.name, pushed.outcome);
-    Ok(())
 }
