@@ -239,7 +239,9 @@ impl PushSpool {
             |n| self.dir.join(format!("{n}.error")),
         );
         let text = format!("{}\n{}", relayed.code, relayed.message);
-        if let Err(e) = fs::create_dir_all(&self.dir).and_then(|()| write_atomically(&file, &text, true)) {
+        if let Err(e) =
+            fs::create_dir_all(&self.dir).and_then(|()| write_atomically(&file, &text, true))
+        {
             tracing::warn!("cannot record the failure in {}: {e}", file.display());
         }
     }

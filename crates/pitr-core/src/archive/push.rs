@@ -143,9 +143,11 @@ pub async fn push(
     path: &Path,
     compression: Compression,
 ) -> Result<PushReport, ArchiveError> {
-    Ok(push_stamped(cluster, path, compression, &KnownIdentity::new())
-        .await?
-        .0)
+    Ok(
+        push_stamped(cluster, path, compression, &KnownIdentity::new())
+            .await?
+            .0,
+    )
 }
 
 /// The cluster's recorded identity once read, shared by the pushes of one process (the
@@ -184,9 +186,11 @@ where
     F: std::future::Future<Output = Result<ClusterRepo, E>>,
     E: From<ArchiveError>,
 {
-    Ok(push_opening_stamped(open, path, compression, &KnownIdentity::new())
-        .await?
-        .0)
+    Ok(
+        push_opening_stamped(open, path, compression, &KnownIdentity::new())
+            .await?
+            .0,
+    )
 }
 
 /// [`push_opening`] with the [`FileStamp`] of [`push_stamped`].

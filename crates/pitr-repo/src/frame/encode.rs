@@ -56,7 +56,7 @@ pub fn encode_file(file: &File, len: u64, c: Compression) -> io::Result<(Vec<u8>
         for &(start, end) in &ranges {
             let (tx, rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(1);
             to_hasher.push(rx);
-            workers.push(s.spawn(move || -> io::Result<(Vec<u8>, Arc<Vec<u8>>)> {
+            workers.push(s.spawn(move || -> io::Result<Compressed> {
                 let mut buf = pooled_buffer(end - start);
                 file.read_exact_at(&mut buf, start as u64)?;
                 let buf = Arc::new(buf);
@@ -80,7 +80,7 @@ pub fn encode_file(file: &File, len: u64, c: Compression) -> io::Result<(Vec<u8>
             }
             Some((Checksum(*h.finalize().as_bytes()), hashed))
         });
-        let outputs: Vec<io::Result<(Vec<u8>, Arc<Vec<u8>>)>> = workers
+        let outputs: Vec<io::Result<Compressed>> = workers
             .into_iter()
             .map(|w| {
                 w.join()
@@ -137,6 +137,9 @@ pub(crate) fn zstd_compressor(level: i32) -> io::Result<zstd::bulk::Compressor<'
     }
     Ok(c)
 }
+
+/// A compressed range and the buffer it was read into (shared with the hasher until it is done).
+type Compressed = (Vec<u8>, Arc<Vec<u8>>);
 
 /// Read buffers and zstd compressors of [`encode_file`], kept for its next call in the same
 /// process: the push-ahead worker encodes one segment after another, and fresh 8 MiB buffers
