@@ -93,12 +93,14 @@ TOTAL=$((FILES * FILE_SIZE))
 # The source bytes: pgbench_accounts repeated up to TOTAL bytes (in a file outside PGDATA).
 log "$FILES files of $FILE_SIZE bytes ($TOTAL bytes) from $ACCOUNTS"
 t0=$(now)
-while :; do cat "$ACCOUNTS"; done 2>/dev/null | head -c "$TOTAL" >"$WORK/source"
+# (head ends the loop with SIGPIPE: the pipeline's status is not an error.)
+{ while cat "$ACCOUNTS"; do :; done 2>/dev/null | head -c "$TOTAL" >"$WORK/source"; } || true
+[ "$(stat -c %s "$WORK/source")" = "$TOTAL" ] || die "could not make $TOTAL bytes of source data"
 # Small files: split in the database directory, named 1 followed by 7+ digits (relation file names).
 digits=$(( ${#FILES} > 7 ? ${#FILES} : 7 ))
 (cd "$DB_DIR" && split -b "$FILE_SIZE" -d -a "$digits" "$WORK/source" 1)
 chown -R postgres: "$DB_DIR"
-MADE=$(find "$DB_DIR" -maxdepth 1 -name '1???????*' | wc -l)
+MADE=$(find "$DB_DIR" -maxdepth 1 -regex '.*/1[0-9]\{7,\}' | wc -l)
 [ "$MADE" = "$FILES" ] || die "made $MADE small files, wanted $FILES"
 log "small files made in $(since "$t0") s"
 
@@ -137,7 +139,7 @@ backups small
 
 # The same bytes as 1 GB relation segments.
 t0=$(now)
-find "$DB_DIR" -maxdepth 1 -name '1???????*' -delete
+find "$DB_DIR" -maxdepth 1 -regex '.*/1[0-9]\{7,\}' -delete
 (cd "$DB_DIR" && split -b $((1 << 30)) -d -a 4 "$WORK/source" big. &&
   for f in big.*; do n=$((10#${f#big.})); if [ $n = 0 ]; then mv "$f" 2000000; else mv "$f" "2000000.$n"; fi; done)
 chown -R postgres: "$DB_DIR"
