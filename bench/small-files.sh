@@ -100,7 +100,7 @@ t0=$(now)
 digits=$(( ${#FILES} > 7 ? ${#FILES} : 7 ))
 (cd "$DB_DIR" && split -b "$FILE_SIZE" -d -a "$digits" "$WORK/source" 1)
 chown -R postgres: "$DB_DIR"
-MADE=$(find "$DB_DIR" -maxdepth 1 -regex '.*/1[0-9]\{7,\}' | wc -l)
+MADE=$(find "$DB_DIR" -maxdepth 1 -regextype posix-extended -regex '.*/1[0-9]{7,}' | wc -l)
 [ "$MADE" = "$FILES" ] || die "made $MADE small files, wanted $FILES"
 log "small files made in $(since "$t0") s"
 
@@ -121,15 +121,15 @@ backups() { # variant (small|large)
   BYTES[$v]=$(PGDATA_BYTES)
   as_pg "$WORK/bin/pitr" --repo "$repo" init >/dev/null
   rm -f "$WORK/repo-current" && ln -s "$repo" "$WORK/repo-current"
-  measure "pitr-$v" as_pg "$WORK/bin/pitr" --repo "$repo" backup -h "$SOCK" -p "$PORT" -U postgres
+  measure "pitr-$v" runuser -u postgres -- "$WORK/bin/pitr" --repo "$repo" backup -h "$SOCK" -p "$PORT" -U postgres
   STORED[pitr-$v]=$(du -sb "$repo" | cut -f1)
-  measure "cp-$v" as_pg cp -a "$PGDATA" "$WORK/out/cp-$v"
+  measure "cp-$v" runuser -u postgres -- cp -a "$PGDATA" "$WORK/out/cp-$v"
   rm -rf "$WORK/out/cp-$v"
   if [ $PGBR = 1 ]; then
     write_pgbackrest_conf "$WORK/pgbr-$v.conf" "$WORK" "$STANZA" "$PGDATA" "$PORT" "$SOCK" \
       process-max=2 start-fast=y archive-check=n "repo1-path=$WORK/pgbr-repo-$v"
     as_pg pgbackrest --config="$WORK/pgbr-$v.conf" --stanza=$STANZA stanza-create >/dev/null
-    measure "pgbr-$v" as_pg pgbackrest --config="$WORK/pgbr-$v.conf" --stanza=$STANZA --type=full backup
+    measure "pgbr-$v" runuser -u postgres -- pgbackrest --config="$WORK/pgbr-$v.conf" --stanza=$STANZA --type=full backup
     STORED[pgbr-$v]=$(du -sb "$WORK/pgbr-repo-$v" | cut -f1)
     rm -rf "$WORK/pgbr-repo-$v"
   fi
@@ -139,7 +139,7 @@ backups small
 
 # The same bytes as 1 GB relation segments.
 t0=$(now)
-find "$DB_DIR" -maxdepth 1 -regex '.*/1[0-9]\{7,\}' -delete
+find "$DB_DIR" -maxdepth 1 -regextype posix-extended -regex '.*/1[0-9]{7,}' -delete
 (cd "$DB_DIR" && split -b $((1 << 30)) -d -a 4 "$WORK/source" big. &&
   for f in big.*; do n=$((10#${f#big.})); if [ $n = 0 ]; then mv "$f" 2000000; else mv "$f" "2000000.$n"; fi; done)
 chown -R postgres: "$DB_DIR"
