@@ -16,10 +16,12 @@
 
 mod fs;
 mod server;
+mod session;
 mod user;
 
 pub use fs::{allocated_bytes, chown_tree, free_space, start_writeback, syncfs, TreeError};
 pub use server::{running_postmaster, server_using_tablespace, PidFile};
+pub use session::new_session;
 pub use user::{
     effective_uid, effective_user, effective_user_name, is_root, may_create_in, probe_create_as,
     user_by_name, user_by_uid, Probe, User,

@@ -143,8 +143,17 @@ pub async fn push(
     path: &Path,
     compression: Compression,
 ) -> Result<PushReport, ArchiveError> {
-    Ok(push_stamped(cluster, path, compression).await?.0)
+    Ok(
+        push_stamped(cluster, path, compression, &KnownIdentity::new())
+            .await?
+            .0,
+    )
 }
+
+/// The cluster's recorded identity once read, shared by the pushes of one process (the
+/// push-ahead worker): it is written create-only and never changes, so reading it once saves a
+/// round trip per segment on an object store.
+pub(crate) type KnownIdentity = std::sync::OnceLock<ClusterIdentity>;
 
 /// [`push`], also returning the [`FileStamp`] of the file that was stored when `path` still
 /// names that same, unchanged file after the push (`None` when it was replaced or touched
@@ -153,9 +162,10 @@ pub(crate) async fn push_stamped(
     cluster: &ClusterRepo,
     path: &Path,
     compression: Compression,
+    known: &KnownIdentity,
 ) -> Result<(PushReport, Option<FileStamp>), ArchiveError> {
     let cluster = cluster.clone();
-    push_opening_stamped(async move { Ok(cluster) }, path, compression).await
+    push_opening_stamped(async move { Ok(cluster) }, path, compression, known).await
 }
 
 /// [`push`] into the cluster that `open` opens, opened while the file is read, hashed and
@@ -176,7 +186,11 @@ where
     F: std::future::Future<Output = Result<ClusterRepo, E>>,
     E: From<ArchiveError>,
 {
-    Ok(push_opening_stamped(open, path, compression).await?.0)
+    Ok(
+        push_opening_stamped(open, path, compression, &KnownIdentity::new())
+            .await?
+            .0,
+    )
 }
 
 /// [`push_opening`] with the [`FileStamp`] of [`push_stamped`].
@@ -184,6 +198,7 @@ async fn push_opening_stamped<F, E>(
     open: F,
     path: &Path,
     compression: Compression,
+    known: &KnownIdentity,
 ) -> Result<(PushReport, Option<FileStamp>), E>
 where
     F: std::future::Future<Output = Result<ClusterRepo, E>>,
@@ -224,7 +239,7 @@ where
             pitr_repo::frame::encode_file(&file, len, compression)
         });
         let cluster = open.await?;
-        let stored = recorded_identity(&cluster, &found).await?;
+        let stored = recorded_identity(&cluster, &found, known).await?;
         check_identity(&cluster, &name, &found, &stored)?;
         let (obj, summary) = encode
             .await
@@ -285,15 +300,23 @@ where
 /// been opened without checking that it is a repository ([`pitr_repo::Repo::open_with_key_unchecked`]):
 /// a recorded identity proves it is (pitr writes one only into a repository, after its marker,
 /// and reads it back verified), otherwise the location is checked before anything is written.
+/// `known` holds it once read (by this push or an earlier one of the same process).
 async fn recorded_identity(
     cluster: &ClusterRepo,
     found: &ClusterIdentity,
+    known: &KnownIdentity,
 ) -> Result<ClusterIdentity, ArchiveError> {
-    if let Some(stored) = cluster.identity().await? {
-        return Ok(stored);
+    if let Some(stored) = known.get() {
+        return Ok(stored.clone());
     }
-    cluster.repo().check_location().await?;
-    Ok(cluster.register(found).await?)
+    let stored = match cluster.identity().await? {
+        Some(stored) => stored,
+        None => {
+            cluster.repo().check_location().await?;
+            cluster.register(found).await?
+        }
+    };
+    Ok(known.get_or_init(|| stored).clone())
 }
 
 /// A timeline history file must parse; a backup history file must be text.

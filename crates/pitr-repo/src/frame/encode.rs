@@ -5,7 +5,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 
 use super::layout::{header, trailer, HEADER_LEN, TRAILER_LEN};
 use super::{Checksum, Compression, FrameSummary};
@@ -56,13 +56,13 @@ pub fn encode_file(file: &File, len: u64, c: Compression) -> io::Result<(Vec<u8>
         for &(start, end) in &ranges {
             let (tx, rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(1);
             to_hasher.push(rx);
-            workers.push(s.spawn(move || -> io::Result<Vec<u8>> {
-                let mut buf = vec![0u8; end - start];
+            workers.push(s.spawn(move || -> io::Result<Compressed> {
+                let mut buf = pooled_buffer(end - start);
                 file.read_exact_at(&mut buf, start as u64)?;
                 let buf = Arc::new(buf);
                 // The hasher may be gone only if it panicked; the join below reports that.
                 let _ = tx.send(buf.clone());
-                compress(&buf, c)
+                Ok((compress_pooled(&buf, c)?, buf))
             }));
         }
         let hasher = s.spawn(move || {
@@ -80,7 +80,7 @@ pub fn encode_file(file: &File, len: u64, c: Compression) -> io::Result<(Vec<u8>
             }
             Some((Checksum(*h.finalize().as_bytes()), hashed))
         });
-        let outputs: Vec<io::Result<Vec<u8>>> = workers
+        let outputs: Vec<io::Result<Compressed>> = workers
             .into_iter()
             .map(|w| {
                 w.join()
@@ -89,6 +89,18 @@ pub fn encode_file(file: &File, len: u64, c: Compression) -> io::Result<(Vec<u8>
             .collect();
         (outputs, hasher.join().ok().flatten())
     });
+    // The hasher is done with the read buffers: they go back to the pool.
+    let outputs: Vec<io::Result<Vec<u8>>> = outputs
+        .into_iter()
+        .map(|o| {
+            o.map(|(compressed, buf)| {
+                if let Ok(buf) = Arc::try_unwrap(buf) {
+                    return_buffer(buf);
+                }
+                compressed
+            })
+        })
+        .collect();
     let h = header(c);
     let mut out = Vec::with_capacity(HEADER_LEN + len / 3 + TRAILER_LEN);
     out.extend_from_slice(&h);
@@ -124,6 +136,64 @@ pub(crate) fn zstd_compressor(level: i32) -> io::Result<zstd::bulk::Compressor<'
         c.set_parameter(CParameter::WindowLog(21))?;
     }
     Ok(c)
+}
+
+/// A compressed range and the buffer it was read into (shared with the hasher until it is done).
+type Compressed = (Vec<u8>, Arc<Vec<u8>>);
+
+/// Read buffers and zstd compressors of [`encode_file`], kept for its next call in the same
+/// process: the push-ahead worker encodes one segment after another, and fresh 8 MiB buffers
+/// (zeroed, page-faulted in, unmapped again) and fresh compression contexts cost a fifth of its
+/// CPU (perf, pgbench WAL). At most [`POOL_MAX`] of each are kept (64 MiB of buffers at most).
+static READ_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static COMPRESSORS: Mutex<Vec<(i32, zstd::bulk::Compressor<'static>)>> = Mutex::new(Vec::new());
+const POOL_MAX: usize = 8;
+
+/// A buffer of `len` bytes, from the pool when it has one (its old bytes are left: the caller
+/// overwrites them all), else a new one.
+fn pooled_buffer(len: usize) -> Vec<u8> {
+    let mut buf = READ_BUFFERS
+        .lock()
+        .ok()
+        .and_then(|mut pool| pool.pop())
+        .unwrap_or_default();
+    if buf.len() < len {
+        buf.resize(len, 0);
+    } else {
+        buf.truncate(len);
+    }
+    buf
+}
+
+fn return_buffer(buf: Vec<u8>) {
+    if let Ok(mut pool) = READ_BUFFERS.lock() {
+        if pool.len() < POOL_MAX {
+            pool.push(buf);
+        }
+    }
+}
+
+/// [`compress`] with a zstd context from the pool (each compression is a complete frame of its
+/// own: a reused context carries nothing from one to the next).
+fn compress_pooled(data: &[u8], c: Compression) -> io::Result<Vec<u8>> {
+    let Compression::Zstd(level) = c else {
+        return compress(data, c);
+    };
+    let pooled = COMPRESSORS.lock().ok().and_then(|mut pool| {
+        let i = pool.iter().position(|(l, _)| *l == level)?;
+        Some(pool.swap_remove(i).1)
+    });
+    let mut compressor = match pooled {
+        Some(z) => z,
+        None => zstd_compressor(level)?,
+    };
+    let out = compressor.compress(data)?;
+    if let Ok(mut pool) = COMPRESSORS.lock() {
+        if pool.len() < POOL_MAX {
+            pool.push((level, compressor));
+        }
+    }
+    Ok(out)
 }
 
 /// Compresses `data` as one piece.

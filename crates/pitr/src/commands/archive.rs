@@ -1,6 +1,5 @@
 //! `archive-push` and `archive-get` (with read-ahead).
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -129,9 +128,10 @@ async fn push_async(
     }
 }
 
-/// Starts a detached `pitr push-ahead` (in a process group of its own, so that PostgreSQL's
-/// signals to the archiver's group do not reach it). Failing to start it is only logged: the
-/// call then pushes its file itself.
+/// Starts a detached `pitr push-ahead`, which leaves this session first thing (a session and
+/// process group of its own, see [`pitr_os::new_session`]: PostgreSQL's signals to the
+/// archiver's group do not reach it). Failing to start it is only logged: the call then pushes
+/// its file itself.
 fn start_worker(g: &GlobalArgs, a: &ArchivePushArgs, spool: &PushSpool) -> Option<Child> {
     let jobs = a.async_jobs.or(g.archive_async_jobs).unwrap_or(4);
     let queue = a.async_queue.or(g.archive_async_queue).unwrap_or(64);
@@ -142,8 +142,7 @@ fn start_worker(g: &GlobalArgs, a: &ArchivePushArgs, spool: &PushSpool) -> Optio
     cmd.arg("push-ahead")
         .arg("--pg-wal")
         .arg(spool.pg_wal())
-        .args(["--jobs", &jobs.to_string(), "--queue", &queue.to_string()])
-        .process_group(0);
+        .args(["--jobs", &jobs.to_string(), "--queue", &queue.to_string()]);
     match cmd.spawn() {
         Ok(child) => Some(child),
         Err(e) => {
@@ -155,6 +154,10 @@ fn start_worker(g: &GlobalArgs, a: &ArchivePushArgs, spool: &PushSpool) -> Optio
 
 /// The worker: pushes what PostgreSQL marked ready, recording its failure for the next call.
 pub async fn push_ahead(g: &GlobalArgs, a: PushAheadArgs) -> Result<u8, CliError> {
+    if let Err(e) = pitr_os::new_session() {
+        // Started as a process group leader (by hand, from a shell): it stays where it is.
+        tracing::debug!("push-ahead worker stays in its session: {e}");
+    }
     let spool = PushSpool::of_pg_wal(&a.pg_wal);
     let record = |name: Option<&WalFileName>, e: CliError| {
         let relayed = Relayed {
