@@ -2,7 +2,7 @@
 # S3 benchmark: pitr with its repository on SeaweedFS vs pgBackRest 2.45 on the same SeaweedFS
 # vs pitr with a local repository, in one run, on a pgbench cluster (PostgreSQL 15).
 #
-# Usage: bench/s3.sh [--segments N] [--scale N] [--repeat N] [--keep] [--workdir DIR]
+# Usage: bench/s3.sh [--segments N] [--scale N] [--repeat N] [--profile] [--keep] [--workdir DIR]
 #
 # Measures, for each of pitr-s3, pgbackrest-s3 and pitr-local:
 #   push:    archive-push of N real 16 MB pgbench segments, one process per segment (as the
@@ -11,6 +11,9 @@
 #   restore: restore of that backup into an empty directory
 # each --repeat times (median), wall and CPU seconds, repository bytes, and the ratios
 # pgBackRest/pitr (targets: pitr >= 2x pgBackRest's speed, repository <= 1.1x its size).
+# --profile: after the pushes, where one push's time goes: `perf stat` (task clock, context
+# switches) of 8 pushes by each tool into fresh repositories, of `pitr --version` (process
+# start) and `strace -c -f` of one pitr push on S3 (needs perf and strace).
 # SeaweedFS's S3 API runs over TLS with a certificate from a private CA made by openssl:
 # pgBackRest (2.45 speaks S3 only over https) with repo1-storage-verify-tls=n, pitr with
 # --s3-ca-file, both on the same https port.
@@ -22,6 +25,7 @@ SEGMENTS=32
 SCALE=30
 REPEAT=3
 KEEP=0
+PROFILE=0
 WORKPARENT=${TMPDIR:-/tmp}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PORT=${BENCH_PORT:-25439}
@@ -35,6 +39,7 @@ while [ $# -gt 0 ]; do
     --repeat) REPEAT=$2; shift 2 ;;
     --workdir) WORKPARENT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --profile) PROFILE=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "s3.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -154,6 +159,30 @@ declare -A PUSHB
 PUSHB[pitr-s3]=$(s3_prefix_bytes push-pitr-1)
 PUSHB[pgbackrest-s3]=$(s3_prefix_bytes push-pgbackrest-1)
 PUSHB[pitr-local]=$(du -sb "$WORK/push-local-1" | cut -f1)
+
+if [ $PROFILE = 1 ]; then
+  log "profile: 8 pushes by each tool into fresh repositories under perf stat; strace -c of one pitr push on S3"
+  declare -A PP=([pitr-s3]=prof-pitr [pitr-local]=$WORK/prof-local [pgbackrest-s3]=/prof-pgbackrest)
+  run_tool pitr-s3 "${PP[pitr-s3]}" init >/dev/null
+  run_tool pitr-local "${PP[pitr-local]}" init >/dev/null
+  run_tool pgbackrest-s3 "${PP[pgbackrest-s3]}" stanza-create >/dev/null
+  for t in "${TOOLS[@]}"; do
+    for s in $(ls "$WORK"/segments/* | head -8); do
+      as_pg $AWS perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults \
+        -o "$WORK/out/perf-$t" --append $(tool_cmd "$t" "${PP[$t]}") archive-push "$s" >/dev/null
+    done
+    awk -F, -v t="$t" '$3 == "task-clock" { ms += $1; n++ } $3 == "context-switches" { cs += $1 }
+      $3 == "page-faults" { pf += $1 }
+      END { printf "profile %-14s %6.1f ms CPU per push, %5.0f context switches, %6.0f page faults (%d pushes)\n", t, ms / n, cs / n, pf / n, n }' "$WORK/out/perf-$t"
+  done
+  for i in 1 2 3 4 5; do
+    as_pg perf stat -x, -e task-clock -o "$WORK/out/perf-version" --append "$WORK/bin/pitr" --version >/dev/null
+  done
+  awk -F, '$3 == "task-clock" { ms += $1; n++ } END { printf "profile pitr --version      %6.1f ms CPU (process start)\n", ms / n }' "$WORK/out/perf-version"
+  s=$(ls "$WORK"/segments/* | sed -n 9p)
+  as_pg $AWS strace -f -c -o "$WORK/out/strace-push" $(tool_cmd pitr-s3 "${PP[pitr-s3]}") archive-push "$s" >/dev/null
+  sed 's/^/profile strace: /' "$WORK/out/strace-push" | head -25
+fi
 
 log "backup: $REPEAT runs of each, alternating"
 for r in $(seq "$REPEAT"); do
