@@ -288,7 +288,7 @@ pub(crate) fn open_run(
         .len()
         .checked_sub(usize::try_from(count).unwrap_or(usize::MAX) * TAG)
         .ok_or_else(|| bad.clone())?;
-    let short = sealed.len() as u64 % SEALED_CHUNK != 0;
+    let short = !(sealed.len() as u64).is_multiple_of(SEALED_CHUNK);
     if first + count > n || (short && first + count != n) {
         return Err(bad);
     }
