@@ -93,6 +93,10 @@ tool_cmd() {
     pgbackrest-s3) echo "pgbackrest --config=$WORK/pgbackrest.conf --stanza=$STANZA --repo1-path=$2" ;;
   esac
 }
+# push_cmd TOOL: its archive-push subcommand, one file per process (pitr: --no-async, so that
+# each call pushes its own file and the repositories of one archive_command do not wait for
+# each other's background worker).
+push_cmd() { case $1 in pgbackrest-s3) echo archive-push ;; *) echo "archive-push --no-async" ;; esac; }
 declare -A MAIN=([pitr-s3]=pitr [pitr-local]=$WORK/repo-pitr [pgbackrest-s3]=/pgbackrest)
 TOOLS=(pitr-s3 pgbackrest-s3 pitr-local)
 write_pgbackrest_conf "$WORK/pgbackrest.conf" "$WORK" "$STANZA" "$PGDATA" "$PORT" "$SOCK" \
@@ -132,7 +136,7 @@ ls "$WORK/staging" | grep '^[0-9A-F]\{24\}$' | tail -n "$SEGMENTS" | while read 
 chown -R postgres: "$WORK/segments"
 # From now on the archiver feeds all three repositories (backups wait for their last segment).
 cat >>"$PGDATA/postgresql.conf" <<EOF
-archive_command = '$(tool_cmd pitr-s3 "${MAIN[pitr-s3]}") archive-push %p && $(tool_cmd pitr-local "${MAIN[pitr-local]}") archive-push %p && $(tool_cmd pgbackrest-s3 "${MAIN[pgbackrest-s3]}") archive-push %p'
+archive_command = '$(tool_cmd pitr-s3 "${MAIN[pitr-s3]}") archive-push --no-async %p && $(tool_cmd pitr-local "${MAIN[pitr-local]}") archive-push --no-async %p && $(tool_cmd pgbackrest-s3 "${MAIN[pgbackrest-s3]}") archive-push %p'
 EOF
 psql_pg -c 'SELECT pg_reload_conf()' >/dev/null
 DB_BYTES=$(( $(du -sb "$PGDATA" | cut -f1) - $(du -sb "$PGDATA/pg_wal" | cut -f1) ))
@@ -150,7 +154,7 @@ for r in $(seq "$REPEAT"); do
     # Start with a different tool for each segment, so load from elsewhere hits all alike.
     for k in 0 1 2; do
       t=${TOOLS[$(( (i + k) % 3 ))]}
-      timed "$WORK/out/push-$t-$r" run_tool "$t" "${PR[$t]}" archive-push "$s"
+      timed "$WORK/out/push-$t-$r" run_tool "$t" "${PR[$t]}" $(push_cmd "$t") "$s"
     done
     i=$((i + 1))
   done
@@ -169,7 +173,7 @@ if [ $PROFILE = 1 ]; then
   for t in "${TOOLS[@]}"; do
     for s in $(ls "$WORK"/segments/* | head -8); do
       as_pg $AWS perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults \
-        -o "$WORK/out/perf-$t" --append $(tool_cmd "$t" "${PP[$t]}") archive-push "$s" >/dev/null
+        -o "$WORK/out/perf-$t" --append $(tool_cmd "$t" "${PP[$t]}") $(push_cmd "$t") "$s" >/dev/null
     done
     awk -F, -v t="$t" '$3 == "task-clock" { ms += $1; n++ } $3 == "context-switches" { cs += $1 }
       $3 == "page-faults" { pf += $1 }
@@ -180,7 +184,7 @@ if [ $PROFILE = 1 ]; then
   done
   awk -F, '$3 == "task-clock" { ms += $1; n++ } END { printf "profile pitr --version      %6.1f ms CPU (process start)\n", ms / n }' "$WORK/out/perf-version"
   s=$(ls "$WORK"/segments/* | sed -n 9p)
-  as_pg $AWS strace -f -c -o "$WORK/out/strace-push" $(tool_cmd pitr-s3 "${PP[pitr-s3]}") archive-push "$s" >/dev/null
+  as_pg $AWS strace -f -c -o "$WORK/out/strace-push" $(tool_cmd pitr-s3 "${PP[pitr-s3]}") archive-push --no-async "$s" >/dev/null
   sed 's/^/profile strace: /' "$WORK/out/strace-push" | head -25
 fi
 
