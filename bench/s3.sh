@@ -31,7 +31,7 @@ PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PORT=${BENCH_PORT:-25439}
 STANZA=bench
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
     --segments) SEGMENTS=$2; shift 2 ;;
@@ -175,17 +175,21 @@ if [ $PROFILE = 1 ]; then
       as_pg $AWS perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults \
         -o "$WORK/out/perf-$t" --append $(tool_cmd "$t" "${PP[$t]}") $(push_cmd "$t") "$s" >/dev/null
     done
-    awk -F, -v t="$t" '$3 == "task-clock" { ms += $1; n++ } $3 == "context-switches" { cs += $1 }
-      $3 == "page-faults" { pf += $1 }
+    awk -F, -v t="$t" '$3 ~ /^task-clock/ { ms += $1; n++ } $3 ~ /^context-switches/ { cs += $1 }
+      $3 ~ /^page-faults/ { pf += $1 }
       END { printf "profile %-14s %6.1f ms CPU per push, %5.0f context switches, %6.0f page faults (%d pushes)\n", t, ms / n, cs / n, pf / n, n }' "$WORK/out/perf-$t"
   done
   for i in 1 2 3 4 5; do
     as_pg perf stat -x, -e task-clock -o "$WORK/out/perf-version" --append "$WORK/bin/pitr" --version >/dev/null
   done
-  awk -F, '$3 == "task-clock" { ms += $1; n++ } END { printf "profile pitr --version      %6.1f ms CPU (process start)\n", ms / n }' "$WORK/out/perf-version"
+  awk -F, '$3 ~ /^task-clock/ { ms += $1; n++ } END { printf "profile pitr --version      %6.1f ms CPU (process start)\n", ms / n }' "$WORK/out/perf-version"
   s=$(ls "$WORK"/segments/* | sed -n 9p)
   as_pg $AWS strace -f -c -o "$WORK/out/strace-push" $(tool_cmd pitr-s3 "${PP[pitr-s3]}") archive-push --no-async "$s" >/dev/null
   sed 's/^/profile strace: /' "$WORK/out/strace-push" | head -25
+  # Which directories the push opens files in (certificate stores, configuration...).
+  s=$(ls "$WORK"/segments/* | sed -n 10p)
+  as_pg $AWS strace -f -e trace=openat -o "$WORK/out/strace-open" $(tool_cmd pitr-s3 "${PP[pitr-s3]}") archive-push --no-async "$s" >/dev/null
+  grep -o 'openat([^"]*"[^"]*"' "$WORK/out/strace-open" | sed 's/.*"\(.*\)\/[^/]*"$/\1/' | sort | uniq -c | sort -rn | head -5 | sed 's/^/profile files opened in: /'
 fi
 
 log "backup: $REPEAT runs of each, alternating"
