@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Encryption cost: the same work into an unencrypted and an encrypted repository, interleaved,
 # in one run: archive-push (one process per real 16 MB pgbench segment, as the archiver calls
-# it), full backup and restore (pgbench scale N, PostgreSQL 15). Prints wall and CPU seconds of
+# it; --no-async: each call pushes its own file, and two repositories in one archive_command
+# do not wait for each other's background worker), full backup and restore (pgbench scale N, PostgreSQL 15). Prints wall and CPU seconds of
 # each and the encrypted/plain ratio (target: at most 1.10).
 #
 # Usage: bench/encryption.sh [--segments N] [--scale N] [--repeat N] [--keep] [--workdir DIR]
@@ -74,7 +75,7 @@ listen_addresses = ''
 unix_socket_directories = '$SOCK'
 wal_level = replica
 archive_mode = on
-archive_command = '$(pitr_for plain "$WORK/repo-plain") archive-push %p && $(pitr_for enc "$WORK/repo-enc") archive-push %p && cp %p $WORK/staging/%f'
+archive_command = '$(pitr_for plain "$WORK/repo-plain") archive-push --no-async %p && $(pitr_for enc "$WORK/repo-enc") archive-push --no-async %p && cp %p $WORK/staging/%f'
 max_wal_size = 1GB
 EOF2
 as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
@@ -91,7 +92,7 @@ log "archive-push: $SEGMENTS segments x $REPEAT runs, interleaved segment by seg
 for r in $(seq "$REPEAT"); do
   for v in plain enc; do as_pg $(pitr_for $v "$WORK/push-$v-$r") init >/dev/null; done
   for s in "$WORK"/segments/*; do
-    for v in plain enc; do timed "$WORK/out/push-$v-$r" as_pg $(pitr_for $v "$WORK/push-$v-$r") archive-push "$s"; done
+    for v in plain enc; do timed "$WORK/out/push-$v-$r" as_pg $(pitr_for $v "$WORK/push-$v-$r") archive-push --no-async "$s"; done
   done
 done
 

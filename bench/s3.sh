@@ -2,7 +2,7 @@
 # S3 benchmark: pitr with its repository on SeaweedFS vs pgBackRest 2.45 on the same SeaweedFS
 # vs pitr with a local repository, in one run, on a pgbench cluster (PostgreSQL 15).
 #
-# Usage: bench/s3.sh [--segments N] [--scale N] [--repeat N] [--keep] [--workdir DIR]
+# Usage: bench/s3.sh [--segments N] [--scale N] [--repeat N] [--profile] [--keep] [--workdir DIR]
 #
 # Measures, for each of pitr-s3, pgbackrest-s3 and pitr-local:
 #   push:    archive-push of N real 16 MB pgbench segments, one process per segment (as the
@@ -11,6 +11,9 @@
 #   restore: restore of that backup into an empty directory
 # each --repeat times (median), wall and CPU seconds, repository bytes, and the ratios
 # pgBackRest/pitr (targets: pitr >= 2x pgBackRest's speed, repository <= 1.1x its size).
+# --profile: after the pushes, where one push's time goes: `perf stat` (task clock, context
+# switches) of 8 pushes by each tool into fresh repositories, of `pitr --version` (process
+# start) and `strace -c -f` of one pitr push on S3 (needs perf and strace).
 # SeaweedFS's S3 API runs over TLS with a certificate from a private CA made by openssl:
 # pgBackRest (2.45 speaks S3 only over https) with repo1-storage-verify-tls=n, pitr with
 # --s3-ca-file, both on the same https port.
@@ -22,12 +25,13 @@ SEGMENTS=32
 SCALE=30
 REPEAT=3
 KEEP=0
+PROFILE=0
 WORKPARENT=${TMPDIR:-/tmp}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PORT=${BENCH_PORT:-25439}
 STANZA=bench
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
     --segments) SEGMENTS=$2; shift 2 ;;
@@ -35,6 +39,7 @@ while [ $# -gt 0 ]; do
     --repeat) REPEAT=$2; shift 2 ;;
     --workdir) WORKPARENT=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --profile) PROFILE=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "s3.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -88,6 +93,10 @@ tool_cmd() {
     pgbackrest-s3) echo "pgbackrest --config=$WORK/pgbackrest.conf --stanza=$STANZA --repo1-path=$2" ;;
   esac
 }
+# push_cmd TOOL: its archive-push subcommand, one file per process (pitr: --no-async, so that
+# each call pushes its own file and the repositories of one archive_command do not wait for
+# each other's background worker).
+push_cmd() { case $1 in pgbackrest-s3) echo archive-push ;; *) echo "archive-push --no-async" ;; esac; }
 declare -A MAIN=([pitr-s3]=pitr [pitr-local]=$WORK/repo-pitr [pgbackrest-s3]=/pgbackrest)
 TOOLS=(pitr-s3 pgbackrest-s3 pitr-local)
 write_pgbackrest_conf "$WORK/pgbackrest.conf" "$WORK" "$STANZA" "$PGDATA" "$PORT" "$SOCK" \
@@ -127,7 +136,7 @@ ls "$WORK/staging" | grep '^[0-9A-F]\{24\}$' | tail -n "$SEGMENTS" | while read 
 chown -R postgres: "$WORK/segments"
 # From now on the archiver feeds all three repositories (backups wait for their last segment).
 cat >>"$PGDATA/postgresql.conf" <<EOF
-archive_command = '$(tool_cmd pitr-s3 "${MAIN[pitr-s3]}") archive-push %p && $(tool_cmd pitr-local "${MAIN[pitr-local]}") archive-push %p && $(tool_cmd pgbackrest-s3 "${MAIN[pgbackrest-s3]}") archive-push %p'
+archive_command = '$(tool_cmd pitr-s3 "${MAIN[pitr-s3]}") archive-push --no-async %p && $(tool_cmd pitr-local "${MAIN[pitr-local]}") archive-push --no-async %p && $(tool_cmd pgbackrest-s3 "${MAIN[pgbackrest-s3]}") archive-push %p'
 EOF
 psql_pg -c 'SELECT pg_reload_conf()' >/dev/null
 DB_BYTES=$(( $(du -sb "$PGDATA" | cut -f1) - $(du -sb "$PGDATA/pg_wal" | cut -f1) ))
@@ -145,7 +154,7 @@ for r in $(seq "$REPEAT"); do
     # Start with a different tool for each segment, so load from elsewhere hits all alike.
     for k in 0 1 2; do
       t=${TOOLS[$(( (i + k) % 3 ))]}
-      timed "$WORK/out/push-$t-$r" run_tool "$t" "${PR[$t]}" archive-push "$s"
+      timed "$WORK/out/push-$t-$r" run_tool "$t" "${PR[$t]}" $(push_cmd "$t") "$s"
     done
     i=$((i + 1))
   done
@@ -154,6 +163,34 @@ declare -A PUSHB
 PUSHB[pitr-s3]=$(s3_prefix_bytes push-pitr-1)
 PUSHB[pgbackrest-s3]=$(s3_prefix_bytes push-pgbackrest-1)
 PUSHB[pitr-local]=$(du -sb "$WORK/push-local-1" | cut -f1)
+
+if [ $PROFILE = 1 ]; then
+  log "profile: 8 pushes by each tool into fresh repositories under perf stat; strace -c of one pitr push on S3"
+  declare -A PP=([pitr-s3]=prof-pitr [pitr-local]=$WORK/prof-local [pgbackrest-s3]=/prof-pgbackrest)
+  run_tool pitr-s3 "${PP[pitr-s3]}" init >/dev/null
+  run_tool pitr-local "${PP[pitr-local]}" init >/dev/null
+  run_tool pgbackrest-s3 "${PP[pgbackrest-s3]}" stanza-create >/dev/null
+  for t in "${TOOLS[@]}"; do
+    for s in $(ls "$WORK"/segments/* | head -8); do
+      as_pg $AWS perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults \
+        -o "$WORK/out/perf-$t" --append $(tool_cmd "$t" "${PP[$t]}") $(push_cmd "$t") "$s" >/dev/null
+    done
+    awk -F, -v t="$t" '$3 ~ /^task-clock/ { ms += $1; n++ } $3 ~ /^context-switches/ { cs += $1 }
+      $3 ~ /^page-faults/ { pf += $1 }
+      END { printf "profile %-14s %6.1f ms CPU per push, %5.0f context switches, %6.0f page faults (%d pushes)\n", t, ms / n, cs / n, pf / n, n }' "$WORK/out/perf-$t"
+  done
+  for i in 1 2 3 4 5; do
+    as_pg perf stat -x, -e task-clock -o "$WORK/out/perf-version" --append "$WORK/bin/pitr" --version >/dev/null
+  done
+  awk -F, '$3 ~ /^task-clock/ { ms += $1; n++ } END { printf "profile pitr --version      %6.1f ms CPU (process start)\n", ms / n }' "$WORK/out/perf-version"
+  s=$(ls "$WORK"/segments/* | sed -n 9p)
+  as_pg $AWS strace -f -c -o "$WORK/out/strace-push" $(tool_cmd pitr-s3 "${PP[pitr-s3]}") archive-push --no-async "$s" >/dev/null
+  sed 's/^/profile strace: /' "$WORK/out/strace-push" | head -25
+  # Which directories the push opens files in (certificate stores, configuration...).
+  s=$(ls "$WORK"/segments/* | sed -n 10p)
+  as_pg $AWS strace -f -e trace=openat -o "$WORK/out/strace-open" $(tool_cmd pitr-s3 "${PP[pitr-s3]}") archive-push --no-async "$s" >/dev/null
+  grep -o 'openat([^"]*"[^"]*"' "$WORK/out/strace-open" | sed 's/.*"\(.*\)\/[^/]*"$/\1/' | sort | uniq -c | sort -rn | head -5 | sed 's/^/profile files opened in: /'
+fi
 
 log "backup: $REPEAT runs of each, alternating"
 for r in $(seq "$REPEAT"); do

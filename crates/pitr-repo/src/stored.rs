@@ -5,9 +5,10 @@
 //! bytes: a task on the async runtime fetches them in order, at most [`PIECES_AHEAD`] ahead of
 //! the decoder, which decompresses and hashes them on a blocking thread as they arrive. Memory
 //! stays at the first read plus a few pieces and the decompressor's window (at most one zstd
-//! piece), whatever the object's size; works the same through
-//! [`EncryptedStorage`](crate::crypt::EncryptedStorage), whose ranged reads open only the
-//! 64 KiB chunks they cover.
+//! piece), whatever the object's size. An encrypted repository's objects are read with the
+//! same requests ([`EncryptedStorage::open_first`]: the sealed chunks of each range in one
+//! read), their chunks opened on blocking threads as they arrive, so the decryption runs
+//! beside the decompression rather than before it.
 //!
 //! Objects that are replaced while they are read (a streamed `.partial`) must be read whole
 //! (one GET is atomic, a series of ranges is not): [`decode_stored`] is for objects that are
@@ -16,10 +17,14 @@
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
+use std::ops::Range;
+
 use bytes::Bytes;
+use futures_util::StreamExt;
 use pitr_storage::{Storage, StorageError};
 use tokio::sync::mpsc;
 
+use crate::crypt::{EncryptedStorage, SealedFirst, SealedObject};
 use crate::frame::{self, FrameError, FrameSummary, HEADER_LEN, TRAILER_LEN};
 
 /// The first read of an object: objects up to this size take one request.
@@ -28,6 +33,9 @@ pub const FIRST_READ: u64 = 8 << 20;
 pub const READ_PIECE: u64 = 4 << 20;
 /// How many pieces the fetching task may hold ready before the decoder takes them.
 pub const PIECES_AHEAD: usize = 1;
+/// How many ranged reads of one object may be in flight (on an object store each waits for
+/// the network): memory is at most this many pieces more.
+pub const READS_IN_FLIGHT: usize = 2;
 
 /// Why a stored frame could not be decoded.
 #[derive(Debug)]
@@ -87,34 +95,57 @@ impl Drop for StreamedFrame {
 /// else its header and trailer (checked) and a payload fed by ranged reads. `None` when the
 /// object does not exist. Must be called on a Tokio runtime (the fetching task is spawned on
 /// it); the payload is read from a blocking thread.
+///
+/// In an encrypted repository ([`EncryptedStorage`]) the requests are the same (the sealed
+/// chunks of each range in one read) and each range's chunks are opened on a blocking thread
+/// as they arrive, while the decoder works on the previous range.
 pub async fn open_stored(
     storage: &Arc<dyn Storage>,
     key: &str,
 ) -> Result<Option<Opened>, StoredError> {
-    let Some(first) = storage
-        .get_range(key, 0..FIRST_READ)
-        .await
-        .map_err(StoredError::Storage)?
-    else {
-        return Ok(None);
+    let sealed = storage
+        .as_any()
+        .and_then(|a| a.downcast_ref::<EncryptedStorage>());
+    let (first, ranged, size, stored_len) = match sealed {
+        Some(enc) => match enc
+            .open_first(key, FIRST_READ)
+            .await
+            .map_err(StoredError::Storage)?
+        {
+            None => return Ok(None),
+            Some(SealedFirst::Whole(b)) => return Ok(Some(Opened::Whole(b))),
+            Some(SealedFirst::Large { first, object }) => {
+                let (size, stored) = (object.len(), object.stored_len());
+                (first, Ranged::Sealed(object), size, stored)
+            }
+        },
+        None => {
+            let Some(first) = storage
+                .get_range(key, 0..FIRST_READ)
+                .await
+                .map_err(StoredError::Storage)?
+            else {
+                return Ok(None);
+            };
+            if (first.len() as u64) < FIRST_READ {
+                return Ok(Some(Opened::Whole(first)));
+            }
+            let Some(meta) = storage.head(key).await.map_err(StoredError::Storage)? else {
+                return Ok(None);
+            };
+            let ranged = Ranged::Plain(storage.clone(), key.to_string());
+            (first, ranged, meta.size, meta.size)
+        }
     };
-    if (first.len() as u64) < FIRST_READ {
-        return Ok(Some(Opened::Whole(first)));
-    }
-    let Some(plan) = plan(storage, key, &first).await? else {
+    let Some(plan) = plan(&ranged, size, &first).await? else {
         return Ok(None);
     };
     let (tx, rx) = mpsc::channel(PIECES_AHEAD);
-    let fetcher = tokio::spawn(fetch_pieces(
-        storage.clone(),
-        key.to_string(),
-        FIRST_READ..plan.payload_end,
-        tx,
-    ));
+    let fetcher = tokio::spawn(fetch_pieces(ranged, FIRST_READ..plan.payload_end, tx));
     Ok(Some(Opened::Streamed(StreamedFrame {
         code: plan.code,
         summary: plan.summary,
-        stored_len: plan.payload_end + TRAILER_LEN as u64,
+        stored_len,
         payload: Pieces {
             current: first.slice(HEADER_LEN.min(first.len())..),
             left: plan.payload_end - HEADER_LEN as u64,
@@ -123,6 +154,24 @@ pub async fn open_stored(
         },
         fetcher: fetcher.abort_handle(),
     })))
+}
+
+/// Where the ranges of a large object come from.
+#[derive(Clone)]
+enum Ranged {
+    /// Ranged reads of the storage.
+    Plain(Arc<dyn Storage>, String),
+    /// A sealed object's plaintext ranges, one request each.
+    Sealed(SealedObject),
+}
+
+impl Ranged {
+    async fn read(&self, range: Range<u64>) -> Result<Option<Bytes>, StorageError> {
+        match self {
+            Ranged::Plain(storage, key) => storage.get_range(key, range).await,
+            Ranged::Sealed(object) => object.read(range).await,
+        }
+    }
 }
 
 /// Decodes the frame stored under `key` into `out`, verified (length and BLAKE3), with memory
@@ -180,23 +229,16 @@ struct Plan {
     summary: FrameSummary,
 }
 
-/// The header (from `first`) and trailer (one more ranged read) of a large object.
-async fn plan(
-    storage: &Arc<dyn Storage>,
-    key: &str,
-    first: &Bytes,
-) -> Result<Option<Plan>, StoredError> {
-    let Some(meta) = storage.head(key).await.map_err(StoredError::Storage)? else {
-        return Ok(None);
-    };
-    let size = meta.size;
+/// The header (from `first`) and trailer (one more ranged read) of a large object of `size`
+/// bytes (plaintext bytes, for a sealed one).
+async fn plan(ranged: &Ranged, size: u64, first: &Bytes) -> Result<Option<Plan>, StoredError> {
     let short = || StoredError::Frame(FrameError::Truncated(usize::try_from(size).unwrap_or(0)));
     let payload_end = size
         .checked_sub(TRAILER_LEN as u64)
         .filter(|&e| e >= HEADER_LEN as u64 && size >= first.len() as u64)
         .ok_or_else(short)?;
-    let Some(trailer) = storage
-        .get_range(key, payload_end..size)
+    let Some(trailer) = ranged
+        .read(payload_end..size)
         .await
         .map_err(StoredError::Storage)?
     else {
@@ -212,29 +254,37 @@ async fn plan(
     }))
 }
 
-/// Fetches `range` of `key` in pieces of [`READ_PIECE`], in order, into `tx`; stops at the
-/// first failure (sent) or when the decoder is gone.
+/// Fetches `range` of the object in pieces of [`READ_PIECE`], [`READS_IN_FLIGHT`] requests at
+/// a time, in order, into `tx`; stops at the first failure (sent) or when the decoder is gone
+/// (the reads in flight are dropped with this task).
 async fn fetch_pieces(
-    storage: Arc<dyn Storage>,
-    key: String,
-    range: std::ops::Range<u64>,
+    ranged: Ranged,
+    range: Range<u64>,
     tx: mpsc::Sender<Result<Bytes, Option<StorageError>>>,
 ) {
-    let mut at = range.start;
-    while at < range.end {
-        let end = (at + READ_PIECE).min(range.end);
-        // Shorter than its size said: cut while it was read (objects read this way are never
-        // replaced), reported as a truncated object by the decoder.
-        let piece = match storage.get_range(&key, at..end).await {
-            Ok(Some(b)) if b.len() as u64 == end - at => Ok(b),
-            Ok(_) => Err(None),
-            Err(e) => Err(Some(e)),
-        };
+    let pieces = (range.start..range.end)
+        .step_by(usize::try_from(READ_PIECE).unwrap_or(usize::MAX))
+        .map(|at| at..(at + READ_PIECE).min(range.end));
+    let mut reads = futures_util::stream::iter(pieces)
+        .map(|r| {
+            let ranged = &ranged;
+            async move {
+                let want = r.end - r.start;
+                // Shorter than its size said: cut while it was read (objects read this way
+                // are never replaced), reported as a truncated object by the decoder.
+                match ranged.read(r).await {
+                    Ok(Some(b)) if b.len() as u64 == want => Ok(b),
+                    Ok(_) => Err(None),
+                    Err(e) => Err(Some(e)),
+                }
+            }
+        })
+        .buffered(READS_IN_FLIGHT);
+    while let Some(piece) = reads.next().await {
         let failed = piece.is_err();
         if tx.send(piece).await.is_err() || failed {
             return;
         }
-        at = end;
     }
 }
 
@@ -379,6 +429,68 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn round_trips_encrypted() {
         round_trips("encrypted").await;
+    }
+
+    /// Through an encrypted repository, small and large objects (whose chunks are opened
+    /// range by range as they are decoded) still refuse every tampering of the sealed object:
+    /// a flipped byte or two chunks swapped in a later piece, the last chunk cut off or only
+    /// its tag, and the object copied under another name; each is an authentication failure
+    /// naming the object.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn encrypted_objects_read_in_ranges_refuse_tampering() {
+        use crate::crypt::seal::{chunk_offset, CHUNK, TAG};
+        let dir = tempfile::tempdir().unwrap();
+        let raw: Arc<dyn Storage> = Arc::new(LocalFs::create(dir.path()).unwrap());
+        let enc: Arc<dyn Storage> = Arc::new(EncryptedStorage::new(raw.clone(), DataKey([5; 32])));
+        let big = noise(FIRST_READ as usize + 2 * READ_PIECE as usize + 777);
+        let small = noise(300_000);
+        for (name, data) in [("big", &big), ("small", &small)] {
+            let (obj, _) = frame::encode(data, Compression::None).unwrap();
+            let key = format!("o/{name}");
+            enc.put(&key, Bytes::from(obj), PutMode::Create)
+                .await
+                .unwrap();
+            assert!(decode(&enc, &key).await.unwrap() == *data, "{key}");
+            let sealed = raw.get(&key).await.unwrap().unwrap().to_vec();
+            let n = (sealed.len() - chunk_offset(0) as usize).div_ceil(CHUNK + TAG) as u64;
+            let c = |i: u64| chunk_offset(i) as usize;
+            let late = n - 2;
+            let mut flipped = sealed.clone();
+            flipped[c(late) + 100] ^= 1;
+            let mut swapped = sealed[..c(late - 1)].to_vec();
+            swapped.extend_from_slice(&sealed[c(late)..c(late + 1)]);
+            swapped.extend_from_slice(&sealed[c(late - 1)..c(late)]);
+            swapped.extend_from_slice(&sealed[c(late + 1)..]);
+            let cut = sealed[..c(n - 1)].to_vec();
+            let tag_cut = sealed[..sealed.len() - TAG].to_vec();
+            for (what, bad) in [
+                ("flipped", flipped),
+                ("swapped", swapped),
+                ("cut", cut),
+                ("tag cut", tag_cut),
+            ] {
+                raw.put(&key, Bytes::from(bad), PutMode::Overwrite)
+                    .await
+                    .unwrap();
+                let r = decode(&enc, &key).await;
+                assert!(
+                    matches!(
+                        &r,
+                        Err(StoredError::Storage(StorageError::Unauthentic { .. }))
+                    ),
+                    "{key} {what}: {r:?}"
+                );
+            }
+            let copy = format!("o/{name}-copy");
+            raw.put(&copy, Bytes::from(sealed), PutMode::Create)
+                .await
+                .unwrap();
+            let r = decode(&enc, &copy).await;
+            assert!(
+                matches!(&r, Err(StoredError::Storage(StorageError::Unauthentic { ref key, .. })) if *key == copy),
+                "{copy}: {r:?}"
+            );
+        }
     }
 
     /// A read that fails midway is a storage error (retryable), not a damaged object.

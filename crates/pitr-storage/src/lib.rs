@@ -132,6 +132,13 @@ pub trait Storage: Send + Sync + Debug {
         1
     }
 
+    /// This storage as [`std::any::Any`], for a layer above that reads one wrapper its own
+    /// way (pitr-repo opens an encrypted repository's chunks in its decoding threads, with one
+    /// request per range); `None` (the default) for the others.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
+
     /// Removes an object; removing an absent object is not an error.
     async fn delete(&self, key: &str) -> StorageResult<()>;
 

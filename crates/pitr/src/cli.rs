@@ -77,7 +77,7 @@ pub struct GlobalArgs {
     /// S3 region [default: us-east-1]
     #[arg(long, global = true, env = "AWS_REGION", value_name = "REGION")]
     pub s3_region: Option<String>,
-    /// PEM file of CA certificates trusted besides the system's, for an S3 endpoint with a private CA
+    /// PEM file of CA certificates trusted instead of the system's, for an S3 endpoint with a private CA
     #[arg(long, global = true, env = "PITR_S3_CA_FILE", value_name = "FILE")]
     pub s3_ca_file: Option<PathBuf>,
     /// Seconds a failing S3 request (5xx, 429, timeout, connection error) is retried [default: 60]

@@ -11,9 +11,11 @@
 //!
 //! - `key`: key files and the key object;
 //! - `seal`: the sealed object format;
-//! - `storage`: the [`Storage`](pitr_storage::Storage) wrapper.
+//! - `storage`: the [`Storage`](pitr_storage::Storage) wrapper;
+//! - `object`: ranged reads of one sealed object, one request per range.
 
 mod key;
+mod object;
 pub mod seal;
 mod storage;
 #[cfg(test)]
@@ -22,6 +24,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use key::{Argon2Cost, EncryptionInfo, KekSpec, KeyFile, Keyring, CIPHER, KEYRING_KEY};
+pub use object::{SealedFirst, SealedObject};
 pub use seal::{DataKey, SealError};
 pub use storage::EncryptedStorage;
 

@@ -124,6 +124,7 @@ impl ObjectCipher {
 
     /// Decrypts chunk `index` of object `key` (ciphertext and tag) in place; returns the
     /// plaintext's length (the start of `buf`).
+    #[cfg(test)]
     pub(crate) fn open(
         &self,
         key: &str,
@@ -264,11 +265,38 @@ pub fn open(dk: &DataKey, key: &str, obj: &[u8]) -> Result<Vec<u8>, SealError> {
     let salt = parse_header(obj)?;
     let len = plain_len(obj.len() as u64).ok_or(SealError::BadLength(obj.len() as u64))?;
     let cipher = ObjectCipher::new(dk, &salt);
-    let n = chunk_count(len);
-    let mut out = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-    let open_chunk = |i: u64, plain: &mut [u8]| {
-        let start = chunk_offset(i) as usize;
-        let sealed = obj
+    let body = obj.get(SEAL_HEADER..).unwrap_or_default();
+    open_run(&cipher, key, 0, chunk_count(len), body)
+}
+
+/// Opens a run of consecutive sealed chunks of object `key` (of `n` chunks) as stored, the
+/// first being chunk `first`: their plaintext, authenticated, the chunks opened on several
+/// threads when the run is large. Only chunk `n - 1` may be shorter than a full chunk; a run
+/// cut inside a chunk, or reaching past chunk `n - 1`, fails.
+pub(crate) fn open_run(
+    cipher: &ObjectCipher,
+    key: &str,
+    first: u64,
+    n: u64,
+    sealed: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let count = (sealed.len() as u64).div_ceil(SEALED_CHUNK).max(1);
+    let bad = SealError::Chunk {
+        index: first + count - 1,
+    };
+    let len = sealed
+        .len()
+        .checked_sub(usize::try_from(count).unwrap_or(usize::MAX) * TAG)
+        .ok_or_else(|| bad.clone())?;
+    let short = !(sealed.len() as u64).is_multiple_of(SEALED_CHUNK);
+    if first + count > n || (short && first + count != n) {
+        return Err(bad);
+    }
+    let mut out = vec![0u8; len];
+    let open_chunk = |j: u64, plain: &mut [u8]| {
+        let i = first + j;
+        let start = usize::try_from(j * SEALED_CHUNK).unwrap_or(usize::MAX);
+        let sealed = sealed
             .get(start..start + plain.len() + TAG)
             .ok_or(SealError::Chunk { index: i })?;
         let (data, tag) = sealed.split_at(plain.len());
@@ -278,9 +306,14 @@ pub fn open(dk: &DataKey, key: &str, obj: &[u8]) -> Result<Vec<u8>, SealError> {
     if len == 0 {
         open_chunk(0, &mut [])?;
     } else {
-        in_place(&mut out, CHUNK, n, len as usize, open_chunk)?;
+        in_place(&mut out, CHUNK, count, len, open_chunk)?;
     }
     Ok(out)
+}
+
+/// Stored offset of plaintext byte `at`, a multiple of [`CHUNK`]: where its chunk starts.
+pub(crate) fn sealed_offset(at: u64) -> u64 {
+    chunk_offset(at / CHUNK as u64)
 }
 
 /// Runs `f(i, piece)` over the `stride`-sized pieces of `buf` (chunk `i` of `n`), the pieces cut

@@ -72,7 +72,7 @@ pub struct S3Config {
     /// `AWS_SESSION_TOKEN`, then the provider chain (web identity, container, instance
     /// metadata).
     pub credentials: Option<S3Credentials>,
-    /// A PEM file of extra CA certificates trusted besides the system's roots (a private CA).
+    /// A PEM file of CA certificates trusted instead of the system's roots (a private CA).
     pub ca_file: Option<PathBuf>,
     /// Retry budget per request: see [`DEFAULT_RETRY_TIMEOUT`].
     pub retry_timeout: Duration,

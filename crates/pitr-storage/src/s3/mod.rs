@@ -214,6 +214,10 @@ fn client_options(cfg: &S3Config, endpoint: Option<&str>) -> StorageResult<Clien
         for cert in certs {
             options = options.with_root_certificate(cert);
         }
+        // The private CA replaces the system's roots (as curl's --cacert and pgBackRest's
+        // repo-storage-ca-file do): loading those reads and parses every file of
+        // /etc/ssl/certs (about 290 here) in every process, archive-push included.
+        options = options.with_no_system_certificates(true);
     }
     Ok(options)
 }
