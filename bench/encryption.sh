@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Encryption cost: the same work into an unencrypted and an encrypted repository, interleaved,
 # in one run: archive-push (one process per real 16 MB pgbench segment, as the archiver calls
-# it; --no-async: each call pushes its own file, and two repositories in one archive_command
-# do not wait for each other's background worker), full backup and restore (pgbench scale N, PostgreSQL 15). Prints wall and CPU seconds of
+# it; --no-async: each call pushes its own file, so what is measured is the cost of one push),
+# full backup and restore (pgbench scale N, PostgreSQL 15). Prints wall and CPU seconds of
 # each and the encrypted/plain ratio (target: at most 1.10).
 #
 # Usage: bench/encryption.sh [--segments N] [--scale N] [--repeat N] [--keep] [--workdir DIR]

@@ -94,8 +94,8 @@ tool_cmd() {
   esac
 }
 # push_cmd TOOL: its archive-push subcommand, one file per process (pitr: --no-async, so that
-# each call pushes its own file and the repositories of one archive_command do not wait for
-# each other's background worker).
+# each call pushes its own file: the cost of one push is what is measured; bench/archive-async.sh
+# measures the asynchronous drain).
 push_cmd() { case $1 in pgbackrest-s3) echo archive-push ;; *) echo "archive-push --no-async" ;; esac; }
 declare -A MAIN=([pitr-s3]=pitr [pitr-local]=$WORK/repo-pitr [pgbackrest-s3]=/pgbackrest)
 TOOLS=(pitr-s3 pgbackrest-s3 pitr-local)

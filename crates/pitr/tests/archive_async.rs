@@ -146,9 +146,19 @@ fn async_push_drains_a_backlog_and_acknowledges_only_what_is_stored(install: &Pg
     c.start();
     let ready = backlog(&c);
     let pg_wal = c.datadir().join("pg_wal");
-    let spool = pg_wal.join("pitr-push");
+    let spools = pg_wal.join("pitr-push");
     let wal_dir = repo.join("main/wal/00000001");
-    let markers = || names_with(&spool, ".ok");
+    // Markers of the repository's spool (the only one: one repository here).
+    let markers = || {
+        let mut v: Vec<String> = fs::read_dir(&spools)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|d| names_with(&d.path(), ".ok"))
+            .collect();
+        v.sort();
+        v
+    };
 
     // Worker killed before it stores anything, mid-upload (a temporary object in the
     // repository), and after one, then several markers: every marker left is stored.
@@ -358,5 +368,52 @@ fn async_push_drains_a_backlog_on_s3() {
         .collect();
     assert!(done.len() >= ready.len(), "{done:?}");
     assert_stored_in(&["--repo", &url], &env, &pg_wal, &done, "S3");
+    c.stop();
+}
+
+/// One archive_command pushing every segment into two repositories (a local one and another,
+/// as a DBA keeps a second copy): each repository has its own spool and worker, so neither
+/// call waits for the other's worker or consumes its markers, and both hold every segment.
+#[test]
+fn two_repositories_in_one_archive_command_do_not_wait_for_each_other() {
+    let install = newest_pg();
+    let scratch = pitr_testkit::scratch_dir();
+    let (a, b) = (scratch.path().join("repo-a"), scratch.path().join("repo-b"));
+    for r in [&a, &b] {
+        pitr_as_postgres(&["init", "--repo", s(r)]).expect_code(0);
+    }
+    let c = Cluster::init(
+        &install,
+        ClusterOptions {
+            wal_segsize_mb: Some(1),
+            archive_command: Some(format!(
+                "{} && {}",
+                archive_command(&a, ""),
+                archive_command(&b, "")
+            )),
+            ..Default::default()
+        },
+    );
+    c.start();
+    c.psql("CREATE TABLE t (i int)");
+    c.psql("DO $$ BEGIN FOR i IN 1..12 LOOP INSERT INTO t VALUES (i); PERFORM pg_switch_wal(); END LOOP; END $$");
+    let last = c.switch_wal();
+    let started = Instant::now();
+    // A call waiting for the other repository's worker would wait minutes per segment.
+    assert!(
+        c.wait_archived(&last, Duration::from_secs(60)),
+        "13 segments not archived into two repositories in 60 s"
+    );
+    let took = started.elapsed();
+    let pg_wal = c.datadir().join("pg_wal");
+    let done = names_with(&pg_wal.join("archive_status"), ".done");
+    let segments: Vec<String> = done.into_iter().filter(|n| n.len() == 24).collect();
+    assert!(segments.len() >= 13, "{segments:?}");
+    assert_stored(&a, &pg_wal, &segments, "first repository");
+    assert_stored(&b, &pg_wal, &segments, "second repository");
+    eprintln!(
+        "{} segments archived into two repositories in {took:?}",
+        segments.len()
+    );
     c.stop();
 }

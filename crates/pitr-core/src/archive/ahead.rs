@@ -1,7 +1,10 @@
 //! Asynchronous `archive-push`: while PostgreSQL's archiver asks for one WAL file at a time, a
 //! detached worker pushes the files it has marked ready (`pg_wal/archive_status/*.ready`),
 //! several at a time, and records a "done" marker for each in a spool directory under `pg_wal`
-//! (`pg_wal/pitr-push`), so that the following `archive-push` calls return at once.
+//! (`pg_wal/pitr-push/<repository>`), so that the following `archive-push` calls return at once.
+//! Each repository has a spool (and a worker) of its own: an `archive_command` that pushes into
+//! two repositories runs two workers, and neither repository's calls wait for or consume the
+//! other's markers.
 //!
 //! The promises, the same as a synchronous push:
 //! - a marker is written only after the object is durable in the repository (the create-only
@@ -33,7 +36,7 @@ use pitr_repo::{ClusterRepo, Compression};
 use super::push::{push_stamped, KnownIdentity, PushReport, HEAD_LEN};
 use super::ArchiveError;
 
-/// The spool directory's name, inside `pg_wal`.
+/// The directory of the spools, inside `pg_wal` (one subdirectory per repository).
 pub const PUSH_SPOOL_DIR: &str = "pitr-push";
 /// The lock a worker holds (`flock`, released by the kernel when the worker dies).
 const LOCK: &str = ".worker.lock";
@@ -142,7 +145,7 @@ pub struct WorkerFailure {
     pub error: ArchiveError,
 }
 
-/// The push spool of one `pg_wal` directory.
+/// The push spool of one `pg_wal` directory for one repository.
 #[derive(Debug, Clone)]
 pub struct PushSpool {
     pg_wal: PathBuf,
@@ -150,20 +153,24 @@ pub struct PushSpool {
 }
 
 impl PushSpool {
-    /// The spool of the `pg_wal` holding `wal_path` (PostgreSQL's `%p`, `pg_wal/NAME`).
-    pub fn beside(wal_path: &Path) -> PushSpool {
+    /// The spool for the repository `repo_key` of the `pg_wal` holding `wal_path`
+    /// (PostgreSQL's `%p`, `pg_wal/NAME`).
+    pub fn beside(wal_path: &Path, repo_key: &str) -> PushSpool {
         let pg_wal = wal_path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        PushSpool::of_pg_wal(pg_wal)
+        PushSpool::of_pg_wal(pg_wal, repo_key)
     }
 
-    /// The spool of the `pg_wal` directory `pg_wal`.
-    pub fn of_pg_wal(pg_wal: &Path) -> PushSpool {
+    /// The spool for the repository `repo_key` (its location and cluster, as the markers record
+    /// it) of the `pg_wal` directory `pg_wal`: `pg_wal/pitr-push/` and the first 16 hex digits
+    /// of the key's BLAKE3.
+    pub fn of_pg_wal(pg_wal: &Path, repo_key: &str) -> PushSpool {
+        let id = blake3::hash(repo_key.as_bytes()).to_hex();
         PushSpool {
             pg_wal: pg_wal.to_path_buf(),
-            dir: pg_wal.join(PUSH_SPOOL_DIR),
+            dir: pg_wal.join(PUSH_SPOOL_DIR).join(&id[..16]),
         }
     }
 
@@ -544,7 +551,7 @@ mod tests {
             b"",
         )
         .unwrap();
-        (tmp, PushSpool::beside(&path), name, path)
+        (tmp, PushSpool::beside(&path, "repo#main"), name, path)
     }
 
     fn report(name: &WalFileName) -> PushReport {
@@ -560,7 +567,14 @@ mod tests {
     #[test]
     fn a_marker_acknowledges_only_the_file_it_was_written_for() {
         let (_tmp, spool, name, path) = setup();
-        assert_eq!(spool.dir(), path.parent().unwrap().join(PUSH_SPOOL_DIR));
+        assert!(spool
+            .dir()
+            .starts_with(path.parent().unwrap().join(PUSH_SPOOL_DIR)));
+        assert_ne!(
+            spool.dir(),
+            PushSpool::beside(&path, "other#main").dir(),
+            "another repository has a spool of its own"
+        );
         fs::create_dir_all(spool.dir()).unwrap();
         let stamp = FileStamp::read(&path).unwrap();
         spool

@@ -14,7 +14,7 @@ use crate::error::{CliError, EXIT_NOT_FOUND};
 
 pub async fn push(g: &GlobalArgs, a: ArchivePushArgs) -> Result<u8, CliError> {
     let c = compression(g)?;
-    let spool = PushSpool::beside(&a.wal_path);
+    let spool = PushSpool::beside(&a.wal_path, &repo_key(g));
     let name = a
         .wal_path
         .file_name()
@@ -158,7 +158,7 @@ pub async fn push_ahead(g: &GlobalArgs, a: PushAheadArgs) -> Result<u8, CliError
         // Started as a process group leader (by hand, from a shell): it stays where it is.
         tracing::debug!("push-ahead worker stays in its session: {e}");
     }
-    let spool = PushSpool::of_pg_wal(&a.pg_wal);
+    let spool = PushSpool::of_pg_wal(&a.pg_wal, &repo_key(g));
     let record = |name: Option<&WalFileName>, e: CliError| {
         let relayed = Relayed {
             code: e.exit_code().clamp(1, 125),
