@@ -150,6 +150,8 @@ pub struct WorkerFailure {
 pub struct PushSpool {
     pg_wal: PathBuf,
     dir: PathBuf,
+    /// The repository (location and cluster) the markers are written for.
+    repo_key: String,
 }
 
 impl PushSpool {
@@ -171,6 +173,7 @@ impl PushSpool {
         PushSpool {
             pg_wal: pg_wal.to_path_buf(),
             dir: pg_wal.join(PUSH_SPOOL_DIR).join(&id[..16]),
+            repo_key: repo_key.to_string(),
         }
     }
 
@@ -191,9 +194,9 @@ impl PushSpool {
     }
 
     /// Reads (and consumes) what the spool holds for `name`, whose file is at `path`, pushed
-    /// to the repository `repo_key`: its marker if it matches the file there now, the worker's
+    /// to the spool's repository: its marker if it matches the file there now, the worker's
     /// failure on it or as a whole. A marker that does not match is removed and ignored.
-    pub fn take(&self, name: &WalFileName, path: &Path, repo_key: &str) -> Spooled {
+    pub fn take(&self, name: &WalFileName, path: &Path) -> Spooled {
         let marker = self.marker_path(name);
         let failed_file = self.dir.join(format!("{name}.error"));
         if let Ok(text) = fs::read_to_string(&marker) {
@@ -202,7 +205,9 @@ impl PushSpool {
             let _ = fs::remove_file(&marker);
             match found {
                 Some(m)
-                    if m.name == name.to_string() && m.repo == repo_key && Some(m.stamp) == now =>
+                    if m.name == name.to_string()
+                        && m.repo == self.repo_key
+                        && Some(m.stamp) == now =>
                 {
                     // Stored after an earlier failure: that failure is history.
                     let _ = fs::remove_file(&failed_file);
@@ -261,7 +266,6 @@ impl PushSpool {
     pub async fn run_worker(
         &self,
         cluster: &ClusterRepo,
-        repo_key: &str,
         opts: AheadOptions,
     ) -> Result<WorkerReport, WorkerFailure> {
         let fail = |e: io::Error| WorkerFailure {
@@ -286,13 +290,12 @@ impl PushSpool {
             Err(fs::TryLockError::Error(e)) => return Err(fail(e)),
         }
         let _ = fs::remove_file(self.dir.join(WORKER_ERROR));
-        self.work(cluster, repo_key, opts).await
+        self.work(cluster, opts).await
     }
 
     async fn work(
         &self,
         cluster: &ClusterRepo,
-        repo_key: &str,
         opts: AheadOptions,
     ) -> Result<WorkerReport, WorkerFailure> {
         let mut report = WorkerReport::default();
@@ -347,7 +350,7 @@ impl PushSpool {
             last_progress = Instant::now();
             match result {
                 Ok((pushed, Some(stamp))) => {
-                    self.mark_done(&name, repo_key, &pushed, stamp)
+                    self.mark_done(&name, &pushed, stamp)
                         .map_err(|e| WorkerFailure {
                             name: Some(name),
                             error: self.io_err(e),
@@ -368,17 +371,16 @@ impl PushSpool {
         failure.map_or(Ok(report), Err)
     }
 
-    /// Writes `name`'s marker durably (temporary file, fsync, rename, fsync of the directory).
+    /// Writes `name`'s marker atomically (temporary file, rename; not fsynced: see below).
     fn mark_done(
         &self,
         name: &WalFileName,
-        repo_key: &str,
         pushed: &PushReport,
         stamp: FileStamp,
     ) -> io::Result<()> {
         let marker = Marker {
             name: name.to_string(),
-            repo: repo_key.to_string(),
+            repo: self.repo_key.clone(),
             blake3: pushed.blake3.clone(),
             stamp,
         };
@@ -577,40 +579,33 @@ mod tests {
         );
         fs::create_dir_all(spool.dir()).unwrap();
         let stamp = FileStamp::read(&path).unwrap();
-        spool
-            .mark_done(&name, "repo#main", &report(&name), stamp)
-            .unwrap();
+        spool.mark_done(&name, &report(&name), stamp).unwrap();
         // Another repository: not acknowledged, and the marker is gone.
-        assert_eq!(spool.take(&name, &path, "other#main"), Spooled::Nothing);
+        let other = PushSpool {
+            repo_key: "other#main".into(),
+            ..spool.clone()
+        };
+        assert_eq!(other.take(&name, &path), Spooled::Nothing);
         assert!(!spool.marker_path(&name).exists());
         // The same file: acknowledged once.
-        spool
-            .mark_done(&name, "repo#main", &report(&name), stamp)
-            .unwrap();
-        assert!(matches!(
-            spool.take(&name, &path, "repo#main"),
-            Spooled::Done { .. }
-        ));
-        assert_eq!(spool.take(&name, &path, "repo#main"), Spooled::Nothing);
+        spool.mark_done(&name, &report(&name), stamp).unwrap();
+        assert!(matches!(spool.take(&name, &path), Spooled::Done { .. }));
+        assert_eq!(spool.take(&name, &path), Spooled::Nothing);
         // Rewritten with the same size under the same name: never acknowledged.
-        spool
-            .mark_done(&name, "repo#main", &report(&name), stamp)
-            .unwrap();
+        spool.mark_done(&name, &report(&name), stamp).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         fs::write(&path, vec![8u8; 20_000]).unwrap();
-        assert_eq!(spool.take(&name, &path, "repo#main"), Spooled::Nothing);
+        assert_eq!(spool.take(&name, &path), Spooled::Nothing);
         // Replaced by another file (a new inode) with the same content: not acknowledged either.
         let stamp = FileStamp::read(&path).unwrap();
-        spool
-            .mark_done(&name, "repo#main", &report(&name), stamp)
-            .unwrap();
+        spool.mark_done(&name, &report(&name), stamp).unwrap();
         let other = path.with_extension("new");
         fs::write(&other, vec![8u8; 20_000]).unwrap();
         fs::rename(&other, &path).unwrap();
-        assert_eq!(spool.take(&name, &path, "repo#main"), Spooled::Nothing);
+        assert_eq!(spool.take(&name, &path), Spooled::Nothing);
         // A torn marker is ignored.
         fs::write(spool.marker_path(&name), "pitr-push-done 1\nname 0000").unwrap();
-        assert_eq!(spool.take(&name, &path, "repo#main"), Spooled::Nothing);
+        assert_eq!(spool.take(&name, &path), Spooled::Nothing);
     }
 
     #[test]
@@ -621,30 +616,21 @@ mod tests {
             message: "the bucket is gone".into(),
         };
         spool.record_failure(Some(&name), &relayed);
-        assert_eq!(
-            spool.take(&name, &path, "r"),
-            Spooled::Failed(relayed.clone())
-        );
-        assert_eq!(spool.take(&name, &path, "r"), Spooled::Nothing);
+        assert_eq!(spool.take(&name, &path), Spooled::Failed(relayed.clone()));
+        assert_eq!(spool.take(&name, &path), Spooled::Nothing);
         spool.record_failure(None, &relayed);
-        assert_eq!(
-            spool.take(&name, &path, "r"),
-            Spooled::Failed(relayed.clone())
-        );
+        assert_eq!(spool.take(&name, &path), Spooled::Failed(relayed.clone()));
         // Stored on a later try: the marker clears the earlier failure.
         spool.record_failure(Some(&name), &relayed);
         let stamp = FileStamp::read(&path).unwrap();
-        spool.mark_done(&name, "r", &report(&name), stamp).unwrap();
-        assert!(matches!(
-            spool.take(&name, &path, "r"),
-            Spooled::Done { .. }
-        ));
-        assert_eq!(spool.take(&name, &path, "r"), Spooled::Nothing);
+        spool.mark_done(&name, &report(&name), stamp).unwrap();
+        assert!(matches!(spool.take(&name, &path), Spooled::Done { .. }));
+        assert_eq!(spool.take(&name, &path), Spooled::Nothing);
 
         let stamp = FileStamp::read(&path).unwrap();
-        spool.mark_done(&name, "r", &report(&name), stamp).unwrap();
+        spool.mark_done(&name, &report(&name), stamp).unwrap();
         let gone = WalFileName::parse("000000010000000000000006").unwrap();
-        spool.mark_done(&gone, "r", &report(&gone), stamp).unwrap();
+        spool.mark_done(&gone, &report(&gone), stamp).unwrap();
         fs::write(spool.dir().join("x.ok.tmp"), b"").unwrap();
         assert!(spool.ready_files() == vec![name]);
         assert!(!spool.wants_worker(&name));

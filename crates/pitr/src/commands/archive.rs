@@ -79,12 +79,11 @@ async fn push_async(
     spool: &PushSpool,
     name: &WalFileName,
 ) -> Result<Option<u8>, CliError> {
-    let key = repo_key(g);
     let mut worker: Option<Child> = None;
     let started = Instant::now();
     let mut poll = Duration::from_micros(500);
     loop {
-        match spool.take(name, &a.wal_path, &key) {
+        match spool.take(name, &a.wal_path) {
             Spooled::Done { blake3 } => {
                 if g.json {
                     print_json(&serde_json::json!({
@@ -173,7 +172,7 @@ pub async fn push_ahead(g: &GlobalArgs, a: PushAheadArgs) -> Result<u8, CliError
         compression: compression(g).map_err(|e| record(None, e))?,
     };
     let cluster = open_cluster(g).await.map_err(|e| record(None, e))?;
-    match spool.run_worker(&cluster, &repo_key(g), opts).await {
+    match spool.run_worker(&cluster, opts).await {
         Ok(r) => {
             tracing::info!("pushed ahead {} files", r.marked);
             Ok(0)
