@@ -234,11 +234,26 @@ where
         stamp = FileStamp::new(&meta, &head);
         let found = segment_identity(&name, &head, len)?;
         // Compress while the repository is opened and the recorded identity read (round trips
-        // on an object store); a failure or a mismatch discards the work.
+        // on an object store); a failure or a mismatch discards the work. The opening is
+        // started first: its CPU part (an S3 client, its TLS settings) then runs before the
+        // compression threads take the cores, and its first request is under way while they
+        // work.
+        let mut open = std::pin::pin!(open);
+        let mut opened = None;
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(r) = open.as_mut().poll(cx) {
+                opened = Some(r);
+            }
+            std::task::Poll::Ready(())
+        })
+        .await;
         let encode = tokio::task::spawn_blocking(move || {
             pitr_repo::frame::encode_file(&file, len, compression)
         });
-        let cluster = open.await?;
+        let cluster = match opened {
+            Some(r) => r?,
+            None => open.await?,
+        };
         let stored = recorded_identity(&cluster, &found, known).await?;
         check_identity(&cluster, &name, &found, &stored)?;
         let (obj, summary) = encode

@@ -1,20 +1,18 @@
-//! Encoding: a whole buffer, a file (ranges read and compressed on several threads while
-//! another hashes them), or a stream fed in chunks ([`FrameEncoder`]).
+//! Encoding: a whole buffer, or a stream fed in chunks ([`FrameEncoder`]); files are
+//! encoded in pieces by [`encode_file`](super::encode_file).
 
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
-use std::sync::{mpsc, Arc, Mutex};
 
 use super::layout::{header, trailer, HEADER_LEN, TRAILER_LEN};
 use super::{Checksum, Compression, FrameSummary};
 
-/// Smallest range of a file that [`encode_file`] reads and compresses on a thread of its own.
+/// Smallest range of a file that [`encode_file`](super::encode_file) reads and compresses on
+/// a thread of its own.
 pub(super) const PARALLEL_CHUNK: usize = 4 << 20;
 
 /// Encodes a whole buffer (small files: timeline histories, backup history files, metadata-
-/// sized objects; WAL segments go through [`encode_file`]).
+/// sized objects; WAL segments go through [`encode_file`](super::encode_file)).
 pub fn encode(data: &[u8], c: Compression) -> io::Result<(Vec<u8>, FrameSummary)> {
     let h = header(c);
     let payload = compress(data, c)?;
@@ -29,98 +27,6 @@ pub fn encode(data: &[u8], c: Compression) -> io::Result<(Vec<u8>, FrameSummary)
     Ok((out, summary))
 }
 
-/// Encodes the first `len` bytes of `file` like [`encode`], without ever holding the
-/// whole file in one buffer first: the file is split into one range per core, each range is
-/// read (positioned reads) and compressed by its own thread, and a further thread hashes the
-/// ranges in order as they arrive. Reading, hashing and compressing overlap, which matters for
-/// `archive-push`: one process per 16 MB segment, where a plain read costs as much as the
-/// compression of a piece.
-pub fn encode_file(file: &File, len: u64, c: Compression) -> io::Result<(Vec<u8>, FrameSummary)> {
-    let len = usize::try_from(len).map_err(io::Error::other)?;
-    if len == 0 {
-        return encode(&[], c);
-    }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pieces = match c {
-        Compression::Zstd(_) => (len / PARALLEL_CHUNK).clamp(1, threads.max(1)),
-        Compression::None | Compression::Lz4 => 1,
-    };
-    let size = len.div_ceil(pieces).max(1);
-    let ranges: Vec<(usize, usize)> = (0..len)
-        .step_by(size)
-        .map(|start| (start, (start + size).min(len)))
-        .collect();
-    let (outputs, checksum) = std::thread::scope(|s| {
-        let mut to_hasher = Vec::new();
-        let mut workers = Vec::new();
-        for &(start, end) in &ranges {
-            let (tx, rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(1);
-            to_hasher.push(rx);
-            workers.push(s.spawn(move || -> io::Result<Compressed> {
-                let mut buf = pooled_buffer(end - start);
-                file.read_exact_at(&mut buf, start as u64)?;
-                let buf = Arc::new(buf);
-                // The hasher may be gone only if it panicked; the join below reports that.
-                let _ = tx.send(buf.clone());
-                Ok((compress_pooled(&buf, c)?, buf))
-            }));
-        }
-        let hasher = s.spawn(move || {
-            let mut h = blake3::Hasher::new();
-            let mut hashed = 0usize;
-            for rx in to_hasher {
-                match rx.recv() {
-                    Ok(piece) => {
-                        h.update(&piece);
-                        hashed += piece.len();
-                    }
-                    // The worker failed to read; its own error is reported.
-                    Err(_) => return None,
-                }
-            }
-            Some((Checksum(*h.finalize().as_bytes()), hashed))
-        });
-        let outputs: Vec<io::Result<Compressed>> = workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("compression thread panicked")))
-            })
-            .collect();
-        (outputs, hasher.join().ok().flatten())
-    });
-    // The hasher is done with the read buffers: they go back to the pool.
-    let outputs: Vec<io::Result<Vec<u8>>> = outputs
-        .into_iter()
-        .map(|o| {
-            o.map(|(compressed, buf)| {
-                if let Ok(buf) = Arc::try_unwrap(buf) {
-                    return_buffer(buf);
-                }
-                compressed
-            })
-        })
-        .collect();
-    let h = header(c);
-    let mut out = Vec::with_capacity(HEADER_LEN + len / 3 + TRAILER_LEN);
-    out.extend_from_slice(&h);
-    for o in outputs {
-        out.extend_from_slice(&o?);
-    }
-    let (checksum, hashed) = checksum.ok_or_else(|| io::Error::other("checksum thread failed"))?;
-    if hashed != len {
-        return Err(io::Error::other(format!(
-            "read {hashed} bytes, expected {len}"
-        )));
-    }
-    let summary = FrameSummary {
-        len: len as u64,
-        checksum,
-    };
-    out.extend_from_slice(&trailer(&h, summary));
-    Ok((out, summary))
-}
-
 /// A zstd compressor at `level`. Level 1 (the default) is zstd's level 1 with three parameters
 /// tuned for WAL and relation pages, measured on pgbench WAL (`bench/README.md`): matches of 5
 /// bytes instead of 6, a hash table of 2^17 entries instead of 2^13 and a 2 MiB window instead
@@ -128,72 +34,25 @@ pub fn encode_file(file: &File, len: u64, c: Compression) -> io::Result<(Vec<u8>
 /// about a third more CPU (level 3 costs two and a half times as much). Other levels are
 /// zstd's own. Decoding needs nothing special: the parameters are in each zstd frame.
 pub(crate) fn zstd_compressor(level: i32) -> io::Result<zstd::bulk::Compressor<'static>> {
-    use zstd::stream::raw::CParameter;
     let mut c = zstd::bulk::Compressor::new(level)?;
-    if level == 1 {
-        c.set_parameter(CParameter::MinMatch(5))?;
-        c.set_parameter(CParameter::HashLog(17))?;
-        c.set_parameter(CParameter::WindowLog(21))?;
+    for p in zstd_parameters(level) {
+        c.set_parameter(p)?;
     }
     Ok(c)
 }
 
-/// A compressed range and the buffer it was read into (shared with the hasher until it is done).
-type Compressed = (Vec<u8>, Arc<Vec<u8>>);
-
-/// Read buffers and zstd compressors of [`encode_file`], kept for its next call in the same
-/// process: the push-ahead worker encodes one segment after another, and fresh 8 MiB buffers
-/// (zeroed, page-faulted in, unmapped again) and fresh compression contexts cost a fifth of its
-/// CPU (perf, pgbench WAL). At most [`POOL_MAX`] of each are kept (64 MiB of buffers at most).
-static READ_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-static COMPRESSORS: Mutex<Vec<(i32, zstd::bulk::Compressor<'static>)>> = Mutex::new(Vec::new());
-const POOL_MAX: usize = 8;
-
-/// A buffer of `len` bytes, from the pool when it has one (its old bytes are left: the caller
-/// overwrites them all), else a new one.
-fn pooled_buffer(len: usize) -> Vec<u8> {
-    let mut buf = READ_BUFFERS
-        .lock()
-        .ok()
-        .and_then(|mut pool| pool.pop())
-        .unwrap_or_default();
-    if buf.len() < len {
-        buf.resize(len, 0);
+/// The parameters pitr sets on top of zstd's `level` (see [`zstd_compressor`]).
+pub(super) fn zstd_parameters(level: i32) -> Vec<zstd::zstd_safe::CParameter> {
+    use zstd::zstd_safe::CParameter;
+    if level == 1 {
+        vec![
+            CParameter::MinMatch(5),
+            CParameter::HashLog(17),
+            CParameter::WindowLog(21),
+        ]
     } else {
-        buf.truncate(len);
+        Vec::new()
     }
-    buf
-}
-
-fn return_buffer(buf: Vec<u8>) {
-    if let Ok(mut pool) = READ_BUFFERS.lock() {
-        if pool.len() < POOL_MAX {
-            pool.push(buf);
-        }
-    }
-}
-
-/// [`compress`] with a zstd context from the pool (each compression is a complete frame of its
-/// own: a reused context carries nothing from one to the next).
-fn compress_pooled(data: &[u8], c: Compression) -> io::Result<Vec<u8>> {
-    let Compression::Zstd(level) = c else {
-        return compress(data, c);
-    };
-    let pooled = COMPRESSORS.lock().ok().and_then(|mut pool| {
-        let i = pool.iter().position(|(l, _)| *l == level)?;
-        Some(pool.swap_remove(i).1)
-    });
-    let mut compressor = match pooled {
-        Some(z) => z,
-        None => zstd_compressor(level)?,
-    };
-    let out = compressor.compress(data)?;
-    if let Ok(mut pool) = COMPRESSORS.lock() {
-        if pool.len() < POOL_MAX {
-            pool.push((level, compressor));
-        }
-    }
-    Ok(out)
 }
 
 /// Compresses `data` as one piece.

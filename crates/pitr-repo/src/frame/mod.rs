@@ -11,7 +11,8 @@
 //! length and BLAKE3 checksum: a flipped byte anywhere is detected.
 //!
 //! - `layout`: the header and trailer bytes (what a later format version changes);
-//! - `encode`: whole buffers, files (read and compressed on several threads) and streams;
+//! - `encode`: whole buffers and streams;
+//! - `file`: files (WAL segments), read, hashed and compressed in pieces on several threads;
 //! - `growing`: a frame re-published as bytes keep arriving (the streamed `.partial`);
 //! - `decode`: sequential decoding, verified;
 //! - `parallel`: decoding a zstd payload cut in pieces on several threads, the BLAKE3 tree
@@ -20,6 +21,7 @@
 
 mod decode;
 mod encode;
+mod file;
 mod growing;
 mod layout;
 mod parallel;
@@ -30,7 +32,8 @@ mod windowed;
 use std::fmt;
 
 pub use decode::{decode, decode_into, decode_payload};
-pub use encode::{encode, encode_file, FrameEncoder, ZSTD_PIECE};
+pub use encode::{encode, FrameEncoder, ZSTD_PIECE};
+pub use file::encode_file;
 pub use growing::{GrowingFrame, GROWING_PIECE};
 pub use layout::{ends, summary, END_MAGIC, HEADER_LEN, MAGIC, MAX_ORIGINAL_LEN, TRAILER_LEN};
 pub use parallel::{decode_to, WriteAt};
