@@ -249,6 +249,16 @@ fn encode_file_matches_encode_for_every_compression() {
         assert_eq!(s, encode(&data, c).unwrap().1, "{c}");
         assert_eq!(decode(&obj).unwrap(), data, "{c}");
     }
+    // The zstd payload is frames of 1 MiB, each recording its size: the parallel decoder can
+    // split it (and its subtree hashes merge into the same checksum).
+    let (obj, s) = encode_file(&file, data.len() as u64, Compression::Zstd(1)).unwrap();
+    let (_, payload, _) = parts(&obj).unwrap();
+    let (piece_len, pieces) = zstd_pieces(payload, s.len).expect("uniform pieces");
+    assert_eq!(piece_len, 1 << 20);
+    assert_eq!(pieces.len(), data.len().div_ceil(1 << 20));
+    let out = Memory::new();
+    assert_eq!(decode_to(&obj, 4, &out).unwrap(), s);
+    assert_eq!(out.take(), data);
     // Asking for more than the file holds is an error, not a short object.
     assert!(encode_file(&file, data.len() as u64 + 1, Compression::Zstd(1)).is_err());
     let (empty, s) = encode_file(&file, 0, Compression::Zstd(1)).unwrap();
