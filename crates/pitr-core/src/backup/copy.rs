@@ -235,6 +235,7 @@ fn copy_one(
         stored_in: None,
         checksum_failures: Vec::new(),
         blocks: None,
+        bundle: None,
     };
     let verify = verifier.filter(|_| is_checksummed(&file.rel));
     let first_block_of_file = verify

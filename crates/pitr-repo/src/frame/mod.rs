@@ -30,7 +30,7 @@ mod windowed;
 use std::fmt;
 
 pub use decode::{decode, decode_into, decode_payload};
-pub use encode::{encode, encode_file, FrameEncoder, ZSTD_PIECE};
+pub use encode::{encode, encode_file, FrameEncoder, MemberEncoder, ZSTD_PIECE};
 pub use growing::{GrowingFrame, GROWING_PIECE};
 pub use layout::{ends, summary, END_MAGIC, HEADER_LEN, MAGIC, MAX_ORIGINAL_LEN, TRAILER_LEN};
 pub use parallel::{decode_to, WriteAt};

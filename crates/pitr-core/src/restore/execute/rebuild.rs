@@ -419,6 +419,7 @@ mod tests {
             stored_in: None,
             checksum_failures: Vec::new(),
             blocks: Some(layers.clone()),
+            bundle: None,
         }
     }
 
