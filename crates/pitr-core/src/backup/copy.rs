@@ -75,6 +75,9 @@ pub struct Progress {
     pub total_bytes: AtomicU64,
 }
 
+/// Files with their index in the copy's file list.
+type Numbered = Vec<(usize, SourceFile)>;
+
 /// What a copy task hands back: manifest entries by their index in the copy's file list.
 type Copied = Result<Vec<(usize, ManifestFile)>, CopyError>;
 
@@ -105,9 +108,12 @@ pub async fn copy_files(
     // An object store's uploads wait on the network: more of them in flight than cores.
     let in_flight = jobs.max(cluster.repo().storage().requests_in_flight());
     let sem = Arc::new(Semaphore::new(in_flight.max(1)));
-    let (mut own, mut small): (Vec<(usize, SourceFile)>, Vec<(usize, SourceFile)>) =
+    let (mut own, mut small): (Numbered, Numbered) =
         files.into_iter().enumerate().partition(|(_, f)| {
-            f.size >= BUNDLE_LIMIT || blocks.as_ref().is_some_and(|b| b.parent_of(&f.rel).is_some())
+            f.size >= BUNDLE_LIMIT
+                || blocks
+                    .as_ref()
+                    .is_some_and(|b| b.parent_of(&f.rel).is_some())
         });
     // Largest first, so the long copies start early and the pool drains evenly.
     own.sort_by_key(|(_, f)| std::cmp::Reverse(f.size));
@@ -185,7 +191,7 @@ pub async fn copy_files(
 /// since it was listed is copied as its own object).
 fn bundle_queue(
     (rt, cluster, label, compression): (&Handle, &ClusterRepo, &str, Compression),
-    queue: &(Vec<(usize, SourceFile)>, AtomicUsize),
+    queue: &(Numbered, AtomicUsize),
     ids: &AtomicU64,
     verifier: Option<&dyn PageVerifier>,
     progress: &Progress,

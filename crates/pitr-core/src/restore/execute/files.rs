@@ -2,9 +2,11 @@
 //! from the repository (transient storage errors retried), decoded and verified into place, or
 //! kept when `--delta` finds it intact. Progress is reported as bytes land.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use pitr_repo::stored::{self, Opened, StoredError};
 use pitr_repo::{BackupManifest, ClusterRepo, ManifestFile, RepoError};
 use pitr_storage::Storage;
@@ -68,49 +70,133 @@ pub async fn restore_files(
     let sem = Arc::new(Semaphore::new(
         jobs.max(storage.requests_in_flight()).max(1),
     ));
-    let mut set: JoinSet<Result<Outcome, RestoreError>> = JoinSet::new();
+    let mut set: JoinSet<Result<Vec<Outcome>, RestoreError>> = JoinSet::new();
     let mut tally = Tally::default();
+    let job = |f: &ManifestFile| FileJob {
+        storage: storage.clone(),
+        repo: repo.clone(),
+        key: cluster.backup_file_key(f.stored_in.as_deref().unwrap_or(&m.label), &f.path),
+        label: m.label.clone(),
+        dest: layout.dest(&f.path),
+        file: f.clone(),
+        objects: f
+            .objects(&m.label)
+            .iter()
+            .map(|o| cluster.object_key(o, &f.path))
+            .collect(),
+        checksums_before: m.data_checksums.then(|| m.start()),
+        delta,
+        threads: jobs,
+        progress: progress.clone(),
+    };
+    // Bundled files by bundle: each bundle is read in a few large ranged reads.
+    let mut bundles: BTreeMap<String, Vec<FileJob>> = BTreeMap::new();
     // Largest first, so that a large relation does not start last and finish alone.
-    let mut order: Vec<&ManifestFile> = m.files.iter().collect();
+    let mut order: Vec<&ManifestFile> = Vec::new();
+    for f in &m.files {
+        match (&f.bundle, &f.blocks) {
+            (Some(b), None) => {
+                let holder = f.stored_in.as_deref().unwrap_or(&m.label);
+                let key = cluster.bundle_key(holder, b.id);
+                bundles.entry(key).or_default().push(job(f));
+            }
+            _ => order.push(f),
+        }
+    }
     order.sort_by_key(|f| std::cmp::Reverse(f.size));
-    for f in order {
+    let singles = order.into_iter().map(|f| Work::File(Box::new(job(f))));
+    let grouped = bundles
+        .into_iter()
+        .map(|(key, members)| Work::Bundle(key, members));
+    for work in singles.chain(grouped) {
         let permit = sem
             .clone()
             .acquire_owned()
             .await
             .map_err(|e| RestoreError::Internal(e.to_string()))?;
         while let Some(done) = set.try_join_next() {
-            tally.add(done.map_err(|e| RestoreError::Internal(e.to_string()))??);
+            for o in done.map_err(|e| RestoreError::Internal(e.to_string()))?? {
+                tally.add(o);
+            }
         }
-        let job = FileJob {
-            storage: storage.clone(),
-            repo: repo.clone(),
-            key: cluster.backup_file_key(f.stored_in.as_deref().unwrap_or(&m.label), &f.path),
-            label: m.label.clone(),
-            dest: layout.dest(&f.path),
-            file: f.clone(),
-            objects: f
-                .objects(&m.label)
-                .iter()
-                .map(|o| cluster.backup_file_key(o.label, &f.path))
-                .collect(),
-            checksums_before: m.data_checksums.then(|| m.start()),
-            delta,
-            threads: jobs,
-            progress: progress.clone(),
-        };
         set.spawn(async move {
             let _permit = permit;
-            restore_one(job).await
+            match work {
+                Work::File(job) => Ok(vec![restore_one(*job, None).await?]),
+                Work::Bundle(key, members) => restore_bundle(&key, members).await,
+            }
         });
     }
     while let Some(done) = set.join_next().await {
-        tally.add(done.map_err(|e| RestoreError::Internal(e.to_string()))??);
+        for o in done.map_err(|e| RestoreError::Internal(e.to_string()))?? {
+            tally.add(o);
+        }
     }
     if let Some(p) = &progress {
         p.finish();
     }
     Ok(tally)
+}
+
+/// What one restore task does: a file, or the bundled files of one bundle.
+enum Work {
+    File(Box<FileJob>),
+    Bundle(String, Vec<FileJob>),
+}
+
+/// Largest read of a bundle at once (members are smaller than [`pitr_repo::BUNDLE_LIMIT`]).
+const BUNDLE_SPAN: u64 = 8 << 20;
+
+/// Restores the bundled files of bundle `key`, in bundle order, reading the bundle in ranged
+/// reads of up to [`BUNDLE_SPAN`] that each cover whole members.
+async fn restore_bundle(
+    key: &str,
+    mut members: Vec<FileJob>,
+) -> Result<Vec<Outcome>, RestoreError> {
+    let at = |j: &FileJob| {
+        let offset = j.file.bundle.map_or(0, |b| b.offset);
+        (offset, offset.saturating_add(j.file.stored_size))
+    };
+    members.sort_by_key(|j| at(j).0);
+    let mut outcomes = Vec::with_capacity(members.len());
+    let mut rest = members.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let (start, mut end) = at(&first);
+        let mut span = vec![first];
+        while let Some(next) = rest.next_if(|j| at(j).1.saturating_sub(start) <= BUNDLE_SPAN) {
+            end = end.max(at(&next).1);
+            span.push(next);
+        }
+        let storage = span[0].storage.clone();
+        let bytes = retrying(&span[0], key, || async {
+            storage
+                .get_range(key, start..end)
+                .await
+                .map_err(StoredError::Storage)
+        })
+        .await?;
+        for job in span {
+            let (from, to) = at(&job);
+            let member = usize::try_from(from - start)
+                .ok()
+                .zip(usize::try_from(to - start).ok())
+                .and_then(|(a, b)| bytes.get(a..b).map(|_| bytes.slice(a..b)));
+            let Some(member) = member else {
+                // The bundle is shorter than the manifest says (the plan checked its size).
+                return Err(RestoreError::MissingObject {
+                    repo: job.repo.clone(),
+                    key: key.to_string(),
+                    path: job.file.path.clone(),
+                    label: job.label.clone(),
+                });
+            };
+            let mut job = job;
+            // Errors name the bundle and where the file lies in it.
+            job.key = format!("{key} (bytes {from}..{to}: {})", job.file.path);
+            outcomes.push(restore_one(job, Some(member)).await?);
+        }
+    }
+    Ok(outcomes)
 }
 
 /// How one file was restored.
@@ -138,10 +224,11 @@ struct FileJob {
     progress: Option<Arc<dyn Progress>>,
 }
 
-/// Restores one file: kept, created empty, or fetched and written; tells `progress` it is done.
-async fn restore_one(job: FileJob) -> Result<Outcome, RestoreError> {
+/// Restores one file: kept, created empty, or fetched (or taken from `fetched`, its frame
+/// read with its bundle) and written; tells `progress` it is done.
+async fn restore_one(job: FileJob, fetched: Option<Bytes>) -> Result<Outcome, RestoreError> {
     let progress = job.progress.clone();
-    let outcome = restore_file(job).await?;
+    let outcome = restore_file(job, fetched).await?;
     if let Some(p) = &progress {
         if let Outcome::Reused { bytes } = outcome {
             p.advance(bytes);
@@ -198,7 +285,7 @@ where
     }
 }
 
-async fn restore_file(job: FileJob) -> Result<Outcome, RestoreError> {
+async fn restore_file(job: FileJob, fetched: Option<Bytes>) -> Result<Outcome, RestoreError> {
     let (dest, file, delta) = (job.dest.clone(), job.file.clone(), job.delta);
     let action = blocking(move || {
         let ex = write::existing(&dest).map_err(RestoreError::io("inspect", &dest))?;
@@ -219,7 +306,10 @@ async fn restore_file(job: FileJob) -> Result<Outcome, RestoreError> {
         }
         FileAction::CreateEmpty => None,
         FileAction::Fetch if job.file.blocks.is_some() => return restore_block_file(job).await,
-        FileAction::Fetch => Some(fetch(&job).await?),
+        FileAction::Fetch => match fetched {
+            Some(b) => Some(Opened::Whole(b)),
+            None => Some(fetch(&job).await?),
+        },
     };
     let fetched = match &obj {
         Some(Opened::Whole(b)) => b.len() as u64,
