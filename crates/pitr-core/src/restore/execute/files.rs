@@ -13,6 +13,8 @@ use pitr_storage::Storage;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+mod bundled;
+
 use super::blocking;
 use super::rebuild;
 use super::write::{self, FileAction, WriteError};
@@ -122,8 +124,8 @@ pub async fn restore_files(
         set.spawn(async move {
             let _permit = permit;
             match work {
-                Work::File(job) => Ok(vec![restore_one(*job, None).await?]),
-                Work::Bundle(key, members) => restore_bundle(&key, members).await,
+                Work::File(job) => Ok(vec![restore_one(*job, None, None).await?]),
+                Work::Bundle(key, members) => bundled::restore_bundle(&key, members).await,
             }
         });
     }
@@ -142,61 +144,6 @@ pub async fn restore_files(
 enum Work {
     File(Box<FileJob>),
     Bundle(String, Vec<FileJob>),
-}
-
-/// Largest read of a bundle at once (members are smaller than [`pitr_repo::BUNDLE_LIMIT`]).
-const BUNDLE_SPAN: u64 = 8 << 20;
-
-/// Restores the bundled files of bundle `key`, in bundle order, reading the bundle in ranged
-/// reads of up to [`BUNDLE_SPAN`] that each cover whole members.
-async fn restore_bundle(
-    key: &str,
-    mut members: Vec<FileJob>,
-) -> Result<Vec<Outcome>, RestoreError> {
-    let at = |j: &FileJob| {
-        let offset = j.file.bundle.map_or(0, |b| b.offset);
-        (offset, offset.saturating_add(j.file.stored_size))
-    };
-    members.sort_by_key(|j| at(j).0);
-    let mut outcomes = Vec::with_capacity(members.len());
-    let mut rest = members.into_iter().peekable();
-    while let Some(first) = rest.next() {
-        let (start, mut end) = at(&first);
-        let mut span = vec![first];
-        while let Some(next) = rest.next_if(|j| at(j).1.saturating_sub(start) <= BUNDLE_SPAN) {
-            end = end.max(at(&next).1);
-            span.push(next);
-        }
-        let storage = span[0].storage.clone();
-        let bytes = retrying(&span[0], key, || async {
-            storage
-                .get_range(key, start..end)
-                .await
-                .map_err(StoredError::Storage)
-        })
-        .await?;
-        for job in span {
-            let (from, to) = at(&job);
-            let member = usize::try_from(from - start)
-                .ok()
-                .zip(usize::try_from(to - start).ok())
-                .and_then(|(a, b)| bytes.get(a..b).map(|_| bytes.slice(a..b)));
-            let Some(member) = member else {
-                // The bundle is shorter than the manifest says (the plan checked its size).
-                return Err(RestoreError::MissingObject {
-                    repo: job.repo.clone(),
-                    key: key.to_string(),
-                    path: job.file.path.clone(),
-                    label: job.label.clone(),
-                });
-            };
-            let mut job = job;
-            // Errors name the bundle and where the file lies in it.
-            job.key = format!("{key} (bytes {from}..{to}: {})", job.file.path);
-            outcomes.push(restore_one(job, Some(member)).await?);
-        }
-    }
-    Ok(outcomes)
 }
 
 /// How one file was restored.
@@ -225,10 +172,15 @@ struct FileJob {
 }
 
 /// Restores one file: kept, created empty, or fetched (or taken from `fetched`, its frame
-/// read with its bundle) and written; tells `progress` it is done.
-async fn restore_one(job: FileJob, fetched: Option<Bytes>) -> Result<Outcome, RestoreError> {
+/// read with its bundle) and written, as `decided` (else as [`decide`] says); tells
+/// `progress` it is done.
+async fn restore_one(
+    job: FileJob,
+    decided: Option<FileAction>,
+    fetched: Option<Bytes>,
+) -> Result<Outcome, RestoreError> {
     let progress = job.progress.clone();
-    let outcome = restore_file(job, fetched).await?;
+    let outcome = restore_file(job, decided, fetched).await?;
     if let Some(p) = &progress {
         if let Outcome::Reused { bytes } = outcome {
             p.advance(bytes);
@@ -285,14 +237,26 @@ where
     }
 }
 
-async fn restore_file(job: FileJob, fetched: Option<Bytes>) -> Result<Outcome, RestoreError> {
+/// Whether the file must be fetched, created empty, or (`--delta`) is intact where it lies.
+async fn decide(job: &FileJob) -> Result<FileAction, RestoreError> {
     let (dest, file, delta) = (job.dest.clone(), job.file.clone(), job.delta);
-    let action = blocking(move || {
+    blocking(move || {
         let ex = write::existing(&dest).map_err(RestoreError::io("inspect", &dest))?;
         write::decide(&file, ex, delta, || write::hash_file(&dest))
             .map_err(RestoreError::io("read", &dest))
     })
-    .await?;
+    .await
+}
+
+async fn restore_file(
+    job: FileJob,
+    decided: Option<FileAction>,
+    fetched: Option<Bytes>,
+) -> Result<Outcome, RestoreError> {
+    let action = match decided {
+        Some(a) => a,
+        None => decide(&job).await?,
+    };
     let obj = match action {
         FileAction::Keep => {
             let (dest, file) = (job.dest.clone(), job.file.clone());
