@@ -206,7 +206,11 @@ fn small_files_restore_from_bundles_full_and_incremental(pg: &PgInstall) {
         ])
         .expect_code(0),
     );
-    assert_eq!(rep["restore"]["plan"]["backup"]["label"], incr.as_str(), "{rep}");
+    assert_eq!(
+        rep["restore"]["plan"]["backup"]["label"],
+        incr.as_str(),
+        "{rep}"
+    );
     for f in &untouched {
         assert!(
             fs::read(dir.join(f)).unwrap() == fs::read(source.join(f)).unwrap(),
