@@ -64,7 +64,7 @@ pub struct ManifestFile {
     /// by the incrementals since (then `stored_in` is unset and `stored_size` counts only the
     /// pages this backup stored; `size` and `blake3` describe the rebuilt file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blocks: Option<BlockLayers>,
+    pub blocks: Option<Box<BlockLayers>>,
     /// A bundled file: its frame lies in a bundle of the backup holding it (this one, or
     /// `stored_in`), `stored_size` bytes from `offset`. Absent in manifests written before
     /// bundles (every file then has its own object).

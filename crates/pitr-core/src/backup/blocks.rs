@@ -93,7 +93,7 @@ impl BlockIncr {
     /// The layers `pf` (the parent's entry) is rebuilt from.
     fn layers_of(&self, pf: &ManifestFile) -> BlockLayers {
         match &pf.blocks {
-            Some(b) => b.clone(),
+            Some(b) => (**b).clone(),
             None => BlockLayers {
                 block_size: self.block_size,
                 relseg_size: self.relseg_size,
@@ -272,7 +272,7 @@ pub fn copy_blocks(
         stored_size,
         stored_in: None,
         checksum_failures: failures,
-        blocks: Some(layers),
+        blocks: Some(Box::new(layers)),
         bundle: None,
     })))
 }
@@ -400,7 +400,7 @@ pub fn copy_summarized(
         stored_size,
         stored_in: None,
         checksum_failures: failures,
-        blocks: Some(layers),
+        blocks: Some(Box::new(layers)),
         bundle: None,
     }))))
 }

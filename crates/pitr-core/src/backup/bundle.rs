@@ -47,8 +47,8 @@ struct OpenBundle {
     upload: Box<dyn Upload>,
     /// Bytes already handed to `upload`.
     written: u64,
-    /// Entries of the files in it, by their index in the copy's file list.
-    members: Vec<(usize, ManifestFile)>,
+    /// Entries of the files in it.
+    members: Vec<ManifestFile>,
 }
 
 /// Appends small files to bundles of one backup, one bundle at a time.
@@ -63,7 +63,7 @@ pub(super) struct Bundler<'a> {
     out: Vec<u8>,
     open: Option<OpenBundle>,
     /// Entries of files in finished (durable) bundles, and of empty files.
-    done: Vec<(usize, ManifestFile)>,
+    done: Vec<ManifestFile>,
 }
 
 impl<'a> Bundler<'a> {
@@ -88,11 +88,10 @@ impl<'a> Bundler<'a> {
         })
     }
 
-    /// Reads `file` (number `i` of the copy) and appends its frame to the open bundle,
+    /// Reads `file` and appends its frame to the open bundle,
     /// starting one when none is open and finishing it when it reaches [`BUNDLE_TARGET`].
     pub(super) fn add(
         &mut self,
-        i: usize,
         file: &SourceFile,
         verifier: Option<&dyn PageVerifier>,
         progress: &Progress,
@@ -130,7 +129,7 @@ impl<'a> Bundler<'a> {
             .fetch_add(self.read_buf.len() as u64, Ordering::Relaxed);
         if self.read_buf.is_empty() {
             // Empty files have no object, bundled or not.
-            self.done.push((i, entry));
+            self.done.push(entry);
             progress.files.fetch_add(1, Ordering::Relaxed);
             return Ok(Added::Taken);
         }
@@ -154,7 +153,7 @@ impl<'a> Bundler<'a> {
             offset,
         });
         let mut open = open;
-        open.members.push((i, entry));
+        open.members.push(entry);
         if self.out.len() >= FLUSH {
             self.flush(&mut open)?;
         }
@@ -168,7 +167,7 @@ impl<'a> Bundler<'a> {
     }
 
     /// Finishes the open bundle; returns the entries of every file taken.
-    pub(super) fn finish(mut self) -> Result<Vec<(usize, ManifestFile)>, CopyError> {
+    pub(super) fn finish(mut self) -> Result<Vec<ManifestFile>, CopyError> {
         if let Some(open) = self.open.take() {
             self.finish_bundle(open)?;
         }

@@ -75,14 +75,12 @@ pub struct Progress {
     pub total_bytes: AtomicU64,
 }
 
-/// Files with their index in the copy's file list.
-type Numbered = Vec<(usize, SourceFile)>;
-
-/// What a copy task hands back: manifest entries by their index in the copy's file list.
-type Copied = Result<Vec<(usize, ManifestFile)>, CopyError>;
+/// What a copy task hands back: manifest entries.
+type Copied = Result<Vec<ManifestFile>, CopyError>;
 
 /// Copies `files` into backup `label`, `jobs` at a time (with `blocks`, relation files the
-/// parent holds are stored block-wise); returns their manifest entries in the order given.
+/// parent holds are stored block-wise); returns their manifest entries as the copies finish
+/// (the caller sorts them: one entry per file, never a second list of them).
 ///
 /// Files of [`BUNDLE_LIMIT`] bytes or more (and block-level candidates) are copied one task
 /// each, largest first; then `jobs` bundlers ([`bundle`](super::bundle)) take the smaller files
@@ -104,31 +102,28 @@ pub async fn copy_files(
     progress
         .total_bytes
         .fetch_add(files.iter().map(|f| f.size).sum(), Ordering::Relaxed);
-    let count = files.len();
     // An object store's uploads wait on the network: more of them in flight than cores.
     let in_flight = jobs.max(cluster.repo().storage().requests_in_flight());
     let sem = Arc::new(Semaphore::new(in_flight.max(1)));
-    let (mut own, mut small): (Numbered, Numbered) =
-        files.into_iter().enumerate().partition(|(_, f)| {
+    let (mut own, mut small): (Vec<SourceFile>, Vec<SourceFile>) =
+        files.into_iter().partition(|f| {
             f.size >= BUNDLE_LIMIT
                 || blocks
                     .as_ref()
                     .is_some_and(|b| b.parent_of(&f.rel).is_some())
         });
     // Largest first, so the long copies start early and the pool drains evenly.
-    own.sort_by_key(|(_, f)| std::cmp::Reverse(f.size));
-    small.sort_by_key(|(_, f)| std::cmp::Reverse(f.size));
-    let mut results: Vec<Option<ManifestFile>> = vec![None; count];
+    own.sort_by_key(|f| std::cmp::Reverse(f.size));
+    small.sort_by_key(|f| std::cmp::Reverse(f.size));
+    let mut results: Vec<ManifestFile> = Vec::new();
     let joined = |done: Result<Copied, tokio::task::JoinError>,
-                  results: &mut Vec<Option<ManifestFile>>|
+                  results: &mut Vec<ManifestFile>|
      -> Result<(), CopyError> {
         let entries = done.map_err(|e| CopyError::Read {
             path: PathBuf::new(),
             source: io::Error::other(e),
         })??;
-        for (i, e) in entries {
-            results[i] = Some(e);
-        }
+        results.extend(entries);
         Ok(())
     };
     let acquire = |sem: Arc<Semaphore>| async move {
@@ -138,7 +133,7 @@ pub async fn copy_files(
         })
     };
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, file) in own {
+    for file in own {
         let permit = acquire(sem.clone()).await?;
         let cluster = cluster.clone();
         let label = label.to_string();
@@ -158,7 +153,7 @@ pub async fn copy_files(
                 &progress,
             );
             drop(permit);
-            Ok(r?.map(|e| (i, e)).into_iter().collect())
+            Ok(r?.into_iter().collect())
         });
         // Surface failures early instead of after queuing everything.
         while let Some(done) = tasks.try_join_next() {
@@ -184,14 +179,14 @@ pub async fn copy_files(
         joined(done, &mut results)?;
     }
     // Files that vanished during the copy (dropped relations) are simply not in the backup.
-    Ok(results.into_iter().flatten().collect())
+    Ok(results)
 }
 
 /// One bundler's work: files from `queue` until it is empty (a file that grew past the limit
 /// since it was listed is copied as its own object).
 fn bundle_queue(
     (rt, cluster, label, compression): (&Handle, &ClusterRepo, &str, Compression),
-    queue: &(Numbered, AtomicUsize),
+    queue: &(Vec<SourceFile>, AtomicUsize),
     ids: &AtomicU64,
     verifier: Option<&dyn PageVerifier>,
     progress: &Progress,
@@ -202,12 +197,12 @@ fn bundle_queue(
     };
     let mut bundler = Bundler::new(rt, cluster, label, ids, compression).map_err(read_err)?;
     let mut own = Vec::new();
-    while let Some((i, file)) = queue.0.get(queue.1.fetch_add(1, Ordering::Relaxed)) {
-        match bundler.add(*i, file, verifier, progress)? {
+    while let Some(file) = queue.0.get(queue.1.fetch_add(1, Ordering::Relaxed)) {
+        match bundler.add(file, verifier, progress)? {
             Added::Taken | Added::Vanished => {}
             Added::TooLarge => {
                 let entry = copy_one(rt, cluster, label, file, compression, verifier, progress)?;
-                own.extend(entry.map(|e| (*i, e)));
+                own.extend(entry);
             }
         }
     }
