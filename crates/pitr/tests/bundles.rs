@@ -182,8 +182,8 @@ fn small_files_restore_from_bundles_full_and_incremental(pg: &PgInstall) {
     assert!(bundled_at(&repo, &incr, &kid_file(1))
         .is_some_and(|(b, _)| b.starts_with(repo.join("main/backup").join(&incr))));
     let sum = c.psql(SUM);
-    let last = c.switch_wal();
-    assert!(c.wait_archived(&last, Duration::from_secs(60)), "{last}");
+    // Nothing is written after the incremental backup (which waited for its own WAL): no switch,
+    // which on an idle server may not switch at all.
     let untouched: Vec<String> = (10..TABLES).step_by(37).map(kid_file).collect();
     let source = c.datadir().to_path_buf();
     c.stop();
