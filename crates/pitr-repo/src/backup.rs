@@ -2,7 +2,11 @@
 //!
 //! ```text
 //! <cluster>/backup/<label>/data/<path>     one framed object per non-empty file of PGDATA
-//!                                         (tablespace files under pg_tblspc/<oid>/…)
+//!                                         (tablespace files under pg_tblspc/<oid>/…) of at
+//!                                         least [`BUNDLE_LIMIT`] bytes, and block-level files
+//! <cluster>/backup/<label>/bundle/<id>     the smaller files: each a complete frame (as its own
+//!                                         object would be), one after the other; the manifest
+//!                                         gives each file's bundle, offset and length
 //! <cluster>/backup/<label>/backup.json    the manifest (metadata, kind "backup"), written last:
 //!                                         a backup without it is incomplete and never used
 //! ```
@@ -60,7 +64,24 @@ pub struct ManifestFile {
     /// by the incrementals since (then `stored_in` is unset and `stored_size` counts only the
     /// pages this backup stored; `size` and `blake3` describe the rebuilt file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blocks: Option<BlockLayers>,
+    pub blocks: Option<Box<BlockLayers>>,
+    /// A bundled file: its frame lies in a bundle of the backup holding it (this one, or
+    /// `stored_in`), `stored_size` bytes from `offset`. Absent in manifests written before
+    /// bundles (every file then has its own object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRef>,
+}
+
+/// Files smaller than this are bundled by the copy method (block-level files never are).
+pub const BUNDLE_LIMIT: u64 = 1 << 20;
+
+/// Where a bundled file's frame lies: bundle `id` of the backup holding it, at `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRef {
+    /// Bundle number (its key is `bundle/<id>` in the backup's prefix).
+    pub id: u64,
+    /// Byte offset of the file's frame in the bundle (plaintext offset in an encrypted one).
+    pub offset: u64,
 }
 
 impl ManifestFile {
@@ -74,6 +95,7 @@ impl ManifestFile {
                 size: self.size,
                 blake3: &self.blake3,
                 stored_size: self.stored_size,
+                bundle: self.bundle,
             }],
         }
     }
@@ -197,6 +219,40 @@ impl ClusterRepo {
     /// Key of a backed-up file's object in backup `label`.
     pub fn backup_file_key(&self, label: &str, path: &str) -> String {
         format!("{}data/{path}", self.backup_prefix(label))
+    }
+
+    /// Key of bundle `id` of backup `label`.
+    pub fn bundle_key(&self, label: &str, id: u64) -> String {
+        format!("{}bundle/{id}", self.backup_prefix(label))
+    }
+
+    /// Key of the object holding `o` of file `path` (its own object, or its bundle).
+    pub fn object_key(&self, o: &ObjectRef<'_>, path: &str) -> String {
+        match o.bundle {
+            Some(b) => self.bundle_key(o.label, b.id),
+            None => self.backup_file_key(o.label, path),
+        }
+    }
+
+    /// The stored frame of `o` (object of file `path`), read whole, or with one ranged read
+    /// from its bundle; `None` when the object is absent or the bundle too short to hold it.
+    pub async fn read_object(
+        &self,
+        o: &ObjectRef<'_>,
+        path: &str,
+    ) -> RepoResult<Option<bytes::Bytes>> {
+        let key = self.object_key(o, path);
+        let storage = self.repo().storage();
+        Ok(match o.bundle {
+            None => storage.get(&key).await?,
+            Some(b) => {
+                let end = b.offset.saturating_add(o.stored_size);
+                storage
+                    .get_range(&key, b.offset..end)
+                    .await?
+                    .filter(|got| got.len() as u64 == o.stored_size)
+            }
+        })
     }
 
     /// Key of a backup's manifest.

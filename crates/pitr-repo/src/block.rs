@@ -150,6 +150,9 @@ pub struct ObjectRef<'a> {
     pub blake3: &'a str,
     /// Stored size.
     pub stored_size: u64,
+    /// Where in a bundle of `label` the object lies, when it is a bundle member (a whole-file
+    /// object only: block bases and deltas are never bundled).
+    pub bundle: Option<crate::backup::BundleRef>,
 }
 
 impl BlockLayers {
@@ -160,12 +163,14 @@ impl BlockLayers {
             size: self.base.size,
             blake3: &self.base.blake3,
             stored_size: self.base.stored_size,
+            bundle: None,
         }];
         out.extend(self.deltas.iter().map(|d| ObjectRef {
             label: &d.label,
             size: d.pages.count() * u64::from(self.block_size),
             blake3: &d.blake3,
             stored_size: d.stored_size,
+            bundle: None,
         }));
         out
     }

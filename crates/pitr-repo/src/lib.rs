@@ -32,7 +32,10 @@ use pitr_pg::WalFileName;
 use pitr_storage::{PutMode, PutOutcome, Storage};
 use serde::{Deserialize, Serialize};
 
-pub use backup::{BackupKind, BackupManifest, ManifestDir, ManifestFile, ManifestTablespace};
+pub use backup::{
+    BackupKind, BackupManifest, BundleRef, ManifestDir, ManifestFile, ManifestTablespace,
+    BUNDLE_LIMIT,
+};
 pub use crypt::{CryptError, KeyFile};
 pub use error::{RepoError, RepoResult};
 pub use frame::{Checksum, Compression, FrameSummary};

@@ -231,6 +231,10 @@ fn s3_repository_end_to_end(pg: &PgInstall) {
         .collect();
     assert_eq!(labels, [b1.as_str(), b2.as_str()], "{info}");
     assert_eq!(backups[1]["kind"], "incr", "{info}");
+    // The small files (most of a fresh cluster's) went into bundles, multipart-uploaded; the
+    // restores below read them with ranged GETs.
+    let bundles = block_on(lab.store.list(&format!("main/backup/{b1}/bundle/"))).unwrap();
+    assert!(!bundles.is_empty(), "no bundle in backup {b1}");
 
     // check: the configuration, and a WAL switch that reaches the bucket.
     let port = lab.c.port().to_string();
@@ -312,8 +316,15 @@ fn s3_repository_end_to_end(pg: &PgInstall) {
         0,
         "{clean:?}"
     );
-    let objects = block_on(lab.store.list(&format!("main/backup/{b1}/data/"))).unwrap();
-    let victim = objects.iter().max_by_key(|o| o.size).unwrap().key.clone();
+    // The largest object of the full backup: a bundle (a fresh cluster has no file of 1 MiB).
+    let objects = block_on(lab.store.list(&format!("main/backup/{b1}/"))).unwrap();
+    let victim = objects
+        .iter()
+        .filter(|o| !o.key.ends_with("backup.json"))
+        .max_by_key(|o| o.size)
+        .unwrap()
+        .key
+        .clone();
     let original = block_on(lab.store.get(&victim)).unwrap().unwrap();
     let mut flipped = original.to_vec();
     let at = flipped.len() / 2;

@@ -71,7 +71,9 @@ pub enum BlockOutcome {
 
 impl BlockIncr {
     /// The parent's entry of `rel` when `rel` can be stored block-wise: a main-fork relation
-    /// file that the parent holds whole or block-wise with the same page size.
+    /// file that the parent holds whole (as its own object: a bundled file, smaller than
+    /// [`pitr_repo::BUNDLE_LIMIT`], is copied whole again, never used as a base) or block-wise
+    /// with the same page size.
     pub fn parent_of(&self, rel: &str) -> Option<&ManifestFile> {
         let name = rel.rsplit('/').next().unwrap_or(rel);
         let in_relation_dir =
@@ -85,13 +87,13 @@ impl BlockIncr {
             .blocks
             .as_ref()
             .is_none_or(|b| b.block_size == self.block_size);
-        (pf.size > 0 && pf.size % bs == 0 && same_pages).then_some(pf)
+        (pf.size > 0 && pf.size % bs == 0 && same_pages && pf.bundle.is_none()).then_some(pf)
     }
 
     /// The layers `pf` (the parent's entry) is rebuilt from.
     fn layers_of(&self, pf: &ManifestFile) -> BlockLayers {
         match &pf.blocks {
-            Some(b) => b.clone(),
+            Some(b) => (**b).clone(),
             None => BlockLayers {
                 block_size: self.block_size,
                 relseg_size: self.relseg_size,
@@ -270,7 +272,8 @@ pub fn copy_blocks(
         stored_size,
         stored_in: None,
         checksum_failures: failures,
-        blocks: Some(layers),
+        blocks: Some(Box::new(layers)),
+        bundle: None,
     })))
 }
 
@@ -397,7 +400,8 @@ pub fn copy_summarized(
         stored_size,
         stored_in: None,
         checksum_failures: failures,
-        blocks: Some(layers),
+        blocks: Some(Box::new(layers)),
+        bundle: None,
     }))))
 }
 

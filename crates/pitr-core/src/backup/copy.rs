@@ -4,17 +4,18 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pitr_repo::frame::FrameEncoder;
-use pitr_repo::{ClusterRepo, Compression, ManifestFile, RepoError};
+use pitr_repo::{ClusterRepo, Compression, ManifestFile, RepoError, BUNDLE_LIMIT};
 use pitr_storage::{PutMode, StorageError};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
 use super::blocks::{copy_blocks, copy_summarized, BlockIncr, BlockOutcome};
+use super::bundle::{Added, Bundler};
 use super::walk::SourceFile;
 
 /// Read size; also the granularity of output flushes to storage.
@@ -74,8 +75,16 @@ pub struct Progress {
     pub total_bytes: AtomicU64,
 }
 
+/// What a copy task hands back: manifest entries.
+type Copied = Result<Vec<ManifestFile>, CopyError>;
+
 /// Copies `files` into backup `label`, `jobs` at a time (with `blocks`, relation files the
-/// parent holds are stored block-wise); returns their manifest entries in the order given.
+/// parent holds are stored block-wise); returns their manifest entries as the copies finish
+/// (the caller sorts them: one entry per file, never a second list of them).
+///
+/// Files of [`BUNDLE_LIMIT`] bytes or more (and block-level candidates) are copied one task
+/// each, largest first; then `jobs` bundlers ([`bundle`](super::bundle)) take the smaller files
+/// from one queue, largest first too.
 #[allow(clippy::too_many_arguments)]
 pub async fn copy_files(
     cluster: &ClusterRepo,
@@ -96,32 +105,36 @@ pub async fn copy_files(
     // An object store's uploads wait on the network: more of them in flight than cores.
     let in_flight = jobs.max(cluster.repo().storage().requests_in_flight());
     let sem = Arc::new(Semaphore::new(in_flight.max(1)));
+    let (mut own, mut small): (Vec<SourceFile>, Vec<SourceFile>) =
+        files.into_iter().partition(|f| {
+            f.size >= BUNDLE_LIMIT
+                || blocks
+                    .as_ref()
+                    .is_some_and(|b| b.parent_of(&f.rel).is_some())
+        });
     // Largest first, so the long copies start early and the pool drains evenly.
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
-    let mut results: Vec<Option<ManifestFile>> = vec![None; files.len()];
-    let joined =
-        |done: Result<(usize, Result<Option<ManifestFile>, CopyError>), tokio::task::JoinError>,
-         results: &mut Vec<Option<ManifestFile>>|
-         -> Result<(), CopyError> {
-            let (i, r) = done.map_err(|e| CopyError::Read {
-                path: PathBuf::new(),
-                source: io::Error::other(e),
-            })?;
-            results[i] = r?;
-            Ok(())
-        };
+    own.sort_by_key(|f| std::cmp::Reverse(f.size));
+    small.sort_by_key(|f| std::cmp::Reverse(f.size));
+    let mut results: Vec<ManifestFile> = Vec::new();
+    let joined = |done: Result<Copied, tokio::task::JoinError>,
+                  results: &mut Vec<ManifestFile>|
+     -> Result<(), CopyError> {
+        let entries = done.map_err(|e| CopyError::Read {
+            path: PathBuf::new(),
+            source: io::Error::other(e),
+        })??;
+        results.extend(entries);
+        Ok(())
+    };
+    let acquire = |sem: Arc<Semaphore>| async move {
+        sem.acquire_owned().await.map_err(|e| CopyError::Read {
+            path: PathBuf::new(),
+            source: io::Error::other(e),
+        })
+    };
     let mut tasks = tokio::task::JoinSet::new();
-    for i in order {
-        let permit = sem
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| CopyError::Read {
-                path: PathBuf::new(),
-                source: io::Error::other(e),
-            })?;
-        let file = files[i].clone();
+    for file in own {
+        let permit = acquire(sem.clone()).await?;
         let cluster = cluster.clone();
         let label = label.to_string();
         let verifier = verifier.clone();
@@ -140,18 +153,62 @@ pub async fn copy_files(
                 &progress,
             );
             drop(permit);
-            (i, r)
+            Ok(r?.into_iter().collect())
         });
         // Surface failures early instead of after queuing everything.
         while let Some(done) = tasks.try_join_next() {
             joined(done, &mut results)?;
         }
     }
+    let queue = Arc::new((small, AtomicUsize::new(0)));
+    let ids = Arc::new(AtomicU64::new(0));
+    for _ in 0..jobs.max(1).min(queue.0.len()) {
+        let permit = acquire(sem.clone()).await?;
+        let (cluster, label) = (cluster.clone(), label.to_string());
+        let (queue, ids) = (queue.clone(), ids.clone());
+        let (verifier, progress) = (verifier.clone(), progress.clone());
+        let handle = Handle::current();
+        tasks.spawn_blocking(move || {
+            let env = (&handle, &cluster, label.as_str(), compression);
+            let r = bundle_queue(env, &queue, &ids, verifier.as_deref(), &progress);
+            drop(permit);
+            r
+        });
+    }
     while let Some(done) = tasks.join_next().await {
         joined(done, &mut results)?;
     }
     // Files that vanished during the copy (dropped relations) are simply not in the backup.
-    Ok(results.into_iter().flatten().collect())
+    Ok(results)
+}
+
+/// One bundler's work: files from `queue` until it is empty (a file that grew past the limit
+/// since it was listed is copied as its own object).
+fn bundle_queue(
+    (rt, cluster, label, compression): (&Handle, &ClusterRepo, &str, Compression),
+    queue: &(Vec<SourceFile>, AtomicUsize),
+    ids: &AtomicU64,
+    verifier: Option<&dyn PageVerifier>,
+    progress: &Progress,
+) -> Copied {
+    let read_err = |source| CopyError::Read {
+        path: PathBuf::new(),
+        source,
+    };
+    let mut bundler = Bundler::new(rt, cluster, label, ids, compression).map_err(read_err)?;
+    let mut own = Vec::new();
+    while let Some(file) = queue.0.get(queue.1.fetch_add(1, Ordering::Relaxed)) {
+        match bundler.add(file, verifier, progress)? {
+            Added::Taken | Added::Vanished => {}
+            Added::TooLarge => {
+                let entry = copy_one(rt, cluster, label, file, compression, verifier, progress)?;
+                own.extend(entry);
+            }
+        }
+    }
+    let mut done = bundler.finish()?;
+    done.extend(own);
+    Ok(done)
 }
 
 /// Copies one file, block-wise when `blocks` allows it; `None` when it disappeared before it
@@ -235,17 +292,17 @@ fn copy_one(
         stored_in: None,
         checksum_failures: Vec::new(),
         blocks: None,
+        bundle: None,
     };
     let verify = verifier.filter(|_| is_checksummed(&file.rel));
-    let first_block_of_file = verify
-        .map(|v| segment_number(&file.rel).saturating_mul(v.blocks_per_segment()))
-        .unwrap_or(0);
+    let first_block_of_file = verify.map(|v| first_block(v, &file.rel)).unwrap_or(0);
     let key = cluster.backup_file_key(label, &file.rel);
     let storage = cluster.repo().storage().clone();
     let mut upload = None;
     let mut enc = FrameEncoder::new(compression).map_err(read_err)?;
     let mut buf = vec![0u8; CHUNK];
     let mut offset: u64 = 0;
+    let mut stored: u64 = 0;
     loop {
         let n = read_full(&mut f, &mut buf).map_err(read_err)?;
         if n == 0 {
@@ -268,6 +325,7 @@ fn copy_one(
                 upload = Some(rt.block_on(storage.upload(&key))?);
             }
             if let Some(up) = upload.as_mut() {
+                stored += out.len() as u64;
                 rt.block_on(up.write(Bytes::from(out)))?;
             }
         }
@@ -282,13 +340,11 @@ fn copy_one(
             Some(u) => u,
             None => rt.block_on(storage.upload(&key))?,
         };
+        stored += rest.len() as u64;
         rt.block_on(up.write(Bytes::from(rest)))?;
-        // The size is only known at the end: ask storage, which is cheap and exact.
         rt.block_on(up.finish(PutMode::Overwrite))?;
-        entry.stored_size = rt
-            .block_on(storage.head(&key))?
-            .map(|m| m.size)
-            .unwrap_or(0);
+        // What was written is what storage reports (plaintext sizes in an encrypted one).
+        entry.stored_size = stored;
         entry.blake3 = summary.checksum.to_string();
     }
     progress.files.fetch_add(1, Ordering::Relaxed);
@@ -308,8 +364,13 @@ pub(super) fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Block number, within its relation, of the first page of relation file `rel`.
+pub(super) fn first_block(v: &dyn PageVerifier, rel: &str) -> u32 {
+    segment_number(rel).saturating_mul(v.blocks_per_segment())
+}
+
 /// Files whose pages carry data checksums: relation files under base/, global/ and tablespaces.
-fn is_checksummed(rel: &str) -> bool {
+pub(super) fn is_checksummed(rel: &str) -> bool {
     let name = rel.rsplit('/').next().unwrap_or(rel);
     (rel.starts_with("base/") || rel.starts_with("global/") || rel.starts_with("pg_tblspc/"))
         && super::walk::is_relation_file(name)

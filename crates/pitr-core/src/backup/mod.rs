@@ -17,6 +17,7 @@
 //! by one path only.
 
 mod blocks;
+mod bundle;
 pub mod copy;
 mod lease;
 mod replication;
@@ -726,16 +727,18 @@ async fn copy_phase(
     // started (same size, modified strictly earlier than the parent's start second).
     let mut reused = Vec::new();
     let mut to_copy = Vec::new();
+    // By path: one lookup per file (a linear search is quadratic over a million files).
+    let parent_files: std::collections::HashMap<&str, &ManifestFile> = parent
+        .map(|p| p.files.iter().map(|f| (f.path.as_str(), f)).collect())
+        .unwrap_or_default();
     for f in listing.files {
         let prev = parent.and_then(|p| {
             let cutoff = p.start_time.as_second() - 1;
-            p.files
-                .iter()
-                .find(|pf| {
-                    pf.path == f.rel && pf.size == f.size && pf.mtime == f.mtime && f.mtime < cutoff
-                })
+            parent_files
+                .get(f.rel.as_str())
+                .filter(|pf| pf.size == f.size && pf.mtime == f.mtime && f.mtime < cutoff)
                 .map(|pf| {
-                    let mut e = pf.clone();
+                    let mut e = (*pf).clone();
                     if pf.blocks.is_none() {
                         // A block file's layers already name the backups holding them.
                         e.stored_in = Some(pf.stored_in.clone().unwrap_or_else(|| p.label.clone()));

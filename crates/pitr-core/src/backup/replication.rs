@@ -328,6 +328,7 @@ impl Receiver<'_> {
                     stored_in: None,
                     checksum_failures: Vec::new(),
                     blocks: None,
+                    bundle: None,
                 };
                 let task = EncodeTask {
                     rt: Handle::current(),

@@ -304,6 +304,7 @@ async fn repository(dir: &std::path::Path) -> ClusterRepo {
                 stored_in: holder,
                 checksum_failures: Vec::new(),
                 blocks: None,
+                bundle: None,
             });
         }
         cluster.put_manifest(&m).await.unwrap();

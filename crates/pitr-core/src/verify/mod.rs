@@ -4,7 +4,10 @@
 //! the incremental chains. A check that cannot run is a problem, never "verified". The streamed
 //! `.partial` objects of `pitr stream` are checked like archived WAL.
 
+mod bundled;
 mod window;
+
+use std::collections::BTreeMap;
 
 use std::sync::Arc;
 
@@ -39,6 +42,13 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     /// Everything found wrong.
     pub problems: Vec<Problem>,
+}
+
+/// One check of verify's: an object against its manifest entry (or none: WAL), or the members
+/// of one bundle.
+enum Check {
+    Object(String, Option<(u64, String)>),
+    Bundle(String, Vec<bundled::Member>),
 }
 
 async fn check_object(
@@ -165,15 +175,29 @@ async fn verify_leased(
         .collect();
     report.wal_files += partials.len();
     work.extend(partials.iter().map(|k| (k.clone(), None)));
+    // Bundled files by bundle, each member once (an incremental lists its parent's too).
+    let mut bundles: BTreeMap<String, BTreeMap<u64, bundled::Member>> = BTreeMap::new();
     for b in &backups {
         for f in b.files.iter().filter(|f| f.size > 0) {
             // Each object the file needs (a block file's base and deltas) is checked against
             // the length and checksum its manifest records.
             for o in f.objects(&b.label) {
-                work.push((
-                    cluster.backup_file_key(o.label, &f.path),
-                    Some((o.size, o.blake3.to_string())),
-                ));
+                let key = cluster.object_key(&o, &f.path);
+                match o.bundle {
+                    Some(at) => {
+                        bundles.entry(key).or_default().insert(
+                            at.offset,
+                            bundled::Member {
+                                path: f.path.clone(),
+                                offset: at.offset,
+                                stored_size: o.stored_size,
+                                size: o.size,
+                                blake3: o.blake3.to_string(),
+                            },
+                        );
+                    }
+                    None => work.push((key, Some((o.size, o.blake3.to_string())))),
+                }
             }
             report.backup_files += 1;
         }
@@ -216,12 +240,28 @@ async fn verify_leased(
             .filter_map(|(_, e)| e.as_ref())
             .map(|e| e.0)
             .sum();
-        p.start(work.len() as u64, wal_bytes + backup_bytes);
+        let members = bundles.values().flat_map(|m| m.values());
+        let (bundled, bundled_bytes) = members.fold((0, 0), |(n, b), m| (n + 1, b + m.size));
+        p.start(
+            (work.len() + bundled) as u64,
+            wal_bytes + backup_bytes + bundled_bytes,
+        );
     }
+    let work = work
+        .into_iter()
+        .map(|(key, expect)| Check::Object(key, expect))
+        .chain(
+            bundles
+                .into_iter()
+                .map(|(key, m)| Check::Bundle(key, m.into_values().collect())),
+        );
     let sem = Arc::new(Semaphore::new(jobs.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut keys = std::collections::HashMap::new();
-    for (key, expect) in work {
+    for check in work {
+        let key = match &check {
+            Check::Object(key, _) | Check::Bundle(key, _) => key.clone(),
+        };
         let permit = match sem.clone().acquire_owned().await {
             Ok(p) => p,
             Err(e) => {
@@ -233,9 +273,18 @@ async fn verify_leased(
             }
         };
         let cluster = cluster.clone();
-        let k = key.clone();
         let handle = tasks.spawn(async move {
-            let r = check_object(&cluster, k, expect).await;
+            let r = match check {
+                Check::Object(key, expect) => {
+                    let (bytes, problem) = check_object(&cluster, key, expect).await;
+                    (bytes, problem.into_iter().collect(), 1)
+                }
+                Check::Bundle(key, members) => {
+                    let files = members.len();
+                    let (bytes, problems) = bundled::check_bundle(&cluster, &key, members).await;
+                    (bytes, problems, files)
+                }
+            };
             drop(permit);
             r
         });
@@ -243,13 +292,15 @@ async fn verify_leased(
     }
     while let Some(r) = tasks.join_next_with_id().await {
         match r {
-            Ok((_, (bytes, problem))) => {
+            Ok((_, (bytes, problems, files))) => {
                 if let Some(p) = &progress {
                     p.advance(bytes);
-                    p.file_done();
+                    for _ in 0..files {
+                        p.file_done();
+                    }
                 }
                 report.bytes_checked += bytes;
-                report.problems.extend(problem);
+                report.problems.extend(problems);
             }
             // A check that failed or panicked verified nothing: its object is not "verified".
             Err(e) => report.problems.push(Problem {

@@ -70,6 +70,49 @@ pub(super) fn compress(data: &[u8], c: Compression) -> io::Result<Vec<u8>> {
     }
 }
 
+/// Encodes one small buffer after another as complete frames (each exactly as [`encode`]
+/// writes it), reusing one compression context: the members of a bundle, where a fresh zstd
+/// context per 8 KB file would cost more than compressing it.
+pub struct MemberEncoder {
+    c: Compression,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl fmt::Debug for MemberEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemberEncoder").field("c", &self.c).finish()
+    }
+}
+
+impl MemberEncoder {
+    /// An encoder for compression `c`.
+    pub fn new(c: Compression) -> io::Result<MemberEncoder> {
+        let zstd = match c {
+            Compression::Zstd(level) => Some(zstd_compressor(level)?),
+            Compression::None | Compression::Lz4 => None,
+        };
+        Ok(MemberEncoder { c, zstd })
+    }
+
+    /// Appends the frame of `data` to `out`; returns its summary.
+    pub fn encode_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<FrameSummary> {
+        let h = header(self.c);
+        let payload = match self.zstd.as_mut() {
+            Some(z) => z.compress(data)?,
+            None => compress(data, self.c)?,
+        };
+        let summary = FrameSummary {
+            len: data.len() as u64,
+            checksum: Checksum::of(data),
+        };
+        out.reserve(HEADER_LEN + payload.len() + TRAILER_LEN);
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(&trailer(&h, summary));
+        Ok(summary)
+    }
+}
+
 /// Size of the pieces [`FrameEncoder`] compresses as separate zstd frames. A power of two (and a
 /// multiple of BLAKE3's 1 KiB chunk), so that [`decode_to`](super::decode_to) can decompress and hash the pieces of
 /// a large file on several threads: each piece is a BLAKE3 subtree.

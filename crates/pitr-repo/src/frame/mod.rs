@@ -32,7 +32,7 @@ mod windowed;
 use std::fmt;
 
 pub use decode::{decode, decode_into, decode_payload};
-pub use encode::{encode, FrameEncoder, ZSTD_PIECE};
+pub use encode::{encode, FrameEncoder, MemberEncoder, ZSTD_PIECE};
 pub use file::encode_file;
 pub use growing::{GrowingFrame, GROWING_PIECE};
 pub use layout::{ends, summary, END_MAGIC, HEADER_LEN, MAGIC, MAX_ORIGINAL_LEN, TRAILER_LEN};

@@ -364,3 +364,25 @@ fn streamed_parallel_decode_matches_whole_decode_and_catches_damage() {
         assert!(out == data, "{c}");
     }
 }
+
+#[test]
+fn member_encoder_writes_what_encode_writes_one_frame_after_another() {
+    let data = sample();
+    let pieces: Vec<&[u8]> = vec![&data[..8192], &data[100..20_000], &[], &data[..]];
+    for c in [Compression::None, Compression::Zstd(1), Compression::Lz4] {
+        let mut enc = MemberEncoder::new(c).unwrap();
+        let mut out = Vec::new();
+        let mut at = Vec::new();
+        for p in &pieces {
+            let start = out.len();
+            let s = enc.encode_into(p, &mut out).unwrap();
+            at.push(start..out.len());
+            assert_eq!(s, encode(p, c).unwrap().1, "{c}");
+        }
+        // Each member is a complete frame: cut out, it decodes alone to its own bytes.
+        for (p, r) in pieces.iter().zip(at) {
+            assert_eq!(&out[r.clone()], &encode(p, c).unwrap().0[..], "{c}");
+            assert_eq!(decode(&out[r]).unwrap(), *p, "{c}");
+        }
+    }
+}

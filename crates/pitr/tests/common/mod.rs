@@ -167,3 +167,29 @@ pub fn archiving_cluster(
     c.start();
     (scratch, repo, c)
 }
+
+/// Where file `path` of backup `label` lies in a local, unencrypted repository: its bundle
+/// object and the byte range of its frame in it, or `None` when it has an object of its own.
+#[allow(dead_code)]
+pub fn bundled_at(
+    repo: &Path,
+    label: &str,
+    path: &str,
+) -> Option<(PathBuf, std::ops::Range<usize>)> {
+    let dir = repo.join("main/backup").join(label);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("backup.json")).unwrap()).unwrap();
+    let f = m["body"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("{path} is not in backup {label}"));
+    let b = f.get("bundle")?;
+    let (id, offset) = (
+        b["id"].as_u64().unwrap(),
+        b["offset"].as_u64().unwrap() as usize,
+    );
+    let len = f["stored_size"].as_u64().unwrap() as usize;
+    Some((dir.join(format!("bundle/{id}")), offset..offset + len))
+}

@@ -2,14 +2,18 @@
 //! from the repository (transient storage errors retried), decoded and verified into place, or
 //! kept when `--delta` finds it intact. Progress is reported as bytes land.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use pitr_repo::stored::{self, Opened, StoredError};
 use pitr_repo::{BackupManifest, ClusterRepo, ManifestFile, RepoError};
 use pitr_storage::Storage;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+mod bundled;
 
 use super::blocking;
 use super::rebuild;
@@ -68,49 +72,78 @@ pub async fn restore_files(
     let sem = Arc::new(Semaphore::new(
         jobs.max(storage.requests_in_flight()).max(1),
     ));
-    let mut set: JoinSet<Result<Outcome, RestoreError>> = JoinSet::new();
+    let mut set: JoinSet<Result<Vec<Outcome>, RestoreError>> = JoinSet::new();
     let mut tally = Tally::default();
+    let job = |f: &ManifestFile| FileJob {
+        storage: storage.clone(),
+        repo: repo.clone(),
+        key: cluster.backup_file_key(f.stored_in.as_deref().unwrap_or(&m.label), &f.path),
+        label: m.label.clone(),
+        dest: layout.dest(&f.path),
+        file: f.clone(),
+        objects: f
+            .objects(&m.label)
+            .iter()
+            .map(|o| cluster.object_key(o, &f.path))
+            .collect(),
+        checksums_before: m.data_checksums.then(|| m.start()),
+        delta,
+        threads: jobs,
+        progress: progress.clone(),
+    };
+    // Bundled files by bundle: each bundle is read in a few large ranged reads.
+    let mut bundles: BTreeMap<String, Vec<FileJob>> = BTreeMap::new();
     // Largest first, so that a large relation does not start last and finish alone.
-    let mut order: Vec<&ManifestFile> = m.files.iter().collect();
+    let mut order: Vec<&ManifestFile> = Vec::new();
+    for f in &m.files {
+        match (&f.bundle, &f.blocks) {
+            (Some(b), None) => {
+                let holder = f.stored_in.as_deref().unwrap_or(&m.label);
+                let key = cluster.bundle_key(holder, b.id);
+                bundles.entry(key).or_default().push(job(f));
+            }
+            _ => order.push(f),
+        }
+    }
     order.sort_by_key(|f| std::cmp::Reverse(f.size));
-    for f in order {
+    let singles = order.into_iter().map(|f| Work::File(Box::new(job(f))));
+    let grouped = bundles
+        .into_iter()
+        .map(|(key, members)| Work::Bundle(key, members));
+    for work in singles.chain(grouped) {
         let permit = sem
             .clone()
             .acquire_owned()
             .await
             .map_err(|e| RestoreError::Internal(e.to_string()))?;
         while let Some(done) = set.try_join_next() {
-            tally.add(done.map_err(|e| RestoreError::Internal(e.to_string()))??);
+            for o in done.map_err(|e| RestoreError::Internal(e.to_string()))?? {
+                tally.add(o);
+            }
         }
-        let job = FileJob {
-            storage: storage.clone(),
-            repo: repo.clone(),
-            key: cluster.backup_file_key(f.stored_in.as_deref().unwrap_or(&m.label), &f.path),
-            label: m.label.clone(),
-            dest: layout.dest(&f.path),
-            file: f.clone(),
-            objects: f
-                .objects(&m.label)
-                .iter()
-                .map(|o| cluster.backup_file_key(o.label, &f.path))
-                .collect(),
-            checksums_before: m.data_checksums.then(|| m.start()),
-            delta,
-            threads: jobs,
-            progress: progress.clone(),
-        };
         set.spawn(async move {
             let _permit = permit;
-            restore_one(job).await
+            match work {
+                Work::File(job) => Ok(vec![restore_one(*job, None, None).await?]),
+                Work::Bundle(key, members) => bundled::restore_bundle(&key, members).await,
+            }
         });
     }
     while let Some(done) = set.join_next().await {
-        tally.add(done.map_err(|e| RestoreError::Internal(e.to_string()))??);
+        for o in done.map_err(|e| RestoreError::Internal(e.to_string()))?? {
+            tally.add(o);
+        }
     }
     if let Some(p) = &progress {
         p.finish();
     }
     Ok(tally)
+}
+
+/// What one restore task does: a file, or the bundled files of one bundle.
+enum Work {
+    File(Box<FileJob>),
+    Bundle(String, Vec<FileJob>),
 }
 
 /// How one file was restored.
@@ -138,10 +171,16 @@ struct FileJob {
     progress: Option<Arc<dyn Progress>>,
 }
 
-/// Restores one file: kept, created empty, or fetched and written; tells `progress` it is done.
-async fn restore_one(job: FileJob) -> Result<Outcome, RestoreError> {
+/// Restores one file: kept, created empty, or fetched (or taken from `fetched`, its frame
+/// read with its bundle) and written, as `decided` (else as [`decide`] says); tells
+/// `progress` it is done.
+async fn restore_one(
+    job: FileJob,
+    decided: Option<FileAction>,
+    fetched: Option<Bytes>,
+) -> Result<Outcome, RestoreError> {
     let progress = job.progress.clone();
-    let outcome = restore_file(job).await?;
+    let outcome = restore_file(job, decided, fetched).await?;
     if let Some(p) = &progress {
         if let Outcome::Reused { bytes } = outcome {
             p.advance(bytes);
@@ -198,14 +237,26 @@ where
     }
 }
 
-async fn restore_file(job: FileJob) -> Result<Outcome, RestoreError> {
+/// Whether the file must be fetched, created empty, or (`--delta`) is intact where it lies.
+async fn decide(job: &FileJob) -> Result<FileAction, RestoreError> {
     let (dest, file, delta) = (job.dest.clone(), job.file.clone(), job.delta);
-    let action = blocking(move || {
+    blocking(move || {
         let ex = write::existing(&dest).map_err(RestoreError::io("inspect", &dest))?;
         write::decide(&file, ex, delta, || write::hash_file(&dest))
             .map_err(RestoreError::io("read", &dest))
     })
-    .await?;
+    .await
+}
+
+async fn restore_file(
+    job: FileJob,
+    decided: Option<FileAction>,
+    fetched: Option<Bytes>,
+) -> Result<Outcome, RestoreError> {
+    let action = match decided {
+        Some(a) => a,
+        None => decide(&job).await?,
+    };
     let obj = match action {
         FileAction::Keep => {
             let (dest, file) = (job.dest.clone(), job.file.clone());
@@ -219,7 +270,10 @@ async fn restore_file(job: FileJob) -> Result<Outcome, RestoreError> {
         }
         FileAction::CreateEmpty => None,
         FileAction::Fetch if job.file.blocks.is_some() => return restore_block_file(job).await,
-        FileAction::Fetch => Some(fetch(&job).await?),
+        FileAction::Fetch => match fetched {
+            Some(b) => Some(Opened::Whole(b)),
+            None => Some(fetch(&job).await?),
+        },
     };
     let fetched = match &obj {
         Some(Opened::Whole(b)) => b.len() as u64,
@@ -429,6 +483,7 @@ mod tests {
                 stored_in: None,
                 checksum_failures: vec![],
                 blocks: None,
+                bundle: None,
             });
         }
         (cluster, m)

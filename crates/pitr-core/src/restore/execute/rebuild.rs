@@ -418,7 +418,8 @@ mod tests {
             stored_size: 0,
             stored_in: None,
             checksum_failures: Vec::new(),
-            blocks: Some(layers.clone()),
+            blocks: Some(Box::new(layers.clone())),
+            bundle: None,
         }
     }
 

@@ -116,6 +116,7 @@ mod tests {
             stored_in: None,
             checksum_failures: Vec::new(),
             blocks: None,
+            bundle: None,
         };
         let mut files = vec![
             f("base/1/1259"),

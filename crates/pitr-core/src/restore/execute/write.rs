@@ -298,6 +298,7 @@ mod tests {
             stored_in: None,
             checksum_failures: vec![],
             blocks: None,
+            bundle: None,
         }
     }
 

@@ -66,6 +66,12 @@ pub fn validate_manifest(m: &BackupManifest) -> Result<(), RestoreError> {
                 f.path, f.size
             )));
         }
+        if f.bundle.is_some() && (f.blocks.is_some() || f.size == 0) {
+            return Err(bad(format!(
+                "file {:?} is bundled but empty or a block file",
+                f.path
+            )));
+        }
         if let Some(src) = &f.stored_in {
             if src.is_empty() || src.contains('/') {
                 return Err(bad(format!("file {:?} is stored in {src:?}", f.path)));
@@ -84,27 +90,37 @@ pub fn validate_manifest(m: &BackupManifest) -> Result<(), RestoreError> {
 }
 
 /// Checks, before anything is written, that every object the backup's files need is in the
-/// repository with the size the manifest records (one listing per backup that holds them: the
-/// backup itself and, for an incremental, the backups it reuses files from).
+/// repository with the size the manifest records, and every bundle long enough to hold its
+/// members (one listing per backup that holds them: the backup itself and, for an
+/// incremental, the backups it reuses files from).
 pub async fn check_objects(
     cluster: &ClusterRepo,
     m: &BackupManifest,
     labels: &BTreeSet<String>,
 ) -> Result<(), RestoreError> {
     check_chain(cluster, m, labels).await?;
-    let mut by_holder: BTreeMap<&str, Vec<(&ManifestFile, u64)>> = BTreeMap::new();
+    // Per holder: each file, the key of its object, and the size that object must have (its
+    // own object: exactly its stored size; a bundle: at least the member's end).
+    type Needed<'a> = Vec<(&'a ManifestFile, String, u64, bool)>;
+    let mut by_holder: BTreeMap<&str, Needed<'_>> = BTreeMap::new();
     for f in &m.files {
         for o in f.objects(&m.label) {
-            by_holder
-                .entry(o.label)
-                .or_default()
-                .push((f, o.stored_size));
+            let (least, exact) = match o.bundle {
+                Some(b) => (b.offset.saturating_add(o.stored_size), false),
+                None => (o.stored_size, true),
+            };
+            by_holder.entry(o.label).or_default().push((
+                f,
+                cluster.object_key(&o, &f.path),
+                least,
+                exact,
+            ));
         }
     }
     let storage = cluster.repo().storage();
     for (holder, files) in by_holder {
         let present: HashMap<String, u64> = storage
-            .list(&cluster.backup_file_key(holder, ""))
+            .list(&cluster.backup_prefix(holder))
             .await
             .map_err(RepoError::Storage)?
             .into_iter()
@@ -112,9 +128,12 @@ pub async fn check_objects(
             .collect();
         let missing: Vec<(&ManifestFile, String)> = files
             .iter()
-            .map(|(f, stored)| (*f, cluster.backup_file_key(holder, &f.path), *stored))
-            .filter(|(_, key, stored)| present.get(key) != Some(stored))
-            .map(|(f, key, _)| (f, key))
+            .filter(|(_, key, least, exact)| match present.get(key) {
+                Some(size) if *exact => size != least,
+                Some(size) => size < least,
+                None => true,
+            })
+            .map(|(f, key, _, _)| (*f, key.clone()))
             .collect();
         if let Some((f, key)) = missing.first() {
             return Err(RestoreError::MissingObjects {

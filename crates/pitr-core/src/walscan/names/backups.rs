@@ -166,10 +166,12 @@ impl Namer<'_> {
             let (size, blake3) = (f.size, f.blake3.clone());
             return self.read_block_file(i, path, &layers, size, &blake3).await;
         }
-        let key = self
-            .cluster
-            .backup_file_key(f.stored_in.as_deref().unwrap_or(&m.label), path);
-        let got = self.cluster.repo().storage().get(&key).await;
+        // Its own object, or its frame read from its bundle.
+        let Some(o) = f.objects(&m.label).into_iter().next() else {
+            return Some(Vec::new());
+        };
+        let key = self.cluster.object_key(&o, path);
+        let got = self.cluster.read_object(&o, path).await;
         match got {
             Ok(Some(obj)) => match frame::decode(&obj) {
                 Ok(b) => Some(b),
