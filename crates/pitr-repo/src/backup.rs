@@ -72,8 +72,11 @@ pub struct ManifestFile {
     pub bundle: Option<BundleRef>,
 }
 
-/// Files smaller than this are bundled by the copy method (block-level files never are).
-pub const BUNDLE_LIMIT: u64 = 1 << 20;
+/// Files smaller than this are bundled by the copy method (block-level files never are). Small
+/// enough that the relation files worth storing block-wise in an incremental (catalogs of
+/// hundreds of KB whose few changed pages would otherwise be stored whole again) keep objects
+/// of their own; large enough that a data directory of many small tables is mostly bundled.
+pub const BUNDLE_LIMIT: u64 = 128 << 10;
 
 /// Where a bundled file's frame lies: bundle `id` of the backup holding it, at `offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

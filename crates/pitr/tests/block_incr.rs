@@ -201,8 +201,11 @@ fn block_incremental_restores_row_for_row_from_the_chain(pg: &PgInstall) {
         f1["stored_size"].as_u64().unwrap() * 10 < full_accounts,
         "accounts: incremental {f1} vs full {full_accounts}"
     );
+    // A third, not a fifth as before bundles: relation files under BUNDLE_LIMIT (128 KiB) are
+    // bundled in the full and never block bases, so the small catalogs an incremental finds
+    // changed (about 0.3 MB compressed here, over three databases) are stored whole again.
     assert!(
-        stored_size(&m1) * 5 < stored_size(&mf),
+        stored_size(&m1) * 3 < stored_size(&mf),
         "incremental stores {} bytes, the full {}; largest: {:?}",
         stored_size(&m1),
         stored_size(&mf),

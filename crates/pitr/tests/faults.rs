@@ -479,9 +479,10 @@ fn no_space_on_repository_or_destination_fails_cleanly_and_reruns_finish() {
     );
 }
 
-/// Permissions taken away in the middle of a backup (its directory in the repository made
-/// read-only once a third of the files are in): the backup fails naming the path and the OS
-/// user, is never listed, and succeeds once the permissions are back.
+/// Permissions taken away in the middle of a backup (its directory in the repository, and
+/// everything under it, made read-only once it holds its first object or directory: small files
+/// go into bundles, so there are few objects to wait for): the backup fails naming the path and
+/// the OS user, is never listed, and succeeds once the permissions are back.
 #[test]
 fn permissions_changed_mid_backup_fail_it_clearly_and_a_rerun_succeeds() {
     if postgres_uid_gid().is_none() {
@@ -500,17 +501,15 @@ fn permissions_changed_mid_backup_fail_it_clearly_and_a_rerun_succeeds() {
     as_postgres(&mut cmd);
     let backups = repo.join("main/backup");
     let mut locked = None;
-    // Once 300 files are in, the label's data directories become read-only; the backup runs on.
+    // Once the label's directory holds something, it and its directories become read-only;
+    // the backup runs on (at the latest, its manifest cannot be written).
     let lock = || {
         let label = fs::read_dir(&backups).ok()?.next()?.ok()?.path();
-        let data = label.join("data");
-        if walk(&data).len() < 300 {
-            return None;
-        }
-        for dir in std::iter::once(data.clone()).chain(dirs_under(&data)) {
+        fs::read_dir(&label).ok()?.next()?.ok()?;
+        for dir in std::iter::once(label.clone()).chain(dirs_under(&label)) {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
         }
-        Some(data)
+        Some(label)
     };
     let mut child = cmd.spawn().unwrap();
     let status = loop {
