@@ -88,6 +88,23 @@ pub struct BundleRef {
 }
 
 impl ManifestFile {
+    /// The entry of a file about to be copied whole: nothing stored yet (size, checksum and
+    /// stored size are filled in as it is copied).
+    pub fn new(path: String, mode: u32, mtime: i64) -> ManifestFile {
+        ManifestFile {
+            path,
+            size: 0,
+            mode,
+            mtime,
+            blake3: String::new(),
+            stored_size: 0,
+            stored_in: None,
+            checksum_failures: Vec::new(),
+            blocks: None,
+            bundle: None,
+        }
+    }
+
     /// Every object the file needs, for a file of backup `own` (none for an empty file).
     pub fn objects<'a>(&'a self, own: &'a str) -> Vec<ObjectRef<'a>> {
         match &self.blocks {

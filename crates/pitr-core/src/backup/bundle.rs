@@ -112,18 +112,8 @@ impl<'a> Bundler<'a> {
         if self.read_buf.len() as u64 >= BUNDLE_LIMIT {
             return Ok(Added::TooLarge);
         }
-        let mut entry = ManifestFile {
-            path: file.rel.clone(),
-            size: self.read_buf.len() as u64,
-            mode: file.mode,
-            mtime: file.mtime,
-            blake3: String::new(),
-            stored_size: 0,
-            stored_in: None,
-            checksum_failures: Vec::new(),
-            blocks: None,
-            bundle: None,
-        };
+        let mut entry = ManifestFile::new(file.rel.clone(), file.mode, file.mtime);
+        entry.size = self.read_buf.len() as u64;
         progress
             .bytes
             .fetch_add(self.read_buf.len() as u64, Ordering::Relaxed);

@@ -282,18 +282,7 @@ fn copy_one(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(read_err(e)),
     };
-    let mut entry = ManifestFile {
-        path: file.rel.clone(),
-        size: 0,
-        mode: file.mode,
-        mtime: file.mtime,
-        blake3: String::new(),
-        stored_size: 0,
-        stored_in: None,
-        checksum_failures: Vec::new(),
-        blocks: None,
-        bundle: None,
-    };
+    let mut entry = ManifestFile::new(file.rel.clone(), file.mode, file.mtime);
     let verify = verifier.filter(|_| is_checksummed(&file.rel));
     let first_block_of_file = verify.map(|v| first_block(v, &file.rel)).unwrap_or(0);
     let key = cluster.backup_file_key(label, &file.rel);

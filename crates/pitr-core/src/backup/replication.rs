@@ -318,18 +318,7 @@ impl Receiver<'_> {
                     .await
                     .map_err(|err| BackupError::Internal(err.to_string()))?;
                 let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-                let entry = ManifestFile {
-                    path: rel.clone(),
-                    size: 0,
-                    mode,
-                    mtime: e.mtime,
-                    blake3: String::new(),
-                    stored_size: 0,
-                    stored_in: None,
-                    checksum_failures: Vec::new(),
-                    blocks: None,
-                    bundle: None,
-                };
+                let entry = ManifestFile::new(rel.clone(), mode, e.mtime);
                 let task = EncodeTask {
                     rt: Handle::current(),
                     cluster: self.cluster.clone(),
